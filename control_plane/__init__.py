@@ -1,0 +1,1 @@
+"""The control plane: leader election, telemetry aggregation, table computation and distribution."""

@@ -1,0 +1,1 @@
+"""The `meridian` command: one module per subcommand, each exposing `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""Plumbing both planes share: the mergeable histogram, config loading, logging set-up."""

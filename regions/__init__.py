@@ -1,0 +1,1 @@
+"""Regions: the topology and the launcher of a multi-region stack on one machine."""
