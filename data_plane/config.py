@@ -6,7 +6,6 @@ protobuf table the control plane streams, so the router has a single way to read
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Literal
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from meridian_common.config_loading import load_config
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
+from meridian_common.table_hash import content_hash
 
 MiB = 1024 * 1024
 
@@ -176,14 +176,6 @@ def _model_proto(name: str, model: ModelConfig, region: str) -> routing_pb2.Mode
         breaker=routing_pb2.BreakerSettings(**model.breaker.model_dump()),
         local_ratio=model.local_ratio,
     )
-
-
-def content_hash(models: list[routing_pb2.ModelRoute]) -> str:
-    """sha256 of the models section, deterministic serialisation, models in name order."""
-    digest = hashlib.sha256()
-    for model in sorted(models, key=lambda m: m.model):
-        digest.update(model.SerializeToString(deterministic=True))
-    return digest.hexdigest()
 
 
 def bootstrap_table(config: RouterConfig, now_unix_ms: int | None = None) -> routing_pb2.RoutingTable:

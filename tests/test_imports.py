@@ -27,7 +27,9 @@ def test_module_imports(name: str) -> None:
     importlib.import_module(name)
 
 
-@pytest.mark.parametrize(("plane", "forbidden"), [("data_plane", "control_plane"), ("control_plane", "data_plane")])
+@pytest.mark.parametrize(
+    ("plane", "forbidden"), [("data_plane", "control_plane"), ("control_plane", "data_plane")]
+)
 def test_planes_do_not_import_each_other(plane: str, forbidden: str) -> None:
     offenders = [
         str(path.relative_to(ROOT))
