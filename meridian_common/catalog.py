@@ -1,0 +1,131 @@
+"""The model catalog schema both planes read: logical models, their deployments and routing defaults.
+
+The router's config file and the control plane's catalog share it, and `model_route_proto` turns an
+entry into the routing-table contract, so a table means the same thing whoever built it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from meridian_proto import routing_pb2
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
+
+
+class FrozenModel(BaseModel):
+    """Base of every config object: immutable, and unknown fields are errors (typos surface)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeploymentConfig(FrozenModel):
+    name: str = Field(min_length=1)
+    url: HttpUrl
+    served_model: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    architecture: Literal["dense", "moe", "linear-attention", "hybrid", "other"] = "dense"
+    cost_per_1m_input: float = Field(0.0, ge=0)
+    cost_per_1m_output: float = Field(0.0, ge=0)
+    quality: float = Field(0.5, ge=0, le=1)
+    max_concurrency: int = Field(0, ge=0, description="0 = unlimited")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    weight: float = Field(1.0, ge=0)
+    rpm_limit: int = Field(0, ge=0)
+    tpm_limit: int = Field(0, ge=0)
+
+
+class BreakerConfig(FrozenModel):
+    error_rate_threshold: float = Field(0.5, gt=0, le=1)
+    p95_threshold_ms: float = Field(0.0, ge=0, description="0 = off")
+    min_requests: int = Field(5, ge=1)
+    open_duration_s: float = Field(5.0, gt=0)
+    window_s: float = Field(10.0, gt=0)
+
+
+class CacheConfig(FrozenModel):
+    enabled: bool = False
+    ttl_s: float = Field(300.0, gt=0)
+
+
+class ScoreWeightsConfig(FrozenModel):
+    latency: float = Field(ge=0)
+    cost: float = Field(ge=0)
+    quality: float = Field(ge=0)
+
+
+class ModelConfig(FrozenModel):
+    policy: str = "latency-first"
+    allowed_policies: tuple[str, ...] = ()
+    latency_budget_ms: float = Field(0.0, ge=0)
+    priority: str = "balanced"
+    fallbacks: tuple[str, ...] = ()
+    cache: CacheConfig = CacheConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    local_ratio: float = Field(1.0, ge=0, le=1)
+    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in POLICIES:
+            raise ValueError(f"unknown policy {value!r}; expected one of {', '.join(POLICIES)}")
+        return value
+
+    @field_validator("allowed_policies")
+    @classmethod
+    def _known_policies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [p for p in value if p not in POLICIES]
+        if unknown:
+            raise ValueError(f"unknown policies {unknown}; expected any of {', '.join(POLICIES)}")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _known_priority(cls, value: str) -> str:
+        if value not in PRIORITY_PRESETS:
+            raise ValueError(f"unknown priority {value!r}; expected one of {', '.join(PRIORITY_PRESETS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_deployment_names(self) -> ModelConfig:
+        names = [d.name for d in self.deployments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"deployment names must be unique within a model, repeated: {duplicates}")
+        return self
+
+
+
+def deployment_proto(deployment: DeploymentConfig) -> routing_pb2.Deployment:
+    return routing_pb2.Deployment(
+        name=deployment.name,
+        url=str(deployment.url).rstrip("/"),
+        served_model=deployment.served_model,
+        region=deployment.region,
+        architecture=deployment.architecture,
+        cost_per_1m_input=deployment.cost_per_1m_input,
+        cost_per_1m_output=deployment.cost_per_1m_output,
+        quality=deployment.quality,
+        max_concurrency=deployment.max_concurrency,
+        api_key_env=deployment.api_key_env or "",
+        weight=deployment.weight,
+        rpm_limit=deployment.rpm_limit,
+        tpm_limit=deployment.tpm_limit,
+    )
+
+
+def model_route_proto(name: str, model: ModelConfig) -> routing_pb2.ModelRoute:
+    return routing_pb2.ModelRoute(
+        model=name,
+        policy=model.policy,
+        allowed_policies=model.allowed_policies,
+        latency_budget_ms=model.latency_budget_ms,
+        priority=model.priority,
+        fallbacks=model.fallbacks,
+        deployments=[deployment_proto(d) for d in model.deployments],
+        cache=routing_pb2.CacheSettings(enabled=model.cache.enabled, ttl_s=model.cache.ttl_s),
+        breaker=routing_pb2.BreakerSettings(**model.breaker.model_dump()),
+        local_ratio=model.local_ratio,
+    )
