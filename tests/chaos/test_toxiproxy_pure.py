@@ -1,0 +1,301 @@
+"""The I/O-free parts of Meridian's Toxiproxy server: request parsing and JSON shaping, toxic attributes,
+toxicity draws, address parsing, and each toxic's pipe driven with a fake stub (no sockets, no sleeping)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chaos.toxiproxy import api_json
+from chaos.toxiproxy.addresses import join_host_port, split_host_port
+from chaos.toxiproxy.api_error import ApiError
+from chaos.toxiproxy.toxicity import draw_active
+from chaos.toxiproxy.toxics import REGISTRY, Chunk, StreamClosed, Toxic
+from chaos.toxiproxy.toxics.bandwidth import BandwidthToxic
+from chaos.toxiproxy.toxics.latency import LatencyToxic
+from chaos.toxiproxy.toxics.limit_data import LimitDataToxic
+from chaos.toxiproxy.toxics.reset_peer import ResetPeerToxic
+from chaos.toxiproxy.toxics.slicer import SlicerToxic, slice_bounds
+from chaos.toxiproxy.toxics.timeout import TimeoutToxic
+from chaos.toxiproxy.toxics.toxic import attributes_from_json
+
+
+class FakeStub:
+    """A stub on a virtual clock: sleeping advances the clock; `interrupt_after` sleeps it is 'removed'."""
+
+    def __init__(self, toxic: Toxic, *, now: float = 100.0, interrupt_after: int | None = None) -> None:
+        self.state: Any = toxic.new_state()
+        self.started_at = now
+        self.rng = random.Random(7)
+        self.clock = now
+        self.sleeps: list[float] = []
+        self._interrupt_after = interrupt_after
+
+    def now(self) -> float:
+        return self.clock
+
+    async def sleep(self, seconds: float) -> bool:
+        if self._interrupt_after is not None and len(self.sleeps) >= self._interrupt_after:
+            return False
+        self.sleeps.append(seconds)
+        if seconds > 0:
+            self.clock += seconds
+        return True
+
+    async def sleep_uninterrupted(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock += max(seconds, 0)
+
+
+def run_pipe(toxic: Toxic, stub: FakeStub, chunk: Chunk) -> list[tuple[bytes, float]]:
+    out: list[tuple[bytes, float]] = []
+
+    async def emit(piece: Chunk) -> None:
+        out.append((piece.data, stub.clock))
+
+    asyncio.run(toxic.pipe(chunk, stub, emit))
+    return out
+
+
+# --- attributes ------------------------------------------------------------------------------------------
+
+def test_every_toxiproxy_type_is_registered() -> None:
+    assert set(REGISTRY) == {"latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data",
+                             "slicer"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, LatencyToxic(0, 0)),
+        ({}, LatencyToxic(0, 0)),
+        ({"latency": 5}, LatencyToxic(5, 0)),
+        ({"latency": 5, "jitter": None, "unknown": "ignored"}, LatencyToxic(5, 0)),
+    ],
+)
+def test_attributes_defaults_and_ignored_keys(raw: Any, expected: LatencyToxic) -> None:
+    assert attributes_from_json(LatencyToxic, raw) == expected
+
+
+def test_attributes_update_keeps_unmentioned_fields() -> None:
+    base = SlicerToxic(average_size=10, size_variation=2, delay=5)
+    assert attributes_from_json(SlicerToxic, {"delay": 9}, base=base) == SlicerToxic(10, 2, 9)
+
+
+@pytest.mark.parametrize("value", [True, 1.5, 100.0, "10", [1], -1])
+def test_attributes_reject_non_integers_and_negatives(value: Any) -> None:
+    with pytest.raises(ApiError) as error:
+        attributes_from_json(BandwidthToxic, {"rate": value})
+    assert error.value.status == 400 and "attributes.rate" in error.value.message
+
+
+def test_attributes_must_be_an_object() -> None:
+    with pytest.raises(ApiError, match="bad request body"):
+        attributes_from_json(BandwidthToxic, [1, 2])
+
+
+# --- toxic and proxy requests ----------------------------------------------------------------------------
+
+def test_toxic_defaults() -> None:
+    spec = api_json.parse_toxic_create({"type": "timeout"}, existing_names=[])
+    assert api_json.toxic_json(spec) == {"attributes": {"timeout": 0}, "name": "timeout_downstream",
+                                         "type": "timeout", "stream": "downstream", "toxicity": 1}
+
+
+def test_stream_is_case_insensitive_but_kept_as_written() -> None:
+    spec = api_json.parse_toxic_create({"type": "latency", "stream": "UpStream"}, existing_names=[])
+    assert (spec.name, spec.stream, spec.direction) == ("latency_UpStream", "UpStream", "upstream")
+
+
+@pytest.mark.parametrize(
+    ("doc", "existing", "status", "message"),
+    [
+        ({"type": "nope", "stream": "sideways"}, [], 400, "stream was invalid"),  # stream checked first
+        ({"type": "nope"}, [], 400, "invalid toxic type"),
+        ({"type": "latency"}, ["latency_downstream"], 409, "toxic already exists"),
+        ({"type": "latency", "name": "x"}, ["x"], 409, "toxic already exists"),
+        ({"type": "latency", "toxicity": 1.5}, [], 400, "bad request body: toxicity"),
+        ({"type": "latency", "toxicity": "high"}, [], 400, "bad request body: toxicity"),
+        ({"type": "latency", "attributes": {"latency": "x"}}, [], 400, "bad request body: attributes.latency"),
+        (["not", "an", "object"], [], 400, "bad request body"),
+    ],
+)
+def test_toxic_create_errors(doc: Any, existing: list[str], status: int, message: str) -> None:
+    with pytest.raises(ApiError) as error:
+        api_json.parse_toxic_create(doc, existing_names=existing)
+    assert error.value.status == status and error.value.message.startswith(message)
+
+
+def test_toxic_update_merges_attributes_and_toxicity() -> None:
+    spec = api_json.parse_toxic_create({"type": "latency", "attributes": {"latency": 10, "jitter": 3}}, [])
+    updated = api_json.parse_toxic_update({"attributes": {"jitter": 4}}, spec)
+    assert updated.toxic == LatencyToxic(10, 4) and updated.toxicity == 1.0 and updated.name == spec.name
+    assert api_json.parse_toxic_update({"toxicity": 0.5}, spec).toxicity == 0.5
+
+
+def test_toxics_listed_upstream_first() -> None:
+    specs = [api_json.parse_toxic_create({"type": t, "stream": s}, [])
+             for t, s in [("latency", "downstream"), ("timeout", "upstream"), ("slicer", "downstream")]]
+    assert [s.name for s in api_json.toxics_in_api_order(specs)] == [
+        "timeout_upstream", "latency_downstream", "slicer_downstream"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"upstream": "a:1"}, "missing required field: name"),
+        ({"name": "a"}, "missing required field: upstream"),
+        ({"name": "a", "upstream": "a:1", "enabled": "yes"}, "bad request body: enabled"),
+        ("proxy", "bad request body"),
+    ],
+)
+def test_proxy_create_errors(doc: Any, message: str) -> None:
+    with pytest.raises(ApiError) as error:
+        api_json.parse_proxy_create(doc)
+    assert error.value.status == 400 and error.value.message.startswith(message)
+
+
+def test_proxy_create_defaults_enabled() -> None:
+    assert api_json.parse_proxy_create({"name": "a", "upstream": "b:1", "enabled": None}) == api_json.ProxyInput(
+        name="a", listen="", upstream="b:1", enabled=True)
+
+
+def test_proxy_update_keeps_current_fields() -> None:
+    current = api_json.ProxyInput(name="a", listen="127.0.0.1:4000", upstream="b:1", enabled=True)
+    assert api_json.parse_proxy_update({"enabled": False}, current) == api_json.ProxyInput(
+        name="a", listen="127.0.0.1:4000", upstream="b:1", enabled=False)
+
+
+def test_populate_validates_every_proxy_before_any() -> None:
+    with pytest.raises(ApiError, match="missing required field: upstream at proxy 2"):
+        api_json.parse_populate([{"name": "a", "upstream": "b:1"}, {"name": "c"}])
+    with pytest.raises(ApiError, match="bad request body"):
+        api_json.parse_populate({"name": "a"})
+
+
+def test_populate_json_shapes() -> None:
+    assert api_json.populate_json([], None) == {"proxies": None}
+    error = ApiError("boom", 500)
+    assert api_json.populate_json([{"name": "a"}], error) == {"error": "boom", "status": 500,
+                                                              "proxies": [{"name": "a"}]}
+
+
+@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff"])
+def test_parse_body_errors(raw: bytes) -> None:
+    with pytest.raises(ApiError, match="bad request body"):
+        api_json.parse_body(raw)
+
+
+# --- addresses, toxicity ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:0", ("::1", 0)), (":8474", ("", 8474)),
+     ("localhost:1", ("localhost", 1))],
+)
+def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(address) == expected
+    assert join_host_port(*expected) == address
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "a:b", "a:70000", "::1:80", "a:-1"])
+def test_split_host_port_rejects(address: str) -> None:
+    with pytest.raises(ValueError):
+        split_host_port(address)
+
+
+@given(st.integers(min_value=0, max_value=2**32))
+def test_toxicity_bounds(seed: int) -> None:
+    rng = random.Random(seed)
+    assert draw_active(1.0, rng) and not draw_active(0.0, rng)
+
+
+def test_toxicity_is_a_probability() -> None:
+    rng = random.Random(1)
+    hits = sum(draw_active(0.3, rng) for _ in range(10_000))
+    assert 2700 < hits < 3300
+
+
+# --- toxics' pipes on a virtual clock ---------------------------------------------------------------------
+
+def test_latency_counts_from_when_the_chunk_was_read() -> None:
+    stub = FakeStub(LatencyToxic(latency=100))
+    # Read 30 ms ago: only 70 ms are left to wait.
+    out = run_pipe(LatencyToxic(latency=100), stub, Chunk(b"x", timestamp=stub.clock - 0.03))
+    assert stub.sleeps == [pytest.approx(0.07)] and out == [(b"x", pytest.approx(100.07))]
+
+
+@given(st.integers(min_value=0, max_value=2**32))
+def test_latency_jitter_stays_in_range(seed: int) -> None:
+    stub = FakeStub(LatencyToxic())
+    stub.rng = random.Random(seed)
+    assert 80 <= LatencyToxic(latency=100, jitter=20).delay_ms(stub) < 120
+
+
+def test_latency_forwards_held_chunk_when_removed() -> None:
+    stub = FakeStub(LatencyToxic(latency=1000), interrupt_after=0)
+    assert run_pipe(LatencyToxic(latency=1000), stub, Chunk(b"kept", stub.clock)) == [(b"kept", 100.0)]
+
+
+def test_bandwidth_paces_in_100ms_slices() -> None:
+    toxic = BandwidthToxic(rate=10)  # 10 KB/s: 1000 bytes per 100 ms slice
+    stub = FakeStub(toxic)
+    out = run_pipe(toxic, stub, Chunk(b"a" * 2500, stub.clock))
+    assert [len(data) for data, _ in out] == [1000, 1000, 500]
+    assert sum(stub.sleeps) == pytest.approx(0.25)
+
+
+def test_bandwidth_forwards_rest_when_removed() -> None:
+    toxic = BandwidthToxic(rate=10)
+    stub = FakeStub(toxic, interrupt_after=1)
+    out = run_pipe(toxic, stub, Chunk(b"a" * 2500, stub.clock))
+    assert b"".join(data for data, _ in out) == b"a" * 2500
+
+
+def test_limit_data_truncates_then_closes_across_chunks() -> None:
+    toxic = LimitDataToxic(bytes=5)
+    stub = FakeStub(toxic)
+    assert run_pipe(toxic, stub, Chunk(b"abc", stub.clock)) == [(b"abc", 100.0)]
+    with pytest.raises(StreamClosed) as closed:
+        run_pipe(toxic, stub, Chunk(b"defgh", stub.clock))
+    assert not closed.value.reset and stub.state.transmitted == 5
+
+
+def test_timeout_drops_data_and_has_a_deadline() -> None:
+    toxic = TimeoutToxic(timeout=250)
+    stub = FakeStub(toxic)
+    assert run_pipe(toxic, stub, Chunk(b"lost", stub.clock)) == []
+    assert toxic.close_deadline(stub) == pytest.approx(100.25)
+    assert TimeoutToxic(timeout=0).close_deadline(stub) is None
+
+
+def test_reset_peer_resets_after_its_timeout() -> None:
+    toxic = ResetPeerToxic(timeout=40)
+    stub = FakeStub(toxic)
+    with pytest.raises(StreamClosed) as closed:
+        run_pipe(toxic, stub, Chunk(b"x", stub.clock))
+    assert closed.value.reset and stub.sleeps == [pytest.approx(0.04)]
+
+
+@given(length=st.integers(min_value=0, max_value=5000), average=st.integers(min_value=0, max_value=300),
+       variation=st.integers(min_value=0, max_value=300), seed=st.integers(min_value=0, max_value=2**32))
+def test_slice_bounds_cover_the_chunk(length: int, average: int, variation: int, seed: int) -> None:
+    cuts = slice_bounds(length, average, variation, random.Random(seed))
+    assert cuts[0] == 0 and cuts[-1] == length
+    assert all(a < b for a, b in zip(cuts, cuts[1:], strict=False)) or length == 0
+    if 0 < variation < average:
+        assert all(b - a <= average + variation for a, b in zip(cuts, cuts[1:], strict=False))
+
+
+def test_slicer_emits_every_byte_in_order_with_delays() -> None:
+    toxic = SlicerToxic(average_size=10, size_variation=3, delay=500)
+    stub = FakeStub(toxic)
+    data = bytes(range(256)) * 4
+    out = run_pipe(toxic, stub, Chunk(data, stub.clock))
+    assert b"".join(piece for piece, _ in out) == data and len(out) > 50
+    assert all(sleep == pytest.approx(0.0005) for sleep in stub.sleeps)
