@@ -1,0 +1,64 @@
+"""`meridian sim-backend [--model M] [--profile P] ...`: runs the OpenAI-compatible backend simulator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from simulator.profiles import Profile
+from simulator.settings import DEFAULT_MODEL, SettingsError, SimulatorSettings, UsageFormat
+
+_DEFAULTS = SimulatorSettings()
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sim-backend", help="run the OpenAI-compatible backend simulator",
+        description="An OpenAI-compatible model server that generates filler text with the latency of a "
+                    "real one under load (see docs/simulator.md).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="listen port; 0 = any free port (default %(default)s)")
+    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="served model name (default %(default)s)")
+    parser.add_argument("--profile", choices=[p.value for p in Profile], default=_DEFAULTS.profile.value,
+                        help="architecture whose latency-vs-load curve to follow (default %(default)s)")
+    parser.add_argument("--ttft-ms", type=float, default=_DEFAULTS.ttft_ms,
+                        help="time to first token at no load, ms (default %(default)s)")
+    parser.add_argument("--itl-ms", type=float, default=_DEFAULTS.itl_ms,
+                        help="inter-token latency at no load, ms (default %(default)s)")
+    parser.add_argument("--capacity", type=int, default=_DEFAULTS.capacity,
+                        help="requests generated at once; more wait in a FIFO queue (default %(default)s)")
+    parser.add_argument("--error-rate", type=float, default=_DEFAULTS.error_rate,
+                        help="probability that a request gets HTTP 500 (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one)")
+    parser.add_argument("--usage-format", choices=[u.value for u in UsageFormat],
+                        default=_DEFAULTS.usage_format.value,
+                        help="how token usage is reported (default %(default)s)")
+    parser.add_argument("--output-tokens", type=int, default=_DEFAULTS.output_tokens,
+                        help="tokens generated when a request sets no max_tokens (default %(default)s)")
+    parser.set_defaults(handler=_run)
+
+
+def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
+    return SimulatorSettings(
+        model=args.model, profile=Profile(args.profile), ttft_ms=args.ttft_ms, itl_ms=args.itl_ms,
+        capacity=args.capacity, error_rate=args.error_rate, output_tokens=args.output_tokens,
+        usage_format=UsageFormat(args.usage_format), seed=args.seed,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from meridian_common.event_loop import run
+    from meridian_common.logging_setup import configure_logging
+    from simulator.server import create_app, serve
+
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as error:
+        print(f"meridian sim-backend: --{error.field.replace('_', '-')}: {error.message}", file=sys.stderr)
+        return 2
+    configure_logging("sim-backend")
+    return run(serve(create_app(settings), args.host, args.port, port_file=args.port_file))

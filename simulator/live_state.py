@@ -1,0 +1,63 @@
+"""The running simulator's mutable state: current settings, the admission queue, the random source and
+the counters that `GET /sim/config` and `/metrics` report."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from simulator.admission import AdmissionQueue
+from simulator.profiles import LatencyMultipliers, latency_multipliers, load_factor
+from simulator.request_parsing import GenerationKind
+from simulator.settings import SimulatorSettings
+
+_ID_PREFIXES = {GenerationKind.CHAT: "chatcmpl", GenerationKind.COMPLETION: "cmpl"}
+
+
+class SimulatorState:
+    __slots__ = ("_id_stem", "_issued", "admission", "cancelled", "errors", "rejected", "rng", "served",
+                 "settings", "started_unix")
+
+    def __init__(self, settings: SimulatorSettings, started_unix: int) -> None:
+        self.settings = settings
+        self.admission = AdmissionQueue(settings.capacity)
+        self.rng = random.Random(settings.seed)
+        self.started_unix = started_unix
+        self.served = 0
+        self.errors = 0  # simulated failures (HTTP 500)
+        self.rejected = 0  # invalid requests (HTTP 4xx)
+        self.cancelled = 0  # clients that went away before the answer was complete
+        # Ids only need to be unique, not secret: a per-process stem and a counter are enough and cheap.
+        self._id_stem = os.urandom(4).hex()
+        self._issued = 0
+
+    def apply(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self.admission.set_capacity(settings.capacity)
+
+    def draw_error(self) -> bool:
+        rate = self.settings.error_rate
+        return rate >= 1.0 or (rate > 0.0 and self.rng.random() < rate)
+
+    def draw_latency(self) -> LatencyMultipliers:
+        """The profile's multipliers at the current load (counting the request being admitted)."""
+        admission = self.admission
+        load = load_factor(admission.running, admission.waiting, admission.capacity)
+        return latency_multipliers(self.settings.profile, load, self.rng)
+
+    def next_id(self, kind: GenerationKind) -> str:
+        self._issued += 1
+        return f"{_ID_PREFIXES[kind]}-{self._id_stem}{self._issued:012x}"
+
+    def view(self) -> dict[str, Any]:
+        return {
+            **self.settings.runtime_view(),
+            "running": self.admission.running,
+            "waiting": self.admission.waiting,
+            "peak_running": self.admission.peak_running,
+            "served": self.served,
+            "errors": self.errors,
+            "rejected": self.rejected,
+            "cancelled": self.cancelled,
+        }

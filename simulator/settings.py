@@ -1,0 +1,113 @@
+"""The simulator's settings: one frozen, validated value built from the command line, and replaced as a
+whole when `POST /sim/config` changes the part that may change at run time."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from simulator.profiles import Profile
+
+DEFAULT_MODEL = "sim-model"
+# Far beyond any test or demo; it keeps one request from asking the simulator for gigabytes of text.
+MAX_OUTPUT_TOKENS = 65_536
+MAX_DELAY_MS = 600_000.0
+
+
+class UsageFormat(StrEnum):
+    OPENAI = "openai"  # a `usage` object, as OpenAI and vLLM send it
+    OLLAMA = "ollama"  # top-level `prompt_eval_count` / `eval_count`, as Ollama sends them
+    NONE = "none"  # nothing, as some servers do; the router then has to estimate
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used: `field` names it, the message says what was expected."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    model: str = DEFAULT_MODEL
+    profile: Profile = Profile.DENSE
+    ttft_ms: float = 25.0
+    itl_ms: float = 5.0
+    capacity: int = 32
+    error_rate: float = 0.0
+    output_tokens: int = 16
+    usage_format: UsageFormat = UsageFormat.OPENAI
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise SettingsError("model", "must not be empty")
+        if not isinstance(self.profile, Profile):
+            raise SettingsError("profile", f"expected one of {[p.value for p in Profile]}")
+        if not isinstance(self.usage_format, UsageFormat):
+            raise SettingsError("usage_format", f"expected one of {[u.value for u in UsageFormat]}")
+        for name in ("ttft_ms", "itl_ms"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or not 0 <= value <= MAX_DELAY_MS:
+                raise SettingsError(name, f"expected milliseconds from 0 to {MAX_DELAY_MS:.0f}, got {value}")
+        if self.capacity < 1:
+            raise SettingsError("capacity", f"expected 1 or more concurrent requests, got {self.capacity}")
+        if not (math.isfinite(self.error_rate) and 0.0 <= self.error_rate <= 1.0):
+            raise SettingsError("error_rate", f"expected a probability from 0 to 1, got {self.error_rate}")
+        if not 1 <= self.output_tokens <= MAX_OUTPUT_TOKENS:
+            raise SettingsError("output_tokens",
+                                f"expected 1 to {MAX_OUTPUT_TOKENS} tokens, got {self.output_tokens}")
+
+    def runtime_view(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values, for `GET /sim/config`."""
+        return {
+            "model": self.model,
+            "profile": self.profile.value,
+            "ttft_ms": self.ttft_ms,
+            "itl_ms": self.itl_ms,
+            "capacity": self.capacity,
+            "error_rate": self.error_rate,
+            "output_tokens": self.output_tokens,
+            "usage_format": self.usage_format.value,
+            "seed": self.seed,
+        }
+
+
+RUNTIME_FIELDS = ("error_rate", "ttft_ms", "itl_ms", "capacity", "profile")
+
+
+def _number(field: str, value: object) -> float:
+    # bool is an int to Python but never a sensible latency or probability in a JSON body.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(field, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _runtime_value(field: str, value: object) -> Any:
+    if field == "profile":
+        if not isinstance(value, str) or value not in {p.value for p in Profile}:
+            raise SettingsError(field, f"expected one of {[p.value for p in Profile]}, got {value!r}")
+        return Profile(value)
+    if field == "capacity":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(field, f"expected a whole number of requests, got {value!r}")
+        return value
+    return _number(field, value)
+
+
+def with_runtime_changes(settings: SimulatorSettings, changes: object) -> SimulatorSettings:
+    """`settings` with the changes of a `POST /sim/config` body applied, all validated before any is."""
+    if not isinstance(changes, Mapping):
+        raise SettingsError("(body)", f"expected a JSON object with some of {list(RUNTIME_FIELDS)}")
+    unknown = sorted(str(k) for k in changes if k not in RUNTIME_FIELDS)
+    if unknown:
+        raise SettingsError(unknown[0],
+                            f"cannot be changed at run time; expected some of {list(RUNTIME_FIELDS)}")
+    typed = {field: _runtime_value(field, value) for field, value in changes.items()}
+    return dataclasses.replace(settings, **typed)

@@ -1,0 +1,68 @@
+"""Settings validation, at start-up and for run-time changes through `POST /sim/config`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from simulator.profiles import Profile
+from simulator.settings import SettingsError, SimulatorSettings, with_runtime_changes
+
+
+def test_defaults_are_valid() -> None:
+    settings = SimulatorSettings()
+    assert settings.profile is Profile.DENSE and settings.capacity >= 1 and settings.output_tokens >= 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"model": " "}, "model"),
+        ({"ttft_ms": -1.0}, "ttft_ms"),
+        ({"itl_ms": math.nan}, "itl_ms"),
+        ({"itl_ms": math.inf}, "itl_ms"),
+        ({"capacity": 0}, "capacity"),
+        ({"error_rate": 1.5}, "error_rate"),
+        ({"error_rate": -0.1}, "error_rate"),
+        ({"output_tokens": 0}, "output_tokens"),
+        ({"profile": "transformer"}, "profile"),
+    ],
+)
+def test_invalid_settings_name_their_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        SimulatorSettings(**changes)
+    assert raised.value.field == field
+
+
+def test_runtime_changes_apply_together() -> None:
+    changed = with_runtime_changes(SimulatorSettings(), {"error_rate": 1, "ttft_ms": 0, "itl_ms": 2.5,
+                                                         "capacity": 3, "profile": "moe"})
+    assert (changed.error_rate, changed.ttft_ms, changed.itl_ms, changed.capacity, changed.profile) == (
+        1.0, 0.0, 2.5, 3, Profile.MOE)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([], "(body)"),
+        ({"model": "other"}, "model"),
+        ({"seed": 3}, "seed"),
+        ({"error_rate": True}, "error_rate"),
+        ({"error_rate": "0.5"}, "error_rate"),
+        ({"error_rate": 2}, "error_rate"),
+        ({"capacity": 2.5}, "capacity"),
+        ({"capacity": 0}, "capacity"),
+        ({"ttft_ms": -5}, "ttft_ms"),
+        ({"profile": 3}, "profile"),
+        ({"profile": "mamba"}, "profile"),
+        ({"itl_ms": 1, "capacity": -1}, "capacity"),
+    ],
+)
+def test_invalid_runtime_changes_are_refused_whole(body: object, field: str) -> None:
+    before = SimulatorSettings()
+    with pytest.raises(SettingsError) as raised:
+        with_runtime_changes(before, body)
+    assert raised.value.field == field
+    assert field in str(raised.value)
