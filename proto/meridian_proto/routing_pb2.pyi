@@ -87,7 +87,7 @@ class RateLimits(_message.Message):
     def __init__(self, rpm: _Optional[int] = ..., tpm: _Optional[int] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "policy", "allowed_policies", "latency_budget_ms", "priority", "fallbacks", "deployments", "cache", "breaker", "local_ratio", "client_limits", "queue_size", "queue_timeout_s")
+    __slots__ = ("model", "policy", "allowed_policies", "latency_budget_ms", "priority", "fallbacks", "deployments", "cache", "breaker", "local_ratio", "client_limits", "queue_size", "queue_timeout_s", "score_weights")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_POLICIES_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,7 @@ class ModelRoute(_message.Message):
     CLIENT_LIMITS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    SCORE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     policy: str
     allowed_policies: _containers.RepeatedScalarFieldContainer[str]
@@ -114,7 +115,8 @@ class ModelRoute(_message.Message):
     client_limits: RateLimits
     queue_size: int
     queue_timeout_s: float
-    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ...) -> None: ...
+    score_weights: ScoreWeights
+    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., score_weights: _Optional[_Union[ScoreWeights, _Mapping]] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
     __slots__ = ("version", "epoch", "region", "content_hash", "computed_at_unix_ms", "models", "source")
