@@ -1,0 +1,130 @@
+"""Merges the telemetry samples of every router of every region into one figure set per (model, deployment).
+
+Counters add up, latency histograms merge bucket by bucket (so the merged quantiles are the quantiles of
+the union of observations, not an average of percentiles), and gauges such as in-flight requests take each
+router's latest value and add them up across routers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from meridian_proto import telemetry_pb2
+
+from meridian_common.histogram import Histogram, IncompatibleHistogram
+
+StatsKey = tuple[str, str]
+"""(logical model, deployment name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergedStats:
+    """What every router saw of one deployment over the window. The histograms must not be mutated."""
+
+    model: str
+    deployment: str
+    deployment_region: str
+    requests: int
+    errors: int
+    latency: Histogram = field(default_factory=Histogram, repr=False)
+    ttft: Histogram = field(default_factory=Histogram, repr=False)
+    in_flight: int = 0
+    queue_depth: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    routers: frozenset[str] = frozenset()
+    dropped_samples: int = 0
+    rejected_samples: int = 0
+
+    p50_ms: float = field(init=False)
+    p95_ms: float = field(init=False)
+    p99_ms: float = field(init=False)
+    ttft_p95_ms: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: the table computation reads them several times per deployment per region.
+        object.__setattr__(self, "p50_ms", self.latency.quantile(0.50))
+        object.__setattr__(self, "p95_ms", self.latency.quantile(0.95))
+        object.__setattr__(self, "p99_ms", self.latency.quantile(0.99))
+        object.__setattr__(self, "ttft_p95_ms", self.ttft.quantile(0.95))
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(slots=True)
+class _Accumulator:
+    deployment_region: str = ""
+    requests: int = 0
+    errors: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+    ttft: Histogram = field(default_factory=Histogram)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    dropped_samples: int = 0
+    rejected_samples: int = 0
+    # router -> (window end, in_flight, queue_depth) of its latest sample
+    gauges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def add(self, sample: telemetry_pb2.TelemetrySample) -> None:
+        try:
+            latency = Histogram.from_proto(sample.latency)
+            ttft = Histogram.from_proto(sample.ttft)
+        except IncompatibleHistogram:
+            # One router on other bucket bounds must not poison the figures of all the others.
+            self.rejected_samples += 1
+            return
+        self.latency.merge(latency)
+        self.ttft.merge(ttft)
+        self.requests += sample.requests
+        self.errors += min(sample.errors, sample.requests)
+        self.input_tokens += sample.input_tokens
+        self.output_tokens += sample.output_tokens
+        self.dropped_samples += sample.dropped_samples
+        if sample.deployment_region:
+            self.deployment_region = sample.deployment_region
+        latest = self.gauges.get(sample.router_id)
+        if latest is None or sample.window_end_unix_ms >= latest[0]:
+            self.gauges[sample.router_id] = (sample.window_end_unix_ms, sample.in_flight, sample.queue_depth)
+
+    def freeze(self, key: StatsKey) -> MergedStats:
+        return MergedStats(
+            model=key[0],
+            deployment=key[1],
+            deployment_region=self.deployment_region,
+            requests=self.requests,
+            errors=self.errors,
+            latency=self.latency,
+            ttft=self.ttft,
+            in_flight=sum(g[1] for g in self.gauges.values()),
+            queue_depth=sum(g[2] for g in self.gauges.values()),
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            routers=frozenset(self.gauges),
+            dropped_samples=self.dropped_samples,
+            rejected_samples=self.rejected_samples,
+        )
+
+
+def merge_samples(
+    samples: Iterable[telemetry_pb2.TelemetrySample], *, since_unix_ms: int = 0
+) -> Mapping[StatsKey, MergedStats]:
+    """Merges the samples whose window ended at or after `since_unix_ms`.
+
+    A sample delivered twice (same router, deployment and window) counts once: a retried publish must not
+    double a deployment's traffic.
+    """
+    unique: dict[tuple[str, str, str, int, int], telemetry_pb2.TelemetrySample] = {}
+    for sample in samples:
+        if sample.window_end_unix_ms < since_unix_ms:
+            continue
+        identity = (sample.router_id, sample.model, sample.deployment,
+                    sample.window_start_unix_ms, sample.window_end_unix_ms)
+        unique[identity] = sample
+    accumulators: dict[StatsKey, _Accumulator] = {}
+    for sample in unique.values():
+        accumulators.setdefault((sample.model, sample.deployment), _Accumulator()).add(sample)
+    return MappingProxyType({key: acc.freeze(key) for key, acc in sorted(accumulators.items())})

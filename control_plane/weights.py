@@ -1,0 +1,133 @@
+"""Weights of the weighted policy: a target from live figures, bounded, damped, published with hysteresis.
+
+Every router reads the same table, so a weight that jumps to the fastest deployment sends every router's
+traffic there at once; it slows down, the weights jump back, and the system oscillates. Three brakes stop
+that: a floor and a cap on each share, an EMA with a step limit per tick, and a dead band under which a
+change is not published at all.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from control_plane.config import ComputeSettings
+
+Shares = Mapping[str, float]
+
+# With no telemetry at all, latencies are assumed to be this, so that RTTs still weigh against remote
+# deployments in proportion to a typical LLM call rather than to a 1 ms one.
+_COLD_START_LATENCY_MS = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreInput:
+    """The figures one deployment's target share is derived from."""
+
+    prior: float
+    """The catalog weight, a multiplier set by the operator (1.0 by default)."""
+    p95_ms: float | None
+    """Merged p95, or None when too few requests were seen to trust it."""
+    error_rate: float
+    added_latency_ms: float
+
+
+def target_scores(inputs: Mapping[str, ScoreInput], settings: ComputeSettings) -> dict[str, float]:
+    """prior x (1 - error rate) / (p95 + RTT): faster, healthier and nearer deployments score higher.
+
+    A deployment without enough data is assumed as fast as the median of those with data, so it still gets
+    traffic and thus data.
+    """
+    known = [i.p95_ms for i in inputs.values() if i.p95_ms is not None]
+    assumed_ms = statistics.median(known) if known else _COLD_START_LATENCY_MS
+    scores = {}
+    for name, item in inputs.items():
+        latency_ms = (item.p95_ms if item.p95_ms is not None else assumed_ms) + item.added_latency_ms
+        health = 1.0 - min(max(item.error_rate, 0.0), 1.0)
+        scores[name] = item.prior * health / max(latency_ms, settings.min_latency_ms)
+    return scores
+
+
+def share_bounds(count: int, settings: ComputeSettings) -> tuple[float, float]:
+    """(floor, cap) of one share among `count`: floors never take more than half the traffic."""
+    if count <= 1:
+        return 1.0, 1.0
+    return min(settings.min_weight, 0.5 / count), max(settings.max_weight, 1.0 / count)
+
+
+def bounded_shares(raw: Mapping[str, float], floor: float, cap: float) -> dict[str, float]:
+    """Shares proportional to `raw`, each clipped to [floor, cap], summing to 1.
+
+    Solves sum(clip(s * raw_i, floor, cap)) = 1 for the scale s. The sum is piecewise linear and
+    non-decreasing in s, from n*floor <= 1 to n*cap >= 1 (callers take the bounds from `share_bounds`), so
+    the solution lies on the segment between the two breakpoints that straddle 1.
+    """
+    if not raw:
+        return {}
+    largest = max(raw.values())
+    if largest <= 0:
+        return {name: 1.0 / len(raw) for name in raw}
+    # A zero would stay at the floor for any scale and could make the sum unreachable under the caps.
+    values = {name: max(value, largest * 1e-9) for name, value in raw.items()}
+
+    def total(scale: float) -> float:
+        return sum(min(max(scale * v, floor), cap) for v in values.values())
+
+    low = 0.0
+    for point in sorted({bound / v for v in values.values() for bound in (floor, cap)}):
+        if total(point) >= 1.0:
+            break
+        low = point
+    middle = (low + point) / 2
+    free = [v for v in values.values() if floor < middle * v < cap]
+    clipped_sum = sum(floor if middle * v <= floor else cap for v in values.values() if v not in free)
+    slope = sum(free)
+    scale = (1.0 - clipped_sum) / slope if slope > 0 else point
+    shares = {name: min(max(scale * v, floor), cap) for name, v in values.items()}
+    share_sum = sum(shares.values())
+    return {name: share / share_sum for name, share in shares.items()}
+
+
+def normalised(raw: Mapping[str, float]) -> dict[str, float]:
+    total = sum(raw.values())
+    if total <= 0:
+        return {name: 1.0 / len(raw) for name in raw}
+    return {name: value / total for name, value in raw.items()}
+
+
+def smoothing_factor(elapsed_s: float, settings: ComputeSettings) -> float:
+    """The EMA factor for `elapsed_s` since the previous tick: the same time constant whatever the tick."""
+    return 1.0 - math.exp(-max(elapsed_s, 0.0) / settings.weight_time_constant_s)
+
+
+def _limited_step(start: Shares, goal: Shares, fraction: float, max_step: float) -> dict[str, float]:
+    # Scaling the whole move (rather than clipping each share) keeps the sum at 1 and stays on the segment
+    # between two points of the bounded simplex, so floors and caps still hold.
+    move = {name: fraction * (goal[name] - start[name]) for name in start}
+    largest = max((abs(m) for m in move.values()), default=0.0)
+    if largest > max_step:
+        move = {name: m * max_step / largest for name, m in move.items()}
+    return {name: start[name] + move[name] for name in start}
+
+
+def damped(previous: Shares, target: Shares, fraction: float, max_step: float) -> dict[str, float]:
+    """One EMA step from `previous` towards `target` (same keys), no share moving more than `max_step`."""
+    return _limited_step(previous, target, fraction, max_step)
+
+
+def published(previous: Shares, smoothed: Shares, hysteresis: float, max_step: float) -> dict[str, float]:
+    """The shares to publish: unchanged while every smoothed share is within `hysteresis` of them."""
+    if all(abs(smoothed[name] - previous[name]) <= hysteresis for name in previous):
+        return dict(previous)
+    return _limited_step(previous, smoothed, 1.0, max_step)
+
+
+def carried_over(
+    previous: Shares | None, names: Mapping[str, float], floor: float, cap: float
+) -> dict[str, float]:
+    """Previous shares restricted to the deployments in `names` (which maps each to its starting share if it
+    is new), renormalised inside [floor, cap]: an ejection redistributes its share at once."""
+    values = {name: (previous or {}).get(name, start) for name, start in names.items()}
+    return bounded_shares(values, floor, cap)

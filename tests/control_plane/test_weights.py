@@ -1,0 +1,107 @@
+"""Weight derivation: bounded shares, the EMA step limit and the publication dead band."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control_plane.config import ComputeSettings
+from control_plane.weights import (
+    ScoreInput,
+    bounded_shares,
+    damped,
+    published,
+    share_bounds,
+    smoothing_factor,
+    target_scores,
+)
+
+SETTINGS = ComputeSettings()
+EPSILON = 1e-9
+
+raw_scores = st.dictionaries(st.sampled_from("abcdefghij"), st.floats(min_value=0.0, max_value=1e6),
+                             min_size=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw_scores)
+def test_bounded_shares_sum_to_one_within_bounds_and_keep_the_order(raw: dict[str, float]) -> None:
+    floor, cap = share_bounds(len(raw), SETTINGS)
+    shares = bounded_shares(raw, floor, cap)
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-12)
+    assert all(floor - EPSILON <= s <= cap + EPSILON for s in shares.values())
+    for a in raw:
+        for b in raw:
+            if raw[a] > raw[b]:
+                assert shares[a] >= shares[b] - EPSILON
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"a": 1.0}, {"a": 1.0}),
+        ({"a": 1.0, "b": 1.0}, {"a": 0.5, "b": 0.5}),
+        ({"a": 3.0, "b": 1.0}, {"a": 0.75, "b": 0.25}),
+        ({"a": 1.0, "b": 0.0}, {"a": 0.8, "b": 0.2}),
+        ({"a": 100.0, "b": 1.0, "c": 1.0}, {"a": 0.8, "b": 0.1, "c": 0.1}),
+        ({"a": 0.0, "b": 0.0}, {"a": 0.5, "b": 0.5}),
+    ],
+)
+def test_bounded_shares_table(raw: dict[str, float], expected: dict[str, float]) -> None:
+    assert bounded_shares(raw, *share_bounds(len(raw), SETTINGS)) == pytest.approx(expected)
+
+
+def test_floors_never_take_more_than_half_the_traffic() -> None:
+    floor, cap = share_bounds(40, SETTINGS)
+    assert floor * 40 <= 0.5 and cap == SETTINGS.max_weight
+
+
+@pytest.mark.parametrize(
+    ("inputs", "order"),
+    [
+        ({"fast": ScoreInput(1, 100, 0, 0), "slow": ScoreInput(1, 200, 0, 0)}, ["fast", "slow"]),
+        ({"near": ScoreInput(1, 100, 0, 0), "far": ScoreInput(1, 100, 0, 80)}, ["near", "far"]),
+        ({"ok": ScoreInput(1, 100, 0.0, 0), "flaky": ScoreInput(1, 100, 0.3, 0)}, ["ok", "flaky"]),
+        ({"big": ScoreInput(3, 100, 0, 0), "small": ScoreInput(1, 100, 0, 0)}, ["big", "small"]),
+        ({"known": ScoreInput(1, 100, 0, 0), "unknown": ScoreInput(1, None, 0, 50)}, ["known", "unknown"]),
+    ],
+)
+def test_target_scores_prefer_fast_near_healthy(inputs: dict[str, ScoreInput], order: list[str]) -> None:
+    scores = target_scores(inputs, SETTINGS)
+    assert sorted(scores, key=scores.__getitem__, reverse=True) == order
+
+
+def test_target_scores_formula() -> None:
+    scores = target_scores({"a": ScoreInput(2.0, 300.0, 0.25, 100.0)}, SETTINGS)
+    assert scores["a"] == pytest.approx(2.0 * 0.75 / 400.0)
+
+
+shares_pair = st.integers(min_value=2, max_value=6).flatmap(
+    lambda n: st.tuples(*[st.lists(st.floats(0.01, 1.0), min_size=n, max_size=n)] * 2)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares_pair, st.floats(0.0, 1.0))
+def test_damped_and_published_respect_the_step_limit_and_keep_the_sum(pair: tuple, fraction: float) -> None:
+    names = [str(i) for i in range(len(pair[0]))]
+    previous = bounded_shares(dict(zip(names, pair[0], strict=True)), 0.0, 1.0)
+    target = bounded_shares(dict(zip(names, pair[1], strict=True)), 0.0, 1.0)
+    smoothed = damped(previous, target, fraction, SETTINGS.max_weight_step)
+    shown = published(previous, smoothed, SETTINGS.weight_hysteresis, SETTINGS.max_weight_step)
+    for result in (smoothed, shown):
+        assert sum(result.values()) == pytest.approx(1.0)
+        assert max(abs(result[n] - previous[n]) for n in names) <= SETTINGS.max_weight_step + EPSILON
+
+
+def test_published_ignores_moves_inside_the_dead_band() -> None:
+    previous = {"a": 0.5, "b": 0.5}
+    assert published(previous, {"a": 0.54, "b": 0.46}, 0.05, 0.1) == previous
+    assert published(previous, {"a": 0.56, "b": 0.44}, 0.05, 0.1) == pytest.approx({"a": 0.56, "b": 0.44})
+    assert published(previous, {"a": 0.9, "b": 0.1}, 0.05, 0.1) == pytest.approx({"a": 0.6, "b": 0.4})
+
+
+@pytest.mark.parametrize(("elapsed_s", "expected"), [(0.0, 0.0), (-5.0, 0.0), (10.0, 0.632), (1e9, 1.0)])
+def test_smoothing_factor_follows_the_time_constant(elapsed_s: float, expected: float) -> None:
+    assert smoothing_factor(elapsed_s, SETTINGS) == pytest.approx(expected, abs=1e-3)
