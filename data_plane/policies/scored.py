@@ -1,0 +1,35 @@
+"""scored: w_l*(1-norm_latency) + w_c*(1-norm_cost) + w_q*quality with the request's priority preset;
+norms are min-max over the eligible candidates and every term and score is clamped to [0, 1]."""
+
+from __future__ import annotations
+
+import random
+
+from data_plane.policies.candidate import Measured, PolicyState, Ranking, RouteRequest, UnknownPolicy
+from meridian_common.policy_names import PRIORITY_PRESETS
+
+
+def _clamp(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rng: random.Random) -> Ranking:
+    preset = PRIORITY_PRESETS.get(request.priority)
+    if preset is None:
+        raise UnknownPolicy(f"unknown priority {request.priority!r} of the scored policy; expected one of "
+                            f"{', '.join(PRIORITY_PRESETS)}")
+    w_latency, w_cost, w_quality = preset
+    latencies = [e.latency_ms for e in eligible]
+    costs = [e.cost for e in eligible]
+    low_latency, latency_span = min(latencies), max(latencies) - min(latencies)
+    low_cost, cost_span = min(costs), max(costs) - min(costs)
+    for entry in eligible:
+        norm_latency = (entry.latency_ms - low_latency) / latency_span if latency_span > 0 else 0.0
+        norm_cost = (entry.cost - low_cost) / cost_span if cost_span > 0 else 0.0
+        entry.score = _clamp(
+            w_latency * (1.0 - _clamp(norm_latency))
+            + w_cost * (1.0 - _clamp(norm_cost))
+            + w_quality * _clamp(entry.candidate.deployment.quality)
+        )
+    order = sorted(eligible, key=lambda e: (-(e.score or 0.0), e.latency_ms, e.position))
+    return Ranking(order, f"best score {order[0].score:.3f} ({request.priority}) of {len(order)}")

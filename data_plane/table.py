@@ -1,0 +1,245 @@
+"""An immutable, validated snapshot of one region's routing table: what every routing decision reads.
+
+`snapshot_from_proto` checks everything a router relies on before a table is applied, and says exactly
+what is wrong (the reason goes back to the control plane in a NACK).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
+from meridian_common.table_hash import content_hash
+from meridian_proto import routing_pb2
+
+# The same defaults as meridian_common.catalog.BreakerConfig / CacheConfig, for tables that leave them unset.
+DEFAULT_ERROR_RATE_THRESHOLD = 0.5
+DEFAULT_P95_THRESHOLD_MS = 0.0
+DEFAULT_MIN_REQUESTS = 5
+DEFAULT_OPEN_DURATION_S = 5.0
+DEFAULT_BREAKER_WINDOW_S = 10.0
+DEFAULT_CACHE_TTL_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    error_rate_threshold: float = DEFAULT_ERROR_RATE_THRESHOLD
+    p95_threshold_ms: float = DEFAULT_P95_THRESHOLD_MS  # 0 = off
+    min_requests: int = DEFAULT_MIN_REQUESTS
+    open_duration_s: float = DEFAULT_OPEN_DURATION_S
+    window_s: float = DEFAULT_BREAKER_WINDOW_S
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    name: str
+    url: str
+    served_model: str
+    region: str
+    architecture: str
+    cost_per_1m_input: float
+    cost_per_1m_output: float
+    quality: float
+    max_concurrency: int  # 0 = unlimited
+    api_key_env: str  # "" = no key
+    weight: float
+    added_latency_ms: float
+    ejected: bool
+    rpm_limit: int
+    tpm_limit: int
+    p95_ms: float  # what the control plane saw; 0 = unknown
+    error_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    policy: str
+    allowed_policies: tuple[str, ...]
+    latency_budget_ms: float
+    priority: str
+    fallbacks: tuple[str, ...]
+    deployments: tuple[DeploymentSpec, ...]
+    cache_enabled: bool
+    cache_ttl_s: float
+    breaker: BreakerSettings
+    local_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class TableSnapshot:
+    version: int
+    epoch: int
+    region: str
+    content_hash: str
+    computed_at_unix_ms: int
+    source: str
+    models: Mapping[str, ModelSpec]
+    proto: routing_pb2.RoutingTable  # a private copy: later changes to the caller's message do not leak in
+
+
+class InvalidTable(ValueError):
+    """The table cannot be applied; the message is the reason sent back in the NACK."""
+
+
+def snapshot_from_proto(table: routing_pb2.RoutingTable, *, expected_region: str) -> TableSnapshot:
+    if table.region != expected_region:
+        raise InvalidTable(f"table is for region {table.region!r}, this router serves {expected_region!r}")
+    expected_hash = content_hash(table.models)
+    if table.content_hash != expected_hash:
+        raise InvalidTable(
+            f"content_hash {table.content_hash[:12]!r} does not match the models section "
+            f"(computed {expected_hash[:12]!r}): the table was altered or built inconsistently"
+        )
+    if not table.models:
+        raise InvalidTable("table has no models")
+    names = [route.model for route in table.models]
+    models: dict[str, ModelSpec] = {}
+    for route in table.models:
+        if route.model in models:
+            raise InvalidTable(f"model {route.model!r} appears more than once")
+        models[route.model] = _model_spec(route, names)
+    copy = routing_pb2.RoutingTable()
+    copy.CopyFrom(table)
+    return TableSnapshot(
+        version=table.version,
+        epoch=table.epoch,
+        region=table.region,
+        content_hash=table.content_hash,
+        computed_at_unix_ms=table.computed_at_unix_ms,
+        source=table.source,
+        models=MappingProxyType(models),
+        proto=copy,
+    )
+
+
+def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelSpec:
+    name = route.model
+    if not name:
+        raise InvalidTable("a model has an empty name")
+    where = f"model {name!r}"
+    if route.policy not in POLICIES:
+        raise InvalidTable(f"{where}: unknown policy {route.policy!r}; expected one of {', '.join(POLICIES)}")
+    unknown = [p for p in route.allowed_policies if p not in POLICIES]
+    if unknown:
+        raise InvalidTable(
+            f"{where}: unknown allowed_policies {unknown}; expected any of {', '.join(POLICIES)}"
+        )
+    if route.priority not in PRIORITY_PRESETS:
+        raise InvalidTable(
+            f"{where}: unknown priority {route.priority!r}; expected one of {', '.join(PRIORITY_PRESETS)}"
+        )
+    _check_at_least(where, "latency_budget_ms", route.latency_budget_ms, 0.0)
+    _check_unit(where, "local_ratio", route.local_ratio)
+    for fallback in route.fallbacks:
+        if fallback == name:
+            raise InvalidTable(f"{where}: names itself as a fallback")
+        if fallback not in model_names:
+            raise InvalidTable(f"{where}: fallback {fallback!r} is not a model of this table")
+    if not route.deployments:
+        raise InvalidTable(f"{where}: has no deployments")
+    deployments: list[DeploymentSpec] = []
+    seen: set[str] = set()
+    for deployment in route.deployments:
+        if deployment.name in seen:
+            raise InvalidTable(f"{where}: deployment name {deployment.name!r} is repeated")
+        seen.add(deployment.name)
+        deployments.append(_deployment_spec(where, deployment))
+    cache_enabled = route.cache.enabled
+    cache_ttl_s = route.cache.ttl_s if route.HasField("cache") else DEFAULT_CACHE_TTL_S
+    if cache_enabled and not (math.isfinite(cache_ttl_s) and cache_ttl_s > 0):
+        raise InvalidTable(f"{where}: cache.ttl_s must be > 0 when the cache is enabled, got {cache_ttl_s}")
+    return ModelSpec(
+        name=name,
+        policy=route.policy,
+        allowed_policies=tuple(route.allowed_policies),
+        latency_budget_ms=route.latency_budget_ms,
+        priority=route.priority,
+        fallbacks=tuple(route.fallbacks),
+        deployments=tuple(deployments),
+        cache_enabled=cache_enabled,
+        cache_ttl_s=cache_ttl_s if cache_ttl_s > 0 else DEFAULT_CACHE_TTL_S,
+        breaker=_breaker_settings(where, route),
+        local_ratio=route.local_ratio,
+    )
+
+
+def _deployment_spec(model_where: str, deployment: routing_pb2.Deployment) -> DeploymentSpec:
+    if not deployment.name:
+        raise InvalidTable(f"{model_where}: a deployment has an empty name")
+    where = f"{model_where} deployment {deployment.name!r}"
+    _check_url(where, deployment.url)
+    for field in ("served_model", "region"):
+        if not getattr(deployment, field):
+            raise InvalidTable(f"{where}: {field} is empty")
+    for field in ("cost_per_1m_input", "cost_per_1m_output", "weight", "added_latency_ms", "p95_ms"):
+        _check_at_least(where, field, getattr(deployment, field), 0.0)
+    _check_unit(where, "quality", deployment.quality)
+    _check_unit(where, "error_rate", deployment.error_rate)
+    return DeploymentSpec(
+        name=deployment.name,
+        url=deployment.url.rstrip("/"),
+        served_model=deployment.served_model,
+        region=deployment.region,
+        architecture=deployment.architecture or "other",
+        cost_per_1m_input=deployment.cost_per_1m_input,
+        cost_per_1m_output=deployment.cost_per_1m_output,
+        quality=deployment.quality,
+        max_concurrency=deployment.max_concurrency,
+        api_key_env=deployment.api_key_env,
+        weight=deployment.weight,
+        added_latency_ms=deployment.added_latency_ms,
+        ejected=deployment.ejected,
+        rpm_limit=deployment.rpm_limit,
+        tpm_limit=deployment.tpm_limit,
+        p95_ms=deployment.p95_ms,
+        error_rate=deployment.error_rate,
+    )
+
+
+def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerSettings:
+    if not route.HasField("breaker"):
+        return BreakerSettings()
+    b = route.breaker
+    where = f"{where} breaker"
+    if not (0.0 < b.error_rate_threshold <= 1.0):
+        raise InvalidTable(f"{where}: error_rate_threshold must be in (0, 1], got {b.error_rate_threshold}")
+    _check_at_least(where, "p95_threshold_ms", b.p95_threshold_ms, 0.0)
+    if b.min_requests < 1:
+        raise InvalidTable(f"{where}: min_requests must be >= 1, got {b.min_requests}")
+    for field in ("open_duration_s", "window_s"):
+        value = getattr(b, field)
+        if not (math.isfinite(value) and value > 0):
+            raise InvalidTable(f"{where}: {field} must be > 0, got {value}")
+    return BreakerSettings(
+        error_rate_threshold=b.error_rate_threshold,
+        p95_threshold_ms=b.p95_threshold_ms,
+        min_requests=b.min_requests,
+        open_duration_s=b.open_duration_s,
+        window_s=b.window_s,
+    )
+
+
+def _check_url(where: str, url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidTable(f"{where}: url {url!r} is not an http(s) URL with a host")
+
+
+def _check_at_least(where: str, field: str, value: float, minimum: float) -> None:
+    # `not >=` also catches NaN.
+    if not (value >= minimum and math.isfinite(value)):
+        raise InvalidTable(f"{where}: {field} must be a finite number >= {minimum:g}, got {value}")
+
+
+def _check_unit(where: str, field: str, value: float) -> None:
+    if not (0.0 <= value <= 1.0):
+        raise InvalidTable(f"{where}: {field} must be within [0, 1], got {value}")
