@@ -77,15 +77,16 @@ class Histogram:
         return BOUNDS_MS[-1]
 
     def to_proto(self) -> telemetry_pb2.Histogram:
-        return telemetry_pb2.Histogram(
-            bounds_ms=BOUNDS_MS, counts=self.counts, sum_ms=self.sum_ms, count=self.count
-        )
+        """Without `bounds_ms`: empty bounds mean the shared ones, which would otherwise be most of every
+        telemetry sample's bytes."""
+        return telemetry_pb2.Histogram(counts=self.counts, sum_ms=self.sum_ms, count=self.count)
 
     @classmethod
     def from_proto(cls, message: telemetry_pb2.Histogram) -> Histogram:
         if message.count == 0 and not message.counts:
             return cls()
-        if tuple(message.bounds_ms) != BOUNDS_MS or len(message.counts) != len(BOUNDS_MS) + 1:
+        shared_bounds = not message.bounds_ms or tuple(message.bounds_ms) == BOUNDS_MS
+        if not shared_bounds or len(message.counts) != len(BOUNDS_MS) + 1:
             raise IncompatibleHistogram(
                 f"histogram has {len(message.bounds_ms)} bounds, expected the shared {len(BOUNDS_MS)}"
             )
