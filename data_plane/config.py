@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from meridian_proto import routing_pb2
 from pydantic import Field, model_validator
 
 from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
 from meridian_common.config_loading import load_config
 from meridian_common.table_hash import content_hash
+from meridian_proto import routing_pb2
 
 MiB = 1024 * 1024
 
@@ -31,6 +31,34 @@ class HealthCheckConfig(FrozenModel):
     unhealthy_after: int = Field(2, ge=1, description="consecutive failed probes to leave")
 
 
+class ControlPlaneLink(FrozenModel):
+    """Where the router subscribes to its routing table; without it the config's models are the table."""
+
+    targets: tuple[str, ...] = Field(min_length=1, description="host:port of every replica's gRPC server")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    allow_plaintext: bool = Field(False, description="plaintext to a target that is not on 127.0.0.1")
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> ControlPlaneLink:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        if self.ca_file is None and not self.allow_plaintext:
+            remote = [t for t in self.targets if t.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]")]
+            if remote:
+                raise ValueError(f"targets {remote} are not on 127.0.0.1: set ca_file for TLS, or "
+                                 "allow_plaintext: true to accept plaintext explicitly")
+        return self
+
+
+class TelemetryConfig(FrozenModel):
+    interval_s: float = Field(0.5, gt=0)
+    buffer_max_batches: int = Field(120, ge=1, description="batches kept while Redis is unreachable")
+    stream_maxlen: int = Field(2000, ge=10)
+
+
 class RouterConfig(FrozenModel):
     region: str = Field(min_length=1)
     listen: Listen = Listen()
@@ -44,7 +72,11 @@ class RouterConfig(FrozenModel):
         None, description="environment variable holding comma-separated client API keys"
     )
     admin_token_env: str | None = Field(None, description="environment variable holding the admin token")
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, description="telemetry, and the response cache")
+    control_plane: ControlPlaneLink | None = None
+    state_dir: Path | None = Field(None, description="where the last good table is persisted")
+    public_url: str | None = Field(None, description="the URL clients use, reported to the control plane")
+    telemetry: TelemetryConfig = TelemetryConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
     stats_window_s: float = Field(30.0, gt=0)
 

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
-from meridian_proto import routing_pb2
 
 from meridian_common.logging_setup import event
 from meridian_common.table_hash import content_hash
+from meridian_proto import routing_pb2
 
 log = logging.getLogger(__name__)
 

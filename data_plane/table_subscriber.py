@@ -15,11 +15,11 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 from data_plane.table_store import TableStore
 from data_plane.table_sync import HeldTable, Outcome, RouterIdentity, SyncState, TableSyncSession, Validate
 from meridian_common.logging_setup import event
+from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -22,6 +24,19 @@ def announce_port(port_file: Path | None, port: int) -> None:
     partial.replace(port_file)
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Binds before the application starts, so start-up code already knows the port (port 0 = any)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve_until_cancelled(
     app: web.Application,
     host: str,
@@ -31,17 +46,22 @@ async def serve_until_cancelled(
     name: str = "server",
     handler_cancellation: bool = False,
     shutdown_timeout_s: float = 60.0,
+    on_bound: Callable[[int], None] | None = None,
 ) -> None:
-    """Runs until cancelled. `shutdown_timeout_s` bounds how long open requests (streams) may delay exit."""
+    """Runs until cancelled. `on_bound(port)` runs before the application's start-up hooks;
+    `shutdown_timeout_s` bounds how long open requests (streams) may delay exit."""
+    sock = bind_socket(host, port)
+    bound = sock.getsockname()[1]
+    if on_bound is not None:
+        on_bound(bound)
     runner = web.AppRunner(app, handler_cancellation=handler_cancellation, access_log=None,
                            shutdown_timeout=shutdown_timeout_s)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        bound = runner.addresses[0][1]
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
         log.info(event("listening", server=name, url=f"http://{host}:{bound}"))
         announce_port(port_file, bound)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        sock.close()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from meridian_proto import routing_pb2
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
+from meridian_proto import routing_pb2
 
 
 class FrozenModel(BaseModel):

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from meridian_proto import routing_pb2
 
 from data_plane.table_store import TableStore
 from meridian_common.table_hash import content_hash
+from meridian_proto import routing_pb2
 
 
 def make_table(version: int, model: str = "m") -> routing_pb2.RoutingTable:

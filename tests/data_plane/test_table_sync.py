@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meridian_proto import distribution_pb2, routing_pb2
 
 from data_plane.table_sync import (
     TRANSITIONS,
@@ -19,6 +18,7 @@ from data_plane.table_sync import (
     TableSyncSession,
 )
 from meridian_common.table_hash import content_hash
+from meridian_proto import distribution_pb2, routing_pb2
 
 REGION = "eu-west"
 IDENTITY = RouterIdentity("router-1", REGION, "http://127.0.0.1:8080")

@@ -1,0 +1,215 @@
+"""Builds and runs the router's aiohttp application: routes, error middleware, and one cleanup
+context per resource (client session, health checks, cache store)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as redis_asyncio
+from aiohttp import web
+
+from data_plane import openai_handlers, ops_handlers
+from data_plane.auth import Credentials
+from data_plane.config import RouterConfig, bootstrap_table
+from data_plane.context import ROUTER, RouterContext
+from data_plane.errors import ClientError, error_response
+from data_plane.forwarding import Forwarder, ForwardSettings
+from data_plane.health_probe import run_health_checks
+from data_plane.live_state import RouterState
+from data_plane.metrics import RouterMetrics
+from data_plane.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
+from data_plane.table import InvalidTable, TableSnapshot, snapshot_from_proto
+from data_plane.table_store import TableStore
+from data_plane.table_subscriber import ClientTlsSettings, TableSubscriber
+from data_plane.telemetry_publisher import TelemetryPublisher
+from meridian_common.aiohttp_serving import serve_until_cancelled
+from meridian_common.logging_setup import event
+from meridian_proto import routing_pb2, telemetry_pb2
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ClientError as error:
+        return error.response()
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return error_response(error.status, f"{error.reason}: {request.method} {request.path}",
+                              code=error.reason.lower().replace(" ", "_"))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception(event("unhandled_error", method=request.method, path=request.path))
+        return error_response(500, "the router failed on this request; see its log", code="internal_error")
+
+
+def _record_table(metrics: RouterMetrics, region: str) -> Callable[[TableSnapshot], None]:
+    def record(table: TableSnapshot) -> None:
+        metrics.table_version.clear()
+        metrics.table_version.labels(region, table.source).set(table.version)
+        log.info(event("table_applied", region=region, version=table.version, source=table.source,
+                       models=len(table.models), hash=table.content_hash[:12]))
+
+    return record
+
+
+def _initial_table(config: RouterConfig, store: TableStore | None) -> TableSnapshot:
+    """The persisted table when there is a valid one (a restart while the control plane is down still
+    routes as it last did), else the config file's."""
+    persisted = store.load() if store is not None else None
+    if persisted is not None:
+        try:
+            return snapshot_from_proto(persisted, expected_region=config.region)
+        except InvalidTable as error:
+            log.warning(event("persisted_table_ignored", reason=str(error)))
+    return snapshot_from_proto(bootstrap_table(config), expected_region=config.region)
+
+
+def build_context(config: RouterConfig, *, router_id: str | None = None) -> RouterContext:
+    metrics = RouterMetrics()
+    store = TableStore(config.state_dir / f"table-{config.region}.bin") if config.state_dir else None
+    table = _initial_table(config, store)
+    state = RouterState(region=config.region, health_settings=config.health_check,
+                        stats_window_s=config.stats_window_s, table=table,
+                        on_apply=[_record_table(metrics, config.region)])
+    _record_table(metrics, config.region)(table)
+    credentials = Credentials.from_environment(config.client_api_keys_env, config.admin_token_env)
+    return RouterContext(
+        config=config,
+        router_id=router_id or config.router_id or f"{config.region}-{socket.gethostname()}-{os.getpid()}",
+        state=state,
+        metrics=metrics,
+        credentials=credentials,
+        cache=ResponseCache(MemoryCacheStore()),
+        table_store=store,
+    )
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    config = router.config
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        router.session = session
+        router.forwarder = Forwarder(session, router.state, router.metrics, router.telemetry, ForwardSettings(
+            region=config.region, max_attempts=config.max_attempts,
+            request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
+        ))
+        yield
+        router.forwarder = None
+        router.session = None
+
+
+async def _health_checks(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    assert router.session is not None, "the client session context must come first"
+    task = asyncio.create_task(run_health_checks(router.session, router.state, router.metrics))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _redis_cache(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    if router.config.redis_url is None:
+        yield
+        return
+    client = redis_asyncio.Redis.from_url(router.config.redis_url, socket_connect_timeout=0.25,
+                                          socket_timeout=0.25)
+    router.cache = ResponseCache(RedisCacheStore(client))
+    yield
+    await client.aclose()
+
+
+async def _table_subscriber(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    link = router.config.control_plane
+    if link is None:
+        yield
+        return
+    validated: list[TableSnapshot] = []
+
+    def validate(table: routing_pb2.RoutingTable) -> None:
+        validated.append(snapshot_from_proto(table, expected_region=router.config.region))
+
+    def apply(table: routing_pb2.RoutingTable) -> None:
+        # The subscriber calls apply right after a successful validate, in the same loop step.
+        router.state.apply(validated.pop())
+
+    tls = (ClientTlsSettings.from_files(link.ca_file, link.cert_file, link.key_file, link.server_name)
+           if link.ca_file is not None else None)
+    async with TableSubscriber(
+        link.targets, router_id=router.router_id, region=router.config.region, url=router.public_url,
+        initial=router.state.table.proto, validate=validate, apply=apply, store=router.table_store, tls=tls,
+    ) as subscriber:
+        router.table_subscriber = subscriber
+        yield
+        router.table_subscriber = None
+
+
+def _telemetry_collector(router: RouterContext) -> Callable[[], list[telemetry_pb2.TelemetrySample]]:
+    def collect() -> list[telemetry_pb2.TelemetrySample]:
+        state, now = router.state, time.monotonic()
+        in_flight, breakers, regions = {}, {}, {}
+        for key, live in state.live.items():
+            in_flight[key] = live.stats.in_flight
+            breakers[key] = str(live.breaker.state_at(now))
+            regions[key] = live.spec.region
+        return router.telemetry.drain(router_id=router.router_id, region=state.region,
+                                      table_version=state.table.version, now_unix_ms=int(time.time() * 1000),
+                                      in_flight=in_flight, breaker_states=breakers, deployment_regions=regions)
+
+    return collect
+
+
+async def _telemetry(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    if router.config.redis_url is None:
+        yield
+        return
+    settings = router.config.telemetry
+    publisher = TelemetryPublisher(router.config.redis_url, router.config.region, interval_s=settings.interval_s,
+                                   buffer_max_batches=settings.buffer_max_batches,
+                                   stream_maxlen=settings.stream_maxlen, collect=_telemetry_collector(router))
+    router.telemetry_publisher = publisher
+    task = asyncio.create_task(publisher.run())
+    yield
+    await publisher.close()
+    await asyncio.gather(task, return_exceptions=True)
+    router.telemetry_publisher = None
+
+
+def create_app(context: RouterContext) -> web.Application:
+    app = web.Application(middlewares=[openai_errors], client_max_size=context.config.max_body_bytes + 1)
+    app[ROUTER] = context
+    openai_handlers.add_routes(app)
+    ops_handlers.add_routes(app)
+    # Torn down in reverse: telemetry's last flush first, the client session last.
+    app.cleanup_ctx.extend([_client_session, _health_checks, _redis_cache, _table_subscriber, _telemetry])
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, port_file: Path | None = None) -> None:
+    """Runs until cancelled. Handler cancellation is on so that a client that goes away cancels its
+    upstream request."""
+    router = app[ROUTER]
+
+    def learn_url(bound: int) -> None:
+        router.public_url = router.config.public_url or f"http://{host}:{bound}"
+
+    await serve_until_cancelled(app, host, port, port_file=port_file, handler_cancellation=True,
+                                name=f"router region={router.config.region} id={router.router_id}",
+                                on_bound=learn_url)

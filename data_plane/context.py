@@ -1,0 +1,46 @@
+"""Everything a router's handlers share, held under one typed application key."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from data_plane.auth import Credentials
+from data_plane.config import RouterConfig
+from data_plane.forwarding import Forwarder
+from data_plane.live_state import RouterState
+from data_plane.metrics import RouterMetrics
+from data_plane.response_cache import ResponseCache
+from data_plane.table_store import TableStore
+from data_plane.table_subscriber import TableSubscriber
+from data_plane.telemetry_accumulator import TelemetryAccumulators
+from data_plane.telemetry_publisher import TelemetryPublisher
+
+
+@dataclass
+class RouterContext:
+    config: RouterConfig
+    router_id: str
+    state: RouterState
+    metrics: RouterMetrics
+    credentials: Credentials
+    cache: ResponseCache
+    table_store: TableStore | None = None
+    public_url: str = ""
+    telemetry: TelemetryAccumulators = field(
+        default_factory=lambda: TelemetryAccumulators(started_unix_ms=int(time.time() * 1000)))
+    session: aiohttp.ClientSession | None = None
+    forwarder: Forwarder | None = None
+    telemetry_publisher: TelemetryPublisher | None = None
+    table_subscriber: TableSubscriber | None = None
+
+    def require_forwarder(self) -> Forwarder:
+        if self.forwarder is None:
+            raise RuntimeError("the router's client session is not started")
+        return self.forwarder
+
+
+ROUTER = web.AppKey("router", RouterContext)

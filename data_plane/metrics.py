@@ -1,0 +1,61 @@
+"""The router's Prometheus metrics, one registry per router so several can live in one process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_DECISION_BUCKETS_S = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3)
+
+BREAKER_STATE_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+_DEPLOYMENT = ("region", "model", "deployment", "architecture")
+
+
+@dataclass
+class RouterMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "meridian_requests", "Requests answered, by the deployment that served them ('none' if no "
+            "deployment could) and HTTP status.", (*_DEPLOYMENT, "policy", "status"), registry=r)
+        self.latency = Histogram(
+            "meridian_request_latency_seconds", "Backend call latency, first attempt to last byte.",
+            _DEPLOYMENT, buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.ttft = Histogram(
+            "meridian_ttft_seconds", "Time to first token of streamed responses.",
+            _DEPLOYMENT, buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.in_flight = Gauge(
+            "meridian_in_flight_requests", "Requests in flight to a deployment.", _DEPLOYMENT, registry=r)
+        self.breaker_state = Gauge(
+            "meridian_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            _DEPLOYMENT, registry=r)
+        self.breaker_transitions = Counter(
+            "meridian_breaker_transitions", "Circuit breaker transitions.",
+            (*_DEPLOYMENT, "from_state", "to_state"), registry=r)
+        self.health_state = Gauge(
+            "meridian_deployment_healthy", "1 when active health checks consider the deployment healthy.",
+            _DEPLOYMENT, registry=r)
+        self.fallbacks = Counter(
+            "meridian_fallbacks", "Attempts abandoned for the next candidate, by the failure.",
+            (*_DEPLOYMENT, "reason"), registry=r)
+        self.cache = Counter(
+            "meridian_cache_requests", "Response cache lookups.", ("region", "model", "result"), registry=r)
+        self.tokens = Counter(
+            "meridian_tokens", "Tokens processed; source is 'reported' or 'estimated'.",
+            (*_DEPLOYMENT, "kind", "source"), registry=r)
+        self.cost = Counter(
+            "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.",
+            _DEPLOYMENT, registry=r)
+        self.table_version = Gauge(
+            "meridian_table_version", "Version of the routing table in force.", ("region", "source"),
+            registry=r)
+        self.table_age = Gauge(
+            "meridian_table_age_seconds", "Age of the routing table in force.", ("region",), registry=r)
+        self.decision_time = Histogram(
+            "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"),
+            buckets=_DECISION_BUCKETS_S, registry=r)

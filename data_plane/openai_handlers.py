@@ -1,0 +1,87 @@
+"""The OpenAI-compatible endpoints: completions, chat, embeddings, models, and the routing dry run."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from data_plane.context import ROUTER, RouterContext
+from data_plane.request_parsing import parse_openai_request, read_json_body
+from data_plane.response_cache import CachedResponse, cache_key, should_cache
+from data_plane.route_planning import attempts, decide_model, decision_json, model_chain
+
+
+async def _parsed(request: web.Request, endpoint: str) -> tuple[RouterContext, Any]:
+    router = request.app[ROUTER]
+    router.credentials.check_client(request)
+    body = await read_json_body(request, router.config.max_body_bytes)
+    return router, parse_openai_request(endpoint, body)
+
+
+async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
+    router, parsed = await _parsed(request, endpoint)
+    chain = model_chain(router.state, parsed, request.headers)
+    primary = chain[0][0]
+    base_headers = {"x-meridian-table-version": str(router.state.table.version)}
+    key = None
+    if endpoint != "embeddings" and should_cache(parsed.body, request.headers, model_opted_in=primary.cache_enabled):
+        key = cache_key(endpoint, parsed.body)
+        hit = await router.cache.lookup(key)
+        router.metrics.cache.labels(router.config.region, primary.name, "hit" if hit else "miss").inc()
+        if hit is not None:
+            return web.Response(status=hit.status, body=hit.body, content_type=hit.content_type,
+                                headers={**base_headers, "x-meridian-cache": "hit"})
+        base_headers["x-meridian-cache"] = "miss"
+    observe = router.metrics.decision_time.labels
+
+    def observed(chain_attempts: Any) -> Any:
+        decided: set[str] = set()
+        for model_decision, spec in chain_attempts:
+            if model_decision.model.name not in decided:
+                decided.add(model_decision.model.name)
+                observe(router.config.region, model_decision.request.policy).observe(model_decision.decision_s)
+            yield model_decision, spec
+
+    response = await router.require_forwarder().forward(
+        request, parsed, observed(attempts(router.state, chain)), base_headers
+    )
+    if key is not None and isinstance(response, web.Response) and response.status == 200:
+        assert response.body is not None
+        await router.cache.store.set(
+            key, CachedResponse(200, bytes(response.body), response.content_type), primary.cache_ttl_s
+        )
+    return response
+
+
+async def route_dry_run(request: web.Request) -> web.Response:
+    router, parsed = await _parsed(request, "chat/completions")
+    now = time.monotonic()
+    decisions = [decide_model(router.state, model, route_request, now)
+                 for model, route_request in model_chain(router.state, parsed, request.headers)]
+    return web.json_response({
+        "region": router.config.region,
+        "table_version": router.state.table.version,
+        "decisions": [decision_json(d) for d in decisions],
+    })
+
+
+async def list_models(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    router.credentials.check_client(request)
+    created = int(router.state.table.computed_at_unix_ms / 1000)
+    return web.json_response({
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": created, "owned_by": "meridian"}
+                 for name in sorted(router.state.table.models)],
+    })
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", partial(completion, endpoint="chat/completions"))
+    app.router.add_post("/v1/completions", partial(completion, endpoint="completions"))
+    app.router.add_post("/v1/embeddings", partial(completion, endpoint="embeddings"))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/route", route_dry_run)

@@ -1,0 +1,166 @@
+"""Opt-in response cache for deterministic requests: in-memory LRU, or Redis when configured.
+
+A Redis failure is a miss, never a failed request; after one, Redis is skipped for a cool-down so a dead
+Redis costs no latency on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as redis_asyncio
+from redis.exceptions import RedisError
+
+from meridian_common.logging_setup import event
+
+log = logging.getLogger(__name__)
+
+# Fields that change how a response is delivered or attributed, not what it says.
+_DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+DETERMINISM_HEADER = "x-meridian-deterministic"
+OPT_IN_HEADER = "x-meridian-cache"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    status: int
+    body: bytes
+    content_type: str
+
+
+def cache_key(endpoint: str, body: dict[str, Any]) -> str:
+    normalised = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS}
+    digest = hashlib.sha256(endpoint.encode())
+    digest.update(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()
+
+
+def should_cache(body: dict[str, Any], headers: Any, *, model_opted_in: bool) -> bool:
+    """Opted in (by the model or `x-meridian-cache: on`), not streamed, and deterministic
+    (temperature 0, or `x-meridian-deterministic: true`)."""
+    opt_in = headers.get(OPT_IN_HEADER, "").lower()
+    if opt_in == "off" or not (model_opted_in or opt_in == "on") or body.get("stream"):
+        return False
+    if headers.get(DETERMINISM_HEADER, "").lower() == "true":
+        return True
+    temperature = body.get("temperature")
+    return isinstance(temperature, int | float) and temperature == 0
+
+
+class CacheStore(Protocol):
+    async def get(self, key: str) -> CachedResponse | None: ...
+    async def set(self, key: str, value: CachedResponse, ttl_s: float) -> None: ...
+    async def clear(self) -> int: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+class MemoryCacheStore:
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, tuple[float, CachedResponse]] = OrderedDict()
+        self._max_entries = max_entries
+
+    async def get(self, key: str) -> CachedResponse | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires_at, value = entry
+        if expires_at < time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: CachedResponse, ttl_s: float) -> None:
+        self._entries[key] = (time.monotonic() + ttl_s, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def clear(self) -> int:
+        count = len(self._entries)
+        self._entries.clear()
+        return count
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "entries": len(self._entries), "max_entries": self._max_entries}
+
+
+class RedisCacheStore:
+    def __init__(self, client: redis_asyncio.Redis, *, prefix: str = "meridian:cache:",
+                 cooldown_s: float = 5.0) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._cooldown_s = cooldown_s
+        self._skip_until = 0.0
+        self.errors = 0
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        self.errors += 1
+        self._skip_until = time.monotonic() + self._cooldown_s
+        log.warning(event("cache_redis_error", operation=operation, error=type(error).__name__,
+                          cooldown_s=self._cooldown_s))
+
+    async def get(self, key: str) -> CachedResponse | None:
+        if not self._available():
+            return None
+        try:
+            raw = await self._client.get(self._prefix + key)
+        except (RedisError, OSError) as error:
+            self._failed("get", error)
+            return None
+        if raw is None:
+            return None
+        stored = orjson.loads(raw)
+        return CachedResponse(stored["status"], stored["body"].encode(), stored["content_type"])
+
+    async def set(self, key: str, value: CachedResponse, ttl_s: float) -> None:
+        if not self._available():
+            return
+        payload = orjson.dumps(
+            {"status": value.status, "body": value.body.decode(), "content_type": value.content_type}
+        )
+        try:
+            await self._client.set(self._prefix + key, payload, px=max(1, int(ttl_s * 1000)))
+        except (RedisError, OSError) as error:
+            self._failed("set", error)
+
+    async def clear(self) -> int:
+        removed = 0
+        try:
+            async for key in self._client.scan_iter(match=self._prefix + "*", count=500):
+                removed += await self._client.delete(key)
+        except (RedisError, OSError) as error:
+            self._failed("clear", error)
+        return removed
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "redis", "errors": self.errors, "available": self._available()}
+
+
+class ResponseCache:
+    """Counts hits and misses in front of a store."""
+
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+        self.hits = 0
+        self.misses = 0
+
+    async def lookup(self, key: str) -> CachedResponse | None:
+        value = await self.store.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def stats(self) -> dict[str, Any]:
+        return {"hits": self.hits, "misses": self.misses, **self.store.describe()}
