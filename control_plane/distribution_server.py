@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 from control_plane.distribution_session import DistributionSession, SessionProtocolError
 from control_plane.table_cache import TableCache, TableWatch
 from meridian_common.logging_setup import event
+from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 log = logging.getLogger(__name__)
 

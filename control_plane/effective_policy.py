@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from meridian_proto import policy_pb2, routing_pb2
-
 from control_plane.config import ComputeSettings, ControlPlaneConfig
 from meridian_common.catalog import model_route_proto
+from meridian_proto import policy_pb2, routing_pb2
 
 PolicyKey = tuple[str, str]
 """(region, logical model)."""

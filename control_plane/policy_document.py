@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
-from meridian_proto import policy_pb2, routing_pb2
 
 from control_plane.config import ControlPlaneConfig
 from control_plane.table_diff import table_diff
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
+from meridian_proto import policy_pb2, routing_pb2
 
 __all__ = [
     "PolicyError",

@@ -11,10 +11,9 @@ import itertools
 from dataclasses import dataclass
 from types import TracebackType
 
-from meridian_proto import routing_pb2
-
 from control_plane.distribution_session import RouterRecord
 from meridian_common.table_hash import content_hash
+from meridian_proto import routing_pb2
 
 
 class StaleTableError(ValueError):

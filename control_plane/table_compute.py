@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from meridian_proto import policy_pb2, routing_pb2
-
 from control_plane.config import ControlPlaneConfig
 from control_plane.effective_policy import (
     PolicyKey,
@@ -35,6 +33,7 @@ from control_plane.weights import (
     target_scores,
 )
 from meridian_common.table_hash import content_hash
+from meridian_proto import policy_pb2, routing_pb2
 
 SOURCE = "control-plane"
 FIXED_REASON = "operator-fixed weight"

@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from meridian_proto import telemetry_pb2
-
 from meridian_common.histogram import Histogram, IncompatibleHistogram
+from meridian_proto import telemetry_pb2
 
 StatsKey = tuple[str, str]
 """(logical model, deployment name)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["meridian_proto", "meridian_common", "meridian_cli", "data_plane", "control_plane",
+PACKAGES = ["benchmarks", "meridian_proto", "meridian_common", "meridian_cli", "data_plane", "control_plane",
             "regions", "chaos", "simulator"]
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import grpc
 import pytest
-from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 from control_plane.distribution_server import ServerTlsSettings, start_distribution_server
 from control_plane.table_cache import RouterStatus, TableCache
 from data_plane.table_store import TableStore
 from data_plane.table_subscriber import Backoff, ClientTlsSettings, TableSubscriber
 from meridian_common.table_hash import content_hash
+from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 REGION = "eu-west"
 FAST = Backoff(initial_s=0.02, max_s=0.2)

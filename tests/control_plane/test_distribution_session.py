@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meridian_proto import distribution_pb2, routing_pb2
 
 from control_plane.distribution_session import (
     TRANSITIONS,
@@ -18,6 +17,7 @@ from control_plane.distribution_session import (
 )
 from data_plane.table_sync import HeldTable, RouterIdentity, SyncState, TableSyncSession
 from meridian_common.table_hash import content_hash
+from meridian_proto import distribution_pb2, routing_pb2
 
 REGION = "eu-west"
 

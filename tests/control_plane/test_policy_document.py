@@ -7,7 +7,6 @@ import yaml
 from compute_fixtures import LLAMA, SMALL, catalog, llama_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meridian_proto import policy_pb2
 
 from control_plane.policy_document import (
     PolicyError,
@@ -21,6 +20,7 @@ from control_plane.policy_document import (
 )
 from control_plane.table_compute import ComputeState, compute_tables
 from meridian_common.policy_names import POLICIES
+from meridian_proto import policy_pb2
 
 CATALOG = catalog()
 

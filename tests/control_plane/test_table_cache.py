@@ -7,11 +7,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
-from meridian_proto import routing_pb2
 
 from control_plane.distribution_session import NackRecord, RouterRecord
 from control_plane.table_cache import InconsistentTableError, StaleTableError, TableCache
 from meridian_common.table_hash import content_hash
+from meridian_proto import routing_pb2
 
 
 def make_table(version: int, region: str = "eu", model: str = "m") -> routing_pb2.RoutingTable:

@@ -6,7 +6,6 @@ import pytest
 from compute_fixtures import LLAMA, SMALL, catalog, llama_stats, route, run_ticks, stats, weights
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meridian_proto import policy_pb2, routing_pb2
 
 from control_plane.ejection import KEPT_REASON, PROBING_REASON
 from control_plane.table_compute import (
@@ -16,6 +15,7 @@ from control_plane.table_compute import (
     compute_tables,
 )
 from meridian_common.table_hash import content_hash
+from meridian_proto import policy_pb2, routing_pb2
 
 CONFIG = catalog()
 SETTINGS = CONFIG.compute

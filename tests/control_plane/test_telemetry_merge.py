@@ -6,10 +6,10 @@ import pytest
 from compute_fixtures import LLAMA, sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from meridian_proto import telemetry_pb2
 
 from control_plane.telemetry_merge import merge_samples
 from meridian_common.histogram import Histogram
+from meridian_proto import telemetry_pb2
 
 
 def test_counters_add_and_error_rate_is_over_all_routers() -> None:
