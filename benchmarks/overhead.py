@@ -1,0 +1,171 @@
+"""`meridian bench overhead`: what the router adds over calling a backend directly and over a bare
+aiohttp pass-through, measured in one run so the machine's noise cancels out in the ratios."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import LoadResult, chat_body, closed_loop, percentile, stream_timing
+from data_plane.policies.benchmark import measure_decision_time
+from meridian_common.service_process import ServiceProcess, start_service
+
+MODEL = "bench-model"
+STREAM_CHUNKS = 64
+STREAM_ITL_MS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class OverheadSettings:
+    requests: int = 2000
+    concurrencies: tuple[int, ...] = (1, 32)
+    decision_iterations: int = 20000
+    stream_repeats: int = 5
+
+
+def _router_config(sim_url: str) -> str:
+    return f"""region: bench
+listen: {{host: 127.0.0.1, port: 0}}
+health_check: {{interval_s: 30}}
+models:
+  {MODEL}:
+    policy: latency-first
+    deployments:
+      - name: sim-a
+        url: {sim_url}/v1
+        served_model: {MODEL}
+        region: bench
+        architecture: dense
+        max_concurrency: 0
+"""
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "meridian_cli.main", *args]
+
+
+def _start_stack(workdir: Path, itl_ms: int, output_tokens: int) -> list[ServiceProcess]:
+    simulator = start_service(
+        "simulator",
+        _cli("sim-backend", "--port", "0", "--model", MODEL, "--ttft-ms", "0", "--itl-ms", str(itl_ms),
+             "--capacity", "100000", "--output-tokens", str(output_tokens)),
+        workdir,
+    )
+    config = workdir / f"router-{itl_ms}.yaml"
+    config.write_text(_router_config(simulator.url))
+    passthrough = start_service(
+        "passthrough", [sys.executable, "-m", "benchmarks.passthrough", "--upstream", simulator.url], workdir,
+        health_path=None,
+    )
+    router = start_service("router", _cli("router", "--config", str(config), "--port", "0"), workdir,
+                           health_path="/ready")
+    return [simulator, passthrough, router]
+
+
+def _figures(result: LoadResult) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(result.latencies_ms, 50), 4),
+        "p99_ms": round(percentile(result.latencies_ms, 99), 4),
+        "throughput_rps": round(result.throughput_rps, 1),
+        "errors": result.errors,
+    }
+
+
+async def run_overhead(settings: OverheadSettings, progress: Any = print) -> dict[str, Any]:
+    decision_ns = measure_decision_time(settings.decision_iterations)
+    figures: dict[str, Any] = {
+        "decision_p50_us": round(percentile(decision_ns, 50) / 1000, 3),
+        "decision_p99_us": round(percentile(decision_ns, 99) / 1000, 3),
+        "requests_per_case": settings.requests,
+    }
+    with tempfile.TemporaryDirectory(prefix="meridian-bench-") as tmp:
+        workdir = Path(tmp)
+        services = await asyncio.to_thread(_start_stack, workdir, 0, 16)
+        try:
+            simulator, passthrough, router = services
+            body = chat_body(MODEL)
+            targets = {"direct": simulator.url, "passthrough": passthrough.url, "router": router.url}
+            for concurrency in settings.concurrencies:
+                for name, base in targets.items():
+                    await closed_loop(f"{base}/v1/chat/completions", body, concurrency=concurrency,
+                                      requests=min(200, settings.requests))  # warm-up
+                    progress(f"  concurrency {concurrency}: {name} ...")
+                    result = await closed_loop(f"{base}/v1/chat/completions", body,
+                                               concurrency=concurrency, requests=settings.requests)
+                    figures[f"c{concurrency}_{name}"] = _figures(result)
+                direct, through_router = figures[f"c{concurrency}_direct"], figures[f"c{concurrency}_router"]
+                figures[f"c{concurrency}_added_p50_ms"] = round(through_router["p50_ms"] - direct["p50_ms"], 4)
+                figures[f"c{concurrency}_added_p99_ms"] = round(through_router["p99_ms"] - direct["p99_ms"], 4)
+                figures[f"c{concurrency}_throughput_ratio_vs_passthrough"] = round(
+                    through_router["throughput_rps"] / figures[f"c{concurrency}_passthrough"]["throughput_rps"], 3)
+        finally:
+            for service in reversed(services):
+                service.stop()
+        services = await asyncio.to_thread(_start_stack, workdir, STREAM_ITL_MS, STREAM_CHUNKS)
+        try:
+            simulator, _, router = services
+            progress(f"  streaming: {STREAM_CHUNKS} chunks {STREAM_ITL_MS} ms apart ...")
+            stream_body = chat_body(MODEL, stream=True, max_tokens=STREAM_CHUNKS)
+            direct_runs, router_runs = [], []
+            for _ in range(settings.stream_repeats):
+                direct_runs.append(await stream_timing(f"{simulator.url}/v1/chat/completions", stream_body))
+                router_runs.append(await stream_timing(f"{router.url}/v1/chat/completions", stream_body))
+            figures["stream"] = {
+                "chunks": STREAM_CHUNKS, "itl_ms": STREAM_ITL_MS,
+                "direct_ttft_ms": round(min(r.ttft_ms for r in direct_runs), 3),
+                "router_ttft_ms": round(min(r.ttft_ms for r in router_runs), 3),
+                "added_ttft_ms": round(percentile([r.ttft_ms for r in router_runs], 50)
+                                       - percentile([r.ttft_ms for r in direct_runs], 50), 3),
+                "direct_max_gap_ms": round(max(r.max_gap_ms for r in direct_runs), 3),
+                "router_max_gap_ms": round(max(r.max_gap_ms for r in router_runs), 3),
+                "added_max_gap_ms": round(max(r.max_gap_ms for r in router_runs)
+                                          - max(r.max_gap_ms for r in direct_runs), 3),
+            }
+        finally:
+            for service in reversed(services):
+                service.stop()
+    return figures
+
+
+TARGETS = {
+    "decision_p99_us": ("<", 50.0),
+    "c1_added_p50_ms": ("<", 0.5),
+    "c1_throughput_ratio_vs_passthrough": (">=", 0.75),
+    "c32_throughput_ratio_vs_passthrough": (">=", 0.75),
+}
+
+
+def target_verdicts(figures: dict[str, Any]) -> list[tuple[str, float, str, float, bool]]:
+    verdicts = []
+    for key, (op, bound) in TARGETS.items():
+        value = float(figures[key])
+        verdicts.append((key, value, op, bound, value < bound if op == "<" else value >= bound))
+    return verdicts
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    lines = [f"decision time: p50 {figures['decision_p50_us']} µs, p99 {figures['decision_p99_us']} µs", ""]
+    lines.append(f"{'case':<24}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
+    for key, value in figures.items():
+        if isinstance(value, dict) and "throughput_rps" in value:
+            lines.append(f"{key:<24}{value['p50_ms']:>10}{value['p99_ms']:>10}{value['throughput_rps']:>10}"
+                         f"{value['errors']:>8}")
+    lines.append("")
+    for key, value in figures.items():
+        if key.endswith(("_added_p50_ms", "_added_p99_ms", "_ratio_vs_passthrough")):
+            lines.append(f"{key:<40}{value}")
+    stream = figures["stream"]
+    lines += ["", f"streaming ({stream['chunks']} chunks, {stream['itl_ms']} ms apart): added TTFT "
+              f"{stream['added_ttft_ms']} ms, largest gap {stream['router_max_gap_ms']} ms via router vs "
+              f"{stream['direct_max_gap_ms']} ms direct (added {stream['added_max_gap_ms']} ms)", ""]
+    for key, value, op, bound, ok in target_verdicts(figures):
+        lines.append(f"{'PASS' if ok else 'MISS'}  {key} = {value} (target {op} {bound})")
+    return "\n".join(lines)
+
+
+def main_overhead(settings: OverheadSettings, progress: Any) -> dict[str, Any]:
+    return asyncio.run(run_overhead(settings, progress))
