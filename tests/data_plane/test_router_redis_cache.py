@@ -1,0 +1,47 @@
+"""The response cache in Redis: hits across requests, and a Redis failure never fails a request."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from regions.local_services import start_redis
+from tests.data_plane.conftest import StartRouter, StartSimulator, deployment_yaml
+
+pytestmark = pytest.mark.integration
+
+
+def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, str], dict[str, object]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, dict(response.headers), json.loads(response.read())
+
+
+def test_redis_cache_hits_and_survives_redis_loss(tmp_path: Path, start_simulator: StartSimulator,
+                                                  start_router: StartRouter) -> None:
+    redis = start_redis(tmp_path / "redis", tmp_path / "redis.log")
+    try:
+        sim = start_simulator("cache-sim", "--model", "m")
+        router = start_router("cache-router", f"""region: test
+redis_url: {redis.url}
+models:
+  m:
+    cache: {{enabled: true, ttl_s: 60}}
+    deployments:
+{deployment_yaml("cache-sim", sim.url)}
+""")
+        body = {"model": "m", "messages": [{"role": "user", "content": "cache me"}], "temperature": 0,
+                "max_tokens": 3}
+        url = f"{router.url}/v1/chat/completions"
+        first, second = _post(url, body), _post(url, body)
+        assert first[1]["x-meridian-cache"] == "miss" and second[1]["x-meridian-cache"] == "hit"
+        assert first[2]["choices"] == second[2]["choices"]
+        redis.kill()
+        for _ in range(3):
+            status, headers, payload = _post(url, {**body, "max_tokens": 4})
+            assert status == 200 and headers["x-meridian-cache"] == "miss" and payload["choices"]
+    finally:
+        redis.stop()
