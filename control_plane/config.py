@@ -59,6 +59,7 @@ class GrpcListen(FrozenModel):
 class AdminListen(FrozenModel):
     host: str = "127.0.0.1"
     port: int = Field(50052, ge=0, le=65535)
+    grpc_port: int = Field(50053, ge=0, le=65535, description="the Admin gRPC service (HTTP/JSON is on port)")
     token_env: str | None = Field(None, pattern=_ENV_NAME, description="variable holding the admin token")
 
 
