@@ -40,10 +40,12 @@ ReaderFactory = Callable[[ControlPlaneConfig], TelemetryReader]
 def tables_to_publish(
     published: Mapping[str, routing_pb2.RoutingTable], computed: Mapping[str, routing_pb2.RoutingTable], epoch: int
 ) -> dict[str, routing_pb2.RoutingTable]:
-    """The computed tables worth a new version, stamped with the leader's epoch (version stays 0)."""
+    """The computed tables worth a new version, stamped with the leader's epoch (version stays 0). A new
+    leader republishes every region once, so routers and operators see at once who publishes now."""
     changed = {}
     for region, table in sorted(computed.items()):
-        if changed_materially(published.get(region), table):
+        previous = published.get(region)
+        if previous is None or previous.epoch != epoch or changed_materially(previous, table):
             stamped = routing_pb2.RoutingTable()
             stamped.CopyFrom(table)
             stamped.epoch = epoch

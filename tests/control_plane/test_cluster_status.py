@@ -62,6 +62,7 @@ def test_only_material_changes_are_published_and_stamped_with_the_epoch() -> Non
                                                                       policy="cost-first")])
     changed, _ = compute_tables(config, policy, {}, state, 1001.0)
     assert list(tables_to_publish(first, changed, epoch=9)) == ["us-east"]
+    assert sorted(tables_to_publish(first, again, epoch=12)) == ["eu-west", "us-east"]  # a new leader announces
 
 
 def test_a_stored_table_takes_its_version_from_the_key() -> None:
