@@ -23,6 +23,23 @@ def _overhead(args: argparse.Namespace) -> int:
     return 0 if all(ok for *_, ok in target_verdicts(figures)) or not args.strict else 1
 
 
+def _propagation(args: argparse.Namespace) -> int:
+    from benchmarks.control_plane_benches import propagation_table, run_propagation
+
+    figures = run_propagation(args.pushes, args.routers_per_region, _progress(args.json))
+    _print(args, figures, propagation_table)
+    return 1 if args.strict and figures["p99_ms"] >= 500 else 0
+
+
+def _failover(args: argparse.Namespace) -> int:
+    from benchmarks.control_plane_benches import failover_table, run_failover
+
+    figures = run_failover(args.lease_ttl_s, _progress(args.json))
+    _print(args, figures, failover_table)
+    missed = figures["client_errors"] > 0 or figures["failover_s"] >= figures["lease_ttl_s"] + 1
+    return 1 if args.strict and missed else 0
+
+
 def _print(args: argparse.Namespace, figures: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:
     print(json.dumps(figures, indent=None if args.json else 2) if args.json else table(figures))
 
@@ -37,3 +54,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     overhead.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     overhead.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     overhead.set_defaults(handler=_overhead)
+
+    propagation = benches.add_parser("propagation", help="policy push -> every router applied the new table")
+    propagation.add_argument("--pushes", type=int, default=30)
+    propagation.add_argument("--routers-per-region", type=int, default=2)
+    propagation.add_argument("--strict", action="store_true", help="exit 1 when p99 is 500 ms or more")
+    propagation.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    propagation.set_defaults(handler=_propagation)
+
+    failover = benches.add_parser("failover", help="SIGKILL of the leader -> the new leader's first table")
+    failover.add_argument("--lease-ttl-s", type=float, default=3.0)
+    failover.add_argument("--strict", action="store_true", help="exit 1 on a client error or a slow failover")
+    failover.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    failover.set_defaults(handler=_failover)
