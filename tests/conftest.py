@@ -11,4 +11,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # tests/ has no __init__.py, so pytest puts tests/ itself on sys.path before importing this file.
-pytest_plugins = ["fixtures.services"]
+pytest_plugins = ["fixtures.services", "fixtures.throwaway_ca"]

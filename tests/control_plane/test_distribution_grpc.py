@@ -1,23 +1,20 @@
 """A real grpc.aio distribution server and router subscriber on 127.0.0.1 ephemeral ports: tables flow, ACK
 and NACK show in the cache's router status, older tables are refused, failover, TLS and mutual TLS.
 
-Certificates come from a throwaway CA made at test time with the `openssl` command line tool.
+Certificates come from a throwaway CA made at test time (tests/fixtures/throwaway_ca.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from fixtures.throwaway_ca import Pki
 
 from control_plane.distribution_server import ServerTlsSettings, start_distribution_server
 from control_plane.table_cache import RouterStatus, TableCache
@@ -293,56 +290,7 @@ def test_close_stops_the_subscriber_promptly() -> None:
     run(body())
 
 
-# TLS: a throwaway CA made with the openssl CLI.
-
-
-@dataclass(frozen=True, slots=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path
-    rogue_cert: Path
-    rogue_key: Path
-
-
-def _openssl(directory: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
-
-
-def _make_ca(directory: Path, name: str) -> None:
-    _openssl(directory, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-
-def _make_leaf(directory: Path, ca: str, name: str, extensions: str) -> None:
-    (directory / f"{name}.ext").write_text(extensions)
-    _openssl(directory, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-    _openssl(directory, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-             "-set_serial", str(secrets.randbits(63)), "-days", "2", "-out", f"{name}.pem",
-             "-extfile", f"{name}.ext")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command line tool is needed to make test certificates")
-    directory = tmp_path_factory.mktemp("pki")
-    _make_ca(directory, "ca")
-    _make_ca(directory, "other-ca")
-    _make_leaf(directory, "ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-               "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
-    client_extensions = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"
-    _make_leaf(directory, "ca", "client", client_extensions)
-    _make_leaf(directory, "other-ca", "rogue", client_extensions)
-    d = directory
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key",
-               d / "other-ca.pem", d / "rogue.pem", d / "rogue.key")
+# TLS: the throwaway CA of tests/fixtures/throwaway_ca.py (fixture `pki`).
 
 
 async def refused(cache: TableCache, sub: TableSubscriber, router: Router, router_id: str) -> None:
