@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from control_plane.admin_service import (
     AdminError,
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("admin_service", AdminService)
 HEALTH_KEY = web.AppKey("health", Callable[[], dict[str, Any]])
+METRICS_KEY = web.AppKey("metrics", Callable[[], bytes])
 
 _STATUS = {
     ErrorKind.INVALID: 400,
@@ -35,7 +37,7 @@ _STATUS = {
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.UNAUTHORIZED: 401,
 }
-_OPEN_PATHS = frozenset({"/health"})
+_OPEN_PATHS = frozenset({"/health", "/metrics"})
 # Fields of `POST /v1/policy/set` that are not policy fields.
 _SET_CONTROL = ("region", "model", "dry_run", "author")
 
@@ -144,6 +146,10 @@ async def health_check(request: web.Request) -> web.Response:
     return web.json_response(request.app[HEALTH_KEY]())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS_KEY](), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 @web.middleware
 async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -153,12 +159,15 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def create_admin_app(
-    service: AdminService, *, token: str | None, health: Callable[[], dict[str, Any]]
+    service: AdminService, *, token: str | None, health: Callable[[], dict[str, Any]],
+    metrics_text: Callable[[], bytes],
 ) -> web.Application:
     app = web.Application(middlewares=[bearer_auth(token=token), admin_errors], client_max_size=1024 * 1024)
     app[SERVICE_KEY] = service
     app[HEALTH_KEY] = health
+    app[METRICS_KEY] = metrics_text
     app.router.add_get("/health", health_check)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/policy", apply_policy)
     app.router.add_get("/v1/policy", show_policy)
     app.router.add_post("/v1/policy/set", set_policy)

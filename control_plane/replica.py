@@ -38,6 +38,7 @@ from control_plane.distribution_server import ServerTlsSettings, start_distribut
 from control_plane.election import CandidateIdentity, Election, NotLeader, Role
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
 from control_plane.lease_session import LeaseSession, SessionLost
+from control_plane.metrics import ReplicaFigures, replica_metrics
 from control_plane.policy_store import PolicyStore
 from control_plane.replica_registry import ReplicaRegistry
 from control_plane.table_cache import TableCache
@@ -144,6 +145,11 @@ class Replica:
                 "publishing": self.publisher_status.publishing, "etcd_connected": self.watcher.connected,
                 "regions": self.cache.regions(), **addresses}
 
+    def figures(self) -> ReplicaFigures:
+        tables = {r: t for r in self.cache.regions() if (t := self.cache.get(r)) is not None}
+        return ReplicaFigures(self.replica_id, self.role() == "leader", tables,
+                              dict(self.publisher_status.publications))
+
     async def status(self) -> dict[str, Any]:
         assert self._registry is not None and self.addresses is not None
         tables = [t for r in self.cache.regions() if (t := self.cache.get(r)) is not None]
@@ -192,7 +198,8 @@ class Replica:
                 service, self.cache, config.admin.host, _port(self._ports.admin_grpc, config.admin.grpc_port),
                 token=self._token, tls=admin_grpc_tls)
             servers.append(admin_grpc_server)
-            runner = web.AppRunner(create_admin_app(service, token=self._token, health=self.health),
+            runner = web.AppRunner(create_admin_app(service, token=self._token, health=self.health,
+                                                    metrics_text=replica_metrics(self.figures)),
                                    access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             site = web.TCPSite(runner, config.admin.host, _port(self._ports.admin, config.admin.port),

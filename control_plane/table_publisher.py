@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aetcd
 from google.protobuf.message import DecodeError
@@ -63,6 +63,7 @@ class PublisherStatus:
     last_version: int = 0
     last_published_unix_ms: int = 0
     policy_version: int = 0
+    publications: dict[str, int] = field(default_factory=dict)
 
     def started(self) -> None:
         if not self.publishing:
@@ -169,6 +170,7 @@ class TablePublisher:
         for region, table in changed.items():
             table.version = revision
             published[region] = table
+            self._status.publications[region] = self._status.publications.get(region, 0) + 1
         self._status.last_version = revision
         self._status.last_published_unix_ms = round(now * 1000)
         log.info(event("tables_published", version=revision, epoch=self._election.epoch,
