@@ -35,9 +35,10 @@ def effective_route(
 ) -> routing_pb2.ModelRoute:
     """The route of `model` as `region` sees it, every deployment of every region included, before weights.
 
-    Remote deployments carry the RTT between the regions in `added_latency_ms`.
+    Remote deployments carry the RTT between the regions in `added_latency_ms`; a deployment's URL is its
+    `urls_by_region` entry for `region` when it has one.
     """
-    route = model_route_proto(model, config.models[model])
+    route = model_route_proto(model, config.models[model], region)
     for deployment in route.deployments:
         deployment.added_latency_ms = config.rtt_ms(region, deployment.region)
     if policy is None:

@@ -15,7 +15,7 @@ import aiohttp
 import redis.asyncio as redis_asyncio
 from aiohttp import web
 
-from data_plane import openai_handlers, ops_handlers
+from data_plane import openai_handlers, ops_handlers, regions_directory
 from data_plane.auth import Credentials
 from data_plane.config import RouterConfig, bootstrap_table
 from data_plane.context import ROUTER, RouterContext
@@ -24,11 +24,14 @@ from data_plane.forwarding import Forwarder, ForwardSettings
 from data_plane.health_probe import run_health_checks
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
+from data_plane.rate_limits import RateLimits
 from data_plane.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
+from data_plane.shared_limits import SharedLimits
 from data_plane.table import InvalidTable, TableSnapshot, snapshot_from_proto
 from data_plane.table_store import TableStore
 from data_plane.table_subscriber import ClientTlsSettings, TableSubscriber
 from data_plane.telemetry_publisher import TelemetryPublisher
+from data_plane.waiting_room import WaitingRooms
 from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
 from meridian_proto import routing_pb2, telemetry_pb2
@@ -78,16 +81,33 @@ def _initial_table(config: RouterConfig, store: TableStore | None) -> TableSnaps
     return snapshot_from_proto(bootstrap_table(config), expected_region=config.region)
 
 
+def _queues(metrics: RouterMetrics, region: str) -> WaitingRooms:
+    return WaitingRooms(on_depth=lambda model, depth: metrics.queue_depth.labels(region, model).set(depth),
+                        on_wait=lambda model, wait_s: metrics.queue_wait.labels(region, model).observe(wait_s))
+
+
+def _apply_queues(queues: WaitingRooms) -> Callable[[TableSnapshot], None]:
+    def apply(table: TableSnapshot) -> None:
+        queues.apply((m.name, m.queue_size, m.queue_timeout_s) for m in table.models.values())
+
+    return apply
+
+
 def build_context(config: RouterConfig, *, router_id: str | None = None) -> RouterContext:
     metrics = RouterMetrics()
     store = TableStore(config.state_dir / f"table-{config.region}.bin") if config.state_dir else None
     table = _initial_table(config, store)
+    queues = _queues(metrics, config.region)
+    limits = RateLimits(config.region, sync_interval_s=config.rate_limits.sync_interval_s,
+                        max_client_keys=config.rate_limits.max_client_keys)
     state = RouterState(region=config.region, health_settings=config.health_check,
                         stats_window_s=config.stats_window_s, table=table,
-                        on_apply=[_record_table(metrics, config.region)])
+                        on_apply=[_record_table(metrics, config.region), _apply_queues(queues)],
+                        rate_limits=limits)
     _record_table(metrics, config.region)(table)
     credentials = Credentials.from_environment(config.client_api_keys_env, config.admin_token_env)
     return RouterContext(
+        queues=queues,
         config=config,
         router_id=router_id or config.router_id or f"{config.region}-{socket.gethostname()}-{os.getpid()}",
         state=state,
@@ -107,7 +127,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         router.forwarder = Forwarder(session, router.state, router.metrics, router.telemetry, ForwardSettings(
             region=config.region, max_attempts=config.max_attempts,
             request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
-        ))
+        ), rate_limits=router.state.rate_limits, on_release=router.queues.notify)
         yield
         router.forwarder = None
         router.session = None
@@ -160,6 +180,24 @@ async def _table_subscriber(app: web.Application) -> AsyncIterator[None]:
         router.table_subscriber = None
 
 
+async def _shared_limits(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    limits = router.state.rate_limits
+    if router.config.redis_url is None or limits is None:
+        yield
+        return
+    settings = router.config.rate_limits
+    shared = SharedLimits(router.config.redis_url, limits, router_id=router.router_id,
+                          interval_s=settings.sync_interval_s, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+    router.shared_limits = shared
+    task = asyncio.create_task(shared.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await shared.close()
+    router.shared_limits = None
+
+
 def _telemetry_collector(router: RouterContext) -> Callable[[], list[telemetry_pb2.TelemetrySample]]:
     def collect() -> list[telemetry_pb2.TelemetrySample]:
         state, now = router.state, time.monotonic()
@@ -168,9 +206,14 @@ def _telemetry_collector(router: RouterContext) -> Callable[[], list[telemetry_p
             in_flight[key] = live.stats.in_flight
             breakers[key] = str(live.breaker.state_at(now))
             regions[key] = live.spec.region
-        return router.telemetry.drain(router_id=router.router_id, region=state.region,
-                                      table_version=state.table.version, now_unix_ms=int(time.time() * 1000),
-                                      in_flight=in_flight, breaker_states=breakers, deployment_regions=regions)
+        samples = router.telemetry.drain(
+            router_id=router.router_id, region=state.region, table_version=state.table.version,
+            now_unix_ms=int(time.time() * 1000), in_flight=in_flight, breaker_states=breakers,
+            deployment_regions=regions, queue_depth=router.queues.depths())
+        waits = {name: room.drain_wait_p95_ms() for name, room in router.queues.rooms.items()}
+        for sample in samples:
+            sample.queue_wait_p95_ms = waits.get(sample.model, 0.0)
+        return samples
 
     return collect
 
@@ -197,8 +240,10 @@ def create_app(context: RouterContext) -> web.Application:
     app[ROUTER] = context
     openai_handlers.add_routes(app)
     ops_handlers.add_routes(app)
+    regions_directory.add_routes(app)
     # Torn down in reverse: telemetry's last flush first, the client session last.
-    app.cleanup_ctx.extend([_client_session, _health_checks, _redis_cache, _table_subscriber, _telemetry])
+    app.cleanup_ctx.extend([_client_session, _health_checks, _redis_cache, _shared_limits, _table_subscriber,
+                            _telemetry])
     return app
 
 

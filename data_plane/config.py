@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, HttpUrl, model_validator
 
 from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
 from meridian_common.config_loading import load_config
@@ -59,6 +59,14 @@ class TelemetryConfig(FrozenModel):
     stream_maxlen: int = Field(2000, ge=10)
 
 
+class RateLimitSettings(FrozenModel):
+    """How routers of a region share their rate limits through `redis_url` (see docs/traffic-shaping.md)."""
+
+    sync_interval_s: float = Field(0.25, gt=0, le=5, description="one Redis round trip this often")
+    heartbeat_ttl_s: float = Field(2.0, gt=0, description="a router silent this long no longer counts")
+    max_client_keys: int = Field(10_000, ge=1, description="client buckets kept, least recently used dropped")
+
+
 class RouterConfig(FrozenModel):
     region: str = Field(min_length=1)
     listen: Listen = Listen()
@@ -76,9 +84,13 @@ class RouterConfig(FrozenModel):
     control_plane: ControlPlaneLink | None = None
     state_dir: Path | None = Field(None, description="where the last good table is persisted")
     public_url: str | None = Field(None, description="the URL clients use, reported to the control plane")
+    peers: dict[str, tuple[HttpUrl, ...]] = Field(
+        {}, description="every region's routers (this one included), listed by GET /v1/regions"
+    )
     telemetry: TelemetryConfig = TelemetryConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
     stats_window_s: float = Field(30.0, gt=0)
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> RouterConfig:
@@ -97,7 +109,7 @@ def load_router_config(path: str | Path) -> RouterConfig:
 
 def bootstrap_table(config: RouterConfig, now_unix_ms: int | None = None) -> routing_pb2.RoutingTable:
     """The config file's models as routing table version 0 (any control-plane table is newer)."""
-    models = [model_route_proto(name, model) for name, model in sorted(config.models.items())]
+    models = [model_route_proto(name, model, config.region) for name, model in sorted(config.models.items())]
     return routing_pb2.RoutingTable(
         version=0,
         epoch=0,

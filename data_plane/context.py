@@ -14,10 +14,12 @@ from data_plane.forwarding import Forwarder
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
 from data_plane.response_cache import ResponseCache
+from data_plane.shared_limits import SharedLimits
 from data_plane.table_store import TableStore
 from data_plane.table_subscriber import TableSubscriber
 from data_plane.telemetry_accumulator import TelemetryAccumulators
 from data_plane.telemetry_publisher import TelemetryPublisher
+from data_plane.waiting_room import WaitingRooms
 
 
 @dataclass
@@ -36,6 +38,8 @@ class RouterContext:
     forwarder: Forwarder | None = None
     telemetry_publisher: TelemetryPublisher | None = None
     table_subscriber: TableSubscriber | None = None
+    queues: WaitingRooms = field(default_factory=WaitingRooms)
+    shared_limits: SharedLimits | None = None
 
     def require_forwarder(self) -> Forwarder:
         if self.forwarder is None:

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,10 @@ from data_plane.breaker import Transition
 from data_plane.errors import ClientError
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import BREAKER_STATE_VALUES, RouterMetrics
+from data_plane.policies.filters import capacity_reason
+from data_plane.rate_limits import RateLimits
 from data_plane.request_parsing import ParsedRequest
-from data_plane.route_planning import ModelDecision
+from data_plane.route_planning import ModelDecision, saturated
 from data_plane.sse_usage import StreamUsageScanner
 from data_plane.table import DeploymentSpec
 from data_plane.telemetry_accumulator import TelemetryAccumulators
@@ -53,6 +55,14 @@ class _RetryableFailure(Exception):
         self.reason = reason
 
 
+class Saturated(ClientError):
+    """Nothing was tried because every deployment that could serve is full or at its rate limit: the
+    request may wait in the model's queue for a slot."""
+
+
+UsageSink = Callable[[Usage], None]
+
+
 def _labels(region: str, model: str, spec: DeploymentSpec) -> tuple[str, str, str, str]:
     return region, model, spec.name, spec.architecture
 
@@ -73,8 +83,12 @@ def upstream_headers(spec: DeploymentSpec) -> dict[str, str]:
 
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics,
-                 telemetry: TelemetryAccumulators, settings: ForwardSettings) -> None:
+                 telemetry: TelemetryAccumulators, settings: ForwardSettings, *,
+                 rate_limits: RateLimits | None = None,
+                 on_release: Callable[[str], None] | None = None) -> None:
         self._session = session
+        self._rate_limits = rate_limits
+        self._on_release = on_release
         self._telemetry = telemetry
         self._state = state
         self._metrics = metrics
@@ -94,24 +108,53 @@ class Forwarder:
         self,
         request: web.Request,
         parsed: ParsedRequest,
-        candidates: Iterator[tuple[ModelDecision, DeploymentSpec]],
+        candidates: Iterator[tuple[ModelDecision, DeploymentSpec | None]],
         response_headers: dict[str, str],
+        *,
+        deadline: float | None = None,
+        on_admit: Callable[[], None] | None = None,
+        on_usage: UsageSink | None = None,
     ) -> web.StreamResponse:
-        deadline = time.monotonic() + self._settings.request_timeout_s
+        """Raises Saturated when no deployment was tried only because they were all busy."""
+        if deadline is None:
+            deadline = time.monotonic() + self._settings.request_timeout_s
         tried: list[str] = []
         last_failure = "no eligible deployment"
         last_model: ModelDecision | None = None
+        busy = False
+        tokens = estimate_tokens(parsed.prompt)
+        limits = self._rate_limits
         for model_decision, spec in candidates:
+            if model_decision is not last_model:
+                busy = busy or saturated(model_decision)
             last_model = model_decision
+            if spec is None:
+                continue
             if len(tried) >= self._settings.max_attempts or time.monotonic() >= deadline:
                 break
             live = self._state.live.get((model_decision.model.name, spec.name))
             if live is None:  # the table changed under this request
                 continue
-            admitted, transition = live.breaker.admit(time.monotonic())
+            # From here to stats.begin() in _attempt there is no await: the capacity and rate checks and
+            # the slot taken are one step of the event loop, so no deployment ever goes above its limits.
+            now = time.monotonic()
+            blocked = capacity_reason(live.stats.in_flight, live.spec.max_concurrency) or (
+                limits.deployment_block(live.model, spec.name, tokens, now)
+                if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None)
+            if blocked is not None:
+                if not blocked.startswith("at capacity"):
+                    self._metrics.rate_limited.labels(self._settings.region, live.model, "deployment").inc()
+                busy = True
+                last_failure = f"{spec.name} {blocked}"
+                continue
+            admitted, transition = live.breaker.admit(now)
             self.report_transition(live, transition)
             if not admitted:
                 continue
+            if limits is not None and (spec.rpm_limit or spec.tpm_limit):
+                limits.take_deployment(live.model, spec.name, tokens, now)
+            if on_admit is not None and not tried:
+                on_admit()
             tried.append(spec.name)
             headers = {
                 **response_headers,
@@ -125,13 +168,16 @@ class Forwarder:
             if model_decision.model.name != parsed.model:
                 headers["x-meridian-model"] = model_decision.model.name
             try:
-                return await self._attempt(request, parsed, live, headers, deadline)
+                return await self._attempt(request, parsed, live, headers, deadline, on_usage)
             except _RetryableFailure as failure:
                 last_failure = f"{spec.name}: {failure.reason}"
                 self._metrics.fallbacks.labels(
                     *_labels(self._settings.region, live.model, spec), failure.reason.split(" ")[0]).inc()
                 log.info(event("attempt_failed", model=live.model, deployment=spec.name,
                                reason=failure.reason, attempt=len(tried)))
+        if busy and not tried:
+            raise Saturated(503, f"every deployment of model {parsed.model!r} is busy ({last_failure})",
+                            code="all_deployments_busy", headers={**response_headers, "Retry-After": "1"})
         model = last_model.model if last_model else self._state.table.models[parsed.model]
         retry_after = max(1, math.ceil(model.breaker.open_duration_s)) if tried else 1
         self._metrics.requests.labels(self._settings.region, parsed.model, "none", "none",
@@ -145,7 +191,8 @@ class Forwarder:
         )
 
     async def _attempt(self, request: web.Request, parsed: ParsedRequest, live: LiveDeployment,
-                       headers: dict[str, str], deadline: float) -> web.StreamResponse:
+                       headers: dict[str, str], deadline: float, on_usage: UsageSink | None
+                       ) -> web.StreamResponse:
         spec = live.spec
         body = dict(parsed.body)
         body["model"] = spec.served_model
@@ -166,9 +213,10 @@ class Forwarder:
                     if name in upstream.headers:
                         headers.setdefault(name, upstream.headers[name])
                 if parsed.streaming and upstream.status == 200:
-                    response = await self._relay_stream(request, parsed, live, upstream, headers, started)
+                    response = await self._relay_stream(request, parsed, live, upstream, headers, started,
+                                                        on_usage)
                 else:
-                    response = await self._relay_whole(parsed, live, upstream, headers, started)
+                    response = await self._relay_whole(parsed, live, upstream, headers, started, on_usage)
                 finished = True
                 return response
         except _RetryableFailure:
@@ -183,6 +231,8 @@ class Forwarder:
             self._metrics.in_flight.labels(*labels).dec()
             if not finished:  # cancelled: the client went away, which says nothing about the backend
                 _abandon(live)
+            if self._on_release is not None:
+                self._on_release(live.model)
 
     def _finish_failure(self, live: LiveDeployment, started: float, *, reachable: bool) -> None:
         """Every failure counts against the breaker; only an unreachable backend against its health
@@ -197,8 +247,13 @@ class Forwarder:
             live.health.record_live_failure()
 
     def _finish_success(self, live: LiveDeployment, parsed: ParsedRequest, started: float, status: int,
-                        policy: str, usage: Usage, ttft_ms: float | None) -> None:
+                        policy: str, usage: Usage, ttft_ms: float | None, on_usage: UsageSink | None) -> None:
         now = time.monotonic()
+        if self._rate_limits is not None and live.spec.tpm_limit:
+            self._rate_limits.settle_deployment(live.model, live.spec.name, estimate_tokens(parsed.prompt),
+                                                usage.total_tokens, now)
+        if on_usage is not None:
+            on_usage(usage)
         latency_ms = (now - started) * 1000
         live.stats.end(now, latency_ms=latency_ms, ok=True, ttft_ms=ttft_ms,
                        output_tokens=usage.completion_tokens)
@@ -220,7 +275,7 @@ class Forwarder:
 
     async def _relay_whole(self, parsed: ParsedRequest, live: LiveDeployment,
                            upstream: aiohttp.ClientResponse, headers: dict[str, str],
-                           started: float) -> web.Response:
+                           started: float, on_usage: UsageSink | None) -> web.Response:
         payload = await upstream.read()
         usage = Usage(estimate_tokens(parsed.prompt), 0, estimated=True)
         if upstream.status == 200 and upstream.content_type == "application/json":
@@ -234,14 +289,15 @@ class Forwarder:
                     document["usage"] = usage.as_openai()
                     payload = orjson.dumps(document)
         headers["x-meridian-usage"] = "estimated" if usage.estimated else "reported"
-        self._finish_success(live, parsed, started, upstream.status, headers["x-meridian-policy"], usage, None)
+        self._finish_success(live, parsed, started, upstream.status, headers["x-meridian-policy"], usage, None,
+                             on_usage)
         headers.pop("Content-Type", None)
         return web.Response(status=upstream.status, body=payload, headers=headers,
                             content_type=upstream.content_type)
 
     async def _relay_stream(self, request: web.Request, parsed: ParsedRequest, live: LiveDeployment,
                             upstream: aiohttp.ClientResponse, headers: dict[str, str],
-                            started: float) -> web.StreamResponse:
+                            started: float, on_usage: UsageSink | None) -> web.StreamResponse:
         first = await upstream.content.readany()
         if not first:
             raise _RetryableFailure("empty_stream backend closed the stream before the first byte")
@@ -273,5 +329,5 @@ class Forwarder:
         await response.write_eof()
         usage = Usage(*(scanner.reported or (estimate_tokens(parsed.prompt), scanner.content_chunks)),
                       estimated=scanner.reported is None)
-        self._finish_success(live, parsed, started, 200, headers["x-meridian-policy"], usage, ttft_ms)
+        self._finish_success(live, parsed, started, 200, headers["x-meridian-policy"], usage, ttft_ms, on_usage)
         return response

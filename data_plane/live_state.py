@@ -13,6 +13,7 @@ from data_plane.breaker import CircuitBreaker, Transition
 from data_plane.config import HealthCheckConfig
 from data_plane.health import DeploymentHealth
 from data_plane.policies import Candidate, PolicyState
+from data_plane.rate_limits import Limits, RateLimits
 from data_plane.stats import DeploymentStats
 from data_plane.table import DeploymentSpec, ModelSpec, TableSnapshot
 
@@ -40,6 +41,7 @@ class RouterState:
     policy_states: dict[str, PolicyState] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
     on_apply: list[Callable[[TableSnapshot], None]] = field(default_factory=list)
+    rate_limits: RateLimits | None = None
 
     def __post_init__(self) -> None:
         self.apply(self.table)
@@ -70,11 +72,20 @@ class RouterState:
         self.live = live
         self.table = table
         self.applied_at = time.monotonic()
+        if self.rate_limits is not None:
+            self.rate_limits.apply(
+                {m.name: Limits(m.client_rpm, m.client_tpm) for m in table.models.values()},
+                {(m.name, d.name): Limits(d.rpm_limit, d.tpm_limit)
+                 for m in table.models.values() for d in m.deployments},
+                self.applied_at,
+            )
         for callback in self.on_apply:
             callback(table)
 
-    def candidates(self, model: ModelSpec, now: float) -> list[Candidate]:
+    def candidates(self, model: ModelSpec, now: float, tokens: int = 0) -> list[Candidate]:
+        """`tokens`: the request's prompt estimate, which a deployment's tpm must still cover."""
         result = []
+        limits = self.rate_limits
         for spec in model.deployments:
             entry = self.live[(model.name, spec.name)]
             result.append(Candidate(
@@ -83,6 +94,8 @@ class RouterState:
                 breaker_state=entry.breaker.state_at(now),
                 healthy=entry.health.healthy,
                 local=spec.region == self.region,
+                rate_limited=limits.deployment_block(model.name, spec.name, tokens, now)
+                if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None,
             ))
         return result
 

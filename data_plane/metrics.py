@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DECISION_BUCKETS_S = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3)
+_QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 BREAKER_STATE_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -56,6 +57,18 @@ class RouterMetrics:
             registry=r)
         self.table_age = Gauge(
             "meridian_table_age_seconds", "Age of the routing table in force.", ("region",), registry=r)
+        self.queue_depth = Gauge(
+            "meridian_queue_depth", "Requests waiting for a free deployment of the model.", ("region", "model"),
+            registry=r)
+        self.queue_wait = Histogram(
+            "meridian_queue_wait_seconds", "Time requests spent in the model's queue, admitted or not.",
+            ("region", "model"), buckets=_QUEUE_WAIT_BUCKETS_S, registry=r)
+        self.queue_rejected = Counter(
+            "meridian_queue_rejected", "503s of busy models: queue_full, queue_timeout, or all_deployments_busy "
+            "(no queue).", ("region", "model", "reason"), registry=r)
+        self.rate_limited = Counter(
+            "meridian_rate_limited", "Rate limit refusals: scope 'client' is a 429, 'deployment' a deployment "
+            "passed over.", ("region", "model", "scope"), registry=r)
         self.decision_time = Histogram(
             "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"),
             buckets=_DECISION_BUCKETS_S, registry=r)

@@ -35,6 +35,8 @@ def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
         "quality": spec.quality,
         "max_concurrency": spec.max_concurrency,
         "weight": spec.weight,
+        "rpm_limit": spec.rpm_limit,
+        "tpm_limit": spec.tpm_limit,
         "added_latency_ms": spec.added_latency_ms,
         "ejected": spec.ejected,
         "api_key_env": spec.api_key_env or None,
@@ -75,6 +77,7 @@ def routing_json(router: RouterContext) -> dict[str, Any]:
         "region": router.config.region,
         "url": router.public_url,
         **_links_json(router),
+        "rate_limits": state.rate_limits.status() if state.rate_limits is not None else None,
         "table": {
             "version": table.version, "epoch": table.epoch, "source": table.source,
             "content_hash": table.content_hash, "computed_at_unix_ms": table.computed_at_unix_ms,
@@ -88,6 +91,9 @@ def routing_json(router: RouterContext) -> dict[str, Any]:
                 "priority": model.priority,
                 "fallbacks": list(model.fallbacks),
                 "cache_enabled": model.cache_enabled,
+                "client_limits": {"rpm": model.client_rpm, "tpm": model.client_tpm},
+                "queue": {"size": model.queue_size, "timeout_s": model.queue_timeout_s,
+                          "depth": room.depth if (room := router.queues.get(model.name)) else 0},
                 "deployments": [_deployment_json(state.live[(model.name, d.name)], now) for d in model.deployments],
             }
             for model in table.models.values()

@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy
 from data_plane.errors import ClientError
 from data_plane.live_state import RouterState
 from data_plane.policies import Decision, RouteRequest, decide
+from data_plane.policies.filters import is_saturation
 from data_plane.request_parsing import ParsedRequest, route_request_from
 from data_plane.table import DeploymentSpec, ModelSpec
 
@@ -43,18 +44,27 @@ def model_chain(state: RouterState, parsed: ParsedRequest, headers: CIMultiDictP
 
 def decide_model(state: RouterState, model: ModelSpec, request: RouteRequest, now: float) -> ModelDecision:
     started = time.perf_counter()
-    decision = decide(state.candidates(model, now), request, state.policy_states[model.name], state.rng)
+    decision = decide(state.candidates(model, now, request.estimated_input_tokens), request,
+                      state.policy_states[model.name], state.rng)
     return ModelDecision(model, request, decision, time.perf_counter() - started)
 
 
 def attempts(state: RouterState, chain: list[tuple[ModelSpec, RouteRequest]]
-             ) -> Iterator[tuple[ModelDecision, DeploymentSpec]]:
+             ) -> Iterator[tuple[ModelDecision, DeploymentSpec | None]]:
     """Every (decision, deployment) in preference order; a fallback model is decided only when reached,
-    on the statistics of that moment."""
+    on the statistics of that moment. A model with no eligible deployment yields (decision, None), so the
+    walker learns why (a saturated model is worth waiting for)."""
     for model, request in chain:
         model_decision = decide_model(state, model, request, time.monotonic())
+        if not model_decision.decision.ordered:
+            yield model_decision, None
         for deployment in model_decision.decision.ordered:
             yield model_decision, deployment
+
+
+def saturated(model_decision: ModelDecision) -> bool:
+    """Some deployment is out only for being full or rate limited: a slot will free."""
+    return any(is_saturation(f.excluded_because) for f in model_decision.decision.figures)
 
 
 def decision_json(model_decision: ModelDecision) -> dict[str, Any]:

@@ -23,6 +23,7 @@ DEFAULT_MIN_REQUESTS = 5
 DEFAULT_OPEN_DURATION_S = 5.0
 DEFAULT_BREAKER_WINDOW_S = 10.0
 DEFAULT_CACHE_TTL_S = 300.0
+DEFAULT_QUEUE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,10 @@ class ModelSpec:
     cache_ttl_s: float
     breaker: BreakerSettings
     local_ratio: float
+    client_rpm: int = 0  # per client API key; 0 = no limit
+    client_tpm: int = 0
+    queue_size: int = 0  # requests that may wait for a slot; 0 = none wait, a full model answers 503 at once
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,7 @@ def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelS
         )
     _check_at_least(where, "latency_budget_ms", route.latency_budget_ms, 0.0)
     _check_unit(where, "local_ratio", route.local_ratio)
+    _check_at_least(where, "queue_timeout_s", route.queue_timeout_s, 0.0)
     for fallback in route.fallbacks:
         if fallback == name:
             raise InvalidTable(f"{where}: names itself as a fallback")
@@ -165,6 +171,10 @@ def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelS
         cache_ttl_s=cache_ttl_s if cache_ttl_s > 0 else DEFAULT_CACHE_TTL_S,
         breaker=_breaker_settings(where, route),
         local_ratio=route.local_ratio,
+        client_rpm=route.client_limits.rpm,
+        client_tpm=route.client_limits.tpm,
+        queue_size=route.queue_size,
+        queue_timeout_s=route.queue_timeout_s if route.queue_timeout_s > 0 else DEFAULT_QUEUE_TIMEOUT_S,
     )
 
 

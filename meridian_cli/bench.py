@@ -40,6 +40,15 @@ def _failover(args: argparse.Namespace) -> int:
     return 1 if args.strict and missed else 0
 
 
+def _burst(args: argparse.Namespace) -> int:
+    from benchmarks.burst import BurstSettings, format_table, main_burst
+
+    settings = BurstSettings(capacity=args.capacity, factor=args.factor, queue_timeout_s=args.queue_timeout_s,
+                             queue_size=args.queue_size, ttft_ms=args.ttft_ms)
+    _print(args, main_burst(settings, _progress(args.json)), format_table)
+    return 0
+
+
 def _print(args: argparse.Namespace, figures: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:
     print(json.dumps(figures, indent=None if args.json else 2) if args.json else table(figures))
 
@@ -54,6 +63,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     overhead.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     overhead.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     overhead.set_defaults(handler=_overhead)
+    burst = benches.add_parser("burst", help="a burst of N x a deployment's capacity through the router's queue")
+    burst.add_argument("--capacity", type=int, default=8, help="the deployment's max_concurrency (default 8)")
+    burst.add_argument("--factor", type=int, default=4, help="burst size as a multiple of capacity (default 4)")
+    burst.add_argument("--queue-timeout-s", type=float, default=30.0, help="the model's queue timeout")
+    burst.add_argument("--queue-size", type=int, default=0, help="the model's queue size (default: the burst)")
+    burst.add_argument("--ttft-ms", type=float, default=50.0, help="the simulator's time to first token")
+    burst.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    burst.set_defaults(handler=_burst)
 
     propagation = benches.add_parser("propagation", help="policy push -> every router applied the new table")
     propagation.add_argument("--pushes", type=int, default=30)

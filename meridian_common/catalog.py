@@ -23,6 +23,9 @@ class FrozenModel(BaseModel):
 class DeploymentConfig(FrozenModel):
     name: str = Field(min_length=1)
     url: HttpUrl
+    urls_by_region: dict[str, HttpUrl] = Field(
+        {}, description="the URL routers of a given region use instead of `url` (e.g. through a proxy)"
+    )
     served_model: str = Field(min_length=1)
     region: str = Field(min_length=1)
     architecture: Literal["dense", "moe", "linear-attention", "hybrid", "other"] = "dense"
@@ -49,6 +52,16 @@ class CacheConfig(FrozenModel):
     ttl_s: float = Field(300.0, gt=0)
 
 
+class RateLimitsConfig(FrozenModel):
+    rpm: int = Field(0, ge=0, description="requests per minute, 0 = none")
+    tpm: int = Field(0, ge=0, description="tokens per minute, 0 = none")
+
+
+class QueueConfig(FrozenModel):
+    size: int = Field(100, ge=0, description="requests that may wait for a free deployment; 0 = none wait")
+    timeout_s: float = Field(30.0, gt=0, description="longest wait before 503 with Retry-After")
+
+
 class ScoreWeightsConfig(FrozenModel):
     latency: float = Field(ge=0)
     cost: float = Field(ge=0)
@@ -64,6 +77,8 @@ class ModelConfig(FrozenModel):
     cache: CacheConfig = CacheConfig()
     breaker: BreakerConfig = BreakerConfig()
     local_ratio: float = Field(1.0, ge=0, le=1)
+    client_limits: RateLimitsConfig = Field(RateLimitsConfig(), description="per client API key")
+    queue: QueueConfig = QueueConfig()
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
 
     @field_validator("policy")
@@ -98,10 +113,16 @@ class ModelConfig(FrozenModel):
 
 
 
-def deployment_proto(deployment: DeploymentConfig) -> routing_pb2.Deployment:
+def deployment_url(deployment: DeploymentConfig, region: str | None = None) -> str:
+    """The URL routers of `region` call: its `urls_by_region` entry, else `url`."""
+    chosen = deployment.urls_by_region.get(region, deployment.url) if region is not None else deployment.url
+    return str(chosen).rstrip("/")
+
+
+def deployment_proto(deployment: DeploymentConfig, region: str | None = None) -> routing_pb2.Deployment:
     return routing_pb2.Deployment(
         name=deployment.name,
-        url=str(deployment.url).rstrip("/"),
+        url=deployment_url(deployment, region),
         served_model=deployment.served_model,
         region=deployment.region,
         architecture=deployment.architecture,
@@ -116,7 +137,8 @@ def deployment_proto(deployment: DeploymentConfig) -> routing_pb2.Deployment:
     )
 
 
-def model_route_proto(name: str, model: ModelConfig) -> routing_pb2.ModelRoute:
+def model_route_proto(name: str, model: ModelConfig, region: str | None = None) -> routing_pb2.ModelRoute:
+    """The routing-table entry of a model as routers of `region` see it (None: every deployment's `url`)."""
     return routing_pb2.ModelRoute(
         model=name,
         policy=model.policy,
@@ -124,8 +146,12 @@ def model_route_proto(name: str, model: ModelConfig) -> routing_pb2.ModelRoute:
         latency_budget_ms=model.latency_budget_ms,
         priority=model.priority,
         fallbacks=model.fallbacks,
-        deployments=[deployment_proto(d) for d in model.deployments],
+        deployments=[deployment_proto(d, region) for d in model.deployments],
         cache=routing_pb2.CacheSettings(enabled=model.cache.enabled, ttl_s=model.cache.ttl_s),
         breaker=routing_pb2.BreakerSettings(**model.breaker.model_dump()),
         local_ratio=model.local_ratio,
+        client_limits=(routing_pb2.RateLimits(rpm=model.client_limits.rpm, tpm=model.client_limits.tpm)
+                       if model.client_limits.rpm or model.client_limits.tpm else None),
+        queue_size=model.queue.size,
+        queue_timeout_s=model.queue.timeout_s,
     )

@@ -18,6 +18,7 @@ class Candidate:
     breaker_state: BreakerState
     healthy: bool
     local: bool  # in the router's own region
+    rate_limited: str | None = None  # why the deployment's rpm/tpm cannot take this request now
 
 
 @dataclass(frozen=True, slots=True)

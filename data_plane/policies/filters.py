@@ -26,10 +26,25 @@ def breaker_not_open(candidate: Candidate) -> str | None:
 def has_capacity(candidate: Candidate) -> str | None:
     limit = candidate.deployment.max_concurrency
     in_flight = candidate.stats.in_flight
+    return capacity_reason(in_flight, limit)
+
+
+def capacity_reason(in_flight: int, limit: int) -> str | None:
     return f"at capacity {in_flight}/{limit}" if 0 < limit <= in_flight else None
 
 
-FILTERS: tuple[Filter, ...] = (not_ejected, healthy, breaker_not_open, has_capacity)
+def within_rate_limit(candidate: Candidate) -> str | None:
+    return candidate.rate_limited
+
+
+FILTERS: tuple[Filter, ...] = (not_ejected, healthy, breaker_not_open, has_capacity, within_rate_limit)
+
+# The reasons a request may wait out in the model's queue: they pass with time, unlike a broken backend.
+_SATURATION_PREFIXES = ("at capacity", "rate limited")
+
+
+def is_saturation(reason: str | None) -> bool:
+    return reason is not None and reason.startswith(_SATURATION_PREFIXES)
 
 
 def excluded_because(candidate: Candidate) -> str | None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import grpc
 import pytest
-from fixtures.throwaway_ca import Pki
 
 from control_plane.distribution_server import ServerTlsSettings, start_distribution_server
 from control_plane.table_cache import RouterStatus, TableCache
 from data_plane.table_store import TableStore
 from data_plane.table_subscriber import Backoff, ClientTlsSettings, TableSubscriber
+from fixtures.throwaway_ca import Pki
 from meridian_common.table_hash import content_hash
 from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
