@@ -68,7 +68,10 @@ class ScoreWeightsConfig(FrozenModel):
     quality: float = Field(ge=0)
 
 
-class ModelConfig(FrozenModel):
+class RoutingDefaults(FrozenModel):
+    """How a logical model is routed, whatever its deployments: the part a topology names per model."""
+
+
     policy: str = "latency-first"
     allowed_policies: tuple[str, ...] = ()
     latency_budget_ms: float = Field(0.0, ge=0)
@@ -79,7 +82,6 @@ class ModelConfig(FrozenModel):
     local_ratio: float = Field(1.0, ge=0, le=1)
     client_limits: RateLimitsConfig = Field(RateLimitsConfig(), description="per client API key")
     queue: QueueConfig = QueueConfig()
-    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
 
     @field_validator("policy")
     @classmethod
@@ -102,6 +104,11 @@ class ModelConfig(FrozenModel):
         if value not in PRIORITY_PRESETS:
             raise ValueError(f"unknown priority {value!r}; expected one of {', '.join(PRIORITY_PRESETS)}")
         return value
+
+
+
+class ModelConfig(RoutingDefaults):
+    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique_deployment_names(self) -> ModelConfig:

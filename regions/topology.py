@@ -11,11 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic import Field, HttpUrl, ValidationError, model_validator
 
-from meridian_common.catalog import BreakerConfig, CacheConfig, FrozenModel
+from meridian_common.catalog import FrozenModel, RoutingDefaults
 from meridian_common.config_loading import ConfigError, load_yaml, validate
-from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 
 # Names end up in proxy names, file names and URLs, so they stay plain.
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -84,44 +83,12 @@ class ClientSpec(FrozenModel):
     requests_per_s: float = Field(1.0, gt=0)
 
 
-class ModelSpec(FrozenModel):
-    """A logical model's routing defaults; its deployments are the backends that name it."""
-
-    policy: str = "latency-first"
-    allowed_policies: tuple[str, ...] = ()
-    latency_budget_ms: float = Field(0.0, ge=0)
-    priority: str = "balanced"
-    fallbacks: tuple[str, ...] = ()
-    local_ratio: float = Field(1.0, ge=0, le=1)
-    cache: CacheConfig = CacheConfig()
-    breaker: BreakerConfig = BreakerConfig()
-
-    @field_validator("policy")
-    @classmethod
-    def _known_policy(cls, value: str) -> str:
-        if value not in POLICIES:
-            raise ValueError(f"unknown policy {value!r}; expected one of {', '.join(POLICIES)}")
-        return value
-
-    @field_validator("allowed_policies")
-    @classmethod
-    def _known_policies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [p for p in value if p not in POLICIES]
-        if unknown:
-            raise ValueError(f"unknown policies {unknown}; expected any of {', '.join(POLICIES)}")
-        return value
-
-    @field_validator("priority")
-    @classmethod
-    def _known_priority(cls, value: str) -> str:
-        if value not in PRIORITY_PRESETS:
-            raise ValueError(f"unknown priority {value!r}; expected one of {', '.join(PRIORITY_PRESETS)}")
-        return value
+ModelSpec = RoutingDefaults
 
 
 class Topology(FrozenModel):
     regions: dict[str, RegionSpec] = Field(min_length=1)
-    models: dict[str, ModelSpec] = Field(min_length=1)
+    models: dict[str, RoutingDefaults] = Field(min_length=1)
     clients: dict[str, ClientSpec] = {}
 
     @model_validator(mode="after")
