@@ -15,7 +15,7 @@ import aiohttp
 import redis.asyncio as redis_asyncio
 from aiohttp import web
 
-from data_plane import openai_handlers, ops_handlers, regions_directory
+from data_plane import job_handlers, openai_handlers, ops_handlers, regions_directory
 from data_plane.auth import Credentials
 from data_plane.config import RouterConfig, bootstrap_table
 from data_plane.context import ROUTER, RouterContext
@@ -241,9 +241,10 @@ def create_app(context: RouterContext) -> web.Application:
     openai_handlers.add_routes(app)
     ops_handlers.add_routes(app)
     regions_directory.add_routes(app)
-    # Torn down in reverse: telemetry's last flush first, the client session last.
+    job_handlers.add_routes(app)
+    # Torn down in reverse: running jobs abandoned first, telemetry's last flush next, the client session last.
     app.cleanup_ctx.extend([_client_session, _health_checks, _redis_cache, _shared_limits, _table_subscriber,
-                            _telemetry])
+                            _telemetry, job_handlers.jobs_context])
     return app
 
 

@@ -67,6 +67,36 @@ class RateLimitSettings(FrozenModel):
     max_client_keys: int = Field(10_000, ge=1, description="client buckets kept, least recently used dropped")
 
 
+class JobsConfig(FrozenModel):
+    """Asynchronous jobs (`/v1/async/...`, see docs/traffic-shaping.md); they need `redis_url`."""
+
+    enabled: bool = True
+    concurrency: int = Field(4, ge=0, description="jobs this router runs at once; 0 = it only answers polls")
+    lease_s: float = Field(5.0, gt=0, description="a running job whose owner is silent this long is taken over")
+    result_ttl_s: float = Field(86_400.0, gt=0, description="how long a job is kept after its last change")
+    max_attempts: int = Field(3, ge=1, description="runs of a job (takeovers and retried failures) before it fails")
+    max_queued: int = Field(10_000, ge=1, description="queued jobs of the region; a submit above it gets 429")
+    poll_interval_s: float = Field(0.2, gt=0, description="how often an idle router looks at the queue")
+    retry_backoff_s: float = Field(1.0, gt=0, description="wait before a failed run's next attempt, doubled each time")
+    callback_secret_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the HMAC-SHA256 key that signs callbacks")
+    callback_allowed_hosts: tuple[str, ...] = Field(
+        (), description="hosts a callback_url may name: exact, or *.domain for its subdomains")
+    callback_max_attempts: int = Field(5, ge=1)
+    callback_backoff_s: float = Field(1.0, gt=0, description="first retry delay of a callback, doubled each time")
+    callback_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _host_patterns(self) -> JobsConfig:
+        for pattern in self.callback_allowed_hosts:
+            bare = pattern[2:] if pattern.startswith("*.") else pattern
+            if not bare or "*" in bare or "/" in bare or (bare.count(":") == 1 and not bare.startswith("[")):
+                raise ValueError(f"callback_allowed_hosts: {pattern!r} is not a host name or *.domain "
+                                 "(no scheme, port or path)")
+        return self
+
+
 class RouterConfig(FrozenModel):
     region: str = Field(min_length=1)
     listen: Listen = Listen()
@@ -91,6 +121,7 @@ class RouterConfig(FrozenModel):
     health_check: HealthCheckConfig = HealthCheckConfig()
     stats_window_s: float = Field(30.0, gt=0)
     rate_limits: RateLimitSettings = RateLimitSettings()
+    jobs: JobsConfig = JobsConfig()
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> RouterConfig:

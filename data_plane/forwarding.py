@@ -106,7 +106,7 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.Request,
+        request: web.Request | None,
         parsed: ParsedRequest,
         candidates: Iterator[tuple[ModelDecision, DeploymentSpec | None]],
         response_headers: dict[str, str],
@@ -190,7 +190,7 @@ class Forwarder:
             headers={**response_headers, "Retry-After": str(retry_after)},
         )
 
-    async def _attempt(self, request: web.Request, parsed: ParsedRequest, live: LiveDeployment,
+    async def _attempt(self, request: web.Request | None, parsed: ParsedRequest, live: LiveDeployment,
                        headers: dict[str, str], deadline: float, on_usage: UsageSink | None
                        ) -> web.StreamResponse:
         spec = live.spec
@@ -212,7 +212,7 @@ class Forwarder:
                 for name in _PASSED_THROUGH_HEADERS:
                     if name in upstream.headers:
                         headers.setdefault(name, upstream.headers[name])
-                if parsed.streaming and upstream.status == 200:
+                if request is not None and parsed.streaming and upstream.status == 200:
                     response = await self._relay_stream(request, parsed, live, upstream, headers, started,
                                                         on_usage)
                 else:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from data_plane.admission_queue import DEFAULT_QUEUE_PRIORITY, QUEUE_PRIORITIES
 from data_plane.context import ROUTER, RouterContext
@@ -35,14 +36,14 @@ async def _parsed(request: web.Request, endpoint: str) -> tuple[RouterContext, A
     return router, parse_openai_request(endpoint, body)
 
 
-def client_identity(request: web.Request) -> str:
+def client_identity(headers: Mapping[str, str]) -> str:
     """The client's bucket key: a digest of its bearer token, so no API key is ever held or shown."""
-    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    token = headers.get("Authorization", "").partition(" ")[2].strip()
     return hashlib.sha256(token.encode()).hexdigest()[:16] if token else "anonymous"
 
 
-def request_deadline(request: web.Request, started: float, timeout_s: float) -> float:
-    text = request.headers.get(DEADLINE_HEADER)
+def request_deadline(headers: Mapping[str, str], started: float, timeout_s: float) -> float:
+    text = headers.get(DEADLINE_HEADER)
     if text is None:
         return started + timeout_s
     try:
@@ -55,22 +56,21 @@ def request_deadline(request: web.Request, started: float, timeout_s: float) -> 
     return started + min(timeout_s, deadline_ms / 1000)
 
 
-def queue_priority(request: web.Request) -> int:
-    name = request.headers.get(QUEUE_PRIORITY_HEADER, DEFAULT_QUEUE_PRIORITY)
+def queue_priority(headers: Mapping[str, str]) -> int:
+    name = headers.get(QUEUE_PRIORITY_HEADER, DEFAULT_QUEUE_PRIORITY)
     if name not in QUEUE_PRIORITIES:
         raise ClientError(400, f"unknown queue priority {name!r} in {QUEUE_PRIORITY_HEADER}; expected one of "
                           f"{', '.join(QUEUE_PRIORITIES)}", param=QUEUE_PRIORITY_HEADER, code="invalid_priority")
     return QUEUE_PRIORITIES.index(name)
 
 
-def _check_client_limits(router: RouterContext, request: web.Request, model: ModelSpec, tokens: int,
+def _check_client_limits(router: RouterContext, identity: str, model: ModelSpec, tokens: int,
                          headers: dict[str, str]) -> str | None:
     """Charges the client's buckets (adding the x-ratelimit-* headers), or raises 429; returns the client's
     identity when it has limits, for the settlement with the real usage."""
     limits = router.state.rate_limits
     if limits is None or not (model.client_rpm or model.client_tpm):
         return None
-    identity = client_identity(request)
     verdict = limits.check_client(model.name, identity, tokens, time.monotonic())
     headers.update(verdict.headers)
     if verdict.allowed:
@@ -84,15 +84,15 @@ def _check_client_limits(router: RouterContext, request: web.Request, model: Mod
     )
 
 
-async def _forward_through_queue(router: RouterContext, request: web.Request, parsed: ParsedRequest,
-                                 chain: list[tuple[ModelSpec, RouteRequest]], headers: dict[str, str],
-                                 deadline: float, on_usage: Any) -> web.StreamResponse:
+async def _forward_through_queue(router: RouterContext, request: web.Request | None, parsed: ParsedRequest,
+                                 chain: list[tuple[ModelSpec, RouteRequest]], request_headers: Mapping[str, str],
+                                 headers: dict[str, str], deadline: float, on_usage: Any) -> web.StreamResponse:
     """Forwards, and when every deployment is busy waits in the model's queue for a slot, deciding again
     each time one frees. Newcomers queue behind anyone already waiting."""
     forwarder = router.require_forwarder()
     model = chain[0][0]
     room = router.queues.get(model.name)
-    priority = queue_priority(request)
+    priority = queue_priority(request_headers)
     ticket: Ticket | None = None
     observe = router.metrics.decision_time.labels
 
@@ -118,7 +118,8 @@ async def _forward_through_queue(router: RouterContext, request: web.Request, pa
             if ticket is not None and room is not None and ticket.state == QUEUED:
                 await room.wait(ticket, min(deadline, ticket.joined_at + room.timeout_s), headers)
             try:
-                return await forwarder.forward(request, parsed, observed(attempts(router.state, chain)), headers,
+                return await forwarder.forward(request, parsed,
+                                               observed(attempts(router.state, chain)), headers,
                                                deadline=deadline, on_admit=admitted, on_usage=on_usage)
             except Saturated:
                 if room is None or room.size <= 0:
@@ -138,21 +139,32 @@ async def _forward_through_queue(router: RouterContext, request: web.Request, pa
 
 async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
     router, parsed = await _parsed(request, endpoint)
+    return await serve_parsed(router, parsed, request.headers, identity=client_identity(request.headers),
+                              request=request)
+
+
+async def serve_parsed(router: RouterContext, parsed: ParsedRequest, request_headers: CIMultiDictProxy[str], *,
+                       identity: str, request: web.Request | None) -> web.StreamResponse:
+    """Serves a parsed request as the endpoint does (limits, cache, queue, forwarding) and returns the
+    response; asynchronous jobs call it without a client request, for non-streamed requests only."""
+    if request is None and parsed.streaming:
+        raise ValueError("a streamed request needs the client's request to stream to")
+    endpoint = parsed.endpoint
     started = time.monotonic()
-    chain = model_chain(router.state, parsed, request.headers)
+    chain = model_chain(router.state, parsed, request_headers)
     primary = chain[0][0]
-    deadline = request_deadline(request, started, router.config.request_timeout_s)
+    deadline = request_deadline(request_headers, started, router.config.request_timeout_s)
     base_headers = {"x-meridian-table-version": str(router.state.table.version)}
     prompt_tokens = estimate_tokens(parsed.prompt)
-    identity = _check_client_limits(router, request, primary, prompt_tokens, base_headers)
+    identity_limited = _check_client_limits(router, identity, primary, prompt_tokens, base_headers)
 
     def settle(usage: Usage) -> None:
         limits = router.state.rate_limits
-        if identity is not None and limits is not None:
-            limits.settle_client(primary.name, identity, prompt_tokens, usage.total_tokens, time.monotonic())
+        if identity_limited is not None and limits is not None:
+            limits.settle_client(primary.name, identity_limited, prompt_tokens, usage.total_tokens, time.monotonic())
 
     key = None
-    if endpoint != "embeddings" and should_cache(parsed.body, request.headers, model_opted_in=primary.cache_enabled):
+    if endpoint != "embeddings" and should_cache(parsed.body, request_headers, model_opted_in=primary.cache_enabled):
         key = cache_key(endpoint, parsed.body)
         hit = await router.cache.lookup(key)
         router.metrics.cache.labels(router.config.region, primary.name, "hit" if hit else "miss").inc()
@@ -160,8 +172,8 @@ async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
             return web.Response(status=hit.status, body=hit.body, content_type=hit.content_type,
                                 headers={**base_headers, "x-meridian-cache": "hit"})
         base_headers["x-meridian-cache"] = "miss"
-    response = await _forward_through_queue(router, request, parsed, chain, base_headers, deadline,
-                                            settle if identity is not None else None)
+    response = await _forward_through_queue(router, request, parsed, chain, request_headers, base_headers, deadline,
+                                            settle if identity_limited is not None else None)
     if key is not None and isinstance(response, web.Response) and response.status == 200:
         assert response.body is not None
         await router.cache.store.set(

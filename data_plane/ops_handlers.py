@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from data_plane.context import ROUTER, RouterContext
+from data_plane.job_worker import JOBS
 from data_plane.live_state import LiveDeployment
 
 
@@ -114,7 +115,10 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def routing(request: web.Request) -> web.Response:
-    return web.json_response(routing_json(request.app[ROUTER]))
+    body = routing_json(request.app[ROUTER])
+    runtime = request.app.get(JOBS)
+    body["jobs"] = runtime.status() if runtime is not None else None
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
