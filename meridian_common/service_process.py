@@ -1,41 +1,46 @@
-"""Starts one of the project's servers as a child process on an ephemeral port and stops it by pid.
+"""Child processes the project starts and owns: etcd, Redis, Toxiproxy and Meridian's own servers.
 
-Every Meridian server takes `--port 0 --port-file PATH`: it binds any free port and writes the number
-there once listening, so a launcher never races another process for a port.
+A child runs in its own session with its output in a log file, becomes ready within a bounded wait, and
+is stopped by pid and always reaped. Every Meridian server takes `--port 0 --port-file PATH`: it binds any
+free port and writes the number there once listening, so `start_service` never races another process for
+a port.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from meridian_common.logging_setup import event
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
 
 
 class ServiceStartError(RuntimeError):
     """The child exited or did not become ready in time; the message ends with its last log lines."""
 
 
-@dataclass(slots=True)
-class ServiceProcess:
+@dataclass(frozen=True, slots=True)
+class ManagedProcess:
     name: str
     process: subprocess.Popen[bytes]
-    port: int
     log_path: Path
 
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -47,13 +52,28 @@ class ServiceProcess:
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                self.kill()
+                log.warning(event("process_stop_escalated", service=self.name, pid=self.pid, timeout_s=timeout_s))
+                self.process.kill()
         self.process.wait()
+        log.info(event("process_stopped", service=self.name, pid=self.pid, returncode=self.process.returncode))
 
     def kill(self) -> None:
+        """SIGKILL without a chance to clean up: what a crash looks like to everyone else."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        log.info(event("process_killed", service=self.name, pid=self.pid))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProcess(ManagedProcess):
+    """A Meridian server, with the port it announced."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -63,12 +83,60 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> ManagedProcess:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        # A session of its own keeps a Ctrl-C meant for the parent from reaching the child first.
+        process = subprocess.Popen(
+            list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+    log.info(event("process_started", service=name, pid=process.pid, log=log_path))
+    return ManagedProcess(name, process, log_path)
+
+
+def wait_ready(managed: ManagedProcess, ready: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> None:
+    """Polls `ready` until it is true; raises ServiceStartError (child left running) if the child exits or
+    the deadline passes first, so that the caller decides whether to retry or stop it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not managed.alive():
+            raise ServiceStartError(
+                f"{managed.name} exited with code {managed.process.returncode} while starting; "
+                f"log {managed.log_path}:\n{log_tail(managed.log_path)}"
+            )
+        if ready():
+            return
+        if time.monotonic() >= deadline:
+            raise ServiceStartError(
+                f"{managed.name} was not ready within {timeout_s} s; log {managed.log_path}:\n"
+                f"{log_tail(managed.log_path)}"
+            )
+        time.sleep(poll_s)
+
+
+def pick_free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago; the child may still lose it to another process, so callers retry
+    on a bind failure. Meridian's own servers take `--port 0` instead."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return bool(response.status < 500)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _announced_port(port_file: Path) -> int | None:
+    try:
+        text = port_file.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text else None
 
 
 def start_service(
@@ -84,23 +152,21 @@ def start_service(
     """Runs `argv --port-file <file>` and waits (bounded) for the port and then for `health_path`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / f"{name}-{uuid.uuid4().hex[:8]}.port"
-    log_path = log_path or workdir / f"{name}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [*argv, "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout_s
-    service: ServiceProcess | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceStartError(f"{name} exited with code {process.returncode} while starting; "
-                                    f"log {log_path}:\n{log_tail(log_path)}")
-        if service is None and port_file.exists() and port_file.read_text().strip():
-            service = ServiceProcess(name, process, int(port_file.read_text()), log_path)
+    managed = spawn(name, [*argv, "--port-file", str(port_file)], log_path or workdir / f"{name}.log", env)
+    announced: list[int] = []
+
+    def ready() -> bool:
+        if not announced:
+            port = _announced_port(port_file)
+            if port is None:
+                return False
+            announced.append(port)
             port_file.unlink()
-        if service is not None and (health_path is None or _http_ok(service.url + health_path)):
-            return service
-        time.sleep(0.05)
-    ServiceProcess(name, process, 0, log_path).stop()
-    raise ServiceStartError(f"{name} was not ready within {timeout_s} s; log {log_path}:\n{log_tail(log_path)}")
+        return health_path is None or _http_ok(f"http://{LOOPBACK}:{announced[0]}{health_path}")
+
+    try:
+        wait_ready(managed, ready, timeout_s)
+    except ServiceStartError:
+        managed.stop()
+        raise
+    return ServiceProcess(managed.name, managed.process, managed.log_path, announced[0])

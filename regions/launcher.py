@@ -33,10 +33,9 @@ import yaml
 
 from chaos.toxiproxy.launcher import RunningToxiproxy, start_toxiproxy
 from meridian_common.logging_setup import event
-from meridian_common.service_process import ServiceProcess, ServiceStartError, log_tail, start_service
+from meridian_common.service_process import ServiceProcess, ServiceStartError, log_tail, pick_free_port, start_service
 from regions import stack_file
 from regions.local_services import RunningService, start_etcd, start_redis
-from regions.managed_process import pick_free_port
 from regions.proxies import ProxySetupError, create_proxies
 from regions.stack_config import (
     ADMIN_TOKEN_ENV,

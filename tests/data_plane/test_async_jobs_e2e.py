@@ -19,9 +19,8 @@ import pytest
 
 from data_plane.job_callbacks import SIGNATURE_HEADER, signature_valid
 from meridian_cli.main import main as meridian_main
-from meridian_common.service_process import ServiceProcess
+from meridian_common.service_process import LOOPBACK, ManagedProcess, ServiceProcess, pick_free_port, spawn, wait_ready
 from regions.local_services import redis_executable
-from regions.managed_process import LOOPBACK, ManagedProcess, pick_free_port, spawn, wait_ready
 from tests.data_plane.conftest import StartRouter, StartSimulator, deployment_yaml
 
 pytestmark = pytest.mark.integration

@@ -96,6 +96,6 @@ def test_region_client_moves_to_the_next_nearest_when_its_router_goes_down() -> 
 
 
 def test_measure_rtt_of_a_silent_router_is_none() -> None:
-    from regions.managed_process import pick_free_port
+    from meridian_common.service_process import pick_free_port
 
     assert asyncio.run(measure_rtt(f"http://127.0.0.1:{pick_free_port()}", samples=1)) is None

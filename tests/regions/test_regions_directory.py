@@ -14,7 +14,7 @@ from data_plane import regions_directory
 from data_plane.app import build_context, create_app
 from data_plane.config import RouterConfig
 from data_plane.regions_directory import PeerProbe, directory_json, is_fresh, peer_urls
-from regions.managed_process import pick_free_port
+from meridian_common.service_process import pick_free_port
 
 SELF = "http://127.0.0.1:1"
 
