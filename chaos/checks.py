@@ -1,0 +1,403 @@
+"""The checks scenarios are made of: pure functions of a Timeline returning (name, passed, detail). Each
+builder takes the check's settings and returns the check; what a fault chose (its target backend, the lease
+TTL...) is read from `timeline.facts`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chaos.scenario import Check, CheckResult
+from chaos.timeline import (
+    RequestRecord,
+    RouterProbe,
+    Timeline,
+    error_count,
+    latencies_ms,
+    percentile,
+    share_by_backend,
+)
+
+
+def _fmt_errors(records: Sequence[RequestRecord]) -> str:
+    failed = [r for r in records if not r.ok]
+    kinds: dict[str, int] = {}
+    for r in failed:
+        key = f"{r.status or 'no answer'} via {r.router_region}"
+        kinds[key] = kinds.get(key, 0) + 1
+    first = next((r for r in failed), None)
+    sample = f"; first at t={first.start_s:.2f}s: {(first.error or '')[:120]}" if first else ""
+    return ", ".join(f"{n}× {k}" for k, n in sorted(kinds.items())) + sample
+
+
+def zero_client_errors() -> Check:
+    def check(timeline: Timeline) -> CheckResult:
+        records = timeline.requests
+        errors = error_count(records)
+        if not records:
+            return CheckResult("zero client errors", False, "no request was recorded")
+        detail = f"{errors} of {len(records)} requests failed"
+        return CheckResult("zero client errors", errors == 0, detail + (f" ({_fmt_errors(records)})" if errors else ""))
+    return check
+
+
+def routing_continues(min_rate_ratio: float = 0.5) -> Check:
+    """Requests kept being served during the fault, at no less than `min_rate_ratio` of the baseline rate."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        base = [r for r in timeline.baseline if r.ok]
+        fault = [r for r in timeline.during_fault if r.ok]
+        base_rate = len(base) / p.fault_start_s if p.fault_start_s else 0.0
+        fault_rate = len(fault) / (p.fault_end_s - p.fault_start_s) if p.fault_end_s > p.fault_start_s else 0.0
+        passed = bool(fault) and fault_rate >= min_rate_ratio * base_rate
+        return CheckResult("routing continues during the fault", passed,
+                           f"{fault_rate:.1f} served/s during the fault vs {base_rate:.1f}/s before "
+                           f"(at least {min_rate_ratio:.0%} required)")
+    return check
+
+
+def latency_unchanged(max_added_p50_ms: float, max_added_p95_ms: float) -> Check:
+    """The fault added no more than these to the clients' p50 and p95 (far below the latency injected)."""
+    def check(timeline: Timeline) -> CheckResult:
+        base, fault = latencies_ms(timeline.baseline), latencies_ms(timeline.during_fault)
+        if not base or not fault:
+            return CheckResult("request latency unchanged", False, "no successful request in a phase")
+        b50, b95, f50, f95 = percentile(base, 50), percentile(base, 95), percentile(fault, 50), percentile(fault, 95)
+        passed = f50 - b50 <= max_added_p50_ms and f95 - b95 <= max_added_p95_ms
+        return CheckResult("request latency unchanged", passed,
+                           f"p50 {b50:.0f} -> {f50:.0f} ms, p95 {b95:.0f} -> {f95:.0f} ms "
+                           f"(allowed +{max_added_p50_ms:.0f} / +{max_added_p95_ms:.0f} ms)")
+    return check
+
+
+# --- telemetry -------------------------------------------------------------------------------------------------
+
+def telemetry_disconnected_during_fault(after_s: float = 1.5) -> Check:
+    """Proves the cut took effect: every router reported its telemetry link down at some point of the fault."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        missing = [rid for rid in timeline.router_ids()
+                   if not any(pr.telemetry_connected is False for pr in timeline.probes_of(rid)
+                              if p.fault_start_s + after_s <= pr.t_s < p.fault_end_s)]
+        return CheckResult("routers saw Redis gone", not missing,
+                           "every router reported telemetry disconnected" if not missing
+                           else f"still connected throughout the fault: {', '.join(missing)}")
+    return check
+
+
+def telemetry_resumes_within(limit_s: float) -> Check:
+    """After recovery, every router flushed to Redis again within `limit_s` (a flush newer than the recovery)."""
+    def check(timeline: Timeline) -> CheckResult:
+        end_unix_ms = timeline.unix_ms(timeline.phases.fault_end_s)
+        delays, late = [], []
+        for rid in timeline.router_ids():
+            resumed = next((pr for pr in timeline.probes_of(rid)
+                            if pr.t_s >= timeline.phases.fault_end_s and pr.telemetry_connected
+                            and pr.last_flush_unix_ms is not None and pr.last_flush_unix_ms >= end_unix_ms), None)
+            if resumed is None or resumed.last_flush_unix_ms is None:
+                late.append(f"{rid} never")
+                continue
+            delay = (resumed.last_flush_unix_ms - end_unix_ms) / 1000
+            delays.append(f"{rid} {delay:.2f}s")
+            if delay > limit_s:
+                late.append(f"{rid} {delay:.2f}s")
+        return CheckResult(f"telemetry resumes within {limit_s:g} s of recovery", not late,
+                           "first flush after recovery: " + ", ".join(delays) if not late
+                           else "late: " + ", ".join(late))
+    return check
+
+
+def dropped_samples_reported() -> Check:
+    def check(timeline: Timeline) -> CheckResult:
+        figures = []
+        for rid in timeline.router_ids():
+            probes = [pr for pr in timeline.probes_of(rid) if pr.dropped_samples is not None]
+            if not probes:
+                return CheckResult("dropped-sample count reported", False, f"{rid} never reported dropped_samples")
+            before = next((pr.dropped_samples for pr in probes if pr.t_s >= timeline.phases.fault_start_s),
+                          probes[0].dropped_samples) or 0
+            peak_buffer = max((pr.buffered_batches or 0) for pr in probes)
+            figures.append(f"{rid} dropped {(probes[-1].dropped_samples or 0) - before} "
+                           f"(buffered up to {peak_buffer} batches)")
+        return CheckResult("dropped-sample count reported", bool(figures), "; ".join(figures) or "no router probed")
+    return check
+
+
+# --- traffic and latency --------------------------------------------------------------------------------------
+
+def _settled_fault(timeline: Timeline) -> list[RequestRecord]:
+    settle = float(timeline.facts.get("settle_s", 1.0))
+    return timeline.requests_between(timeline.phases.fault_start_s + settle, timeline.phases.fault_end_s)
+
+
+def traffic_moves_away(max_share_ratio: float = 0.5, min_baseline_share: float = 0.1) -> Check:
+    """Once the routers had time to react, the faulted backend's share of every router region that used it
+    before (at least `min_baseline_share` of its requests) fell to at most `max_share_ratio` of that share.
+    Judged per region: a fast region moving plenty of requests elsewhere must not hide a region stuck on it."""
+    def check(timeline: Timeline) -> CheckResult:
+        backend = str(timeline.facts["backend"])
+        name = f"traffic moves away from {backend}"
+        settled = _settled_fault(timeline)
+        parts, failed = [], False
+        for region in sorted({r.router_region for r in timeline.baseline}):
+            before = share_by_backend(r for r in timeline.baseline if r.router_region == region).get(backend, 0.0)
+            if before < min_baseline_share:
+                continue
+            mine = [r for r in settled if r.router_region == region]
+            during = share_by_backend(mine).get(backend, 0.0)
+            ok = bool(mine) and during <= max_share_ratio * before
+            failed |= not ok
+            parts.append(f"{region} routers {before:.0%} -> {during:.0%}")
+        if not parts:
+            return CheckResult(name, False, f"{backend} served under {min_baseline_share:.0%} of every region's "
+                                            "requests before the fault: nothing to move")
+        return CheckResult(name, not failed, "; ".join(parts) + f" (share of requests served, from "
+                           f"{timeline.facts.get('settle_s', 1.0)} s into the fault; at most {max_share_ratio:.0%} "
+                           "of before required)")
+    return check
+
+
+def _alternative_p95_ms(timeline: Timeline, client_region: str) -> float | None:
+    """What the best other deployment gave before the fault, as seen from `client_region`: its baseline p95
+    with the RTT corrected from where it was measured to `client_region`."""
+    backend = timeline.facts["backend"]
+    regions = timeline.facts.get("deployment_regions", {})
+    rtt = timeline.facts.get("rtt_ms", {})
+    best: float | None = None
+    for deployment in regions:
+        if deployment == backend:
+            continue
+        for router_region in {r.router_region for r in timeline.baseline}:
+            served = [r.latency_ms for r in timeline.baseline
+                      if r.ok and r.backend == deployment and r.router_region == router_region]
+            if len(served) < 3:
+                continue
+            home = regions[deployment]
+            estimate = (percentile(served, 95) - rtt.get(router_region, {}).get(home, 0.0)
+                        + rtt.get(client_region, {}).get(home, 0.0))
+            best = estimate if best is None else min(best, estimate)
+    return best
+
+
+def p95_within_budget() -> Check:
+    """Once the routers reacted, each client region's p95 is within the budget wherever another deployment
+    could meet it (judged by that deployment's baseline p95 plus the RTT from the client's region)."""
+    def check(timeline: Timeline) -> CheckResult:
+        budget = float(timeline.facts["budget_ms"])
+        settled = _settled_fault(timeline)
+        parts, failed = [], False
+        for region in sorted({r.client_region for r in timeline.requests}):
+            alternative = _alternative_p95_ms(timeline, region)
+            values = latencies_ms(r for r in settled if r.client_region == region)
+            p95 = percentile(values, 95)
+            if alternative is None or alternative > budget:
+                parts.append(f"{region} p95 {p95:.0f} ms (no other deployment meets {budget:.0f} ms: not judged)")
+                continue
+            ok = bool(values) and p95 <= budget
+            failed |= not ok
+            parts.append(f"{region} p95 {p95:.0f} ms {'<=' if ok else '>'} {budget:.0f} ms "
+                         f"(another deployment gives ~{alternative:.0f} ms)")
+        return CheckResult("p95 within the budget where another deployment meets it", not failed, "; ".join(parts))
+    return check
+
+
+# --- breakers ------------------------------------------------------------------------------------------------
+
+def breaker_opens() -> Check:
+    def check(timeline: Timeline) -> CheckResult:
+        backend = str(timeline.facts["backend"])
+        p = timeline.phases
+        opened = [pr for pr in timeline.router_probes
+                  if p.fault_start_s <= pr.t_s <= p.fault_end_s + 0.5 and pr.breaker(backend) in ("open", "half-open")]
+        if not opened:
+            return CheckResult(f"breaker of {backend} opens", False,
+                               "no router showed it open during the fault"
+                               + (f" ({timeline.facts['breaker_note']})" if timeline.facts.get("breaker_note") else ""))
+        first = min(opened, key=lambda pr: pr.t_s)
+        routers = sorted({pr.router_id for pr in opened})
+        return CheckResult(f"breaker of {backend} opens", True,
+                           f"open on {', '.join(routers)}; first seen "
+                           f"{first.t_s - p.fault_start_s:.2f} s into the fault")
+    return check
+
+
+def readmitted_after_recovery() -> Check:
+    """By the end, no router's breaker of the backend is open any more (closed, or half-open waiting for its
+    trial) and the backend is healthy: it is a candidate again."""
+    def check(timeline: Timeline) -> CheckResult:
+        backend = str(timeline.facts["backend"])
+        p = timeline.phases
+        problems, when = [], []
+        for rid in timeline.router_ids():
+            probes = [pr for pr in timeline.probes_of(rid) if pr.t_s >= p.fault_end_s and pr.reachable]
+            if not probes:
+                problems.append(f"{rid} not probed after recovery")
+                continue
+            last = probes[-1]
+            # Half-open is a candidate again: the next request routed to it is the trial that closes it.
+            if last.breaker(backend) == "open" or not dict(last.healthy).get(backend, False):
+                problems.append(f"{rid} breaker {last.breaker(backend)}, healthy {dict(last.healthy).get(backend)}")
+                continue
+            # When it became a candidate for good.
+            since = last.t_s
+            for pr in reversed(probes):
+                if pr.breaker(backend) == "open":
+                    break
+                since = pr.t_s
+            when.append(f"{rid} {last.breaker(backend)} {since - p.fault_end_s:+.1f} s after recovery")
+        served = sum(1 for r in timeline.recovery if r.ok and r.backend == backend)
+        detail = "; ".join(problems) if problems else "; ".join(when)
+        return CheckResult(f"{backend} re-admitted after recovery", not problems,
+                           f"{detail}; it served {served} requests after recovery")
+    return check
+
+
+# --- the control plane ---------------------------------------------------------------------------------------
+
+def versions_never_go_backwards() -> Check:
+    def check(timeline: Timeline) -> CheckResult:
+        regressions = []
+        for rid in timeline.router_ids():
+            held = [pr for pr in timeline.probes_of(rid) if pr.table_version is not None]
+            for a, b in zip(held, held[1:], strict=False):
+                if b.table_version is not None and a.table_version is not None and b.table_version < a.table_version:
+                    regressions.append(f"{rid} v{a.table_version} -> v{b.table_version} at t={b.t_s:.2f}s")
+        versions = sorted({pr.table_version for pr in timeline.router_probes if pr.table_version is not None})
+        return CheckResult("table versions never go backwards", not regressions,
+                           "; ".join(regressions) if regressions
+                           else f"versions seen {versions[0] if versions else '-'}..{versions[-1] if versions else '-'}"
+                                f" ({len(versions)} distinct), monotonic on every router")
+    return check
+
+
+def new_leader_within_lease() -> Check:
+    """After the leader was killed, another replica is leader within lease TTL + 1 s."""
+    def check(timeline: Timeline) -> CheckResult:
+        killed = timeline.event("replica_killed")
+        ttl = float(timeline.facts["lease_ttl_s"])
+        limit = ttl + 1.0
+        name = f"new leader within lease TTL + 1 s ({limit:g} s)"
+        if killed is None:
+            return CheckResult(name, False, "no replica was killed")
+        victim = killed.detail["replica"]
+        elected = next((pr for pr in sorted(timeline.replica_probes, key=lambda pr: pr.t_s)
+                        if pr.t_s > killed.t_s and pr.role == "leader" and pr.replica != victim), None)
+        if elected is None:
+            return CheckResult(name, False, f"no other replica became leader after {victim} was killed")
+        delay = elected.t_s - killed.t_s
+        return CheckResult(name, delay <= limit, f"{elected.replica} leader {delay:.2f} s after {victim} "
+                                                 f"(pid {killed.detail.get('pid')}) was killed")
+    return check
+
+
+def _max_version(probes: Sequence[RouterProbe]) -> int:
+    return max((pr.table_version for pr in probes if pr.table_version is not None), default=0)
+
+
+def no_publication_without_leadership(grace_s: float = 1.0) -> Check:
+    """With etcd cut: no table version newer than the one held at the cut (plus `grace_s` for one in flight)
+    reaches a router, and every replica stops saying it publishes within lease TTL + 1 s."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        ttl = float(timeline.facts["lease_ttl_s"])
+        cut = p.fault_start_s + grace_s
+        held = _max_version([pr for pr in timeline.router_probes if pr.t_s <= cut])
+        during = _max_version([pr for pr in timeline.router_probes if cut < pr.t_s < p.fault_end_s])
+        publishing = sorted({pr.replica for pr in timeline.replica_probes
+                             if p.fault_start_s + ttl + 1.0 <= pr.t_s < p.fault_end_s and pr.publishing})
+        problems = []
+        if p.fault_end_s - p.fault_start_s <= ttl + 1.5:
+            problems.append(f"the cut lasted {p.fault_end_s - p.fault_start_s:.1f} s: too short to see leadership "
+                            f"lapse (lease TTL {ttl:g} s + 1 s); run it longer")
+        if during > held:
+            problems.append(f"routers received v{during} during the cut (held v{held} at it)")
+        if publishing:
+            problems.append(f"still publishing {ttl + 1.0:g} s into the cut: {', '.join(publishing)}")
+        roles = sorted({f"{pr.replica}={pr.role}" for pr in timeline.replica_probes
+                        if p.fault_start_s + ttl + 1.0 <= pr.t_s < p.fault_end_s})
+        return CheckResult("no table published without proven leadership", not problems,
+                           "; ".join(problems) if problems
+                           else f"routers stayed on v{held}; replicas during the cut: {', '.join(roles) or '-'}")
+    return check
+
+
+def publishing_resumes(within_s: float | None = None) -> Check:
+    """After recovery a replica leads and publishes again (within `within_s`, default the whole recovery)."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        limit = within_s if within_s is not None else p.end_s - p.fault_end_s
+        leader = next((pr for pr in sorted(timeline.replica_probes, key=lambda pr: pr.t_s)
+                       if pr.t_s >= p.fault_end_s and pr.role == "leader" and pr.publishing), None)
+        if leader is None:
+            return CheckResult("publishing resumes after recovery", False,
+                               f"no replica led and published within {limit:.1f} s of recovery")
+        delay = leader.t_s - p.fault_end_s
+        before = _max_version([pr for pr in timeline.router_probes if pr.t_s < p.fault_end_s])
+        after = _max_version([pr for pr in timeline.router_probes if pr.t_s >= p.fault_end_s])
+        new_table = f"; routers then received v{after}" if after > before else "; no new table was needed yet"
+        return CheckResult("publishing resumes after recovery", delay <= limit,
+                           f"{leader.replica} leads and publishes {delay:.2f} s after recovery{new_table}")
+    return check
+
+
+def routers_keep_last_table(after_s: float = 1.0) -> Check:
+    """Cut from every replica, each router keeps the table it held (same version) and says its link is down."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        problems, parts = [], []
+        for rid in timeline.router_ids():
+            probes = timeline.probes_of(rid)
+            at_cut = [pr for pr in probes if pr.t_s <= p.fault_start_s and pr.table_version is not None]
+            during = [pr for pr in probes if p.fault_start_s + after_s <= pr.t_s < p.fault_end_s and pr.reachable]
+            if not at_cut or not during:
+                problems.append(f"{rid}: not probed around the cut")
+                continue
+            held = at_cut[-1].table_version
+            changed = sorted({pr.table_version for pr in during if pr.table_version != held}, key=str)
+            links = sorted({str(pr.control_plane_link) for pr in during})
+            if changed:
+                problems.append(f"{rid}: table changed to {changed} while cut off")
+            if "connected" in links and len(links) == 1:
+                problems.append(f"{rid}: link still connected (the cut did not take)")
+            parts.append(f"{rid} kept v{held} (link {'/'.join(links)})")
+        return CheckResult("routers serve from their last table", not problems, "; ".join(problems or parts))
+    return check
+
+
+def routers_resync() -> Check:
+    """After recovery each router is connected to a replica again and holds the newest version any router
+    of its region held."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        problems, parts = [], []
+        for rid in timeline.router_ids():
+            probes = [pr for pr in timeline.probes_of(rid) if pr.t_s >= p.fault_end_s and pr.reachable]
+            connected = next((pr for pr in probes if pr.control_plane_link == "connected"), None)
+            if connected is None:
+                problems.append(f"{rid}: not reconnected")
+                continue
+            region = probes[-1].region
+            newest = _max_version([pr for pr in timeline.router_probes if pr.region == region])
+            if (probes[-1].table_version or 0) < newest:
+                problems.append(f"{rid}: holds v{probes[-1].table_version}, v{newest} exists")
+                continue
+            parts.append(f"{rid} reconnected {connected.t_s - p.fault_end_s:.2f} s after recovery, "
+                         f"holds v{probes[-1].table_version}")
+        return CheckResult("routers re-sync after recovery", not problems, "; ".join(problems or parts))
+    return check
+
+
+# --- regions -------------------------------------------------------------------------------------------------
+
+def served_by_other_regions() -> Check:
+    """The partitioned region's clients were served during the fault, by deployments of other regions."""
+    def check(timeline: Timeline) -> CheckResult:
+        region = str(timeline.facts["region"])
+        mine = [r for r in _settled_fault(timeline) if r.client_region == region]
+        served = [r for r in mine if r.ok]
+        local = [r for r in served if r.backend_region == region]
+        elsewhere = sorted({f"{r.backend} ({r.backend_region})" for r in served if r.backend_region != region})
+        passed = bool(served) and not local and len(served) == len(mine)
+        return CheckResult(f"{region} clients served by other regions", passed,
+                           f"{len(served)} of {len(mine)} requests from {region} served, {len(local)} locally; "
+                           f"by {', '.join(elsewhere) or 'nothing'}")
+    return check

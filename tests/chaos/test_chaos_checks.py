@@ -1,0 +1,284 @@
+"""The chaos checks are pure functions of a Timeline: each is driven here over synthetic timelines, once where
+it must pass and once where it must fail, with no stack at all. Also the probe parsing, the registry, the
+report writer and the restore bookkeeping of StackHandle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos import checks
+from chaos.probes import replica_probe_from, router_probe_from
+from chaos.report import report_markdown, write_report
+from chaos.runner import RunSettings, ScenarioResult
+from chaos.scenario import CheckResult
+from chaos.scenarios import SCENARIOS, get_scenario
+from chaos.stack_handle import StackHandle
+from chaos.timeline import (
+    Event,
+    Phases,
+    ReplicaProbe,
+    RequestRecord,
+    RouterProbe,
+    Timeline,
+    bins,
+    percentile,
+    phases_figures,
+)
+
+PHASES = Phases(fault_start_s=3.0, fault_end_s=7.0, end_s=10.0)
+
+
+def req(t: float, *, backend: str = "a", status: int = 200, latency_ms: float = 10.0, client_region: str = "us",
+        router_region: str = "us", backend_region: str = "us") -> RequestRecord:
+    return RequestRecord(t, t + latency_ms / 1000, "c", client_region, router_region, status, latency_ms, backend,
+                         backend_region)
+
+
+def steady(*, backend: str = "a", step_s: float = 0.1, **kwargs: Any) -> list[RequestRecord]:
+    return [req(i * step_s, backend=backend, **kwargs) for i in range(int(PHASES.end_s / step_s))]
+
+
+def timeline(requests: list[RequestRecord] | None = None, *, routers: list[RouterProbe] | None = None,
+             replicas: list[ReplicaProbe] | None = None, events: list[Event] | None = None,
+             facts: dict[str, Any] | None = None) -> Timeline:
+    return Timeline("test", PHASES, tuple(requests or []), tuple(routers or []), tuple(replicas or []),
+                    tuple(events or []), facts or {}, wall_start_unix_ms=1_000_000)
+
+
+def router_probes(**by_time: Any) -> list[RouterProbe]:
+    return [RouterProbe(i * 0.5, "r1", "us", True, **by_time) for i in range(21)]
+
+
+# --- figures ----------------------------------------------------------------------------------------------------
+
+def test_percentile_and_phase_figures() -> None:
+    assert percentile([], 95) == 0.0
+    assert percentile([float(v) for v in range(1, 101)], 95) == 95.0
+    figures = phases_figures(timeline(steady()))
+    assert figures["baseline"].requests == 30 and figures["fault"].requests == 40
+    assert figures["fault"].share == {"a": 1.0}
+    assert sum(b.requests for b in bins(timeline(steady()), 0.5)) == 100
+
+
+# --- requests ---------------------------------------------------------------------------------------------------
+
+def test_zero_client_errors() -> None:
+    assert checks.zero_client_errors()(timeline(steady())).passed
+    failing = steady() + [req(4.0, status=503)]
+    result = checks.zero_client_errors()(timeline(failing))
+    assert not result.passed and "1 of 101" in result.detail and "503 via us" in result.detail
+    assert not checks.zero_client_errors()(timeline([])).passed
+
+
+def test_routing_continues() -> None:
+    assert checks.routing_continues()(timeline(steady())).passed
+    stalled = [r for r in steady() if not PHASES.fault_start_s <= r.start_s < PHASES.fault_end_s]
+    assert not checks.routing_continues()(timeline(stalled)).passed
+
+
+@pytest.mark.parametrize(("fault_latency_ms", "passed"), [(12.0, True), (400.0, False)])
+def test_latency_unchanged(fault_latency_ms: float, passed: bool) -> None:
+    records = [req(r.start_s, latency_ms=fault_latency_ms if 3 <= r.start_s < 7 else 10.0) for r in steady()]
+    assert checks.latency_unchanged(50, 150)(timeline(records)).passed is passed
+
+
+def test_traffic_moves_away_is_judged_per_router_region() -> None:
+    facts = {"backend": "a", "settle_s": 1.0}
+    moved = [req(r.start_s, backend="b" if r.start_s >= 3.5 else "a") for r in steady()]
+    assert checks.traffic_moves_away()(timeline(moved, facts=facts)).passed
+    # eu moved away, us stayed: a busy eu must not hide it.
+    eu = [req(i * 0.02, backend="b" if i * 0.02 >= 3.5 else "a", router_region="eu") for i in range(500)]
+    us_stuck = steady(backend="a")
+    result = checks.traffic_moves_away()(timeline(eu + us_stuck, facts=facts))
+    assert not result.passed and "us routers 100% -> 100%" in result.detail
+    assert not checks.traffic_moves_away()(timeline(steady(backend="b"), facts=facts)).passed
+
+
+def test_p95_within_budget_only_where_another_deployment_meets_it() -> None:
+    facts = {"backend": "a", "budget_ms": 300.0, "settle_s": 1.0, "deployment_regions": {"a": "us", "b": "us"},
+             "rtt_ms": {"us": {"us": 0.0}}}
+    baseline = [req(i * 0.1, backend="a" if i % 2 else "b") for i in range(30)]
+    good = [req(3 + i * 0.1, backend="b") for i in range(70)]
+    assert checks.p95_within_budget()(timeline(baseline + good, facts=facts)).passed
+    slow = [req(3 + i * 0.1, backend="a", latency_ms=600) for i in range(70)]
+    assert not checks.p95_within_budget()(timeline(baseline + slow, facts=facts)).passed
+    # No other deployment served before: nothing can meet the budget, so it is not judged.
+    only_a = [req(i * 0.1) for i in range(30)]
+    result = checks.p95_within_budget()(timeline(only_a + slow, facts=facts))
+    assert result.passed and "not judged" in result.detail
+
+
+def test_served_by_other_regions() -> None:
+    facts = {"region": "eu", "settle_s": 0.5}
+    served = [req(3 + i * 0.1, client_region="eu", router_region="eu", backend="us-a", backend_region="us")
+              for i in range(40)]
+    assert checks.served_by_other_regions()(timeline(served, facts=facts)).passed
+    local = [req(4.0, client_region="eu", router_region="eu", backend="eu-a", backend_region="eu")]
+    assert not checks.served_by_other_regions()(timeline(served + local, facts=facts)).passed
+    assert not checks.served_by_other_regions()(timeline([], facts=facts)).passed
+
+
+# --- telemetry ----------------------------------------------------------------------------------------------------
+
+def _telemetry_probes(resume_after_s: float | None) -> list[RouterProbe]:
+    probes = []
+    for i in range(21):
+        t = i * 0.5
+        down = PHASES.fault_start_s <= t < PHASES.fault_end_s + (resume_after_s or 99)
+        flush_t = t if not down else min(t, PHASES.fault_start_s)
+        probes.append(RouterProbe(t, "r1", "us", True, telemetry_connected=not down, dropped_samples=0,
+                                  buffered_batches=4 if down else 0,
+                                  last_flush_unix_ms=int(1_000_000 + flush_t * 1000)))
+    return probes
+
+
+def test_telemetry_checks() -> None:
+    quick = timeline(routers=_telemetry_probes(0.5))
+    assert checks.telemetry_disconnected_during_fault()(quick).passed
+    assert checks.telemetry_resumes_within(2.0)(quick).passed
+    assert not checks.telemetry_resumes_within(2.0)(timeline(routers=_telemetry_probes(2.6))).passed
+    assert not checks.telemetry_resumes_within(2.0)(timeline(routers=_telemetry_probes(None))).passed
+    never_cut = timeline(routers=router_probes(telemetry_connected=True))
+    assert not checks.telemetry_disconnected_during_fault()(never_cut).passed
+    assert checks.dropped_samples_reported()(quick).passed
+    assert not checks.dropped_samples_reported()(timeline(routers=router_probes())).passed
+
+
+# --- breakers -------------------------------------------------------------------------------------------------------
+
+def _breaker_probes(open_from: float, open_until: float) -> list[RouterProbe]:
+    return [RouterProbe(i * 0.5, "r1", "us", True,
+                        breakers=(("a", "open" if open_from <= i * 0.5 < open_until else "closed"),),
+                        healthy=(("a", True),)) for i in range(21)]
+
+
+def test_breaker_opens_and_readmitted() -> None:
+    facts = {"backend": "a"}
+    opened = timeline(routers=_breaker_probes(4.0, 8.0), facts=facts)
+    assert checks.breaker_opens()(opened).passed
+    assert checks.readmitted_after_recovery()(opened).passed
+    assert not checks.breaker_opens()(timeline(routers=_breaker_probes(99, 99), facts=facts)).passed
+    stuck = timeline(routers=_breaker_probes(4.0, 99), facts=facts)
+    assert not checks.readmitted_after_recovery()(stuck).passed
+    half_open = [RouterProbe(9.5, "r1", "us", True, breakers=(("a", "half-open"),), healthy=(("a", True),))]
+    assert checks.readmitted_after_recovery()(timeline(routers=_breaker_probes(4.0, 9.0) + half_open,
+                                                       facts=facts)).passed
+
+
+# --- control plane ---------------------------------------------------------------------------------------------------
+
+def test_versions_never_go_backwards() -> None:
+    rising = [RouterProbe(i * 0.5, "r1", "us", True, table_version=10 + i // 4) for i in range(21)]
+    assert checks.versions_never_go_backwards()(timeline(routers=rising)).passed
+    back = rising + [RouterProbe(10.5, "r1", "us", True, table_version=3)]
+    result = checks.versions_never_go_backwards()(timeline(routers=back))
+    assert not result.passed and "v15 -> v3" in result.detail
+
+
+def _roles(leader_after_kill_s: float | None) -> list[ReplicaProbe]:
+    probes = []
+    for i in range(41):
+        t = i * 0.25
+        probes.append(ReplicaProbe(t, "cp-1", t < 3.0, "leader" if t < 3.0 else None, t < 3.0))
+        elected = leader_after_kill_s is not None and t >= 3.0 + leader_after_kill_s
+        probes.append(ReplicaProbe(t, "cp-2", True, "leader" if elected else "follower", elected))
+    return probes
+
+
+@pytest.mark.parametrize(("after_s", "passed"), [(3.2, True), (4.5, False), (None, False)])
+def test_new_leader_within_lease(after_s: float | None, passed: bool) -> None:
+    kill = Event(3.0, "replica_killed", {"replica": "cp-1", "pid": 42})
+    result = checks.new_leader_within_lease()(timeline(replicas=_roles(after_s), events=[kill],
+                                                       facts={"lease_ttl_s": 3.0}))
+    assert result.passed is passed, result.detail
+    assert not checks.new_leader_within_lease()(timeline(facts={"lease_ttl_s": 3.0})).passed
+
+
+def test_no_publication_without_leadership() -> None:
+    facts = {"lease_ttl_s": 2.0}
+    held = router_probes(table_version=7)
+    quiet = [ReplicaProbe(i * 0.25, "cp-1", True, "leader" if i * 0.25 < 4 else "no-quorum", i * 0.25 < 4)
+             for i in range(41)]
+    assert checks.no_publication_without_leadership()(timeline(routers=held, replicas=quiet, facts=facts)).passed
+    leaked = held + [RouterProbe(5.0, "r1", "us", True, table_version=8)]
+    assert not checks.no_publication_without_leadership()(timeline(routers=leaked, replicas=quiet,
+                                                                   facts=facts)).passed
+    loud = [ReplicaProbe(i * 0.25, "cp-1", True, "leader", True) for i in range(41)]
+    assert not checks.no_publication_without_leadership()(timeline(routers=held, replicas=loud, facts=facts)).passed
+    short = Timeline("t", Phases(3.0, 6.0, 9.0), (), tuple(held), tuple(quiet), (), facts)
+    result = checks.no_publication_without_leadership()(short)
+    assert not result.passed and "too short" in result.detail
+
+
+def test_publishing_resumes() -> None:
+    resumed = [ReplicaProbe(8.0, "cp-2", True, "leader", True)]
+    assert checks.publishing_resumes()(timeline(replicas=resumed)).passed
+    assert not checks.publishing_resumes()(timeline(replicas=[ReplicaProbe(8.0, "cp-2", True, "leader", False)])).passed
+
+
+def test_routers_keep_last_table_and_resync() -> None:
+    probes = [RouterProbe(i * 0.5, "r1", "us", True, table_version=5,
+                          control_plane_link="unreachable" if 3 <= i * 0.5 < 8 else "connected")
+              for i in range(21)]
+    assert checks.routers_keep_last_table()(timeline(routers=probes)).passed
+    assert checks.routers_resync()(timeline(routers=probes)).passed
+    changed = [RouterProbe(p.t_s, p.router_id, p.region, True, table_version=6 if 4 <= p.t_s < 7 else 5,
+                           control_plane_link=p.control_plane_link) for p in probes]
+    assert not checks.routers_keep_last_table()(timeline(routers=changed)).passed
+    never_cut = router_probes(table_version=5, control_plane_link="connected")
+    assert not checks.routers_keep_last_table()(timeline(routers=never_cut)).passed
+    behind = probes + [RouterProbe(9.0, "r2", "us", True, table_version=9, control_plane_link="connected")]
+    assert not checks.routers_resync()(timeline(routers=behind)).passed
+
+
+# --- probes, registry, report, restore ------------------------------------------------------------------------------
+
+def test_probe_parsing() -> None:
+    body = {"table": {"version": 5, "epoch": 2, "source": "control-plane"},
+            "telemetry": {"connected": True, "dropped_samples": 3, "buffered_batches": 0, "last_flush_unix_ms": 9},
+            "control_plane": {"link": "connected"},
+            "models": {"m": {"deployments": [{"name": "a", "breaker": "open", "healthy": False}]}}}
+    probe = router_probe_from(1.0, "r1", "us", body)
+    assert probe.table_version == 5 and probe.breaker("a") == "open" and probe.dropped_samples == 3
+    assert dict(probe.healthy) == {"a": False} and probe.control_plane_link == "connected"
+    assert not router_probe_from(1.0, "r1", "us", None).reachable
+    replica = replica_probe_from(1.0, "cp-1", {"role": "leader", "publishing": True, "pid": 4})
+    assert replica.role == "leader" and replica.publishing and not replica_probe_from(1.0, "cp-1", "x").reachable
+
+
+def test_registry() -> None:
+    assert list(SCENARIOS) == ["redis-loss", "redis-latency", "backend-saturation", "backend-latency",
+                               "backend-errors", "leader-kill", "etcd-loss", "control-plane-partition",
+                               "region-partition"]
+    assert all(s.checks and s.description and s.injects for s in SCENARIOS.values())
+    with pytest.raises(KeyError, match="unknown scenario 'nope'"):
+        get_scenario("nope")
+
+
+def test_report_files(tmp_path: Path) -> None:
+    scenario = SCENARIOS["redis-latency"]
+    tl = timeline(steady(), routers=router_probes(table_version=1), events=[Event(3.0, "toxic_added", {"x": 1})])
+    result = ScenarioResult(scenario, (CheckResult("zero client errors", True, "0 of 100 requests failed"),), tl,
+                            settings=RunSettings())
+    directory = write_report(result, tmp_path / "r")
+    assert {p.name for p in directory.iterdir()} == {"report.md", "report.json", "timeline.png"}
+    markdown = report_markdown(result)
+    assert "PASSED" in markdown and "| PASS | zero client errors |" in markdown and "toxic_added" in markdown
+
+
+def test_restore_undoes_newest_first_and_reports_failures() -> None:
+    handle = StackHandle({"router_ids": {}, "control_plane": {"replicas": {}}}, clock=lambda: 0.0)
+    done: list[str] = []
+    handle._on_undo("first", lambda: done.append("first"))
+
+    def broken() -> None:
+        raise RuntimeError("toxiproxy gone")
+
+    handle._on_undo("broken", broken)
+    handle._on_undo("last", lambda: done.append("last"))
+    failures = handle.restore()
+    assert done == ["last", "first"] and failures == ["broken: toxiproxy gone"]
+    assert handle.restore() == []  # nothing twice
