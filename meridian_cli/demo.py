@@ -1,17 +1,46 @@
-"""`meridian demo`: the main job of `make demo`."""
+"""`meridian demo`: the main job of `make demo` (docs/regions.md, "The demo")."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("demo", help="run the bounded demo: backends, a router, traffic, a failure")
-    parser.add_argument("--requests", type=int, default=60, help="requests per phase (default 60)")
+    from regions.topology import DEFAULT_TOPOLOGY
+
+    parser = subparsers.add_parser(
+        "demo", help="the bounded multi-region demo: a stack, traffic, a policy push, a saturated backend",
+        description="Starts a stack (as meridian up), sends traffic from simulated clients in every region, "
+                    "pushes a policy, saturates a backend, lets it recover, writes .meridian/reports/demo-<time>/ "
+                    "and tears the stack down. Exit code 0 when the expectations held.")
+    parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY,
+                        help="topology file (default: the bundled regions/topology.yaml)")
+    parser.add_argument("--phase-seconds", type=float, metavar="S",
+                        help="length of every phase (baseline, policy, saturation, recovery); default 20, 20, 20, 15")
+    parser.add_argument("--budget-ms", type=float, default=200.0,
+                        help="latency budget of the pushed cost-first policy (default 200)")
+    parser.add_argument("--saturate", metavar="BACKEND",
+                        help="the backend to saturate (default: the busiest linear-attention one)")
+    parser.add_argument("--table-every", type=float, default=None, metavar="S",
+                        help="seconds between live tables (default 5, or the phase length / 2 when shorter)")
+    parser.add_argument("--reports-dir", type=Path, help="where report directories go (default .meridian/reports)")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from meridian_common.logging_setup import configure_logging
     from regions.demo import run_demo
+    from regions.demo_phases import DemoSettings
 
-    return run_demo(args.requests, lambda line: print(line, flush=True))
+    configure_logging("demo", "WARNING")
+    settings = DemoSettings(topology_path=args.topology, directory=Path.cwd(), latency_budget_ms=args.budget_ms,
+                            saturate=args.saturate, reports_dir=args.reports_dir)
+    if args.phase_seconds is not None:
+        s = args.phase_seconds
+        settings = replace(settings, baseline_s=s, policy_s=s, saturation_s=s, recovery_s=s,
+                           table_every_s=min(settings.table_every_s, max(1.0, s / 2)))
+    if args.table_every is not None:
+        settings = replace(settings, table_every_s=args.table_every)
+    return run_demo(settings, lambda line: print(line, flush=True))

@@ -1,171 +1,345 @@
-"""`meridian demo` (single region): simulated backends of three architectures behind one router, traffic
-sent with the official `openai` SDK under several policies, then a backend failure absorbed. Prints
-what went where."""
+"""`meridian demo` (what `make demo` runs): a three-region stack brought up with `meridian up`'s launcher,
+simulated clients in every region on their nearest router, then a policy push, a saturated backend and its
+recovery, narrated live and written up in `.meridian/reports/demo-<time>/`. The stack is always torn down.
+
+This module is the shell: it starts things, waits and acts. What the figures are, which backend to saturate
+and whether the expectations held are decided in `demo_phases`; the printing is `demo_narration`, the report
+`demo_report`; the load and the probes are the chaos runner's (`chaos.load`, `chaos.probes`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sys
-import tempfile
+import contextlib
+import io
+import logging
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
-import openai
 
-from meridian_common.service_process import ServiceProcess, start_service
-
-MODEL = "demo-model"
-
-
-@dataclass(frozen=True, slots=True)
-class DemoBackend:
-    name: str
-    profile: str
-    ttft_ms: int
-    itl_ms: int
-    capacity: int
-    cost_in: float
-    cost_out: float
-    quality: float
-
-
-BACKENDS = (
-    DemoBackend("dense-a", "dense", 60, 6, 32, 0.10, 0.20, 0.80),
-    DemoBackend("moe-b", "moe", 30, 4, 32, 0.30, 0.60, 0.85),
-    DemoBackend("linear-c", "linear-attention", 15, 3, 16, 0.60, 1.20, 0.75),
+from chaos.load import LoadPlan, LoadRecorder
+from chaos.probes import Prober
+from chaos.stack_handle import StackHandle
+from meridian_cli._admin_client import AdminCallError, AdminTarget, call
+from meridian_common.logging_setup import event
+from regions import stack_file
+from regions.demo_narration import live_table, phase_summary, router_lines, stamp, verdict_lines
+from regions.demo_phases import (
+    BASELINE,
+    POLICY,
+    RECOVERY,
+    SATURATION,
+    DemoSettings,
+    Phase,
+    RegionFigures,
+    Verdict,
+    breaker_opened,
+    deployments_of,
+    phase_figures,
+    pick_backend_to_saturate,
+    region_figures,
+    requests_in,
+    returned_after_recovery,
+    saturated_share_dropped,
+    spilled_over,
+    traffic_moved,
 )
+from regions.demo_report import DemoRun, report_name, write_report
+from regions.launcher import UpOptions, run_down, run_up
 
-PHASES = (
-    ("latency-first: the fastest deployment by live p95", {"x-meridian-policy": "latency-first"}),
-    ("cost-first under a 400 ms budget: the cheapest that meets it",
-     {"x-meridian-policy": "cost-first", "x-latency-budget-ms": "400"}),
-    ("scored, priority quality", {"x-meridian-policy": "scored", "x-meridian-priority": "quality"}),
-    ("round-robin baseline", {"x-meridian-policy": "round-robin"}),
-)
+log = logging.getLogger(__name__)
 
-
-def _router_config(backends: dict[str, ServiceProcess]) -> str:
-    deployments = "\n".join(
-        f"""      - name: {b.name}
-        url: {backends[b.name].url}/v1
-        served_model: {MODEL}
-        region: local
-        architecture: {b.profile}
-        cost_per_1m_input: {b.cost_in}
-        cost_per_1m_output: {b.cost_out}
-        quality: {b.quality}
-        max_concurrency: {b.capacity}"""
-        for b in BACKENDS
-    )
-    return f"""region: local
-listen: {{host: 127.0.0.1, port: 0}}
-health_check: {{interval_s: 1, healthy_after: 2}}
-models:
-  {MODEL}:
-    policy: latency-first
-    breaker: {{error_rate_threshold: 0.3, min_requests: 3, open_duration_s: 3, window_s: 5}}
-    deployments:
-{deployments}
-"""
+Say = Callable[[str], None]
+PROBE_INTERVAL_S = 0.5
+STOP_WAIT_S = 15.0
+ACK_POLL_S = 0.25
+HOG_TIMEOUT_S = 30.0
+MAX_HOG_REQUESTS = 100_000
+MAX_NARRATIONS = 10_000
 
 
-async def _send(client: openai.AsyncOpenAI, headers: dict[str, str], requests: int, concurrency: int
-                ) -> tuple[Counter[str], int, list[float]]:
-    served: Counter[str] = Counter()
-    errors = 0
-    latencies: list[float] = []
-    remaining = requests
+class DemoError(RuntimeError):
+    """A step of the demo could not be done; the message says which and why."""
 
-    async def worker() -> None:
-        nonlocal remaining, errors
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
+
+class _Clock:
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self._t0
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What the narrator needs to know about where the demo is."""
+
+    phase: Phase
+    phases: list[Phase] = field(default_factory=list)
+
+
+def policy_document(models: list[str], regions: list[str], policy: str, budget_ms: float) -> str:
+    entries = [f"- {{region: {region}, model: {model}, policy: {policy}"
+               + (f", latency_budget_ms: {budget_ms:g}" if budget_ms > 0 else "") + "}"
+               for region in regions for model in models]
+    return "comment: meridian demo\nmodels:\n" + "\n".join(entries) + "\n"
+
+
+def routers_acked(status: Mapping[str, Any], router_ids: Mapping[str, Any], policy_version: int) -> dict[str, int]:
+    """Routers whose applied version is their region's table in force, written after the policy."""
+    tables = {t["region"]: int(t["version"]) for t in status.get("tables", [])}
+    acked = {}
+    for router in status.get("routers", []):
+        rid, region, version = router.get("router_id"), router.get("region"), int(router.get("version") or 0)
+        if rid in router_ids and version > policy_version and version == tables.get(region):
+            acked[rid] = version
+    return acked
+
+
+async def push_policy(stack: Mapping[str, Any], settings: DemoSettings, clock: _Clock, say: Say,
+                      handle: StackHandle) -> tuple[int, dict[str, int]]:
+    """Pushes the demo's policy through the admin API and waits (bounded) until every router ACKed a table
+    written after it; returns the policy version and each router's acknowledged table version."""
+    target = AdminTarget(tuple(stack_file.admin_urls(dict(stack))), stack_file.admin_token(dict(stack)), "stack.json")
+    models = sorted({str(b["model"]) for b in stack["backends"].values()})
+    regions = list(stack["routers"])
+    document = policy_document(models, regions, settings.policy, settings.latency_budget_ms)
+    try:
+        result = await asyncio.to_thread(call, target, "POST", "/v1/policy", {"yaml": document, "author": "demo"})
+    except AdminCallError as error:
+        raise DemoError(f"the policy push was refused: {error}") from error
+    version = int(result["version"])
+    handle.note("policy_pushed", version=version, policy=settings.policy, budget_ms=settings.latency_budget_ms)
+    say(f"{stamp(clock())} pushed policy version {version} through the admin API: {settings.policy}, latency "
+        f"budget {settings.latency_budget_ms:g} ms, in {', '.join(regions)}")
+    router_ids = stack["router_ids"]
+    deadline = time.monotonic() + settings.ack_timeout_s
+    acked: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(AdminCallError):
+            acked = routers_acked(await asyncio.to_thread(call, target, "GET", "/v1/status"), router_ids, version)
+        if len(acked) == len(router_ids):
+            break
+        await asyncio.sleep(ACK_POLL_S)
+    missing = sorted(set(router_ids) - set(acked))
+    if missing:
+        raise DemoError(f"routers {', '.join(missing)} did not ACK a table newer than policy version {version} "
+                        f"within {settings.ack_timeout_s:g} s")
+    handle.note("policy_acked", routers=",".join(f"{r}=v{v}" for r, v in sorted(acked.items())))
+    say(f"{stamp(clock())} every router ACKed it: " + ", ".join(f"{r} table v{v}" for r, v in sorted(acked.items())))
+    return version, acked
+
+
+async def _hog(url: str, model: str, max_tokens: int, stop: asyncio.Event) -> None:
+    """Another tenant's load, straight to the backend: the routers neither see nor count it."""
+    body = {"model": model, "messages": [{"role": "user", "content": "a long job"}], "max_tokens": max_tokens}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HOG_TIMEOUT_S)) as session:
+        for _ in range(MAX_HOG_REQUESTS):
+            if stop.is_set():
+                return
             try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=MODEL, messages=[{"role": "user", "content": "Tell me about routers."}],
-                    max_tokens=12, extra_headers=headers)
-            except openai.APIError:
-                errors += 1
-                continue
-            latencies.append((time.perf_counter() - started) * 1000)
-            served[raw.headers.get("x-meridian-backend", "?")] += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return served, errors, latencies
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                await asyncio.sleep(0.1)
 
 
-def _share_line(served: Counter[str], errors: int, latencies: list[float]) -> str:
-    total = sum(served.values()) or 1
-    architecture = {b.name: b.profile for b in BACKENDS}
-    shares = ", ".join(f"{name} ({architecture.get(name, '?')}) {count * 100 // total}%"
-                       for name, count in served.most_common())
-    p50 = sorted(latencies)[len(latencies) // 2] if latencies else 0.0
-    return f"    served by: {shares}; client errors: {errors}; p50 {p50:.0f} ms"
+def _open_breakers(prober: Prober) -> list[tuple[str, str, str]]:
+    latest: dict[str, Any] = {}
+    for probe in prober.router_probes:
+        latest[probe.router_id] = probe
+    return [(rid, name, state) for rid, probe in latest.items() for name, state in probe.breakers
+            if state != "closed"]
 
 
-async def _breakers(router_url: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(f"{router_url}/routing") as response:
-        routing = await response.json()
-    return ", ".join(f"{d['name']}={d['breaker']}" for d in routing["models"][MODEL]["deployments"])
+async def _narrate(progress: _Progress, recorder: LoadRecorder, prober: Prober, clock: _Clock,
+                   settings: DemoSettings, regions: list[str], deployments: Mapping[str, Any], say: Say,
+                   stop: asyncio.Event) -> None:
+    window = settings.table_every_s
+    for _ in range(MAX_NARRATIONS):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=window)
+        if stop.is_set():
+            return
+        now = clock()
+        recent = [r for r in recorder.records if now - window <= r.end_s < now]
+        figures = {region: region_figures([r for r in recent if r.client_region == region], window, deployments)
+                   for region in regions}
+        shown = progress.phase
+        if now - shown.start_s < window / 2 and progress.phases:
+            shown = progress.phases[-1]  # the window is mostly the phase that just ended
+        for line in live_table(now, shown, window, figures, deployments, _open_breakers(prober)):
+            say(line)
 
 
-async def _run(router: ServiceProcess, backends: dict[str, ServiceProcess], say: Callable[[str], None],
-               requests: int) -> int:
-    client = openai.AsyncOpenAI(base_url=f"{router.url}/v1", api_key="demo", max_retries=0)
-    total_errors = 0
-    for title, headers in PHASES:
-        say(f"\n== {title}")
-        served, errors, latencies = await _send(client, headers, requests, concurrency=4)
-        total_errors += errors
-        say(_share_line(served, errors, latencies))
-    fastest = "linear-c"
-    say(f"\n== failure: {fastest} starts answering HTTP 500 to every request")
-    async with aiohttp.ClientSession() as session:
-        await (await session.post(f"{backends[fastest].url}/sim/config", json={"error_rate": 1.0})).read()
-    served, errors, latencies = await _send(client, {"x-meridian-policy": "latency-first"}, requests, 4)
-    total_errors += errors
-    say(_share_line(served, errors, latencies))
-    say(f"    breakers: {await _breakers(router.url)}")
-    say("    (failed attempts were retried on the next candidate before any byte reached the client)")
-    async with aiohttp.ClientSession() as session:
-        await (await session.post(f"{backends[fastest].url}/sim/config", json={"error_rate": 0.0})).read()
-    say(f"\n== recovery: {fastest} healthy again; its breaker half-opens after 3 s and a trial closes it")
-    await asyncio.sleep(3.5)
-    served, errors, latencies = await _send(client, {"x-meridian-policy": "latency-first"}, requests, 4)
-    total_errors += errors
-    say(_share_line(served, errors, latencies))
-    say(f"    breakers: {await _breakers(router.url)}")
-    await client.close()
-    return total_errors
+async def _phase(name: str, label: str, seconds: float, progress: _Progress, clock: _Clock, say: Say) -> Phase:
+    start = clock()
+    progress.phase = Phase(name, label, start, start + seconds)
+    say(f"\n{stamp(start)} == {name}: {label} ({seconds:g} s)")
+    log.info(event("demo_phase", phase=name, seconds=seconds))
+    await asyncio.sleep(seconds)
+    return progress.phase
 
 
-def run_demo(requests_per_phase: int = 60, say: Callable[[str], None] = print) -> int:
-    with tempfile.TemporaryDirectory(prefix="meridian-demo-") as tmp:
-        workdir = Path(tmp)
-        services: list[ServiceProcess] = []
-        try:
-            say("starting simulated backends: " + ", ".join(f"{b.name} ({b.profile})" for b in BACKENDS))
-            backends = {}
-            for b in BACKENDS:
-                backends[b.name] = start_service(b.name, [
-                    sys.executable, "-m", "meridian_cli.main", "sim-backend", "--port", "0", "--model", MODEL,
-                    "--profile", b.profile, "--ttft-ms", str(b.ttft_ms), "--itl-ms", str(b.itl_ms),
-                    "--capacity", str(b.capacity), "--seed", "7"], workdir)
-                services.append(backends[b.name])
-            config = workdir / "router.yaml"
-            config.write_text(_router_config(backends))
-            router = start_service("router", [sys.executable, "-m", "meridian_cli.main", "router", "--config",
-                                              str(config), "--port", "0"], workdir, health_path="/ready")
-            services.append(router)
-            say(f"router listening on {router.url}; clients use base_url={router.url}/v1")
-            errors = asyncio.run(_run(router, backends, say, requests_per_phase))
-            say(f"\ndemo finished: {errors} client errors in total")
-            return 0 if errors == 0 else 1
-        finally:
-            for service in reversed(services):
-                service.stop()
+def _finish(phase: Phase, clock: _Clock, progress: _Progress) -> Phase:
+    done = Phase(phase.name, phase.label, phase.start_s, clock())
+    progress.phases.append(done)
+    return done
+
+
+def _summarise(phase: Phase, recorder: LoadRecorder, settings: DemoSettings, regions: list[str],
+               deployments: Mapping[str, Any], say: Say) -> dict[str, RegionFigures]:
+    figures = phase_figures(list(recorder.records), phase, regions, deployments, settings.settle_fraction)
+    for line in phase_summary(phase, figures):
+        say(line)
+    return figures
+
+
+async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say) -> DemoRun:
+    """Load and probes throughout; baseline, policy push, saturation, recovery; the saturation is always
+    undone. Returns what was recorded and the verdict (with `error` set when a step failed)."""
+    started_at = datetime.now(UTC)
+    clock = _Clock()
+    handle = StackHandle(stack, clock=clock)
+    deployments = deployments_of(stack)
+    regions = list(stack["routers"])
+    models = sorted({str(b["model"]) for b in stack["backends"].values()})
+    clients = {name: str(c["region"]) for name, c in (stack.get("clients") or {}).items()} or {
+        f"client-{region}": region for region in regions}
+    recorder = LoadRecorder(LoadPlan(model=models[0], clients=clients, workers_per_client=settings.workers_per_client,
+                                     think_ms=settings.think_ms), stack, clock)
+    prober = Prober({rid: (str(e["region"]), str(e["url"])) for rid, e in stack["router_ids"].items()}, {}, clock,
+                    PROBE_INTERVAL_S)
+    progress = _Progress(Phase(BASELINE, "starting", 0.0, 0.0))
+    stop, hog_stop = asyncio.Event(), asyncio.Event()
+    say(f"\nclients: {', '.join(f'{n} in {r}' for n, r in sorted(clients.items()))} "
+        f"({settings.workers_per_client} workers each), each on its nearest router; model {models[0]}")
+    tasks = [asyncio.create_task(recorder.run(stop)), asyncio.create_task(prober.run(stop)),
+             asyncio.create_task(_narrate(progress, recorder, prober, clock, settings, regions, deployments, say,
+                                          stop))]
+    hogs: list[asyncio.Task[None]] = []
+    figures: dict[str, dict[str, RegionFigures]] = {}
+    saturated: str | None = None
+    error: str | None = None
+    try:
+        phase = await _phase(BASELINE, "the topology's default policy (latency-first)", settings.baseline_s,
+                             progress, clock, say)
+        figures[BASELINE] = _summarise(_finish(phase, clock, progress), recorder, settings, regions, deployments, say)
+
+        start = clock()
+        label = f"{settings.policy}, latency budget {settings.latency_budget_ms:g} ms, pushed to every region"
+        progress.phase = Phase(POLICY, label, start, start + settings.policy_s)
+        say(f"\n{stamp(start)} == {POLICY}: {label} ({settings.policy_s:g} s)")
+        await push_policy(stack, settings, clock, say, handle)
+        await asyncio.sleep(max(0.0, settings.policy_s - (clock() - start)))
+        policy_phase = _finish(progress.phase, clock, progress)
+        figures[POLICY] = _summarise(policy_phase, recorder, settings, regions, deployments, say)
+
+        simulated = [name for name, b in stack["backends"].items() if b.get("simulated", True)]
+        saturated = settings.saturate or pick_backend_to_saturate(
+            requests_in(recorder.records, policy_phase.settled_start(settings.settle_fraction), policy_phase.end_s),
+            deployments, simulated)
+        start = clock()
+        label = f"{saturated} saturated: another tenant keeps {settings.hog_streams} requests in flight on it" + (
+            f", capacity cut to {settings.saturated_capacity}" if settings.saturated_capacity is not None else "")
+        progress.phase = Phase(SATURATION, label, start, start + settings.saturation_s)
+        say(f"\n{stamp(start)} == {SATURATION}: {label} ({settings.saturation_s:g} s)")
+        if settings.saturated_capacity is not None:
+            await asyncio.to_thread(handle.change_simulator, saturated, capacity=settings.saturated_capacity)
+        handle.note("saturated", backend=saturated, hog_streams=settings.hog_streams)
+        hogs = [asyncio.create_task(_hog(handle.simulator_url(saturated), str(stack["backends"][saturated]["model"]),
+                                         settings.hog_max_tokens, hog_stop)) for _ in range(settings.hog_streams)]
+        await asyncio.sleep(max(0.0, settings.saturation_s - (clock() - start)))
+        figures[SATURATION] = _summarise(_finish(progress.phase, clock, progress), recorder, settings, regions,
+                                         deployments, say)
+
+        start = clock()
+        label = f"{saturated} restored"
+        progress.phase = Phase(RECOVERY, label, start, start + settings.recovery_s)
+        say(f"\n{stamp(start)} == {RECOVERY}: {label} ({settings.recovery_s:g} s)")
+        hog_stop.set()
+        handle.note("saturation_lifted", backend=saturated)
+        failures = await asyncio.to_thread(handle.restore)
+        if failures:
+            raise DemoError(f"could not restore {saturated}: {'; '.join(failures)}")
+        await asyncio.sleep(max(0.0, settings.recovery_s - (clock() - start)))
+        figures[RECOVERY] = _summarise(_finish(progress.phase, clock, progress), recorder, settings, regions,
+                                       deployments, say)
+    except DemoError as failure:
+        error = str(failure)
+        say(f"{stamp(clock())} demo step failed: {error}")
+        log.warning(event("demo_step_failed", error=error))
+    finally:
+        hog_stop.set()
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(handle.restore))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, *hogs, return_exceptions=True), timeout=STOP_WAIT_S)
+    records = tuple(recorder.records)
+    states = tuple((p.t_s, p.router_id, name, state) for p in prober.router_probes for name, state in p.breakers
+                   if state != "closed")
+    expectations = _expectations(progress.phases, figures, records, states, saturated, settings) if not error else ()
+    return DemoRun(settings, started_at, tuple(progress.phases), tuple(regions), deployments, records, figures,
+                   Verdict(expectations, error), tuple((e.t_s, e.name, dict(e.detail)) for e in handle.events()),
+                   states, saturated, {region: list(urls) for region, urls in stack["routers"].items()},
+                   tuple(stack.get("processes", [])))
+
+
+def _expectations(phases: list[Phase], figures: Mapping[str, Mapping[str, RegionFigures]],
+                  records: tuple[Any, ...], states: tuple[tuple[float, str, str, str], ...], saturated: str | None,
+                  settings: DemoSettings) -> tuple[Any, ...]:
+    by_name = {p.name: p for p in phases}
+    policy, saturation, recovery = by_name[POLICY], by_name[SATURATION], by_name[RECOVERY]
+    assert saturated is not None
+    fraction = settings.settle_fraction
+    return (
+        traffic_moved(figures[BASELINE], figures[POLICY]),
+        saturated_share_dropped(saturated, requests_in(records, policy.settled_start(fraction), policy.end_s),
+                                requests_in(records, saturation.settled_start(fraction), saturation.end_s)),
+        breaker_opened(saturated, states, saturation),
+        spilled_over(figures[POLICY], figures[SATURATION]),
+        returned_after_recovery(saturated, requests_in(records, recovery.settled_start(0.5), recovery.end_s)),
+    )
+
+
+def _indented(say: Say) -> Say:
+    return lambda line: say("  " + line if line else line)
+
+
+def run_demo(settings: DemoSettings, say: Say = print) -> int:
+    """0 when the demo ran and its expectations held, 1 when one did not, 2 for bad settings, 130 on Ctrl-C;
+    the stack is torn down in every case."""
+    problems = settings.problems()
+    if problems:
+        say("meridian demo: " + "; ".join(problems))
+        return 2
+    say(f"== starting a stack from {settings.topology_path} (meridian up)")
+    err = io.StringIO()
+    code = run_up(UpOptions(topology_path=settings.topology_path, routers_per_region=1, directory=settings.directory),
+                  detach=True, say=_indented(say), err=err)
+    if code != 0:
+        say(f"meridian demo: the stack did not start: {err.getvalue().strip()}")
+        return code
+    run: DemoRun | None = None
+    try:
+        stack = stack_file.find_stack(settings.directory)
+        say("routers (clients pick the nearest):")
+        for line in router_lines(stack["routers"]):
+            say(line)
+        run = asyncio.run(run_phases(stack, settings, say))
+    except KeyboardInterrupt:
+        say("\nmeridian demo: interrupted")
+        return 130
+    finally:
+        say("\n== tearing the stack down (meridian down)")
+        run_down(settings.directory, say=_indented(say), err=err)
+    reports = settings.reports_dir or stack_file.state_dir(settings.directory) / "reports"
+    directory = write_report(run, reports / report_name(run.started_at))
+    for line in verdict_lines(run.verdict, str(directory)):
+        say(line)
+    return 0 if run.verdict.passed else 1

@@ -83,9 +83,6 @@ class ClientSpec(FrozenModel):
     requests_per_s: float = Field(1.0, gt=0)
 
 
-ModelSpec = RoutingDefaults
-
-
 class Topology(FrozenModel):
     regions: dict[str, RegionSpec] = Field(min_length=1)
     models: dict[str, RoutingDefaults] = Field(min_length=1)
