@@ -119,7 +119,7 @@ class RouterConfig(FrozenModel):
     )
     telemetry: TelemetryConfig = TelemetryConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
-    stats_window_s: float = Field(30.0, gt=0)
+    stats_window_s: float = Field(10.0, gt=0, description="as long as the control plane's telemetry window")
     rate_limits: RateLimitSettings = RateLimitSettings()
     jobs: JobsConfig = JobsConfig()
 

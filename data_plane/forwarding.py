@@ -67,8 +67,8 @@ def _labels(region: str, model: str, spec: DeploymentSpec) -> tuple[str, str, st
     return region, model, spec.name, spec.architecture
 
 
-def _abandon(live: LiveDeployment) -> None:
-    live.stats.abandon()
+def _abandon(live: LiveDeployment, started: float) -> None:
+    live.stats.abandon(started)
     live.breaker.abandon(time.monotonic())
 
 
@@ -200,7 +200,7 @@ class Forwarder:
                                         sock_connect=self._settings.connect_timeout_s)
         labels = _labels(self._settings.region, live.model, spec)
         started = time.monotonic()
-        live.stats.begin()
+        live.stats.begin(started)
         self._metrics.in_flight.labels(*labels).inc()
         finished = False
         try:
@@ -230,7 +230,7 @@ class Forwarder:
         finally:
             self._metrics.in_flight.labels(*labels).dec()
             if not finished:  # cancelled: the client went away, which says nothing about the backend
-                _abandon(live)
+                _abandon(live, started)
             if self._on_release is not None:
                 self._on_release(live.model)
 
@@ -239,7 +239,7 @@ class Forwarder:
         (a 5xx proves it is up)."""
         now = time.monotonic()
         latency_ms = (now - started) * 1000
-        live.stats.end(now, latency_ms=latency_ms, ok=False)
+        live.stats.end(now, started=started, latency_ms=latency_ms, ok=False)
         self._telemetry.record(live.model, live.spec.name, ok=False, latency_ms=latency_ms, ttft_ms=None,
                                input_tokens=0, output_tokens=0)
         self.report_transition(live, live.breaker.record(now, ok=False, latency_ms=latency_ms))
@@ -255,7 +255,7 @@ class Forwarder:
         if on_usage is not None:
             on_usage(usage)
         latency_ms = (now - started) * 1000
-        live.stats.end(now, latency_ms=latency_ms, ok=True, ttft_ms=ttft_ms,
+        live.stats.end(now, started=started, latency_ms=latency_ms, ok=True, ttft_ms=ttft_ms,
                        output_tokens=usage.completion_tokens)
         self._telemetry.record(live.model, live.spec.name, ok=True, latency_ms=latency_ms, ttft_ms=ttft_ms,
                                input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
@@ -313,7 +313,7 @@ class Forwarder:
                 scanner.feed(chunk)
                 await response.write(chunk)
         except ConnectionResetError:
-            _abandon(live)
+            _abandon(live, started)
             log.info(event("client_gone", model=live.model, deployment=live.spec.name))
             return response
         except (aiohttp.ClientError, TimeoutError) as error:

@@ -23,6 +23,9 @@ class StatsView:
     ttft_p95_ms: float  # streams only
     tokens_per_s: float  # output tokens / generation time
     in_flight: int
+    # How long the oldest request still in flight has been waiting: a backend that turned slow shows it at
+    # once, long before its slow answers are 5 % of the window's p95.
+    oldest_in_flight_ms: float = 0.0
 
 
 EMPTY_VIEW = StatsView(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
@@ -51,7 +54,7 @@ class DeploymentStats:
     """
 
     __slots__ = (
-        "in_flight", "latency", "ttft", "_slot_s", "_slots", "_refresh_s",
+        "in_flight", "_started", "latency", "ttft", "_slot_s", "_slots", "_refresh_s",
         "_latency_total", "_latency_count", "_ttft_total", "_ttft_count",
         "_computed_at", "_fields", "_view",
     )
@@ -60,6 +63,7 @@ class DeploymentStats:
         if refresh_s < 0:
             raise ValueError(f"refresh_s must be >= 0, got {refresh_s}")
         self.in_flight = 0
+        self._started: dict[float, int] = {}  # start time -> requests in flight that started then
         self.latency = WindowedHistogram(window_s, slots)
         self.ttft = WindowedHistogram(window_s, slots)
         self._slot_s = window_s / slots
@@ -73,18 +77,28 @@ class DeploymentStats:
         self._fields: tuple[int, int, float, float, float, float, float, float] | None = None
         self._view = EMPTY_VIEW
 
-    def begin(self) -> None:
+    def begin(self, started: float) -> None:
         self.in_flight += 1
+        self._started[started] = self._started.get(started, 0) + 1
 
-    def abandon(self) -> None:
+    def _release(self, started: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        remaining = self._started.get(started, 0) - 1
+        if remaining > 0:
+            self._started[started] = remaining
+        else:
+            self._started.pop(started, None)
+
+    def abandon(self, started: float) -> None:
         """The request ended without a verdict on the backend (client gone): only in_flight changes."""
-        self.in_flight = max(0, self.in_flight - 1)
+        self._release(started)
 
-    def end(self, now: float, *, latency_ms: float, ok: bool, ttft_ms: float | None = None,
+    def end(self, now: float, *, started: float, latency_ms: float, ok: bool, ttft_ms: float | None = None,
             output_tokens: int = 0) -> None:
-        """Records a finished request. Latency is recorded for successes only: a connection refused in
-        1 ms must not make a broken deployment look fast; errors count in the error rate instead."""
-        self.in_flight = max(0, self.in_flight - 1)
+        """Records a finished request that began at `started`. Latency is recorded for successes only: a
+        connection refused in 1 ms must not make a broken deployment look fast; errors count in the error
+        rate instead."""
+        self._release(started)
         slot = self._slot(now)
         slot.requests += 1
         if not ok:
@@ -117,10 +131,13 @@ class DeploymentStats:
         if fields is None or not (0.0 <= now - self._computed_at < self._refresh_s):
             fields = self._fields = self._compute(now)
             self._computed_at = now
-            self._view = StatsView(*fields, self.in_flight)
+            self._view = StatsView(*fields, self.in_flight, self._oldest_in_flight_ms(now))
         elif self._view.in_flight != self.in_flight:
-            self._view = StatsView(*fields, self.in_flight)
+            self._view = StatsView(*fields, self.in_flight, self._oldest_in_flight_ms(now))
         return self._view
+
+    def _oldest_in_flight_ms(self, now: float) -> float:
+        return max(0.0, (now - min(self._started)) * 1000) if self._started else 0.0
 
     def _compute(self, now: float) -> tuple[int, int, float, float, float, float, float, float]:
         self._expire(now)

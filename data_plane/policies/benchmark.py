@@ -39,11 +39,11 @@ def benchmark_candidates(now: float = 100.0, seed: int = 7) -> list[Candidate]:
         for i in range(600):
             at = now - 29.0 + i * 0.048
             latency_ms = rng.lognormvariate(log_mean_ms, 0.4)
-            stats.begin()
-            stats.end(at, latency_ms=latency_ms, ok=rng.random() > 0.01, ttft_ms=latency_ms * 0.2,
+            stats.begin(at)
+            stats.end(at, started=at, latency_ms=latency_ms, ok=rng.random() > 0.01, ttft_ms=latency_ms * 0.2,
                       output_tokens=120)
         for _ in range(in_flight):
-            stats.begin()
+            stats.begin(now)
         local = spec.region == "us-east"
         candidates.append(Candidate(spec, stats.view(now), BreakerState.CLOSED, True, local))
     return candidates

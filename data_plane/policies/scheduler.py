@@ -45,13 +45,21 @@ RANKERS: Mapping[str, Ranker] = MappingProxyType({
 def measure(position: int, candidate: Candidate, request: RouteRequest) -> Measured:
     spec = candidate.deployment
     stats = candidate.stats
-    measured_ms = stats.ttft_p95_ms if request.streaming else stats.p95_ms
-    if measured_ms <= 0:
-        measured_ms = spec.p95_ms  # the control plane's merged view, until this router has its own
+    own_ms = stats.ttft_p95_ms if request.streaming else stats.p95_ms
+    if not request.streaming:
+        # A request outstanding for longer than the p95 is the freshest evidence of a slower backend. (A
+        # stream in flight is mostly generating, so its age says nothing about time to first token.)
+        own_ms = max(own_ms, stats.oldest_in_flight_ms)
+    if own_ms > 0:
+        # This router's own requests crossed the inter-region link, so its samples hold the RTT already;
+        # adding `added_latency_ms` again would count it twice and keep spill-over from ever looking right.
+        latency_ms, observed = own_ms, True
+    else:
+        # The control plane's merged view (or nothing yet), plus the RTT to the deployment's region.
+        latency_ms, observed = spec.p95_ms + spec.added_latency_ms, spec.p95_ms > 0
     cost = (spec.cost_per_1m_input * request.estimated_input_tokens
             + spec.cost_per_1m_output * request.max_output_tokens) / 1_000_000
-    return Measured(position, candidate, excluded_because(candidate), measured_ms + spec.added_latency_ms,
-                    measured_ms > 0, cost)
+    return Measured(position, candidate, excluded_because(candidate), latency_ms, observed, cost)
 
 
 def decide(candidates: Sequence[Candidate], request: RouteRequest, state: PolicyState,

@@ -20,20 +20,23 @@ def spec(name: str = "a", *, region: str = "us-east", cost_in: float = 0.1, cost
     )
 
 
-def view(*, p95_ms: float = 0.0, ttft_p95_ms: float = 0.0, in_flight: int = 0) -> StatsView:
+def view(*, p95_ms: float = 0.0, ttft_p95_ms: float = 0.0, in_flight: int = 0,
+         oldest_in_flight_ms: float = 0.0) -> StatsView:
     requests = 100 if p95_ms > 0 else 0
     return StatsView(requests=requests, errors=0, error_rate=0.0, p50_ms=p95_ms / 2, p95_ms=p95_ms,
-                     p99_ms=p95_ms * 1.2, ttft_p95_ms=ttft_p95_ms, tokens_per_s=0.0, in_flight=in_flight)
+                     p99_ms=p95_ms * 1.2, ttft_p95_ms=ttft_p95_ms, tokens_per_s=0.0, in_flight=in_flight,
+                     oldest_in_flight_ms=oldest_in_flight_ms)
 
 
 def candidate(name: str = "a", *, p95: float = 0.0, ttft_p95: float = 0.0, in_flight: int = 0,
-              breaker: BreakerState = BreakerState.CLOSED, healthy: bool = True, local: bool = True,
+              oldest_in_flight_ms: float = 0.0, breaker: BreakerState = BreakerState.CLOSED, healthy: bool = True,
+              local: bool = True,
               **spec_fields: object) -> Candidate:
     if "region" not in spec_fields:
         spec_fields["region"] = "us-east" if local else "eu-west"
     return Candidate(
         deployment=spec(name, **spec_fields),  # type: ignore[arg-type]
-        stats=view(p95_ms=p95, ttft_p95_ms=ttft_p95, in_flight=in_flight),
+        stats=view(p95_ms=p95, ttft_p95_ms=ttft_p95, in_flight=in_flight, oldest_in_flight_ms=oldest_in_flight_ms),
         breaker_state=breaker,
         healthy=healthy,
         local=local,

@@ -58,7 +58,7 @@ def test_unknown_policy_and_priority_raise() -> None:
 
 def test_figures_cover_every_candidate_in_table_order() -> None:
     candidates = [candidate("a", p95=100, cost_in=1.0, cost_out=2.0, quality=0.9, in_flight=3),
-                  candidate("b", p95=50, added_latency_ms=20, local=False, breaker=BreakerState.OPEN)]
+                  candidate("b", p95_ms=50.0, added_latency_ms=20, local=False, breaker=BreakerState.OPEN)]
     decision = decide(candidates, request(names.SCORED, input_tokens=1000, output_tokens=500), PolicyState(),
                       random.Random(0))
     a, b = decision.figures
@@ -76,8 +76,15 @@ LATENCY_FIRST_CASES = [
      ["b", "c", "a"], "lowest p95 100.0ms of 3"),
     ("streams compare ttft", [candidate("a", p95=300, ttft_p95=20), candidate("b", p95=100, ttft_p95=80)],
      {"streaming": True}, ["a", "b"], "lowest ttft p95 20.0ms of 2"),
-    ("added latency counts", [candidate("near", p95=150), candidate("far", p95=100, added_latency_ms=80)], {},
+    ("added latency counts on the table's p95",
+     [candidate("near", p95=150), candidate("far", p95_ms=100.0, added_latency_ms=80, local=False)], {},
      ["near", "far"], "lowest p95 150.0ms of 2"),
+    ("own samples already hold the RTT",
+     [candidate("near", p95=150), candidate("far", p95=100, added_latency_ms=80, local=False)], {},
+     ["far", "near"], "lowest p95 100.0ms of 2"),
+    ("unobserved remote counts its RTT", [candidate("near", p95=150), candidate("far", added_latency_ms=80,
+                                                                                local=False)], {},
+     ["far", "near"], "unobserved, exploring (of 2)"),
     ("table p95 until observed", [candidate("a", p95=150), candidate("b", p95_ms=120.0)], {},
      ["b", "a"], "lowest p95 120.0ms of 2"),
     ("unobserved is explored", [candidate("a", p95=150), candidate("new")], {},
@@ -250,3 +257,12 @@ def test_benchmark_runs_every_policy() -> None:
     samples = measure_decision_time(70)
     assert len(samples) == 70 and all(s > 0 for s in samples)
     assert len(benchmark_candidates()) == 3
+
+
+def test_latency_first_leaves_a_backend_whose_requests_are_stuck() -> None:
+    stuck = candidate("stuck", p95=10.0, in_flight=3, oldest_in_flight_ms=600.0)
+    steady = candidate("steady", p95=40.0, in_flight=1, oldest_in_flight_ms=20.0)
+    decision = decide([stuck, steady], request("latency-first"), PolicyState(), random.Random(1))
+    assert [d.name for d in decision.ordered] == ["steady", "stuck"]
+    streamed = decide([stuck, steady], request("latency-first", streaming=True), PolicyState(), random.Random(1))
+    assert streamed.ordered[0].name in {"stuck", "steady"}  # a stream's age is generation, not TTFT
