@@ -21,7 +21,7 @@ class BreakerState(StrEnum):
 
 
 class BreakerEvent(StrEnum):
-    TRIP = "trip"  # the window's error rate or p95 went over its threshold
+    TRIP = "trip"  # the window's error rate or p95 went over its threshold, or failures came in a row
     COOL_DOWN = "cool-down"  # open_duration_s elapsed and a trial request is admitted
     TRIAL_OK = "trial-ok"
     TRIAL_FAILED = "trial-failed"
@@ -86,7 +86,7 @@ class CircuitBreaker:
     starts it afresh on closing, so it never re-trips on what happened before it re-closed."""
 
     __slots__ = ("deployment", "settings", "trial_timeout_s", "_state", "_opened_at", "_trial_started_at",
-                 "_window")
+                 "_window", "_failures_in_a_row")
 
     def __init__(self, deployment: str, settings: BreakerSettings, *,
                  trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S) -> None:
@@ -98,6 +98,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trial_started_at: float | None = None
         self._window = _OutcomeWindow(settings.window_s)
+        self._failures_in_a_row = 0
 
     @property
     def state(self) -> BreakerState:
@@ -152,16 +153,19 @@ class CircuitBreaker:
         if state is BreakerState.OPEN:
             return None  # stragglers admitted before the breaker opened
         requests, errors, slow_count = self._window.add(now, error=not ok, slow=slow)
-        if requests < settings.min_requests:
-            return None
-        error_rate = errors / requests
-        if error_rate > settings.error_rate_threshold:
-            return self.fire(BreakerEvent.TRIP, now, f"error_rate={error_rate:.2f}>"
-                             f"{settings.error_rate_threshold:.2f} over {requests} requests")
-        # p95 > threshold exactly when more than 5 % of the requests are slower than it.
-        if slow_count * 20 > requests:
-            return self.fire(BreakerEvent.TRIP, now, f"p95>{settings.p95_threshold_ms:g}ms over {requests} "
-                             f"requests ({slow_count} slower)")
+        self._failures_in_a_row = 0 if ok else self._failures_in_a_row + 1
+        if requests >= settings.min_requests:
+            error_rate = errors / requests
+            if error_rate > settings.error_rate_threshold:
+                return self.fire(BreakerEvent.TRIP, now, f"error_rate={error_rate:.2f}>"
+                                 f"{settings.error_rate_threshold:.2f} over {requests} requests")
+            # p95 > threshold exactly when more than 5 % of the requests are slower than it.
+            if slow_count * 20 > requests:
+                return self.fire(BreakerEvent.TRIP, now, f"p95>{settings.p95_threshold_ms:g}ms over {requests} "
+                                 f"requests ({slow_count} slower)")
+        # A backend that now fails every request trips, however many successes the window still holds.
+        if 0 < settings.consecutive_failures <= self._failures_in_a_row:
+            return self.fire(BreakerEvent.TRIP, now, f"{self._failures_in_a_row} failures in a row")
         return None
 
     def fire(self, event: BreakerEvent, now: float, reason: str) -> Transition:
@@ -179,4 +183,5 @@ class CircuitBreaker:
             self._opened_at = now
         elif target is BreakerState.CLOSED:
             self._window = _OutcomeWindow(self.settings.window_s)
+            self._failures_in_a_row = 0
         return transition

@@ -22,6 +22,7 @@ DEFAULT_P95_THRESHOLD_MS = 0.0
 DEFAULT_MIN_REQUESTS = 5
 DEFAULT_OPEN_DURATION_S = 5.0
 DEFAULT_BREAKER_WINDOW_S = 10.0
+DEFAULT_CONSECUTIVE_FAILURES = 5
 DEFAULT_CACHE_TTL_S = 300.0
 DEFAULT_QUEUE_TIMEOUT_S = 30.0
 
@@ -33,6 +34,7 @@ class BreakerSettings:
     min_requests: int = DEFAULT_MIN_REQUESTS
     open_duration_s: float = DEFAULT_OPEN_DURATION_S
     window_s: float = DEFAULT_BREAKER_WINDOW_S
+    consecutive_failures: int = DEFAULT_CONSECUTIVE_FAILURES  # 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,7 @@ def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerSetti
         min_requests=b.min_requests,
         open_duration_s=b.open_duration_s,
         window_s=b.window_s,
+        consecutive_failures=b.consecutive_failures,
     )
 
 

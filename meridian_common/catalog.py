@@ -45,6 +45,7 @@ class BreakerConfig(FrozenModel):
     min_requests: int = Field(5, ge=1)
     open_duration_s: float = Field(5.0, gt=0)
     window_s: float = Field(10.0, gt=0)
+    consecutive_failures: int = Field(5, ge=0, description="open after this many failures in a row; 0 = off")
 
 
 class CacheConfig(FrozenModel):

@@ -57,18 +57,20 @@ class ScoreWeights(_message.Message):
     def __init__(self, latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
 
 class BreakerSettings(_message.Message):
-    __slots__ = ("error_rate_threshold", "p95_threshold_ms", "min_requests", "open_duration_s", "window_s")
+    __slots__ = ("error_rate_threshold", "p95_threshold_ms", "min_requests", "open_duration_s", "window_s", "consecutive_failures")
     ERROR_RATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     P95_THRESHOLD_MS_FIELD_NUMBER: _ClassVar[int]
     MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPEN_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     error_rate_threshold: float
     p95_threshold_ms: float
     min_requests: int
     open_duration_s: float
     window_s: float
-    def __init__(self, error_rate_threshold: _Optional[float] = ..., p95_threshold_ms: _Optional[float] = ..., min_requests: _Optional[int] = ..., open_duration_s: _Optional[float] = ..., window_s: _Optional[float] = ...) -> None: ...
+    consecutive_failures: int
+    def __init__(self, error_rate_threshold: _Optional[float] = ..., p95_threshold_ms: _Optional[float] = ..., min_requests: _Optional[int] = ..., open_duration_s: _Optional[float] = ..., window_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class CacheSettings(_message.Message):
     __slots__ = ("enabled", "ttl_s")

@@ -20,8 +20,9 @@ from data_plane.breaker import (
 from data_plane.table import BreakerSettings
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+# The window's rules alone; the failures-in-a-row rule has its own tests.
 SETTINGS = BreakerSettings(error_rate_threshold=0.5, p95_threshold_ms=1000.0, min_requests=5,
-                           open_duration_s=5.0, window_s=10.0)
+                           open_duration_s=5.0, window_s=10.0, consecutive_failures=0)
 
 
 def _tripped(now: float = 0.0) -> CircuitBreaker:
@@ -202,3 +203,22 @@ def test_random_event_sequences_keep_every_invariant(script: list[Step]) -> None
         if breaker.state is not HALF_OPEN:
             trial_at = None
         assert breaker.trial_outstanding(now) == (trial_at is not None and now - trial_at < 30.0)
+
+
+def test_failures_in_a_row_trip_a_breaker_whose_window_is_mostly_successes() -> None:
+    breaker = CircuitBreaker("a", BreakerSettings(error_rate_threshold=0.5, min_requests=5, consecutive_failures=3))
+    for _ in range(40):
+        assert breaker.record(1.0, ok=True, latency_ms=10.0) is None
+    assert breaker.record(2.0, ok=False, latency_ms=10.0) is None
+    assert breaker.record(2.0, ok=True, latency_ms=10.0) is None  # a success resets the count
+    assert breaker.record(2.1, ok=False, latency_ms=10.0) is None
+    assert breaker.record(2.2, ok=False, latency_ms=10.0) is None
+    assert breaker.record(2.3, ok=False, latency_ms=10.0) == Transition("a", CLOSED, OPEN, "3 failures in a row")
+
+
+def test_failures_in_a_row_can_be_turned_off() -> None:
+    breaker = CircuitBreaker("a", BreakerSettings(error_rate_threshold=0.9, min_requests=5, consecutive_failures=0))
+    for _ in range(40):
+        breaker.record(1.0, ok=True, latency_ms=10.0)
+    assert all(breaker.record(2.0, ok=False, latency_ms=10.0) is None for _ in range(10))
+    assert breaker.state is CLOSED
