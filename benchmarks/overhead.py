@@ -4,6 +4,7 @@ aiohttp pass-through, measured in one run so the machine's noise cancels out in 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class OverheadSettings:
     concurrencies: tuple[int, ...] = (1, 32)
     decision_iterations: int = 20000
     stream_repeats: int = 5
+    rounds: int = 3  # the targets take turns, so a burst of noise hits one round of each, not one target
 
 
 def _router_config(sim_url: str) -> str:
@@ -66,12 +68,14 @@ def _start_stack(workdir: Path, itl_ms: int, output_tokens: int) -> list[Service
     return [simulator, passthrough, router]
 
 
-def _figures(result: LoadResult) -> dict[str, float]:
+def _figures(rounds: list[LoadResult]) -> dict[str, float]:
+    """Latency quantiles over every round's requests; throughput is the median round's."""
+    latencies = [latency for result in rounds for latency in result.latencies_ms]
     return {
-        "p50_ms": round(percentile(result.latencies_ms, 50), 4),
-        "p99_ms": round(percentile(result.latencies_ms, 99), 4),
-        "throughput_rps": round(result.throughput_rps, 1),
-        "errors": result.errors,
+        "p50_ms": round(percentile(latencies, 50), 4),
+        "p99_ms": round(percentile(latencies, 99), 4),
+        "throughput_rps": round(statistics.median(r.throughput_rps for r in rounds), 1),
+        "errors": sum(r.errors for r in rounds),
     }
 
 
@@ -90,13 +94,19 @@ async def run_overhead(settings: OverheadSettings, progress: Any = print) -> dic
             body = chat_body(MODEL)
             targets = {"direct": simulator.url, "passthrough": passthrough.url, "router": router.url}
             for concurrency in settings.concurrencies:
-                for name, base in targets.items():
+                rounds: dict[str, list[LoadResult]] = {name: [] for name in targets}
+                for base in targets.values():
                     await closed_loop(f"{base}/v1/chat/completions", body, concurrency=concurrency,
                                       requests=min(200, settings.requests))  # warm-up
-                    progress(f"  concurrency {concurrency}: {name} ...")
-                    result = await closed_loop(f"{base}/v1/chat/completions", body,
-                                               concurrency=concurrency, requests=settings.requests)
-                    figures[f"c{concurrency}_{name}"] = _figures(result)
+                for round_number in range(1, settings.rounds + 1):
+                    progress(f"  concurrency {concurrency}: round {round_number}/{settings.rounds} "
+                             f"({', '.join(targets)}) ...")
+                    for name, base in targets.items():
+                        rounds[name].append(await closed_loop(
+                            f"{base}/v1/chat/completions", body, concurrency=concurrency,
+                            requests=max(1, settings.requests // settings.rounds)))
+                for name, results in rounds.items():
+                    figures[f"c{concurrency}_{name}"] = _figures(results)
                 direct, through_router = figures[f"c{concurrency}_direct"], figures[f"c{concurrency}_router"]
                 figures[f"c{concurrency}_added_p50_ms"] = round(through_router["p50_ms"] - direct["p50_ms"], 4)
                 figures[f"c{concurrency}_added_p99_ms"] = round(through_router["p99_ms"] - direct["p99_ms"], 4)

@@ -201,7 +201,7 @@ class Forwarder:
         labels = _labels(self._settings.region, live.model, spec)
         started = time.monotonic()
         live.stats.begin(started)
-        self._metrics.in_flight.labels(*labels).inc()
+        self._metrics.bound(self._metrics.in_flight, *labels).inc()
         finished = False
         try:
             async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=orjson.dumps(body),
@@ -228,7 +228,7 @@ class Forwarder:
             finished = True
             raise _RetryableFailure(f"{type(error).__name__} {error}".strip()) from error
         finally:
-            self._metrics.in_flight.labels(*labels).dec()
+            self._metrics.bound(self._metrics.in_flight, *labels).dec()
             if not finished:  # cancelled: the client went away, which says nothing about the backend
                 _abandon(live, started)
             if self._on_release is not None:
@@ -264,14 +264,14 @@ class Forwarder:
         spec = live.spec
         labels = _labels(self._settings.region, live.model, spec)
         metrics = self._metrics
-        metrics.requests.labels(*labels, policy, str(status)).inc()
-        metrics.latency.labels(*labels).observe(latency_ms / 1000)
+        metrics.bound(metrics.requests, *labels, policy, str(status)).inc()
+        metrics.bound(metrics.latency, *labels).observe(latency_ms / 1000)
         if ttft_ms is not None:
-            metrics.ttft.labels(*labels).observe(ttft_ms / 1000)
+            metrics.bound(metrics.ttft, *labels).observe(ttft_ms / 1000)
         source = "estimated" if usage.estimated else "reported"
-        metrics.tokens.labels(*labels, "input", source).inc(usage.prompt_tokens)
-        metrics.tokens.labels(*labels, "output", source).inc(usage.completion_tokens)
-        metrics.cost.labels(*labels).inc(usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output))
+        metrics.bound(metrics.tokens, *labels, "input", source).inc(usage.prompt_tokens)
+        metrics.bound(metrics.tokens, *labels, "output", source).inc(usage.completion_tokens)
+        metrics.bound(metrics.cost, *labels).inc(usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output))
 
     async def _relay_whole(self, parsed: ParsedRequest, live: LiveDeployment,
                            upstream: aiohttp.ClientResponse, headers: dict[str, str],

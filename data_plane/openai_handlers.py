@@ -94,7 +94,7 @@ async def _forward_through_queue(router: RouterContext, request: web.Request | N
     room = router.queues.get(model.name)
     priority = queue_priority(request_headers)
     ticket: Ticket | None = None
-    observe = router.metrics.decision_time.labels
+    metrics = router.metrics
 
     def observed(chain_attempts: Iterator[tuple[ModelDecision, DeploymentSpec | None]]
                  ) -> Iterator[tuple[ModelDecision, DeploymentSpec | None]]:
@@ -102,7 +102,8 @@ async def _forward_through_queue(router: RouterContext, request: web.Request | N
         for model_decision, spec in chain_attempts:
             if model_decision.model.name not in decided:
                 decided.add(model_decision.model.name)
-                observe(router.config.region, model_decision.request.policy).observe(model_decision.decision_s)
+                metrics.bound(metrics.decision_time, router.config.region, model_decision.request.policy).observe(
+                    model_decision.decision_s)
             yield model_decision, spec
 
     def admitted() -> None:
