@@ -112,9 +112,17 @@ def _limited_step(start: Shares, goal: Shares, fraction: float, max_step: float)
     return {name: start[name] + move[name] for name in start}
 
 
+# An EMA only approaches its target; one this close is taken as there. Otherwise a target just over the
+# hysteresis from the published shares would be crossed at an unbounded, arbitrarily late tick.
+CONVERGED_WITHIN = 0.005
+
+
 def damped(previous: Shares, target: Shares, fraction: float, max_step: float) -> dict[str, float]:
     """One EMA step from `previous` towards `target` (same keys), no share moving more than `max_step`."""
-    return _limited_step(previous, target, fraction, max_step)
+    step = _limited_step(previous, target, fraction, max_step)
+    if all(abs(step[name] - target[name]) <= CONVERGED_WITHIN for name in step):
+        return dict(target)
+    return step
 
 
 def published(previous: Shares, smoothed: Shares, hysteresis: float, max_step: float) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from compute_fixtures import LLAMA, SMALL, catalog, llama_stats, route, run_ticks, stats, weights
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from control_plane.ejection import KEPT_REASON, PROBING_REASON
@@ -147,6 +147,8 @@ def test_one_tick_never_moves_a_weight_more_than_the_step_limit(first: dict, seq
 
 
 @settings(max_examples=30, deadline=None)
+@example(start={"vllm-a": (1.0, 0), "vllm-b": (1.0, 0), "vllm-c": (1.0, 0)},
+         end={"vllm-a": (1.0, 0), "vllm-b": (1.5, 0), "vllm-c": (1.0, 0)})  # crossed the hysteresis at tick 77
 @given(tick_stats, tick_stats)
 def test_stable_input_converges_then_stops_changing(start: dict, end: dict) -> None:
     start = {n: (f[0], 0) for n, f in start.items()}
