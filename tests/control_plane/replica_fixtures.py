@@ -91,16 +91,6 @@ def health(service: ServiceProcess) -> dict[str, Any]:
     return http("GET", service.url + "/health", token=None)[1]
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval_s)
-    raise AssertionError(f"not within {timeout_s}s: {what}")
-
-
 async def wait_async(predicate: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -30,10 +30,10 @@ from replica_fixtures import (
     start_replica,
     subscriber,
     wait_async,
-    wait_for,
     write_config,
 )
 
+from benchmarks.control_plane_stack import wait_for
 from meridian_common.service_process import ServiceProcess
 from regions.local_services import RunningService
 

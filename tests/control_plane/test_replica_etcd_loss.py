@@ -17,10 +17,10 @@ from replica_fixtures import (
     start_replica,
     subscriber,
     wait_async,
-    wait_for,
     write_config,
 )
 
+from benchmarks.control_plane_stack import wait_for
 from regions.local_services import RunningService, start_etcd
 
 pytestmark = pytest.mark.integration
