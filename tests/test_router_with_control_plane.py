@@ -4,8 +4,10 @@ plane down serves its persisted table, and telemetry resumes after Redis restart
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -72,6 +74,24 @@ def test_policy_push_reaches_the_router(stack: ControlPlaneStack) -> None:
                         {"region": "eu-west", "model": MODEL, "policy": "fastest"}, token=stack.token)
     assert refused[0] == 400
     assert _routing(stack)["models"][MODEL]["policy"] == "cost-first"
+
+
+def test_policy_set_rate_limits_apply_live(stack: ControlPlaneStack) -> None:
+    status, reply = http_json("POST", f"{stack.admin_url()}/v1/policy/set",
+                              {"region": "eu-west", "model": MODEL, "rpm": 600, "tpm": 90000}, token=stack.token)
+    assert status == 200, reply
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+
+    def limits() -> dict[str, str] | None:
+        request = urllib.request.Request(f"{_router(stack).url}/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            headers = dict(response.headers)
+        return headers if headers.get("x-ratelimit-limit-requests") == "600" else None
+
+    headers = wait_for(limits, "the pushed client limits to reach the router", timeout_s=5)
+    assert headers["x-ratelimit-limit-tokens"] == "90000"
+    assert int(headers["x-ratelimit-remaining-requests"]) < 600
 
 
 def test_telemetry_reaches_redis(stack: ControlPlaneStack) -> None:
