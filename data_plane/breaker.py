@@ -153,7 +153,8 @@ class CircuitBreaker:
         if state is BreakerState.OPEN:
             return None  # stragglers admitted before the breaker opened
         requests, errors, slow_count = self._window.add(now, error=not ok, slow=slow)
-        self._failures_in_a_row = 0 if ok else self._failures_in_a_row + 1
+        # An answer slower than the p95 threshold is a failure here, as it is for a half-open trial.
+        self._failures_in_a_row = 0 if ok and not slow else self._failures_in_a_row + 1
         if requests >= settings.min_requests:
             error_rate = errors / requests
             if error_rate > settings.error_rate_threshold:
@@ -163,9 +164,10 @@ class CircuitBreaker:
             if slow_count * 20 > requests:
                 return self.fire(BreakerEvent.TRIP, now, f"p95>{settings.p95_threshold_ms:g}ms over {requests} "
                                  f"requests ({slow_count} slower)")
-        # A backend that now fails every request trips, however many successes the window still holds.
+        # A backend that now fails (or is slow on) every request trips, however many successes the window
+        # still holds: once traffic has moved away, the window would never see enough slow answers.
         if 0 < settings.consecutive_failures <= self._failures_in_a_row:
-            return self.fire(BreakerEvent.TRIP, now, f"{self._failures_in_a_row} failures in a row")
+            return self.fire(BreakerEvent.TRIP, now, f"{self._failures_in_a_row} failed or slow answers in a row")
         return None
 
     def fire(self, event: BreakerEvent, now: float, reason: str) -> Transition:

@@ -213,7 +213,7 @@ def test_failures_in_a_row_trip_a_breaker_whose_window_is_mostly_successes() -> 
     assert breaker.record(2.0, ok=True, latency_ms=10.0) is None  # a success resets the count
     assert breaker.record(2.1, ok=False, latency_ms=10.0) is None
     assert breaker.record(2.2, ok=False, latency_ms=10.0) is None
-    assert breaker.record(2.3, ok=False, latency_ms=10.0) == Transition("a", CLOSED, OPEN, "3 failures in a row")
+    assert breaker.record(2.3, ok=False, latency_ms=10.0) == Transition("a", CLOSED, OPEN, "3 failed or slow answers in a row")
 
 
 def test_failures_in_a_row_can_be_turned_off() -> None:
@@ -222,3 +222,13 @@ def test_failures_in_a_row_can_be_turned_off() -> None:
         breaker.record(1.0, ok=True, latency_ms=10.0)
     assert all(breaker.record(2.0, ok=False, latency_ms=10.0) is None for _ in range(10))
     assert breaker.state is CLOSED
+
+
+def test_slow_answers_in_a_row_count_as_failures() -> None:
+    settings = BreakerSettings(p95_threshold_ms=100.0, min_requests=5, consecutive_failures=2)
+    breaker = CircuitBreaker("a", settings)
+    for _ in range(40):
+        breaker.record(1.0, ok=True, latency_ms=10.0)
+    assert breaker.record(2.0, ok=True, latency_ms=900.0) is None
+    assert breaker.record(2.1, ok=True, latency_ms=900.0) == Transition(
+        "a", CLOSED, OPEN, "2 failed or slow answers in a row")
