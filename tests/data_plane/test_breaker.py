@@ -213,7 +213,8 @@ def test_failures_in_a_row_trip_a_breaker_whose_window_is_mostly_successes() -> 
     assert breaker.record(2.0, ok=True, latency_ms=10.0) is None  # a success resets the count
     assert breaker.record(2.1, ok=False, latency_ms=10.0) is None
     assert breaker.record(2.2, ok=False, latency_ms=10.0) is None
-    assert breaker.record(2.3, ok=False, latency_ms=10.0) == Transition("a", CLOSED, OPEN, "3 failed or slow answers in a row")
+    assert breaker.record(2.3, ok=False, latency_ms=10.0) == Transition(
+        "a", CLOSED, OPEN, "3 failed or slow answers in a row")
 
 
 def test_failures_in_a_row_can_be_turned_off() -> None:
