@@ -77,7 +77,8 @@ class Backoff:
     """Full-jitter exponential backoff: failure n in a row waits uniform(0, min(max, initial * 2**n))."""
 
     initial_s: float = 0.1
-    max_s: float = 5.0
+    # A retry is one TCP connect; a short ceiling re-syncs routers within ~2 s of the control plane's return.
+    max_s: float = 2.0
     multiplier: float = 2.0
 
     def delay_s(self, failures: int, draw: Callable[[], float]) -> float:

@@ -76,24 +76,6 @@ def test_policy_push_reaches_the_router(stack: ControlPlaneStack) -> None:
     assert _routing(stack)["models"][MODEL]["policy"] == "cost-first"
 
 
-def test_policy_set_rate_limits_apply_live(stack: ControlPlaneStack) -> None:
-    status, reply = http_json("POST", f"{stack.admin_url()}/v1/policy/set",
-                              {"region": "eu-west", "model": MODEL, "rpm": 600, "tpm": 90000}, token=stack.token)
-    assert status == 200, reply
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
-
-    def limits() -> dict[str, str] | None:
-        request = urllib.request.Request(f"{_router(stack).url}/v1/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            headers = dict(response.headers)
-        return headers if headers.get("x-ratelimit-limit-requests") == "600" else None
-
-    headers = wait_for(limits, "the pushed client limits to reach the router", timeout_s=5)
-    assert headers["x-ratelimit-limit-tokens"] == "90000"
-    assert int(headers["x-ratelimit-remaining-requests"]) < 600
-
-
 def test_telemetry_reaches_redis(stack: ControlPlaneStack) -> None:
     for _ in range(5):
         assert chat(_router(stack).url) == 200
@@ -131,6 +113,25 @@ def test_leader_kill_costs_no_client_error(stack: ControlPlaneStack) -> None:
     assert stack.leader() not in (None, old_leader)
     assert failover_s <= stack.lease_ttl_s + 1.5, failover_s
     assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+
+
+def test_policy_set_rate_limits_apply_live(stack: ControlPlaneStack) -> None:
+    # After the leader-kill test, whose unthrottled traffic these limits would turn into 429s.
+    status, reply = http_json("POST", f"{stack.admin_url()}/v1/policy/set",
+                              {"region": "eu-west", "model": MODEL, "rpm": 600, "tpm": 90000}, token=stack.token)
+    assert status == 200, reply
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+
+    def limits() -> dict[str, str] | None:
+        request = urllib.request.Request(f"{_router(stack).url}/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            headers = dict(response.headers)
+        return headers if headers.get("x-ratelimit-limit-requests") == "600" else None
+
+    headers = wait_for(limits, "the pushed client limits to reach the router", timeout_s=5)
+    assert headers["x-ratelimit-limit-tokens"] == "90000"
+    assert int(headers["x-ratelimit-remaining-requests"]) < 600
 
 
 def test_router_restarted_with_control_plane_down_serves_its_persisted_table(stack: ControlPlaneStack) -> None:

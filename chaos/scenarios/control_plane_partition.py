@@ -25,4 +25,6 @@ SCENARIO = Scenario(
     inject=inject,
     checks=(checks.zero_client_errors(), checks.routers_keep_last_table(), checks.routers_resync(),
             checks.versions_never_go_backwards()),
+    # Routers retry with a jittered backoff of up to 2 s (docs/distribution.md): recovery outlasts one wait.
+    min_recovery_s=5.0,
 )
