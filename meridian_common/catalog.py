@@ -39,13 +39,36 @@ class DeploymentConfig(FrozenModel):
     tpm_limit: int = Field(0, ge=0)
 
 
+# Fields that judged a whole answer's time, which grows with the answer's length; each names its replacement.
+_REPLACED_FIELDS = {
+    "p95_threshold_ms": "ttft_p95_threshold_ms and tpot_p95_threshold_ms (breakers judge time to first token "
+                        "and time per output token, never a whole answer's time, which grows with its length)",
+}
+
+
 class BreakerConfig(FrozenModel):
+    """When a router stops sending to a deployment: errors, or a slow backend (TTFT or TPOT p95 over its
+    threshold), never a long answer. At most `max_ejection_percent` of a model's deployments are open at once."""
+
     error_rate_threshold: float = Field(0.5, gt=0, le=1)
-    p95_threshold_ms: float = Field(0.0, ge=0, description="0 = off")
+    ttft_p95_threshold_ms: float = Field(0.0, ge=0, description="time to first token, RTT excluded; 0 = off")
+    tpot_p95_threshold_ms: float = Field(0.0, ge=0, description="time per output token; 0 = off")
     min_requests: int = Field(5, ge=1)
     open_duration_s: float = Field(5.0, gt=0)
     window_s: float = Field(10.0, gt=0)
-    consecutive_failures: int = Field(5, ge=0, description="open after this many failures in a row; 0 = off")
+    consecutive_failures: int = Field(5, ge=0, description="open after this many failed or slow answers in a "
+                                                            "row; 0 = off")
+    max_ejection_percent: float = Field(50.0, ge=0, le=100, description="share of a model's deployments that "
+                                        "breakers may hold open at once in a router; at least one")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_replaced_fields(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for name, replacement in _REPLACED_FIELDS.items():
+                if name in data:
+                    raise ValueError(f"{name} is no longer supported: use {replacement}")
+        return data
 
 
 class CacheConfig(FrozenModel):
@@ -68,15 +91,26 @@ class ScoreWeightsConfig(FrozenModel):
     cost: float = Field(ge=0)
     quality: float = Field(ge=0)
 
+    @model_validator(mode="after")
+    def _some_weight(self) -> ScoreWeightsConfig:
+        if not self.latency + self.cost + self.quality > 0:
+            raise ValueError("at least one of latency, cost and quality must be above 0")
+        return self
+
 
 class RoutingDefaults(FrozenModel):
     """How a logical model is routed, whatever its deployments: the part a topology names per model."""
 
-
     policy: str = "latency-first"
     allowed_policies: tuple[str, ...] = ()
-    latency_budget_ms: float = Field(0.0, ge=0)
+    latency_budget_ms: float = Field(0.0, ge=0, description="a cap on predicted latency under every policy")
     priority: str = "balanced"
+    score_weights: ScoreWeightsConfig | None = Field(None, description="scored: replaces the priority preset")
+    typical_output_tokens: int = Field(
+        256, ge=1, description="answer length assumed for a request without max_tokens until answers are seen")
+    locality_margin: float = Field(
+        0.2, ge=0, le=10, description="a remote deployment ranks as if its predicted latency were this much higher "
+        "(0.2 = 20 %): traffic stays in its region unless another is clearly faster")
     fallbacks: tuple[str, ...] = ()
     cache: CacheConfig = CacheConfig()
     breaker: BreakerConfig = BreakerConfig()
@@ -107,7 +141,6 @@ class RoutingDefaults(FrozenModel):
         return value
 
 
-
 class ModelConfig(RoutingDefaults):
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
 
@@ -118,7 +151,6 @@ class ModelConfig(RoutingDefaults):
         if duplicates:
             raise ValueError(f"deployment names must be unique within a model, repeated: {duplicates}")
         return self
-
 
 
 def deployment_url(deployment: DeploymentConfig, region: str | None = None) -> str:
@@ -158,6 +190,10 @@ def model_route_proto(name: str, model: ModelConfig, region: str | None = None) 
         cache=routing_pb2.CacheSettings(enabled=model.cache.enabled, ttl_s=model.cache.ttl_s),
         breaker=routing_pb2.BreakerSettings(**model.breaker.model_dump()),
         local_ratio=model.local_ratio,
+        score_weights=(routing_pb2.ScoreWeights(**model.score_weights.model_dump())
+                       if model.score_weights is not None else None),
+        typical_output_tokens=model.typical_output_tokens,
+        locality_margin=model.locality_margin,
         client_limits=(routing_pb2.RateLimits(rpm=model.client_limits.rpm, tpm=model.client_limits.tpm)
                        if model.client_limits.rpm or model.client_limits.tpm else None),
         queue_size=model.queue.size,

@@ -16,10 +16,10 @@ POLICIES: Final = (LATENCY_FIRST, COST_FIRST, WEIGHTED, SCORED, LEAST_CONNECTION
 
 # Weights (latency, cost, quality) of the scored policy's presets.
 PRIORITY_PRESETS: Final[dict[str, tuple[float, float, float]]] = {
-    "speed": (0.7, 0.1, 0.2),
-    "cost": (0.1, 0.7, 0.2),
-    "quality": (0.1, 0.1, 0.8),
-    "balanced": (0.34, 0.33, 0.33),
+    "speed": (0.7, 0.2, 0.1),
+    "cost": (0.2, 0.7, 0.1),
+    "quality": (0.1, 0.2, 0.7),
+    "balanced": (0.4, 0.3, 0.3),
 }
 
 ARCHITECTURES: Final = ("dense", "moe", "linear-attention", "hybrid", "other")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from meridian_proto import routing_pb2 as meridian__proto_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeridian_proto/policy.proto\x12\x0bmeridian.v1\x1a\x1cmeridian_proto/routing.proto\"\xe1\x03\n\x0bModelPolicy\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x19\n\x11latency_budget_ms\x18\x04 \x01(\x01\x12\x10\n\x08priority\x18\x05 \x01(\t\x12\x30\n\rscore_weights\x18\x06 \x01(\x0b\x32\x19.meridian.v1.ScoreWeights\x12\x16\n\x0emax_error_rate\x18\x07 \x01(\x01\x12\x12\n\nmax_p95_ms\x18\x08 \x01(\x01\x12.\n\rclient_limits\x18\t \x01(\x0b\x32\x17.meridian.v1.RateLimits\x12\x13\n\x0blocal_ratio\x18\n \x01(\x01\x12\x18\n\x10\x61llowed_policies\x18\x0b \x03(\t\x12K\n\x12\x64\x65ployment_weights\x18\x0c \x03(\x0b\x32/.meridian.v1.ModelPolicy.DeploymentWeightsEntry\x12\x32\n\x11\x64\x65ployment_limits\x18\r \x01(\x0b\x32\x17.meridian.v1.RateLimits\x1a\x38\n\x16\x44\x65ploymentWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x01\n\x0ePolicyDocument\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12(\n\x06models\x18\x02 \x03(\x0b\x32\x18.meridian.v1.ModelPolicy\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12\x1a\n\x12\x61pplied_at_unix_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"C\n\x12\x41pplyPolicyRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\"c\n\x15SetPolicyFieldRequest\x12)\n\x07\x63hanges\x18\x01 \x01(\x0b\x32\x18.meridian.v1.ModelPolicy\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\"^\n\x0ePolicyResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.meridian.v1.PolicyDocument\x12\x0c\n\x04\x64iff\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\"\x13\n\x11ShowPolicyRequest\"\x1f\n\x0eHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"A\n\x0fHistoryResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.meridian.v1.PolicyDocument\"2\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"b\n\rReplicaStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\r\n\x05\x61\x64min\x18\x03 \x01(\t\x12\x0c\n\x04grpc\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\"\x85\x01\n\x0cRouterStatus\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\r\n\x05\x61ge_s\x18\x05 \x01(\x01\x12\x12\n\nreplica_id\x18\x06 \x01(\t\x12\x11\n\tlast_nack\x18\x07 \x01(\t\"\xc1\x01\n\x0eStatusResponse\x12*\n\x06leader\x18\x01 \x01(\x0b\x32\x1a.meridian.v1.ReplicaStatus\x12,\n\x08replicas\x18\x02 \x03(\x0b\x32\x1a.meridian.v1.ReplicaStatus\x12*\n\x07routers\x18\x03 \x03(\x0b\x32\x19.meridian.v1.RouterStatus\x12)\n\x06tables\x18\x04 \x03(\x0b\x32\x19.meridian.v1.RoutingTable2\xc2\x03\n\x05\x41\x64min\x12K\n\x0b\x41pplyPolicy\x12\x1f.meridian.v1.ApplyPolicyRequest\x1a\x1b.meridian.v1.PolicyResponse\x12Q\n\x0eSetPolicyField\x12\".meridian.v1.SetPolicyFieldRequest\x1a\x1b.meridian.v1.PolicyResponse\x12I\n\nShowPolicy\x12\x1e.meridian.v1.ShowPolicyRequest\x1a\x1b.meridian.v1.PolicyDocument\x12\x44\n\x07History\x12\x1b.meridian.v1.HistoryRequest\x1a\x1c.meridian.v1.HistoryResponse\x12\x45\n\x08Rollback\x12\x1c.meridian.v1.RollbackRequest\x1a\x1b.meridian.v1.PolicyResponse\x12\x41\n\x06Status\x12\x1a.meridian.v1.StatusRequest\x1a\x1b.meridian.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeridian_proto/policy.proto\x12\x0bmeridian.v1\x1a\x1cmeridian_proto/routing.proto\"\x91\x04\n\x0bModelPolicy\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x19\n\x11latency_budget_ms\x18\x04 \x01(\x01\x12\x10\n\x08priority\x18\x05 \x01(\t\x12\x30\n\rscore_weights\x18\x06 \x01(\x0b\x32\x19.meridian.v1.ScoreWeights\x12\x16\n\x0emax_error_rate\x18\x07 \x01(\x01\x12.\n\rclient_limits\x18\t \x01(\x0b\x32\x17.meridian.v1.RateLimits\x12\x13\n\x0blocal_ratio\x18\n \x01(\x01\x12\x18\n\x10\x61llowed_policies\x18\x0b \x03(\t\x12K\n\x12\x64\x65ployment_weights\x18\x0c \x03(\x0b\x32/.meridian.v1.ModelPolicy.DeploymentWeightsEntry\x12\x32\n\x11\x64\x65ployment_limits\x18\r \x01(\x0b\x32\x17.meridian.v1.RateLimits\x12\x17\n\x0fmax_ttft_p95_ms\x18\x0e \x01(\x01\x12\x17\n\x0fmax_tpot_p95_ms\x18\x0f \x01(\x01\x1a\x38\n\x16\x44\x65ploymentWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x08\x10\tR\nmax_p95_ms\"\x88\x01\n\x0ePolicyDocument\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12(\n\x06models\x18\x02 \x03(\x0b\x32\x18.meridian.v1.ModelPolicy\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12\x1a\n\x12\x61pplied_at_unix_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"C\n\x12\x41pplyPolicyRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\"c\n\x15SetPolicyFieldRequest\x12)\n\x07\x63hanges\x18\x01 \x01(\x0b\x32\x18.meridian.v1.ModelPolicy\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\"^\n\x0ePolicyResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.meridian.v1.PolicyDocument\x12\x0c\n\x04\x64iff\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\"\x13\n\x11ShowPolicyRequest\"\x1f\n\x0eHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"A\n\x0fHistoryResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.meridian.v1.PolicyDocument\"2\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"b\n\rReplicaStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\r\n\x05\x61\x64min\x18\x03 \x01(\t\x12\x0c\n\x04grpc\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\"\x85\x01\n\x0cRouterStatus\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\r\n\x05\x61ge_s\x18\x05 \x01(\x01\x12\x12\n\nreplica_id\x18\x06 \x01(\t\x12\x11\n\tlast_nack\x18\x07 \x01(\t\"\xc1\x01\n\x0eStatusResponse\x12*\n\x06leader\x18\x01 \x01(\x0b\x32\x1a.meridian.v1.ReplicaStatus\x12,\n\x08replicas\x18\x02 \x03(\x0b\x32\x1a.meridian.v1.ReplicaStatus\x12*\n\x07routers\x18\x03 \x03(\x0b\x32\x19.meridian.v1.RouterStatus\x12)\n\x06tables\x18\x04 \x03(\x0b\x32\x19.meridian.v1.RoutingTable2\xc2\x03\n\x05\x41\x64min\x12K\n\x0b\x41pplyPolicy\x12\x1f.meridian.v1.ApplyPolicyRequest\x1a\x1b.meridian.v1.PolicyResponse\x12Q\n\x0eSetPolicyField\x12\".meridian.v1.SetPolicyFieldRequest\x1a\x1b.meridian.v1.PolicyResponse\x12I\n\nShowPolicy\x12\x1e.meridian.v1.ShowPolicyRequest\x1a\x1b.meridian.v1.PolicyDocument\x12\x44\n\x07History\x12\x1b.meridian.v1.HistoryRequest\x1a\x1c.meridian.v1.HistoryResponse\x12\x45\n\x08Rollback\x12\x1c.meridian.v1.RollbackRequest\x1a\x1b.meridian.v1.PolicyResponse\x12\x41\n\x06Status\x12\x1a.meridian.v1.StatusRequest\x1a\x1b.meridian.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELPOLICY_DEPLOYMENTWEIGHTSENTRY']._loaded_options = None
   _globals['_MODELPOLICY_DEPLOYMENTWEIGHTSENTRY']._serialized_options = b'8\001'
   _globals['_MODELPOLICY']._serialized_start=75
-  _globals['_MODELPOLICY']._serialized_end=556
-  _globals['_MODELPOLICY_DEPLOYMENTWEIGHTSENTRY']._serialized_start=500
-  _globals['_MODELPOLICY_DEPLOYMENTWEIGHTSENTRY']._serialized_end=556
-  _globals['_POLICYDOCUMENT']._serialized_start=559
-  _globals['_POLICYDOCUMENT']._serialized_end=695
-  _globals['_APPLYPOLICYREQUEST']._serialized_start=697
-  _globals['_APPLYPOLICYREQUEST']._serialized_end=764
-  _globals['_SETPOLICYFIELDREQUEST']._serialized_start=766
-  _globals['_SETPOLICYFIELDREQUEST']._serialized_end=865
-  _globals['_POLICYRESPONSE']._serialized_start=867
-  _globals['_POLICYRESPONSE']._serialized_end=961
-  _globals['_SHOWPOLICYREQUEST']._serialized_start=963
-  _globals['_SHOWPOLICYREQUEST']._serialized_end=982
-  _globals['_HISTORYREQUEST']._serialized_start=984
-  _globals['_HISTORYREQUEST']._serialized_end=1015
-  _globals['_HISTORYRESPONSE']._serialized_start=1017
-  _globals['_HISTORYRESPONSE']._serialized_end=1082
-  _globals['_ROLLBACKREQUEST']._serialized_start=1084
-  _globals['_ROLLBACKREQUEST']._serialized_end=1134
-  _globals['_STATUSREQUEST']._serialized_start=1136
-  _globals['_STATUSREQUEST']._serialized_end=1151
-  _globals['_REPLICASTATUS']._serialized_start=1153
-  _globals['_REPLICASTATUS']._serialized_end=1251
-  _globals['_ROUTERSTATUS']._serialized_start=1254
-  _globals['_ROUTERSTATUS']._serialized_end=1387
-  _globals['_STATUSRESPONSE']._serialized_start=1390
-  _globals['_STATUSRESPONSE']._serialized_end=1583
-  _globals['_ADMIN']._serialized_start=1586
-  _globals['_ADMIN']._serialized_end=2036
+  _globals['_MODELPOLICY']._serialized_end=604
+  _globals['_MODELPOLICY_DEPLOYMENTWEIGHTSENTRY']._serialized_start=530
+  _globals['_MODELPOLICY_DEPLOYMENTWEIGHTSENTRY']._serialized_end=586
+  _globals['_POLICYDOCUMENT']._serialized_start=607
+  _globals['_POLICYDOCUMENT']._serialized_end=743
+  _globals['_APPLYPOLICYREQUEST']._serialized_start=745
+  _globals['_APPLYPOLICYREQUEST']._serialized_end=812
+  _globals['_SETPOLICYFIELDREQUEST']._serialized_start=814
+  _globals['_SETPOLICYFIELDREQUEST']._serialized_end=913
+  _globals['_POLICYRESPONSE']._serialized_start=915
+  _globals['_POLICYRESPONSE']._serialized_end=1009
+  _globals['_SHOWPOLICYREQUEST']._serialized_start=1011
+  _globals['_SHOWPOLICYREQUEST']._serialized_end=1030
+  _globals['_HISTORYREQUEST']._serialized_start=1032
+  _globals['_HISTORYREQUEST']._serialized_end=1063
+  _globals['_HISTORYRESPONSE']._serialized_start=1065
+  _globals['_HISTORYRESPONSE']._serialized_end=1130
+  _globals['_ROLLBACKREQUEST']._serialized_start=1132
+  _globals['_ROLLBACKREQUEST']._serialized_end=1182
+  _globals['_STATUSREQUEST']._serialized_start=1184
+  _globals['_STATUSREQUEST']._serialized_end=1199
+  _globals['_REPLICASTATUS']._serialized_start=1201
+  _globals['_REPLICASTATUS']._serialized_end=1299
+  _globals['_ROUTERSTATUS']._serialized_start=1302
+  _globals['_ROUTERSTATUS']._serialized_end=1435
+  _globals['_STATUSRESPONSE']._serialized_start=1438
+  _globals['_STATUSRESPONSE']._serialized_end=1631
+  _globals['_ADMIN']._serialized_start=1634
+  _globals['_ADMIN']._serialized_end=2084
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelPolicy(_message.Message):
-    __slots__ = ("region", "model", "policy", "latency_budget_ms", "priority", "score_weights", "max_error_rate", "max_p95_ms", "client_limits", "local_ratio", "allowed_policies", "deployment_weights", "deployment_limits")
+    __slots__ = ("region", "model", "policy", "latency_budget_ms", "priority", "score_weights", "max_error_rate", "client_limits", "local_ratio", "allowed_policies", "deployment_weights", "deployment_limits", "max_ttft_p95_ms", "max_tpot_p95_ms")
     class DeploymentWeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,12 +23,13 @@ class ModelPolicy(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
-    MAX_P95_MS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_LIMITS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_RATIO_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_POLICIES_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTFT_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TPOT_P95_MS_FIELD_NUMBER: _ClassVar[int]
     region: str
     model: str
     policy: str
@@ -36,13 +37,14 @@ class ModelPolicy(_message.Message):
     priority: str
     score_weights: _routing_pb2.ScoreWeights
     max_error_rate: float
-    max_p95_ms: float
     client_limits: _routing_pb2.RateLimits
     local_ratio: float
     allowed_policies: _containers.RepeatedScalarFieldContainer[str]
     deployment_weights: _containers.ScalarMap[str, float]
     deployment_limits: _routing_pb2.RateLimits
-    def __init__(self, region: _Optional[str] = ..., model: _Optional[str] = ..., policy: _Optional[str] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., score_weights: _Optional[_Union[_routing_pb2.ScoreWeights, _Mapping]] = ..., max_error_rate: _Optional[float] = ..., max_p95_ms: _Optional[float] = ..., client_limits: _Optional[_Union[_routing_pb2.RateLimits, _Mapping]] = ..., local_ratio: _Optional[float] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., deployment_weights: _Optional[_Mapping[str, float]] = ..., deployment_limits: _Optional[_Union[_routing_pb2.RateLimits, _Mapping]] = ...) -> None: ...
+    max_ttft_p95_ms: float
+    max_tpot_p95_ms: float
+    def __init__(self, region: _Optional[str] = ..., model: _Optional[str] = ..., policy: _Optional[str] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., score_weights: _Optional[_Union[_routing_pb2.ScoreWeights, _Mapping]] = ..., max_error_rate: _Optional[float] = ..., client_limits: _Optional[_Union[_routing_pb2.RateLimits, _Mapping]] = ..., local_ratio: _Optional[float] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., deployment_weights: _Optional[_Mapping[str, float]] = ..., deployment_limits: _Optional[_Union[_routing_pb2.RateLimits, _Mapping]] = ..., max_ttft_p95_ms: _Optional[float] = ..., max_tpot_p95_ms: _Optional[float] = ...) -> None: ...
 
 class PolicyDocument(_message.Message):
     __slots__ = ("version", "models", "author", "applied_at_unix_ms", "comment")

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "url", "served_model", "region", "architecture", "cost_per_1m_input", "cost_per_1m_output", "quality", "max_concurrency", "api_key_env", "weight", "added_latency_ms", "ejected", "rpm_limit", "tpm_limit", "p95_ms", "error_rate", "reason")
+    __slots__ = ("name", "url", "served_model", "region", "architecture", "cost_per_1m_input", "cost_per_1m_output", "quality", "max_concurrency", "api_key_env", "weight", "added_latency_ms", "ejected", "rpm_limit", "tpm_limit", "error_rate", "reason", "ttft_ms", "tpot_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -23,9 +23,10 @@ class Deployment(_message.Message):
     EJECTED_FIELD_NUMBER: _ClassVar[int]
     RPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
-    P95_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    TPOT_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     url: str
     served_model: str
@@ -41,10 +42,11 @@ class Deployment(_message.Message):
     ejected: bool
     rpm_limit: int
     tpm_limit: int
-    p95_ms: float
     error_rate: float
     reason: str
-    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., served_model: _Optional[str] = ..., region: _Optional[str] = ..., architecture: _Optional[str] = ..., cost_per_1m_input: _Optional[float] = ..., cost_per_1m_output: _Optional[float] = ..., quality: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., api_key_env: _Optional[str] = ..., weight: _Optional[float] = ..., added_latency_ms: _Optional[float] = ..., ejected: _Optional[bool] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    ttft_ms: float
+    tpot_ms: float
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., served_model: _Optional[str] = ..., region: _Optional[str] = ..., architecture: _Optional[str] = ..., cost_per_1m_input: _Optional[float] = ..., cost_per_1m_output: _Optional[float] = ..., quality: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., api_key_env: _Optional[str] = ..., weight: _Optional[float] = ..., added_latency_ms: _Optional[float] = ..., ejected: _Optional[bool] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., error_rate: _Optional[float] = ..., reason: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ...) -> None: ...
 
 class ScoreWeights(_message.Message):
     __slots__ = ("latency", "cost", "quality")
@@ -57,20 +59,24 @@ class ScoreWeights(_message.Message):
     def __init__(self, latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
 
 class BreakerSettings(_message.Message):
-    __slots__ = ("error_rate_threshold", "p95_threshold_ms", "min_requests", "open_duration_s", "window_s", "consecutive_failures")
+    __slots__ = ("error_rate_threshold", "min_requests", "open_duration_s", "window_s", "consecutive_failures", "ttft_p95_threshold_ms", "tpot_p95_threshold_ms", "max_ejection_percent")
     ERROR_RATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    P95_THRESHOLD_MS_FIELD_NUMBER: _ClassVar[int]
     MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPEN_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P95_THRESHOLD_MS_FIELD_NUMBER: _ClassVar[int]
+    TPOT_P95_THRESHOLD_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_PERCENT_FIELD_NUMBER: _ClassVar[int]
     error_rate_threshold: float
-    p95_threshold_ms: float
     min_requests: int
     open_duration_s: float
     window_s: float
     consecutive_failures: int
-    def __init__(self, error_rate_threshold: _Optional[float] = ..., p95_threshold_ms: _Optional[float] = ..., min_requests: _Optional[int] = ..., open_duration_s: _Optional[float] = ..., window_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
+    ttft_p95_threshold_ms: float
+    tpot_p95_threshold_ms: float
+    max_ejection_percent: float
+    def __init__(self, error_rate_threshold: _Optional[float] = ..., min_requests: _Optional[int] = ..., open_duration_s: _Optional[float] = ..., window_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ttft_p95_threshold_ms: _Optional[float] = ..., tpot_p95_threshold_ms: _Optional[float] = ..., max_ejection_percent: _Optional[float] = ...) -> None: ...
 
 class CacheSettings(_message.Message):
     __slots__ = ("enabled", "ttl_s")
@@ -89,7 +95,7 @@ class RateLimits(_message.Message):
     def __init__(self, rpm: _Optional[int] = ..., tpm: _Optional[int] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "policy", "allowed_policies", "latency_budget_ms", "priority", "fallbacks", "deployments", "cache", "breaker", "local_ratio", "client_limits", "queue_size", "queue_timeout_s", "score_weights")
+    __slots__ = ("model", "policy", "allowed_policies", "latency_budget_ms", "priority", "fallbacks", "deployments", "cache", "breaker", "local_ratio", "client_limits", "queue_size", "queue_timeout_s", "score_weights", "typical_output_tokens", "locality_margin")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_POLICIES_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +110,8 @@ class ModelRoute(_message.Message):
     QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     SCORE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    TYPICAL_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LOCALITY_MARGIN_FIELD_NUMBER: _ClassVar[int]
     model: str
     policy: str
     allowed_policies: _containers.RepeatedScalarFieldContainer[str]
@@ -118,7 +126,9 @@ class ModelRoute(_message.Message):
     queue_size: int
     queue_timeout_s: float
     score_weights: ScoreWeights
-    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., score_weights: _Optional[_Union[ScoreWeights, _Mapping]] = ...) -> None: ...
+    typical_output_tokens: int
+    locality_margin: float
+    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., score_weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., typical_output_tokens: _Optional[int] = ..., locality_margin: _Optional[float] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
     __slots__ = ("version", "epoch", "region", "content_hash", "computed_at_unix_ms", "models", "source")

@@ -19,7 +19,7 @@ class Histogram(_message.Message):
     def __init__(self, bounds_ms: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., sum_ms: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class TelemetrySample(_message.Message):
-    __slots__ = ("router_id", "region", "model", "deployment", "deployment_region", "window_start_unix_ms", "window_end_unix_ms", "requests", "errors", "latency", "ttft", "input_tokens", "output_tokens", "in_flight", "breaker_state", "table_version", "queue_depth", "queue_wait_p95_ms", "dropped_samples")
+    __slots__ = ("router_id", "region", "model", "deployment", "deployment_region", "window_start_unix_ms", "window_end_unix_ms", "requests", "errors", "latency", "ttft", "tpot", "input_tokens", "output_tokens", "in_flight", "breaker_state", "table_version", "queue_depth", "queue_wait_p95_ms", "dropped_samples")
     ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class TelemetrySample(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     TTFT_FIELD_NUMBER: _ClassVar[int]
+    TPOT_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +51,7 @@ class TelemetrySample(_message.Message):
     errors: int
     latency: Histogram
     ttft: Histogram
+    tpot: Histogram
     input_tokens: int
     output_tokens: int
     in_flight: int
@@ -58,7 +60,7 @@ class TelemetrySample(_message.Message):
     queue_depth: int
     queue_wait_p95_ms: float
     dropped_samples: int
-    def __init__(self, router_id: _Optional[str] = ..., region: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., deployment_region: _Optional[str] = ..., window_start_unix_ms: _Optional[int] = ..., window_end_unix_ms: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ttft: _Optional[_Union[Histogram, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., in_flight: _Optional[int] = ..., breaker_state: _Optional[str] = ..., table_version: _Optional[int] = ..., queue_depth: _Optional[int] = ..., queue_wait_p95_ms: _Optional[float] = ..., dropped_samples: _Optional[int] = ...) -> None: ...
+    def __init__(self, router_id: _Optional[str] = ..., region: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., deployment_region: _Optional[str] = ..., window_start_unix_ms: _Optional[int] = ..., window_end_unix_ms: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ttft: _Optional[_Union[Histogram, _Mapping]] = ..., tpot: _Optional[_Union[Histogram, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., in_flight: _Optional[int] = ..., breaker_state: _Optional[str] = ..., table_version: _Optional[int] = ..., queue_depth: _Optional[int] = ..., queue_wait_p95_ms: _Optional[float] = ..., dropped_samples: _Optional[int] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
     __slots__ = ("samples",)
