@@ -80,8 +80,9 @@ def _backends(tables: Iterable[routing_pb2.RoutingTable]) -> list[dict[str, Any]
                 rows.append({
                     "region": table.region, "model": route.model, "deployment": deployment.name,
                     "deployment_region": deployment.region, "state": state,
-                    "weight": round(deployment.weight, 4), "p95_ms": round(deployment.p95_ms, 1),
-                    "error_rate": round(deployment.error_rate, 4), "reason": deployment.reason,
+                    "weight": round(deployment.weight, 4), "ttft_ms": round(deployment.ttft_ms, 1),
+                    "tpot_ms": round(deployment.tpot_ms, 2), "error_rate": round(deployment.error_rate, 4),
+                    "reason": deployment.reason,
                 })
     return rows
 

@@ -21,8 +21,10 @@ PolicyKey = tuple[str, str]
 @dataclass(frozen=True, slots=True)
 class EjectionThresholds:
     max_error_rate: float
-    max_p95_ms: float
-    """0 = p95 never ejects."""
+    max_ttft_p95_ms: float
+    """0 = TTFT never ejects."""
+    max_tpot_p95_ms: float
+    """0 = TPOT never ejects."""
 
 
 def policy_index(document: policy_pb2.PolicyDocument) -> Mapping[PolicyKey, policy_pb2.ModelPolicy]:
@@ -53,6 +55,8 @@ def effective_route(
         route.priority = policy.priority
     if policy.local_ratio:
         route.local_ratio = policy.local_ratio
+    if policy.HasField("score_weights"):
+        route.score_weights.CopyFrom(policy.score_weights)
     if policy.HasField("client_limits"):
         route.client_limits.CopyFrom(policy.client_limits)
     if policy.HasField("deployment_limits"):
@@ -68,8 +72,9 @@ def ejection_thresholds(
     policy: policy_pb2.ModelPolicy | None, settings: ComputeSettings
 ) -> EjectionThresholds:
     if policy is None:
-        return EjectionThresholds(settings.default_max_error_rate, 0.0)
-    return EjectionThresholds(policy.max_error_rate or settings.default_max_error_rate, policy.max_p95_ms)
+        return EjectionThresholds(settings.default_max_error_rate, 0.0, 0.0)
+    return EjectionThresholds(policy.max_error_rate or settings.default_max_error_rate, policy.max_ttft_p95_ms,
+                              policy.max_tpot_p95_ms)
 
 
 def fixed_weights(policy: policy_pb2.ModelPolicy | None) -> Mapping[str, float] | None:

@@ -5,6 +5,9 @@
     probing --over a threshold, enough requests-->  ejected
     probing --healthy, enough requests---------->  active
 
+The thresholds are the error rate, the TTFT p95 and the TPOT p95: never a whole answer's time, which grows
+with the answer's length and would eject a healthy deployment for writing long answers.
+
 A model never loses every deployment: when all would be ejected, the one in service the tick before (or
 else the least bad) is kept, because a degraded answer beats a certain 503.
 """
@@ -36,7 +39,8 @@ class DeploymentHealth:
     reason: str = ""
     # Figures at the last verdict, to rank deployments whose telemetry has gone quiet since their ejection.
     error_rate: float = 0.0
-    p95_ms: float = 0.0
+    ttft_p95_ms: float = 0.0
+    tpot_p95_ms: float = 0.0
 
     @property
     def in_service(self) -> bool:
@@ -57,10 +61,21 @@ def verdict(stats: MergedStats | None, thresholds: EjectionThresholds, min_reque
     if stats.error_rate > thresholds.max_error_rate:
         return Verdict(True, True, f"ejected: error rate {stats.error_rate:.3f} > "
                                    f"{thresholds.max_error_rate:.3f} over {stats.requests} requests")
-    if thresholds.max_p95_ms > 0 and stats.p95_ms > thresholds.max_p95_ms:
-        return Verdict(True, True, f"ejected: p95 {stats.p95_ms:.0f} ms > {thresholds.max_p95_ms:.0f} ms "
-                                   f"over {stats.requests} requests")
+    for figure, measured, p95_ms, limit_ms in (
+        ("TTFT", stats.ttft.count, stats.ttft_p95_ms, thresholds.max_ttft_p95_ms),
+        ("TPOT", stats.tpot.count, stats.tpot_p95_ms, thresholds.max_tpot_p95_ms),
+    ):
+        # Judged on enough answers that measured it: TPOT needs answers of two tokens or more.
+        if limit_ms > 0 and measured >= min_requests and p95_ms > limit_ms:
+            return Verdict(True, True, f"ejected: {figure} p95 {p95_ms:.1f} ms > {limit_ms:.1f} ms "
+                                       f"over {measured} answers")
     return Verdict(True, False, "")
+
+
+def _judged(state: Health, now: float, reason: str, stats: MergedStats | None) -> DeploymentHealth:
+    if stats is None:
+        return DeploymentHealth(state, now, reason)
+    return DeploymentHealth(state, now, reason, stats.error_rate, stats.ttft_p95_ms, stats.tpot_p95_ms)
 
 
 def next_health(
@@ -77,31 +92,41 @@ def next_health(
             return replace(current, state=Health.PROBING, since=now, reason=PROBING_REASON)
         return current
     if judgement.bad:
-        assert stats is not None
-        return DeploymentHealth(Health.EJECTED, now, judgement.reason, stats.error_rate, stats.p95_ms)
+        return _judged(Health.EJECTED, now, judgement.reason, stats)
     if current.state is Health.PROBING and judgement.judged:
-        return DeploymentHealth(Health.ACTIVE, now, "", stats.error_rate if stats else 0.0,
-                                stats.p95_ms if stats else 0.0)
+        return _judged(Health.ACTIVE, now, "", stats)
     if current.state is Health.ACTIVE and current.reason:
         # Healthy again after being kept in service: drop the "kept" note.
         return replace(current, reason="")
     return current
 
 
+def _overshoot(health: DeploymentHealth, thresholds: EjectionThresholds) -> float:
+    """How many times over its threshold the worse of TTFT p95 and TPOT p95 is (0 when neither has one)."""
+    ratios = [p95_ms / limit_ms for p95_ms, limit_ms in ((health.ttft_p95_ms, thresholds.max_ttft_p95_ms),
+                                                          (health.tpot_p95_ms, thresholds.max_tpot_p95_ms))
+              if limit_ms > 0]
+    return max(ratios, default=0.0)
+
+
 def keep_one(
-    healths: Mapping[str, DeploymentHealth], previous: Mapping[str, DeploymentHealth]
+    healths: Mapping[str, DeploymentHealth],
+    previous: Mapping[str, DeploymentHealth],
+    thresholds: EjectionThresholds,
 ) -> dict[str, DeploymentHealth]:
     """`healths` unchanged unless every deployment is ejected; then one is put back in service.
 
     Preferring the one that was in service the tick before keeps two bad deployments whose figures cross
-    from swapping places (and republishing the table) every tick.
+    from swapping places (and republishing the table) every tick. Then the lowest error rate wins, then the
+    one least far over its TTFT and TPOT thresholds (TTFT and TPOT have no common unit; their ratios to their
+    thresholds do).
     """
     if not healths or any(h.in_service for h in healths.values()):
         return dict(healths)
 
     def badness(name: str) -> tuple[bool, float, float, str]:
         was_serving = previous.get(name, DeploymentHealth()).in_service
-        return (not was_serving, healths[name].error_rate, healths[name].p95_ms, name)
+        return (not was_serving, healths[name].error_rate, _overshoot(healths[name], thresholds), name)
 
     chosen = min(healths, key=badness)
     result = dict(healths)

@@ -33,10 +33,16 @@ WEIGHT_SUM_TOLERANCE = 1e-6
 _UINT32_MAX = 2**32 - 1
 _TOP_LEVEL = ("models", "comment")
 _FIELDS = (
-    "region", "model", "policy", "latency_budget_ms", "priority", "max_error_rate", "max_p95_ms",
-    "client_limits", "deployment_limits", "local_ratio", "allowed_policies", "deployment_weights",
-    "score_weights",
+    "region", "model", "policy", "latency_budget_ms", "priority", "max_error_rate", "max_ttft_p95_ms",
+    "max_tpot_p95_ms", "client_limits", "deployment_limits", "local_ratio", "allowed_policies",
+    "deployment_weights", "score_weights",
 )
+# Fields no longer accepted, each with what replaces it and why: a document that still sets one is refused
+# rather than silently losing a threshold.
+_REPLACED = {
+    "max_p95_ms": "use max_ttft_p95_ms and/or max_tpot_p95_ms instead: a whole answer's time grows with the "
+                  "answer's length, so a p95 threshold on it ejects deployments for writing long answers",
+}
 _LIMIT_KEYS = ("rpm", "tpm")
 _SCORE_KEYS = ("latency", "cost", "quality")
 # `meridian policy set` flags that set one key of a limits message.
@@ -129,7 +135,10 @@ class _EntryReader:
     def entry(self) -> policy_pb2.ModelPolicy:
         unknown = sorted(set(self.raw) - set(_FIELDS), key=str)
         for name in unknown:
-            self.problem(f"unknown field {name!r}; expected one of {', '.join(_FIELDS)}")
+            if name in _REPLACED:
+                self.problem(f"{name} is no longer supported; {_REPLACED[name]}")
+            else:
+                self.problem(f"unknown field {name!r}; expected one of {', '.join(_FIELDS)}")
         entry = policy_pb2.ModelPolicy(
             region=self.text("region"),
             model=self.text("model"),
@@ -137,7 +146,8 @@ class _EntryReader:
             latency_budget_ms=self.number("latency_budget_ms"),
             priority=self.text("priority"),
             max_error_rate=self.number("max_error_rate"),
-            max_p95_ms=self.number("max_p95_ms"),
+            max_ttft_p95_ms=self.number("max_ttft_p95_ms"),
+            max_tpot_p95_ms=self.number("max_tpot_p95_ms"),
             local_ratio=self.number("local_ratio"),
             allowed_policies=self.texts("allowed_policies"),
         )
@@ -182,7 +192,8 @@ def _entry_problems(entry: policy_pb2.ModelPolicy, label: str, catalog: ControlP
         allowed = list(entry.allowed_policies) or list(model.allowed_policies)
         if allowed and policy not in allowed:
             problem(f"policy {policy!r} is not among allowed_policies {allowed}")
-    for name, value in (("latency_budget_ms", entry.latency_budget_ms), ("max_p95_ms", entry.max_p95_ms)):
+    for name in ("latency_budget_ms", "max_ttft_p95_ms", "max_tpot_p95_ms"):
+        value = getattr(entry, name)
         if not math.isfinite(value) or value < 0:
             problem(f"{name} must be a finite number >= 0 (0 = keep the default), got {value:g}")
     for name, value in (("max_error_rate", entry.max_error_rate), ("local_ratio", entry.local_ratio)):
@@ -288,7 +299,7 @@ def _plain(value: float) -> int | float:
 def _entry_data(entry: policy_pb2.ModelPolicy) -> dict[str, Any]:
     """The set fields of an entry, in the documented order, as YAML-ready values."""
     data: dict[str, Any] = {"region": entry.region, "model": entry.model}
-    for key in ("policy", "latency_budget_ms", "priority", "max_error_rate", "max_p95_ms"):
+    for key in ("policy", "latency_budget_ms", "priority", "max_error_rate", "max_ttft_p95_ms", "max_tpot_p95_ms"):
         value = getattr(entry, key)
         if value:
             data[key] = _plain(value) if isinstance(value, float) else value
@@ -338,6 +349,9 @@ def set_field(
     plus the shorthands rpm, tpm (client limits), deployment_rpm and deployment_tpm; None removes a field.
     An entry left with no field is dropped. Version, author and time are copied for the caller to restamp.
     """
+    replaced = sorted(set(changes) & set(_REPLACED))
+    if replaced:
+        raise PolicyError([f"{region}/{model}: {name} is no longer supported; {_REPLACED[name]}" for name in replaced])
     unknown = sorted(set(changes) - set(_FIELDS[2:]) - set(_SHORTHANDS))
     if unknown:
         raise PolicyError([f"{region}/{model}: cannot set {unknown}; settable: "

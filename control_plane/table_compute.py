@@ -2,7 +2,8 @@
 region out, plus the state the next tick damps against. No I/O and no clock: `now` is passed in.
 
 Each region's table lists every logical model with every deployment of every region; remote ones carry the
-RTT in `added_latency_ms`. version and epoch stay 0: the shell stamps them from its fenced etcd write.
+RTT in `added_latency_ms`, every deployment its merged median TTFT and TPOT, and every route the answer length
+routers assume. version and epoch stay 0: the shell stamps them from its fenced etcd write.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from meridian_proto import policy_pb2, routing_pb2
 
 SOURCE = "control-plane"
 FIXED_REASON = "operator-fixed weight"
-DERIVED_REASON = "weight from merged p95, error rate and RTT"
+DERIVED_REASON = "weight from predicted latency (TTFT + TPOT x typical output tokens + RTT) and error rate"
 UNWEIGHTED_REASON = "catalog weight 0: not in the weighted split"
 MATERIAL_WEIGHT_CHANGE = 0.05
 
@@ -71,8 +72,10 @@ class ComputeState:
             if table.computed_at_unix_ms:
                 computed_at = max(computed_at or 0.0, table.computed_at_unix_ms / 1000)
             for route in table.models:
+                # Tables carry medians, not the p95s a verdict saw: they only rank an ejection resumed here
+                # against others that were out of service too (keep_one prefers those that were in service).
                 health = {
-                    d.name: DeploymentHealth(Health.EJECTED, now, d.reason, d.error_rate, d.p95_ms)
+                    d.name: DeploymentHealth(Health.EJECTED, now, d.reason, d.error_rate, d.ttft_ms, d.tpot_ms)
                     if d.ejected else DeploymentHealth(Health.ACTIVE, now)
                     for d in route.deployments
                 }
@@ -84,6 +87,20 @@ class ComputeState:
 
 def _enough(stats: MergedStats | None, minimum: int) -> MergedStats | None:
     return stats if stats is not None and stats.requests >= minimum else None
+
+
+def typical_output_tokens(
+    route: routing_pb2.ModelRoute, stats: Mapping[StatsKey, MergedStats], minimum: int
+) -> int:
+    """The mean answer length over every deployment of the route's model, once `minimum` successful answers
+    were seen; until then the catalog's value already in the route."""
+    seen = [s for d in route.deployments if (s := stats.get((route.model, d.name))) is not None]
+    answers = sum(s.successes for s in seen)
+    output_tokens = sum(s.output_tokens for s in seen)
+    # No tokens at all means the routers could not count them, not answers of no tokens.
+    if answers < minimum or output_tokens == 0:
+        return route.typical_output_tokens
+    return max(1, round(output_tokens / answers))
 
 
 def _route(
@@ -98,6 +115,7 @@ def _route(
 ) -> tuple[routing_pb2.ModelRoute, ModelState]:
     settings = config.compute
     route = effective_route(config, region, model, entry)
+    route.typical_output_tokens = typical_output_tokens(route, stats, settings.min_requests_for_weight)
     thresholds = ejection_thresholds(entry, settings)
     before = previous.health if previous is not None else {}
     healths = keep_one(
@@ -107,6 +125,7 @@ def _route(
             for d in route.deployments
         },
         before,
+        thresholds,
     )
     active = [d for d in route.deployments if healths[d.name].state is Health.ACTIVE]
     probing = [d.name for d in route.deployments if healths[d.name].state is Health.PROBING]
@@ -118,17 +137,21 @@ def _route(
         smoothed = shown = normalised(fixed_active)
     else:
         weighted = [d for d in active if d.weight > 0] or active
+        minimum = settings.min_requests_for_weight
         inputs = {}
         for d in weighted:
-            seen = _enough(stats.get((model, d.name)), settings.min_requests_for_weight)
+            seen = stats.get((model, d.name))
+            trusted = _enough(seen, minimum)
+            # Each figure on the answers that measured it: TPOT needs answers of two tokens or more.
             inputs[d.name] = ScoreInput(
                 prior=d.weight or 1.0,
-                p95_ms=seen.p95_ms if seen else None,
-                error_rate=seen.error_rate if seen else 0.0,
+                ttft_ms=seen.ttft_p50_ms if seen and seen.ttft.count >= minimum else None,
+                tpot_ms=seen.tpot_p50_ms if seen and seen.tpot.count >= minimum else None,
+                error_rate=trusted.error_rate if trusted else 0.0,
                 added_latency_ms=d.added_latency_ms,
             )
         floor, cap = share_bounds(len(inputs), settings)
-        target = bounded_shares(target_scores(inputs, settings), floor, cap)
+        target = bounded_shares(target_scores(inputs, route.typical_output_tokens, settings), floor, cap)
         if previous is None or fraction is None or not target:
             smoothed = shown = target
         else:
@@ -149,7 +172,8 @@ def _route(
     for deployment in route.deployments:
         health = healths[deployment.name]
         seen = stats.get((model, deployment.name))
-        deployment.p95_ms = seen.p95_ms if seen else 0.0
+        deployment.ttft_ms = seen.ttft_p50_ms if seen else 0.0
+        deployment.tpot_ms = seen.tpot_p50_ms if seen else 0.0
         deployment.error_rate = seen.error_rate if seen else 0.0
         if health.state is Health.EJECTED:
             deployment.weight, deployment.ejected, deployment.reason = 0.0, True, health.reason
@@ -203,8 +227,9 @@ def _skeleton(table: routing_pb2.RoutingTable) -> bytes:
     copy.version = copy.epoch = copy.computed_at_unix_ms = 0
     copy.content_hash = ""
     for route in copy.models:
+        route.typical_output_tokens = 0
         for deployment in route.deployments:
-            deployment.weight = deployment.p95_ms = deployment.error_rate = 0.0
+            deployment.weight = deployment.ttft_ms = deployment.tpot_ms = deployment.error_rate = 0.0
     return copy.SerializeToString(deterministic=True)
 
 
@@ -220,9 +245,9 @@ def changed_materially(
     *,
     weight_threshold: float = MATERIAL_WEIGHT_CHANGE,
 ) -> bool:
-    """Whether `new` is worth publishing over `old`: anything but the live figures changed (policy, limits,
-    deployments, ejections, reasons), or a weight moved more than `weight_threshold` once normalised over
-    the deployments in service."""
+    """Whether `new` is worth publishing over `old`: anything but the live figures (weights, TTFT, TPOT, error
+    rates, typical output tokens) changed (policy, limits, deployments, ejections, reasons), or a weight moved
+    more than `weight_threshold` once normalised over the deployments in service."""
     if old is None or _skeleton(old) != _skeleton(new):
         return True
     for before, after in zip(old.models, new.models, strict=True):

@@ -37,6 +37,9 @@ def render_route(route: routing_pb2.ModelRoute | None) -> list[str]:
         f"priority: {route.priority}",
         f"local_ratio: {route.local_ratio:g}",
     ]
+    if route.HasField("score_weights"):
+        weights = route.score_weights
+        lines.append(f"score_weights: latency {weights.latency:g} cost {weights.cost:g} quality {weights.quality:g}")
     if route.HasField("client_limits"):
         lines.append(f"client_limits: rpm {route.client_limits.rpm} tpm {route.client_limits.tpm}")
     if route.fallbacks:

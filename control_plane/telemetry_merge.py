@@ -1,8 +1,9 @@
 """Merges the telemetry samples of every router of every region into one figure set per (model, deployment).
 
-Counters add up, latency histograms merge bucket by bucket (so the merged quantiles are the quantiles of
-the union of observations, not an average of percentiles), and gauges such as in-flight requests take each
-router's latest value and add them up across routers.
+Counters add up, the TTFT and TPOT histograms merge bucket by bucket (so the merged quantiles are the
+quantiles of the union of observations, not an average of percentiles), and gauges such as in-flight requests
+take each router's latest value and add them up across routers. The whole-answer `latency` histogram is not
+read: an answer's time grows with its length, so nothing here may decide on it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class MergedStats:
     deployment_region: str
     requests: int
     errors: int
-    latency: Histogram = field(default_factory=Histogram, repr=False)
     ttft: Histogram = field(default_factory=Histogram, repr=False)
+    """Time to first token of successful answers, in ms."""
+    tpot: Histogram = field(default_factory=Histogram, repr=False)
+    """Time per output token after the first, in ms, of successful answers of two tokens or more."""
     in_flight: int = 0
     queue_depth: int = 0
     input_tokens: int = 0
@@ -37,21 +40,30 @@ class MergedStats:
     dropped_samples: int = 0
     rejected_samples: int = 0
 
-    p50_ms: float = field(init=False)
-    p95_ms: float = field(init=False)
-    p99_ms: float = field(init=False)
+    ttft_p50_ms: float = field(init=False)
     ttft_p95_ms: float = field(init=False)
+    tpot_p50_ms: float = field(init=False)
+    tpot_p95_ms: float = field(init=False)
 
     def __post_init__(self) -> None:
         # Computed once: the table computation reads them several times per deployment per region.
-        object.__setattr__(self, "p50_ms", self.latency.quantile(0.50))
-        object.__setattr__(self, "p95_ms", self.latency.quantile(0.95))
-        object.__setattr__(self, "p99_ms", self.latency.quantile(0.99))
+        object.__setattr__(self, "ttft_p50_ms", self.ttft.quantile(0.50))
         object.__setattr__(self, "ttft_p95_ms", self.ttft.quantile(0.95))
+        object.__setattr__(self, "tpot_p50_ms", self.tpot.quantile(0.50))
+        object.__setattr__(self, "tpot_p95_ms", self.tpot.quantile(0.95))
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.errors
+
+    @property
+    def typical_output_tokens(self) -> float:
+        """Mean answer length in output tokens; 0.0 before any successful answer."""
+        return self.output_tokens / self.successes if self.successes else 0.0
 
 
 @dataclass(slots=True)
@@ -59,8 +71,8 @@ class _Accumulator:
     deployment_region: str = ""
     requests: int = 0
     errors: int = 0
-    latency: Histogram = field(default_factory=Histogram)
     ttft: Histogram = field(default_factory=Histogram)
+    tpot: Histogram = field(default_factory=Histogram)
     input_tokens: int = 0
     output_tokens: int = 0
     dropped_samples: int = 0
@@ -70,14 +82,14 @@ class _Accumulator:
 
     def add(self, sample: telemetry_pb2.TelemetrySample) -> None:
         try:
-            latency = Histogram.from_proto(sample.latency)
             ttft = Histogram.from_proto(sample.ttft)
+            tpot = Histogram.from_proto(sample.tpot)
         except IncompatibleHistogram:
             # One router on other bucket bounds must not poison the figures of all the others.
             self.rejected_samples += 1
             return
-        self.latency.merge(latency)
         self.ttft.merge(ttft)
+        self.tpot.merge(tpot)
         self.requests += sample.requests
         self.errors += min(sample.errors, sample.requests)
         self.input_tokens += sample.input_tokens
@@ -96,8 +108,8 @@ class _Accumulator:
             deployment_region=self.deployment_region,
             requests=self.requests,
             errors=self.errors,
-            latency=self.latency,
             ttft=self.ttft,
+            tpot=self.tpot,
             in_flight=sum(g[1] for g in self.gauges.values()),
             queue_depth=sum(g[2] for g in self.gauges.values()),
             input_tokens=self.input_tokens,

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from control_plane.config import ComputeSettings
 
 Shares = Mapping[str, float]
 
-# With no telemetry at all, latencies are assumed to be this, so that RTTs still weigh against remote
-# deployments in proportion to a typical LLM call rather than to a 1 ms one.
-_COLD_START_LATENCY_MS = 1000.0
+# With no telemetry at all, a deployment is assumed to answer like a typical self-hosted 70B-class model
+# (a few hundred ms to the first token, then about 50 tokens/s), so that an RTT weighs against a remote
+# deployment in proportion to a real LLM answer rather than to a 1 ms one.
+_COLD_START_TTFT_MS = 200.0
+_COLD_START_TPOT_MS = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +30,36 @@ class ScoreInput:
 
     prior: float
     """The catalog weight, a multiplier set by the operator (1.0 by default)."""
-    p95_ms: float | None
-    """Merged p95, or None when too few requests were seen to trust it."""
+    ttft_ms: float | None
+    """Merged median time to first token, or None when too few answers were seen to trust it."""
+    tpot_ms: float | None
+    """Merged median time per output token, or None when too few answers were seen to trust it."""
     error_rate: float
     added_latency_ms: float
 
 
-def target_scores(inputs: Mapping[str, ScoreInput], settings: ComputeSettings) -> dict[str, float]:
-    """prior x (1 - error rate) / (p95 + RTT): faster, healthier and nearer deployments score higher.
+def _median_or(figures: Iterable[float | None], default: float) -> float:
+    known = [figure for figure in figures if figure is not None]
+    return statistics.median(known) if known else default
 
-    A deployment without enough data is assumed as fast as the median of those with data, so it still gets
-    traffic and thus data.
+
+def target_scores(
+    inputs: Mapping[str, ScoreInput], output_tokens: float, settings: ComputeSettings
+) -> dict[str, float]:
+    """prior x (1 - error rate) / predicted latency, where the predicted latency of an answer of
+    `output_tokens` tokens is TTFT + TPOT x output_tokens + RTT: faster, healthier and nearer deployments
+    score higher, and a deployment whose answers happen to be long is judged on its TPOT, not on their time.
+
+    A figure a deployment lacks is assumed to be the median of those known, so it still gets traffic and
+    thus data.
     """
-    known = [i.p95_ms for i in inputs.values() if i.p95_ms is not None]
-    assumed_ms = statistics.median(known) if known else _COLD_START_LATENCY_MS
+    assumed_ttft_ms = _median_or((i.ttft_ms for i in inputs.values()), _COLD_START_TTFT_MS)
+    assumed_tpot_ms = _median_or((i.tpot_ms for i in inputs.values()), _COLD_START_TPOT_MS)
     scores = {}
     for name, item in inputs.items():
-        latency_ms = (item.p95_ms if item.p95_ms is not None else assumed_ms) + item.added_latency_ms
+        ttft_ms = item.ttft_ms if item.ttft_ms is not None else assumed_ttft_ms
+        tpot_ms = item.tpot_ms if item.tpot_ms is not None else assumed_tpot_ms
+        latency_ms = ttft_ms + tpot_ms * output_tokens + item.added_latency_ms
         health = 1.0 - min(max(item.error_rate, 0.0), 1.0)
         scores[name] = item.prior * health / max(latency_ms, settings.min_latency_ms)
     return scores

@@ -14,7 +14,8 @@ from meridian_cli._admin_client import AdminCallError, add_admin_arguments, call
 # `policy set` flags -> the admin API's field names.
 _SET_FIELDS = {
     "policy": "policy", "latency_budget_ms": "latency_budget_ms", "priority": "priority", "rpm": "rpm",
-    "tpm": "tpm", "local_ratio": "local_ratio", "max_error_rate": "max_error_rate", "max_p95_ms": "max_p95_ms",
+    "tpm": "tpm", "local_ratio": "local_ratio", "max_error_rate": "max_error_rate",
+    "max_ttft_p95_ms": "max_ttft_p95_ms", "max_tpot_p95_ms": "max_tpot_p95_ms",
 }
 
 
@@ -37,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     change.add_argument("--tpm", type=int, help="client tokens per minute")
     change.add_argument("--local-ratio", type=float)
     change.add_argument("--max-error-rate", type=float)
-    change.add_argument("--max-p95-ms", type=float)
+    change.add_argument("--max-ttft-p95-ms", type=float, help="eject over this merged TTFT p95 (0 = never)")
+    change.add_argument("--max-tpot-p95-ms", type=float, help="eject over this merged TPOT p95 (0 = never)")
     change.add_argument("--dry-run", action="store_true")
     change.set_defaults(handler=_set)
 

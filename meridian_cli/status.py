@@ -68,5 +68,6 @@ def render(status: dict[str, Any]) -> str:
     for row in status["backends"]:
         reason = f"  ({row['reason']})" if row["state"] != "active" else ""
         lines.append(f"  {row['region']:10} {row['model']:20} {row['deployment']:16} {row['state']:8} "
-                     f"weight {row['weight']:.3f}  p95 {row['p95_ms']:.0f} ms  errors {row['error_rate']:.1%}{reason}")
+                     f"weight {row['weight']:.3f}  ttft {row['ttft_ms']:.0f} ms  tpot {row['tpot_ms']:.1f} ms  "
+                     f"errors {row['error_rate']:.1%}{reason}")
     return "\n".join(lines)

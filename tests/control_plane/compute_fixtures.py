@@ -14,7 +14,6 @@ LLAMA = "llama-3.3-70b"
 SMALL = "qwen-small"
 
 
-
 def _deployment(name: str, port: int, region: str, **extra: object) -> dict[str, object]:
     url = f"http://127.0.0.1:{port}/v1"
     return {"name": name, "url": url, "served_model": "m", "region": region, **extra}
@@ -51,26 +50,38 @@ def catalog(**overrides: object) -> ControlPlaneConfig:
     return parse_control_plane_config({**CATALOG, **overrides}, "test-catalog")
 
 
-def stats(model: str, deployment: str, latency_ms: float, requests: int = 100, errors: int = 0,
-          region: str = "eu-west") -> MergedStats:
+TPOT_MS = 20.0
+"""Time per output token of the builders below unless told otherwise."""
+
+
+def stats(model: str, deployment: str, ttft_ms: float, requests: int = 100, errors: int = 0,
+          region: str = "eu-west", *, tpot_ms: float = TPOT_MS, answer_tokens: int = 0) -> MergedStats:
+    """`requests` answers, `errors` of them failed; every successful one measured `ttft_ms` and `tpot_ms` and
+    wrote `answer_tokens` tokens (0: the routers counted none)."""
+    answers = requests - errors
     return MergedStats(model=model, deployment=deployment, deployment_region=region, requests=requests,
-                       errors=errors, latency=Histogram.of([latency_ms] * requests),
+                       errors=errors, ttft=Histogram.of([ttft_ms] * answers),
+                       tpot=Histogram.of([tpot_ms] * answers), output_tokens=answer_tokens * answers,
                        routers=frozenset({"r1"}))
 
 
-def llama_stats(latencies_ms: Mapping[str, float], errors: Mapping[str, int] | None = None,
-                requests: int = 100) -> dict[StatsKey, MergedStats]:
-    return {(LLAMA, name): stats(LLAMA, name, latency, requests, (errors or {}).get(name, 0))
-            for name, latency in latencies_ms.items()}
+def llama_stats(ttfts_ms: Mapping[str, float], errors: Mapping[str, int] | None = None,
+                requests: int = 100, tpots_ms: Mapping[str, float] | None = None,
+                ) -> dict[StatsKey, MergedStats]:
+    return {(LLAMA, name): stats(LLAMA, name, ttft, requests, (errors or {}).get(name, 0),
+                                 tpot_ms=(tpots_ms or {}).get(name, TPOT_MS))
+            for name, ttft in ttfts_ms.items()}
 
 
-def sample(router: str, model: str, deployment: str, latencies_ms: Sequence[float], errors: int = 0,
-           end_ms: int = 10_000, in_flight: int = 0, region: str = "eu-west"
-           ) -> telemetry_pb2.TelemetrySample:
+def sample(router: str, model: str, deployment: str, ttfts_ms: Sequence[float], errors: int = 0,
+           end_ms: int = 10_000, in_flight: int = 0, region: str = "eu-west", *,
+           tpots_ms: Sequence[float] = (), output_tokens: int = 0) -> telemetry_pb2.TelemetrySample:
+    """One router's sample: an answer per TTFT in `ttfts_ms`, plus `errors` failed attempts."""
     return telemetry_pb2.TelemetrySample(
         router_id=router, region=region, model=model, deployment=deployment, deployment_region="eu-west",
-        window_start_unix_ms=end_ms - 1000, window_end_unix_ms=end_ms, requests=len(latencies_ms),
-        errors=errors, latency=Histogram.of(latencies_ms).to_proto(), in_flight=in_flight,
+        window_start_unix_ms=end_ms - 1000, window_end_unix_ms=end_ms, requests=len(ttfts_ms) + errors,
+        errors=errors, ttft=Histogram.of(ttfts_ms).to_proto(), tpot=Histogram.of(tpots_ms).to_proto(),
+        output_tokens=output_tokens, in_flight=in_flight,
     )
 
 

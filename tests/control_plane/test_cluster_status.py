@@ -15,8 +15,10 @@ from control_plane.election import CandidateIdentity, LeaderInfo
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord, decode_table, encode_table
 from control_plane.table_compute import ComputeState, compute_tables
 from control_plane.table_publisher import tables_to_publish
+from meridian_cli import policy as policy_cli
+from meridian_cli import status as status_cli
 from meridian_cli._admin_client import AdminCallError, resolve_target
-from meridian_proto import policy_pb2
+from meridian_proto import policy_pb2, routing_pb2
 
 A = ReplicaRecord("cp-a", 11, "http://127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", 0)
 B = ReplicaRecord("cp-b", 22, "http://127.0.0.1:4", "127.0.0.1:5", "127.0.0.1:6", 0)
@@ -49,6 +51,27 @@ def test_without_etcd_only_this_replica_is_listed_without_quorum() -> None:
                              etcd_error="etcd unreachable (ConnectionFailedError)", now_unix_s=1.0)
     assert status["leader"] is None and status["etcd"]["reachable"] is False
     assert [(r["id"], r["role"]) for r in status["replicas"]] == [("cp-b", "no-quorum")]
+
+
+def test_backends_show_the_tables_ttft_and_tpot() -> None:
+    table = routing_pb2.RoutingTable(region="eu-west", models=[routing_pb2.ModelRoute(
+        model="llama-3.3-70b", deployments=[routing_pb2.Deployment(
+            name="vllm-a", region="eu-west", weight=0.62, ttft_ms=412.34, tpot_ms=21.456, reason="derived")])])
+    status = assemble_status(leader=LEADER, replicas=[A], router_lists=[], tables=[table], local=local(A, "leader"),
+                             etcd_error="", now_unix_s=1.0)
+    (row,) = status["backends"]
+    assert (row["state"], row["ttft_ms"], row["tpot_ms"]) == ("active", 412.3, 21.46) and "p95_ms" not in row
+    assert "weight 0.620  ttft 412 ms  tpot 21.5 ms  errors 0.0%" in status_cli.render(status)
+
+
+def test_policy_set_takes_the_ttft_and_tpot_thresholds_not_a_whole_answer_p95() -> None:
+    parser = argparse.ArgumentParser()
+    policy_cli.register(parser.add_subparsers())
+    common = ["policy", "set", "--region", "eu-west", "--model", "llama-3.3-70b"]
+    args = parser.parse_args([*common, "--max-ttft-p95-ms", "1500", "--max-tpot-p95-ms", "60"])
+    assert (args.max_ttft_p95_ms, args.max_tpot_p95_ms) == (1500.0, 60.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*common, "--max-p95-ms", "5000"])
 
 
 def test_only_material_changes_are_published_and_stamped_with_the_epoch() -> None:

@@ -31,7 +31,8 @@ EXAMPLE = """models:
     latency_budget_ms: 800
     priority: balanced
     max_error_rate: 0.3
-    max_p95_ms: 5000
+    max_ttft_p95_ms: 2000
+    max_tpot_p95_ms: 80
     client_limits: {rpm: 600, tpm: 100000}
     deployment_limits: {rpm: 0, tpm: 0}
     local_ratio: 0.8
@@ -46,6 +47,7 @@ def test_the_documented_example_parses() -> None:
     (entry,) = document.models
     assert (entry.region, entry.model, entry.policy) == ("eu-west", LLAMA, "cost-first")
     assert entry.latency_budget_ms == 800
+    assert (entry.max_ttft_p95_ms, entry.max_tpot_p95_ms) == (2000, 80)
     assert (entry.client_limits.rpm, entry.client_limits.tpm) == (600, 100_000)
     assert dict(entry.deployment_weights) == {"vllm-a": 0.7, "vllm-b": 0.3}
     assert entry.score_weights.latency == 0.5 and entry.HasField("deployment_limits")
@@ -70,7 +72,11 @@ LABEL = f"models[1] (eu-west/{LLAMA}): "
         ({"policy": "weighted", "allowed_policies": ["cost-first"]},
          LABEL + "policy 'weighted' is not among allowed_policies ['cost-first']"),
         ({"latency_budget_ms": -5}, LABEL + "latency_budget_ms must be a finite number >= 0"),
-        ({"max_p95_ms": -1}, LABEL + "max_p95_ms must be a finite number >= 0"),
+        ({"max_ttft_p95_ms": -1}, LABEL + "max_ttft_p95_ms must be a finite number >= 0"),
+        ({"max_tpot_p95_ms": float("inf")}, LABEL + "max_tpot_p95_ms must be a finite number >= 0"),
+        ({"max_tpot_p95_ms": "slow"}, LABEL + "max_tpot_p95_ms must be a number, got 'slow'"),
+        ({"max_p95_ms": 5000}, LABEL + "max_p95_ms is no longer supported; use max_ttft_p95_ms and/or "
+                                       "max_tpot_p95_ms instead: a whole answer's time grows with the answer's length"),
         ({"latency_budget_ms": "fast"}, LABEL + "latency_budget_ms must be a number, got 'fast'"),
         ({"max_error_rate": 1.5}, LABEL + "max_error_rate must be within [0, 1]"),
         ({"local_ratio": -0.1}, LABEL + "local_ratio must be within [0, 1]"),
@@ -81,6 +87,11 @@ LABEL = f"models[1] (eu-west/{LLAMA}): "
          LABEL + "deployment_weights must be finite and >= 0"),
         ({"score_weights": {"latency": 0.5, "cost": 0.5, "quality": 0.5}},
          LABEL + "score_weights must sum to 1"),
+        ({"score_weights": {"latency": 0.0, "cost": 0.0, "quality": 0.0}}, LABEL + "score_weights must sum to 1"),
+        ({"score_weights": {"latency": 1.5, "cost": -0.5, "quality": 0.0}},
+         LABEL + "score_weights must be finite and >= 0: ['cost']"),
+        ({"score_weights": {"latency": float("nan"), "cost": 1.0, "quality": 0.0}},
+         LABEL + "score_weights must be finite and >= 0: ['latency']"),
         ({"score_weights": {"speed": 1.0}}, LABEL + "score_weights has unknown keys ['speed']"),
         ({"client_limits": {"rpm": -1}}, LABEL + "client_limits.rpm must be a whole number"),
         ({"client_limits": {"rpm": 1.5}}, LABEL + "client_limits.rpm must be a whole number"),
@@ -165,6 +176,23 @@ def test_set_field_is_validated_like_a_document() -> None:
         set_field(document, "eu-west", LLAMA, catalog=CATALOG, latency_budget=5)
 
 
+def test_set_field_refuses_the_replaced_p95_threshold_naming_its_replacements() -> None:
+    with pytest.raises(PolicyError) as caught:
+        set_field(policy_pb2.PolicyDocument(), "eu-west", LLAMA, catalog=CATALOG, max_p95_ms=5000)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"eu-west/{LLAMA}: max_p95_ms is no longer supported")
+    assert "max_ttft_p95_ms" in problem and "max_tpot_p95_ms" in problem and "length" in problem
+
+
+def test_set_field_sets_and_clears_the_latency_thresholds() -> None:
+    document = set_field(policy_pb2.PolicyDocument(), "eu-west", LLAMA, catalog=CATALOG, max_ttft_p95_ms=1500,
+                         max_tpot_p95_ms=60)
+    (entry,) = document.models
+    assert (entry.max_ttft_p95_ms, entry.max_tpot_p95_ms) == (1500, 60)
+    (entry,) = set_field(document, "eu-west", LLAMA, catalog=CATALOG, max_ttft_p95_ms=None).models
+    assert (entry.max_ttft_p95_ms, entry.max_tpot_p95_ms) == (0, 60)
+
+
 def test_clearing_every_field_drops_the_entry() -> None:
     document = set_field(policy_pb2.PolicyDocument(), "eu-west", SMALL, catalog=CATALOG, policy="weighted")
     assert len(document.models) == 1
@@ -173,9 +201,10 @@ def test_clearing_every_field_drops_the_entry() -> None:
 
 def test_merge_model_policy_changes_the_set_fields_only() -> None:
     document = parse_policy_document(EXAMPLE, CATALOG)
-    changes = policy_pb2.ModelPolicy(region="eu-west", model=LLAMA, latency_budget_ms=1200)
+    changes = policy_pb2.ModelPolicy(region="eu-west", model=LLAMA, latency_budget_ms=1200, max_tpot_p95_ms=60)
     (entry,) = merge_model_policy(document, changes, CATALOG).models
-    assert (entry.latency_budget_ms, entry.policy, entry.max_p95_ms) == (1200, "cost-first", 5000)
+    assert (entry.latency_budget_ms, entry.policy) == (1200, "cost-first")
+    assert (entry.max_ttft_p95_ms, entry.max_tpot_p95_ms) == (2000, 60)
 
 
 # YAML normalises control characters and line separators; operators' comments have none.
@@ -187,7 +216,8 @@ entries = st.fixed_dictionaries(
         "latency_budget_ms": st.floats(0, 1e6),
         "priority": st.sampled_from(["speed", "cost", "quality", "balanced"]),
         "max_error_rate": st.floats(0, 1),
-        "max_p95_ms": st.integers(0, 100_000),
+        "max_ttft_p95_ms": st.integers(0, 100_000),
+        "max_tpot_p95_ms": st.floats(0, 1000),
         "client_limits": st.fixed_dictionaries({"rpm": st.integers(0, 10**6), "tpm": st.integers(0, 10**9)}),
         "local_ratio": st.floats(0, 1),
         "deployment_weights": st.floats(0, 1).map(lambda w: {"vllm-a": w, "vllm-c": 1 - w}),
@@ -225,6 +255,17 @@ def test_table_diff_shows_policy_budget_weights_and_ejections() -> None:
     assert "+deployment vllm-c [us-east +80 ms]: EJECTED (ejected: error rate 0.900" in diff
     assert f"@@ eu-west / {SMALL} @@" not in diff
     assert diff == table_diff(before, _tables(document, bad)), "not deterministic"
+
+
+def test_a_pushed_documents_score_weights_reach_the_tables_and_the_diff() -> None:
+    before = _tables(policy_pb2.PolicyDocument())
+    document = parse_policy_document(_entry_yaml(score_weights={"latency": 0.2, "cost": 0.7, "quality": 0.1}),
+                                     CATALOG)
+    after = _tables(document)
+    eu_west = next(r for r in after["eu-west"].models if r.model == LLAMA)
+    assert (eu_west.score_weights.latency, eu_west.score_weights.cost, eu_west.score_weights.quality) == (
+        0.2, 0.7, 0.1)
+    assert "+score_weights: latency 0.2 cost 0.7 quality 0.1" in table_diff(before, after)
 
 
 def test_table_diff_of_equal_tables() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,24 +59,74 @@ def test_floors_never_take_more_than_half_the_traffic() -> None:
     assert floor * 40 <= 0.5 and cap == SETTINGS.max_weight
 
 
+TOKENS = 256
+
+
 @pytest.mark.parametrize(
     ("inputs", "order"),
     [
-        ({"fast": ScoreInput(1, 100, 0, 0), "slow": ScoreInput(1, 200, 0, 0)}, ["fast", "slow"]),
-        ({"near": ScoreInput(1, 100, 0, 0), "far": ScoreInput(1, 100, 0, 80)}, ["near", "far"]),
-        ({"ok": ScoreInput(1, 100, 0.0, 0), "flaky": ScoreInput(1, 100, 0.3, 0)}, ["ok", "flaky"]),
-        ({"big": ScoreInput(3, 100, 0, 0), "small": ScoreInput(1, 100, 0, 0)}, ["big", "small"]),
-        ({"known": ScoreInput(1, 100, 0, 0), "unknown": ScoreInput(1, None, 0, 50)}, ["known", "unknown"]),
+        ({"fast": ScoreInput(1, 100, 20, 0, 0), "slow": ScoreInput(1, 200, 20, 0, 0)}, ["fast", "slow"]),
+        ({"fluent": ScoreInput(1, 100, 15, 0, 0), "halting": ScoreInput(1, 100, 30, 0, 0)}, ["fluent", "halting"]),
+        ({"near": ScoreInput(1, 100, 20, 0, 0), "far": ScoreInput(1, 100, 20, 0, 80)}, ["near", "far"]),
+        ({"ok": ScoreInput(1, 100, 20, 0.0, 0), "flaky": ScoreInput(1, 100, 20, 0.3, 0)}, ["ok", "flaky"]),
+        ({"big": ScoreInput(3, 100, 20, 0, 0), "small": ScoreInput(1, 100, 20, 0, 0)}, ["big", "small"]),
+        ({"known": ScoreInput(1, 100, 20, 0, 0), "unknown": ScoreInput(1, None, None, 0, 50)},
+         ["known", "unknown"]),
     ],
 )
 def test_target_scores_prefer_fast_near_healthy(inputs: dict[str, ScoreInput], order: list[str]) -> None:
-    scores = target_scores(inputs, SETTINGS)
+    scores = target_scores(inputs, TOKENS, SETTINGS)
     assert sorted(scores, key=scores.__getitem__, reverse=True) == order
 
 
 def test_target_scores_formula() -> None:
-    scores = target_scores({"a": ScoreInput(2.0, 300.0, 0.25, 100.0)}, SETTINGS)
-    assert scores["a"] == pytest.approx(2.0 * 0.75 / 400.0)
+    scores = target_scores({"a": ScoreInput(2.0, 300.0, 10.0, 0.25, 100.0)}, 50, SETTINGS)
+    assert scores["a"] == pytest.approx(2.0 * 0.75 / (300.0 + 10.0 * 50 + 100.0))
+
+
+@pytest.mark.parametrize(
+    ("output_tokens", "faster"),
+    [(1, "quick-start"), (5, "quick-start"), (20, "quick-tokens"), (1000, "quick-tokens")],
+)
+def test_the_answer_length_decides_between_ttft_and_tpot(output_tokens: int, faster: str) -> None:
+    # 100 + 40 x n against 300 + 20 x n: the first token matters for short answers, the pace for long ones.
+    inputs = {"quick-start": ScoreInput(1, 100, 40, 0, 0), "quick-tokens": ScoreInput(1, 300, 20, 0, 0)}
+    scores = target_scores(inputs, output_tokens, SETTINGS)
+    assert max(scores, key=scores.__getitem__) == faster
+
+
+def test_an_unknown_figure_is_assumed_to_be_the_median_of_the_known_ones() -> None:
+    inputs = {"a": ScoreInput(1, 100, 10, 0, 0), "b": ScoreInput(1, 300, 30, 0, 0),
+              "ttft-unknown": ScoreInput(1, None, 10, 0, 0), "tpot-unknown": ScoreInput(1, 100, None, 0, 0)}
+    scores = target_scores(inputs, TOKENS, SETTINGS)
+    assert scores["ttft-unknown"] == pytest.approx(1 / (100 + 10 * TOKENS))  # median TTFT of 100, 300, 100
+    assert scores["tpot-unknown"] == pytest.approx(1 / (100 + 10 * TOKENS))  # median TPOT of 10, 30, 10
+
+
+def test_without_any_figure_only_the_rtt_and_priors_tell_deployments_apart() -> None:
+    scores = target_scores({"local": ScoreInput(1, None, None, 0, 0), "remote": ScoreInput(1, None, None, 0, 80)},
+                           TOKENS, SETTINGS)
+    # A cold start assumes a real LLM answer of several seconds: an 80 ms RTT costs a few per cent, not all.
+    assert 0.95 < scores["remote"] / scores["local"] < 1.0
+
+
+figure = st.floats(min_value=0.0, max_value=60_000.0)
+maybe_figure = st.none() | figure
+score_input = st.builds(ScoreInput, prior=st.floats(0.1, 10.0), ttft_ms=maybe_figure, tpot_ms=maybe_figure,
+                        error_rate=st.floats(0.0, 1.0), added_latency_ms=st.floats(0.0, 500.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(score_input, st.dictionaries(st.sampled_from("bcde"), score_input, max_size=4),
+       st.sampled_from(["ttft_ms", "tpot_ms"]), figure, st.floats(0.0, 10_000.0), st.integers(0, 4096))
+def test_a_score_never_rises_when_its_ttft_or_tpot_rises(
+    item: ScoreInput, others: dict[str, ScoreInput], name: str, start: float, rise: float, tokens: int
+) -> None:
+    before = replace(item, **{name: start})
+    after = replace(item, **{name: start + rise})
+    score_before = target_scores({"a": before, **others}, tokens, SETTINGS)["a"]
+    score_after = target_scores({"a": after, **others}, tokens, SETTINGS)["a"]
+    assert score_after <= score_before
 
 
 shares_pair = st.integers(min_value=2, max_value=6).flatmap(
