@@ -38,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         default=_DEFAULTS.usage_format.value,
                         help="how token usage is reported (default %(default)s)")
     parser.add_argument("--output-tokens", type=int, default=_DEFAULTS.output_tokens,
-                        help="tokens generated when a request sets no max_tokens (default %(default)s)")
+                        help="tokens generated when a request sets no max_tokens; with --output-tokens-sigma, "
+                             "their median (default %(default)s)")
+    parser.add_argument("--output-tokens-sigma", type=float, default=_DEFAULTS.output_tokens_sigma,
+                        help="log-normal spread of that length; 0 = always --output-tokens (default %(default)s)")
     parser.set_defaults(handler=_run)
 
 
@@ -46,7 +49,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
     return SimulatorSettings(
         model=args.model, profile=Profile(args.profile), ttft_ms=args.ttft_ms, itl_ms=args.itl_ms,
         capacity=args.capacity, error_rate=args.error_rate, output_tokens=args.output_tokens,
-        usage_format=UsageFormat(args.usage_format), seed=args.seed,
+        output_tokens_sigma=args.output_tokens_sigma, usage_format=UsageFormat(args.usage_format), seed=args.seed,
     )
 
 

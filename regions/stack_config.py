@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from meridian_common.workload import REALISTIC, simulator_flags
 from regions.topology import BackendSpec, Topology
 
 LOOPBACK = "127.0.0.1"
@@ -262,9 +263,11 @@ def router_config(topology: Topology, router: RouterPlan, *, all_routers: Sequen
 
 
 def simulator_argv(backend: BackendSpec) -> list[str]:
-    """`meridian sim-backend` flags of a simulated backend (the caller adds the executable and the port)."""
+    """`meridian sim-backend` flags of a simulated backend (the caller adds the executable and the port); an
+    answer without max_tokens has the default workload's length distribution."""
     argv = ["sim-backend", "--host", LOOPBACK, "--port", "0", "--model", backend.model, "--profile", backend.profile,
-            "--ttft-ms", str(backend.ttft_ms), "--itl-ms", str(backend.itl_ms), "--capacity", str(backend.capacity)]
+            "--ttft-ms", str(backend.ttft_ms), "--itl-ms", str(backend.itl_ms), "--capacity", str(backend.capacity),
+            *simulator_flags(REALISTIC)]
     if backend.seed is not None:
         argv += ["--seed", str(backend.seed)]
     return argv

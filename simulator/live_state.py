@@ -7,10 +7,11 @@ import os
 import random
 from typing import Any
 
+from meridian_common.workload import lognormal_tokens
 from simulator.admission import AdmissionQueue
-from simulator.profiles import LatencyMultipliers, latency_multipliers, load_factor
+from simulator.profiles import LatencyMultipliers, itl_multiplier, latency_multipliers, load_factor
 from simulator.request_parsing import GenerationKind
-from simulator.settings import SimulatorSettings
+from simulator.settings import MAX_OUTPUT_TOKENS, SimulatorSettings
 
 _ID_PREFIXES = {GenerationKind.CHAT: "chatcmpl", GenerationKind.COMPLETION: "cmpl"}
 
@@ -40,11 +41,29 @@ class SimulatorState:
         rate = self.settings.error_rate
         return rate >= 1.0 or (rate > 0.0 and self.rng.random() < rate)
 
+    def load(self) -> float:
+        admission = self.admission
+        return load_factor(admission.running, admission.waiting, admission.capacity)
+
     def draw_latency(self) -> LatencyMultipliers:
         """The profile's multipliers at the current load (counting the request being admitted)."""
+        return latency_multipliers(self.settings.profile, self.load(), self.rng)
+
+    def itl_s(self, jitter: float) -> float:
+        """The time to the next token of a running request whose jitter is `jitter`, at the current settings
+        and batch: decoding shares the GPU with the requests running now, not with those waiting for a slot
+        (they delay the first token instead), and never with more than the capacity."""
+        settings = self.settings
         admission = self.admission
-        load = load_factor(admission.running, admission.waiting, admission.capacity)
-        return latency_multipliers(self.settings.profile, load, self.rng)
+        batch = min(admission.running, admission.capacity) / admission.capacity if admission.capacity else 1.0
+        return settings.itl_ms * itl_multiplier(settings.profile, batch, jitter) / 1000.0
+
+    def draw_output_tokens(self) -> int:
+        """The length of an answer the request does not cap: `output_tokens`, or with a spread a log-normal
+        draw around it (clipped to [1, MAX_OUTPUT_TOKENS]); no draw without a spread, so seeded runs keep the
+        sequence they had."""
+        settings = self.settings
+        return lognormal_tokens(settings.output_tokens, settings.output_tokens_sigma, MAX_OUTPUT_TOKENS, self.rng)
 
     def next_id(self, kind: GenerationKind) -> str:
         self._issued += 1

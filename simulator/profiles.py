@@ -38,6 +38,7 @@ class Curve:
 class LatencyMultipliers:
     ttft: float
     itl: float
+    jitter: float = 1.0  # the request's own draw, kept to recompute its ITL as the load changes
 
 
 CURVES: dict[Profile, Curve] = {
@@ -84,4 +85,11 @@ def latency_multipliers(profile: Profile, load: float, rng: random.Random) -> La
     z = min(max(rng.gauss(0.0, 1.0), -_MAX_Z), _MAX_Z)
     jitter = math.exp(sigma * z - sigma * sigma / 2.0)
     base = base_multipliers(profile, load)
-    return LatencyMultipliers(ttft=base.ttft * jitter, itl=base.itl * jitter)
+    return LatencyMultipliers(ttft=base.ttft * jitter, itl=base.itl * jitter, jitter=jitter)
+
+
+def itl_multiplier(profile: Profile, load: float, jitter: float) -> float:
+    """A running request's inter-token multiplier at the current load of the batch: decoding shares the GPU
+    with whatever runs now, so a request speeds up when the batch empties and slows down when it fills, as in
+    a batching engine."""
+    return base_multipliers(profile, load).itl * jitter

@@ -116,7 +116,7 @@ def _generation_handler(kind: GenerationKind) -> Handler:
         state = request.app[SIMULATOR]
         try:
             parsed = parse_generation(await _read_body(request), kind, state.settings.model,
-                                      state.settings.output_tokens)
+                                      state.draw_output_tokens())
         except RequestError:
             state.rejected += 1
             raise
@@ -129,6 +129,10 @@ def _generation_handler(kind: GenerationKind) -> Handler:
     return handle
 
 
+# A whole answer's decoding sleeps in blocks of this many tokens, re-reading the load between blocks.
+_DECODE_BLOCK_TOKENS = 16
+
+
 async def _generate(request: web.Request, state: SimulatorState,
                     parsed: GenerationRequest) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
@@ -136,7 +140,6 @@ async def _generate(request: web.Request, state: SimulatorState,
     settings = state.settings  # read after admission: a change made while this request queued applies to it
     multipliers = state.draw_latency()
     ttft_s = settings.ttft_ms * multipliers.ttft / 1000.0
-    itl_s = settings.itl_ms * multipliers.itl / 1000.0
     generation = Generation(
         id=state.next_id(parsed.kind), created=int(time.time()), model=settings.model, kind=parsed.kind,
         tokens=generated_tokens(state.rng.randrange(len(VOCABULARY)), parsed.output_tokens),
@@ -144,32 +147,42 @@ async def _generate(request: web.Request, state: SimulatorState,
         usage_format=settings.usage_format,
     )
     if not parsed.stream:
-        delay_s = ttft_s + itl_s * (parsed.output_tokens - 1)
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
+        if ttft_s > 0:
+            await asyncio.sleep(ttft_s)
+        remaining = parsed.output_tokens - 1
+        while remaining > 0:
+            block = min(remaining, _DECODE_BLOCK_TOKENS)
+            delay_s = state.itl_s(multipliers.jitter) * block
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            remaining -= block
         state.served += 1
         return web.Response(body=completion_body(generation), content_type=_JSON)
     events = stream_events(generation, include_usage=parsed.include_usage)
-    if itl_s == 0:
+    if settings.itl_ms == 0:
         # Nothing to pace: one write of the whole stream is what "as fast as it can" means here.
         if ttft_s > 0:
             await asyncio.sleep(ttft_s)
         state.served += 1
         return web.Response(body=events.whole(), headers=_SSE_HEADERS)
-    return await _paced_stream(request, state, events, admitted_at + ttft_s, itl_s)
+    return await _paced_stream(request, state, events, admitted_at + ttft_s, multipliers.jitter)
 
 
 async def _paced_stream(request: web.Request, state: SimulatorState, events: StreamEvents,
-                        first_token_at: float, itl_s: float) -> web.StreamResponse:
-    """Writes token i at `first_token_at + i * itl_s` (deadlines, not sleeps, so that the pace does not
-    drift); a client that goes away ends the generation at its next write."""
+                        first_token_at: float, jitter: float) -> web.StreamResponse:
+    """Writes the first token at `first_token_at` and each next one an inter-token latency later, taken at the
+    load of that moment (deadlines, not sleeps, so that the pace does not drift); a client that goes away ends
+    the generation at its next write."""
     loop = asyncio.get_running_loop()
     response = web.StreamResponse(headers=_SSE_HEADERS)
     try:
         await response.prepare(request)
         last = len(events.tokens) - 1
+        due_at = first_token_at
         for index, token in enumerate(events.tokens):
-            delay_s = first_token_at + index * itl_s - loop.time()
+            if index > 0:
+                due_at += state.itl_s(jitter)
+            delay_s = due_at - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             piece = events.head + token if index == 0 else token

@@ -16,6 +16,8 @@ DEFAULT_MODEL = "sim-model"
 # Far beyond any test or demo; it keeps one request from asking the simulator for gigabytes of text.
 MAX_OUTPUT_TOKENS = 65_536
 MAX_DELAY_MS = 600_000.0
+# A spread of 4 already puts the 99th percentile 10,000 times above the median; more says nothing new.
+MAX_OUTPUT_TOKENS_SIGMA = 4.0
 
 
 class UsageFormat(StrEnum):
@@ -42,6 +44,8 @@ class SimulatorSettings:
     capacity: int = 32
     error_rate: float = 0.0
     output_tokens: int = 16
+    output_tokens_sigma: float = 0.0
+    """0: every answer without max_tokens has `output_tokens`; above, a log-normal length with that median."""
     usage_format: UsageFormat = UsageFormat.OPENAI
     seed: int | None = None
 
@@ -63,6 +67,9 @@ class SimulatorSettings:
         if not 1 <= self.output_tokens <= MAX_OUTPUT_TOKENS:
             raise SettingsError("output_tokens",
                                 f"expected 1 to {MAX_OUTPUT_TOKENS} tokens, got {self.output_tokens}")
+        if not (math.isfinite(self.output_tokens_sigma) and 0.0 <= self.output_tokens_sigma <= MAX_OUTPUT_TOKENS_SIGMA):
+            raise SettingsError("output_tokens_sigma", f"expected a log-normal spread from 0 to "
+                                f"{MAX_OUTPUT_TOKENS_SIGMA:g}, got {self.output_tokens_sigma}")
 
     def runtime_view(self) -> dict[str, Any]:
         """Every setting as JSON-ready values, for `GET /sim/config`."""
@@ -74,6 +81,7 @@ class SimulatorSettings:
             "capacity": self.capacity,
             "error_rate": self.error_rate,
             "output_tokens": self.output_tokens,
+            "output_tokens_sigma": self.output_tokens_sigma,
             "usage_format": self.usage_format.value,
             "seed": self.seed,
         }

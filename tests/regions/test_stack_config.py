@@ -3,6 +3,7 @@ and control-plane and router configs that the real schemas accept, with cross-re
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from control_plane.config import parse_control_plane_config
 from control_plane.table_compute import ComputeState, compute_tables
 from data_plane.config import RouterConfig, bootstrap_table
+from meridian_cli.sim_backend import register as register_sim_backend
+from meridian_common.workload import REALISTIC
 from meridian_proto import policy_pb2
 from regions.stack_config import (
     ETCD_PROXY,
@@ -28,7 +31,7 @@ from regions.stack_config import (
     via,
     xregion_proxy_name,
 )
-from regions.topology import DEFAULT_TOPOLOGY, Topology, load_topology, parse_topology
+from regions.topology import DEFAULT_TOPOLOGY, BackendSpec, Topology, load_topology, parse_topology
 
 REDIS = "127.0.0.1:6379"
 REPLICAS = ("cp-1", "cp-2")
@@ -164,3 +167,13 @@ def test_simulator_argv(topology: Topology) -> None:
     assert argv[argv.index("--profile") + 1] == "linear-attention"
     assert argv[argv.index("--model") + 1] == "llama-3.3-70b"
     assert argv[argv.index("--port") + 1] == "0"
+
+
+def test_simulators_answer_with_the_workloads_natural_length() -> None:
+    argv = simulator_argv(BackendSpec(name="a", model="m", seed=4))
+    assert argv[argv.index("--output-tokens") + 1] == str(REALISTIC.answer_tokens_median)
+    assert argv[argv.index("--output-tokens-sigma") + 1] == str(REALISTIC.answer_tokens_sigma)
+    parser = argparse.ArgumentParser()
+    register_sim_backend(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    assert (args.output_tokens, args.output_tokens_sigma, args.seed) == (200, 0.8, 4)

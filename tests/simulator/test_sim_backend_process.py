@@ -34,6 +34,8 @@ SIMULATORS = {
     "fast": ["--model", "m", "--ttft-ms", "0", "--itl-ms", "0", "--capacity", "1000"],
     "linear": ["--model", "m", "--ttft-ms", "20", "--itl-ms", "0", "--capacity", "2", "--profile",
                "linear-attention", "--seed", "3"],
+    "spread": ["--model", "m", "--ttft-ms", "0", "--itl-ms", "0", "--output-tokens", "40", "--output-tokens-sigma",
+               "0.8", "--seed", "5"],
 }
 
 
@@ -233,7 +235,7 @@ def test_admin_endpoint_refuses_bad_settings(sims: dict[str, RunningSimulator], 
 def test_admin_endpoint_reports_settings_and_counts(sims: dict[str, RunningSimulator]) -> None:
     view = read_sim_config(sims["paced"].url)
     assert {"model", "profile", "ttft_ms", "itl_ms", "capacity", "error_rate", "usage_format",
-            "output_tokens", "running", "waiting", "served", "errors", "rejected", "cancelled",
+            "output_tokens", "output_tokens_sigma", "running", "waiting", "served", "errors", "rejected", "cancelled",
             "peak_running"} <= view.keys()
     assert (view["model"], view["capacity"], view["itl_ms"]) == ("m", 1, 100.0)
 
@@ -382,3 +384,14 @@ def test_invalid_flags_fail_fast_with_the_flag_named(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--capacity" in result.stderr
     with pytest.raises(ServiceStartError, match="error-rate"):
         start_simulator(["--error-rate", "2"], tmp_path / "bad.log", timeout_s=10)
+
+
+def test_natural_lengths_spread_around_output_tokens(sims: dict[str, RunningSimulator]) -> None:
+    url = f"{sims['spread'].base_url}/chat/completions"
+    answers = [json.loads(_http("POST", url, _chat())[1]) for _ in range(40)]
+    lengths = [a["usage"]["completion_tokens"] for a in answers]
+    assert {a["choices"][0]["finish_reason"] for a in answers} == {"stop"}
+    assert len(set(lengths)) > 10 and min(lengths) >= 1 and 10 < sorted(lengths)[20] < 160
+    capped = json.loads(_http("POST", url, _chat(max_tokens=3))[1])
+    assert (capped["usage"]["completion_tokens"], capped["choices"][0]["finish_reason"]) == (3, "length")
+    assert read_sim_config(sims["spread"].url)["output_tokens_sigma"] == 0.8

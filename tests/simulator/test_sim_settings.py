@@ -27,6 +27,9 @@ def test_defaults_are_valid() -> None:
         ({"error_rate": 1.5}, "error_rate"),
         ({"error_rate": -0.1}, "error_rate"),
         ({"output_tokens": 0}, "output_tokens"),
+        ({"output_tokens_sigma": -0.1}, "output_tokens_sigma"),
+        ({"output_tokens_sigma": math.nan}, "output_tokens_sigma"),
+        ({"output_tokens_sigma": 4.5}, "output_tokens_sigma"),
         ({"profile": "transformer"}, "profile"),
     ],
 )
