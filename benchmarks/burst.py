@@ -1,6 +1,7 @@
 """`meridian bench burst`: a burst of N times a deployment's capacity sent at once through a router, to
 show the queue at work: the share served, how long requests waited, the clean 503s when the wait is not
-allowed, and that the backend never ran more than its `max_concurrency`."""
+allowed, and that the backend never ran more than its `max_concurrency`. The burst's requests are drawn from
+the workload, so they hold a slot for as long as real answers do and some wait the length of a long one."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.load import chat_body, percentile
+from benchmarks.load import BenchRequest, chat_requests, percentile
+from chaos.load import read_stream
 from meridian_common.service_process import ServiceProcess, start_service
+from meridian_common.workload import REALISTIC, WorkloadConfig, simulator_flags
 from simulator.admin_client import read_sim_config
 
 MODEL = "burst-model"
@@ -29,7 +32,7 @@ class BurstSettings:
     queue_size: int = 0  # 0: room for the whole burst
     ttft_ms: float = 50.0
     itl_ms: float = 5.0
-    output_tokens: int = 8
+    workload: WorkloadConfig = REALISTIC
 
     @property
     def requests(self) -> int:
@@ -61,7 +64,7 @@ def _start_stack(workdir: Path, settings: BurstSettings) -> list[ServiceProcess]
     # The simulator could take far more than the router may send: its peak shows what the router sent.
     simulator = start_service("simulator", _cli(
         "sim-backend", "--port", "0", "--model", MODEL, "--ttft-ms", str(settings.ttft_ms),
-        "--itl-ms", str(settings.itl_ms), "--output-tokens", str(settings.output_tokens),
+        "--itl-ms", str(settings.itl_ms), *simulator_flags(settings.workload),
         "--capacity", str(max(1000, settings.requests * 2))), workdir)
     config = workdir / "router.yaml"
     config.write_text(_router_config(simulator.url, settings))
@@ -73,28 +76,31 @@ def _start_stack(workdir: Path, settings: BurstSettings) -> list[ServiceProcess]
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     status: int
+    """0 for a stream that did not complete."""
     queue_wait_ms: float
     elapsed_ms: float
     retry_after: bool
 
 
 async def _burst(url: str, settings: BurstSettings) -> tuple[list[_Outcome], float]:
-    body = chat_body(MODEL, max_tokens=settings.output_tokens)
+    requests = chat_requests(MODEL, settings.workload, settings.requests)
     timeout = aiohttp.ClientTimeout(total=settings.queue_timeout_s + 60)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        async def one() -> _Outcome:
+        async def one(request: BenchRequest) -> _Outcome:
             started = time.perf_counter()
-            async with session.post(f"{url}/v1/chat/completions", data=body,
+            async with session.post(f"{url}/v1/chat/completions", data=request.body,
                                     headers={"Content-Type": "application/json"}) as response:
-                await response.read()
+                payload = await response.read()
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 waited = response.headers.get("x-meridian-queue-wait-ms")
                 # A rejected request waited its whole time in the queue.
                 wait_ms = float(waited) if waited is not None else (elapsed_ms if response.status == 503 else 0.0)
-                return _Outcome(response.status, wait_ms, elapsed_ms, "Retry-After" in response.headers)
+                complete = response.status != 200 or not request.stream or read_stream(payload).ok
+                return _Outcome(response.status if complete else 0, wait_ms, elapsed_ms,
+                                "Retry-After" in response.headers)
 
         started = time.perf_counter()
-        outcomes = await asyncio.gather(*(one() for _ in range(settings.requests)))
+        outcomes = await asyncio.gather(*(one(request) for request in requests))
         return list(outcomes), time.perf_counter() - started
 
 
@@ -107,7 +113,9 @@ def figures_of(outcomes: list[_Outcome], elapsed_s: float, peak: int, settings: 
         "capacity": settings.capacity,
         "factor": settings.factor,
         "queue_timeout_s": settings.queue_timeout_s,
-        "backend_request_ms": round(settings.ttft_ms + settings.itl_ms * (settings.output_tokens - 1), 1),
+        "workload": settings.workload.describe(),
+        "backend_request_ms": round(settings.ttft_ms + settings.itl_ms * (settings.workload.answer_tokens_median - 1),
+                                    1),
         "served": len(served),
         "served_ratio": round(len(served) / len(outcomes), 4) if outcomes else 0.0,
         "rejected": len(rejected),
@@ -140,7 +148,8 @@ async def run_burst(settings: BurstSettings, progress: Any = print) -> dict[str,
 def format_table(figures: dict[str, Any]) -> str:
     rows = [
         ("burst", f"{figures['requests']} requests = {figures['factor']} x capacity {figures['capacity']} "
-                  f"(backend request ~{figures['backend_request_ms']} ms)"),
+                  f"(backend request ~{figures['backend_request_ms']} ms for a median answer)"),
+        ("workload", figures["workload"]),
         ("queue timeout", f"{figures['queue_timeout_s']} s"),
         ("served", f"{figures['served']} ({figures['served_ratio']:.0%})"),
         ("rejected (503)", f"{figures['rejected']} ({figures['rejected_with_retry_after']} with Retry-After)"),

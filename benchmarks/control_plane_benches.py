@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.control_plane_stack import MODEL, REGIONS, ControlPlaneStack, chat, http_json, wait_for
+from benchmarks.control_plane_stack import CHAT_SHAPE, MODEL, REGIONS, ControlPlaneStack, chat, http_json, wait_for
 from benchmarks.load import percentile
 
 
@@ -83,7 +83,10 @@ def run_failover(lease_ttl_s: float, progress: Callable[[str], None]) -> dict[st
                     sender.join()
             return {"failover_s": round(failover_s, 3), "lease_ttl_s": lease_ttl_s,
                     "new_leader": stack.leader(), "client_errors": sum(1 for s in statuses if s != 200),
-                    "requests": len(statuses)}
+                    "requests": len(statuses),
+                    "client_workload": f"{CHAT_SHAPE.answer_tokens}-token answers to {CHAT_SHAPE.prompt_tokens}-"
+                                       "token prompts, not streamed: tiny on purpose, the bench measures the "
+                                       "control plane"}
         finally:
             stack.stop()
 
@@ -101,4 +104,5 @@ def failover_table(figures: dict[str, Any]) -> str:
     return (f"SIGKILL of the leader -> first table of the new leader ({figures['new_leader']}) at every router\n"
             f"  failover {figures['failover_s']} s (lease TTL {figures['lease_ttl_s']} s); "
             f"client errors {figures['client_errors']} of {figures['requests']} requests\n"
+            f"  client requests: {figures['client_workload']}\n"
             f"{'PASS' if ok else 'MISS'}  failover_s < {bound} and client_errors == 0")

@@ -5,6 +5,7 @@ region), two control-plane replicas and routers in two regions. Used by `meridia
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import sys
 import time
@@ -18,12 +19,18 @@ from typing import Any, TypeVar
 import yaml
 
 from meridian_common.service_process import ServiceProcess, start_service
+from meridian_common.workload import TINY, chat_body, median_shape
 from regions.local_services import RunningService, start_etcd, start_redis
 
 MODEL = "llama"
 REGIONS = ("eu-west", "us-east")
 TOKEN_ENV = "MERIDIAN_ADMIN_TOKEN"
 T = TypeVar("T")
+# Tiny answers on purpose: what the failover bench and the tests of this stack measure is the control plane (a
+# table's propagation, a leader's replacement) and whether routers keep answering meanwhile. The simulators
+# here have no inter-token latency, so a long answer would add bytes, not time, and say nothing more.
+CHAT_SHAPE = median_shape(TINY, stream=False)
+_CHAT_BODY = chat_body(MODEL, CHAT_SHAPE, random.Random(0))
 
 
 def meridian(*args: str) -> list[str]:
@@ -54,9 +61,8 @@ def wait_for(predicate: Callable[[], T | None], what: str, timeout_s: float = 10
 
 
 def chat(router_url: str) -> int:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     try:
-        return http_json("POST", f"{router_url}/v1/chat/completions", body)[0]
+        return http_json("POST", f"{router_url}/v1/chat/completions", _CHAT_BODY)[0]
     except (urllib.error.URLError, OSError):
         return 0
 

@@ -1,14 +1,19 @@
-"""A bounded closed-loop load generator: `concurrency` workers send `requests` requests in total."""
+"""A bounded closed-loop load generator: `concurrency` workers send `requests` requests in total, drawn ahead
+from a workload (`meridian_common.workload`) so that the client spends no CPU drawing while it measures."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
+
+from chaos.load import read_stream
+from meridian_common.workload import RequestShape, WorkloadConfig, chat_body, draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,33 +43,46 @@ def percentile(values: list[float] | tuple[float, ...], q: float) -> float:
     return ordered[rank]
 
 
-def chat_body(model: str, *, stream: bool = False, max_tokens: int = 16) -> bytes:
-    return orjson.dumps({"model": model, "messages": [{"role": "user", "content": "Say hello."}],
-                         "max_tokens": max_tokens, "stream": stream})
+@dataclass(frozen=True, slots=True)
+class BenchRequest:
+    body: bytes
+    stream: bool
 
 
-async def closed_loop(url: str, body: bytes, *, concurrency: int, requests: int, timeout_s: float = 60.0,
-                      headers: dict[str, str] | None = None,
+def bench_request(model: str, shape: RequestShape, rng: random.Random) -> BenchRequest:
+    return BenchRequest(orjson.dumps(chat_body(model, shape, rng)), shape.stream)
+
+
+def chat_requests(model: str, workload: WorkloadConfig, count: int, seed: int = 0) -> tuple[BenchRequest, ...]:
+    """`count` requests drawn from `workload` with a fixed seed: every run sends the same ones."""
+    rng = random.Random(seed)
+    return tuple(bench_request(model, draw(workload, rng), rng) for _ in range(count))
+
+
+async def closed_loop(url: str, bodies: Sequence[BenchRequest], *, concurrency: int, requests: int,
+                      timeout_s: float = 60.0, headers: dict[str, str] | None = None,
                       on_response: Callable[[aiohttp.ClientResponse], None] | None = None) -> LoadResult:
+    """Request i sends `bodies[i % len(bodies)]`; a stream counts as an error unless it completed."""
     latencies: list[float] = []
     errors = 0
-    remaining = requests
+    sent = 0
     request_headers = {"Content-Type": "application/json", **(headers or {})}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
 
         async def worker() -> None:
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
+            nonlocal sent, errors
+            while sent < requests:
+                request = bodies[sent % len(bodies)]
+                sent += 1
                 started = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=request_headers) as response:
-                        await response.read()
+                    async with session.post(url, data=request.body, headers=request_headers) as response:
+                        payload = await response.read()
                         if on_response is not None:
                             on_response(response)
-                        if response.status != 200:
+                        if response.status != 200 or (request.stream and not read_stream(payload).ok):
                             errors += 1
                             continue
                 except (aiohttp.ClientError, TimeoutError):

@@ -1,9 +1,12 @@
 """`meridian bench overhead`: what the router adds over calling a backend directly and over a bare
-aiohttp pass-through, measured in one run so the machine's noise cancels out in the ratios."""
+aiohttp pass-through, measured in one run so the machine's noise cancels out in the ratios. The requests are
+drawn from the workload (long-tailed prompts and answers, half streamed); the streaming case streams the
+workload's median answer."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import sys
 import tempfile
@@ -11,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import LoadResult, chat_body, closed_loop, percentile, stream_timing
+from benchmarks.load import LoadResult, bench_request, chat_requests, closed_loop, percentile, stream_timing
 from data_plane.policies.benchmark import measure_decision_time
 from meridian_common.service_process import ServiceProcess, start_service
+from meridian_common.workload import REALISTIC, WorkloadConfig, median_shape, simulator_flags
 
 MODEL = "bench-model"
-STREAM_CHUNKS = 64
 STREAM_ITL_MS = 20
 
 
@@ -27,6 +30,7 @@ class OverheadSettings:
     decision_iterations: int = 20000
     stream_repeats: int = 5
     rounds: int = 3  # the targets take turns, so a burst of noise hits one round of each, not one target
+    workload: WorkloadConfig = REALISTIC
 
 
 def _router_config(sim_url: str) -> str:
@@ -50,11 +54,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "meridian_cli.main", *args]
 
 
-def _start_stack(workdir: Path, itl_ms: int, output_tokens: int) -> list[ServiceProcess]:
+def _start_stack(workdir: Path, itl_ms: int, workload: WorkloadConfig) -> list[ServiceProcess]:
     simulator = start_service(
         "simulator",
         _cli("sim-backend", "--port", "0", "--model", MODEL, "--ttft-ms", "0", "--itl-ms", str(itl_ms),
-             "--capacity", "100000", "--output-tokens", str(output_tokens)),
+             "--capacity", "100000", *simulator_flags(workload)),
         workdir,
     )
     config = workdir / f"router-{itl_ms}.yaml"
@@ -85,25 +89,26 @@ async def run_overhead(settings: OverheadSettings, progress: Any = print) -> dic
         "decision_p50_us": round(percentile(decision_ns, 50) / 1000, 3),
         "decision_p99_us": round(percentile(decision_ns, 99) / 1000, 3),
         "requests_per_case": settings.requests,
+        "workload": settings.workload.describe(),
     }
+    bodies = chat_requests(MODEL, settings.workload, settings.requests)
     with tempfile.TemporaryDirectory(prefix="meridian-bench-") as tmp:
         workdir = Path(tmp)
-        services = await asyncio.to_thread(_start_stack, workdir, 0, 16)
+        services = await asyncio.to_thread(_start_stack, workdir, 0, settings.workload)
         try:
             simulator, passthrough, router = services
-            body = chat_body(MODEL)
             targets = {"direct": simulator.url, "passthrough": passthrough.url, "router": router.url}
             for concurrency in settings.concurrencies:
                 rounds: dict[str, list[LoadResult]] = {name: [] for name in targets}
                 for base in targets.values():
-                    await closed_loop(f"{base}/v1/chat/completions", body, concurrency=concurrency,
+                    await closed_loop(f"{base}/v1/chat/completions", bodies, concurrency=concurrency,
                                       requests=min(200, settings.requests))  # warm-up
                 for round_number in range(1, settings.rounds + 1):
                     progress(f"  concurrency {concurrency}: round {round_number}/{settings.rounds} "
                              f"({', '.join(targets)}) ...")
                     for name, base in targets.items():
                         rounds[name].append(await closed_loop(
-                            f"{base}/v1/chat/completions", body, concurrency=concurrency,
+                            f"{base}/v1/chat/completions", bodies, concurrency=concurrency,
                             requests=max(1, settings.requests // settings.rounds)))
                 for name, results in rounds.items():
                     figures[f"c{concurrency}_{name}"] = _figures(results)
@@ -115,17 +120,18 @@ async def run_overhead(settings: OverheadSettings, progress: Any = print) -> dic
         finally:
             for service in reversed(services):
                 service.stop()
-        services = await asyncio.to_thread(_start_stack, workdir, STREAM_ITL_MS, STREAM_CHUNKS)
+        services = await asyncio.to_thread(_start_stack, workdir, STREAM_ITL_MS, settings.workload)
         try:
             simulator, _, router = services
-            progress(f"  streaming: {STREAM_CHUNKS} chunks {STREAM_ITL_MS} ms apart ...")
-            stream_body = chat_body(MODEL, stream=True, max_tokens=STREAM_CHUNKS)
+            shape = median_shape(settings.workload, stream=True)
+            progress(f"  streaming: {shape.answer_tokens} chunks {STREAM_ITL_MS} ms apart ...")
+            stream_body = bench_request(MODEL, shape, random.Random(0)).body
             direct_runs, router_runs = [], []
             for _ in range(settings.stream_repeats):
                 direct_runs.append(await stream_timing(f"{simulator.url}/v1/chat/completions", stream_body))
                 router_runs.append(await stream_timing(f"{router.url}/v1/chat/completions", stream_body))
             figures["stream"] = {
-                "chunks": STREAM_CHUNKS, "itl_ms": STREAM_ITL_MS,
+                "chunks": shape.answer_tokens, "prompt_tokens": shape.prompt_tokens, "itl_ms": STREAM_ITL_MS,
                 "direct_ttft_ms": round(min(r.ttft_ms for r in direct_runs), 3),
                 "router_ttft_ms": round(min(r.ttft_ms for r in router_runs), 3),
                 "added_ttft_ms": round(percentile([r.ttft_ms for r in router_runs], 50)
@@ -158,7 +164,8 @@ def target_verdicts(figures: dict[str, Any]) -> list[tuple[str, float, str, floa
 
 
 def format_table(figures: dict[str, Any]) -> str:
-    lines = [f"decision time: p50 {figures['decision_p50_us']} µs, p99 {figures['decision_p99_us']} µs", ""]
+    lines = [f"workload: {figures['workload']}",
+             f"decision time: p50 {figures['decision_p50_us']} µs, p99 {figures['decision_p99_us']} µs", ""]
     lines.append(f"{'case':<24}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
     for key, value in figures.items():
         if isinstance(value, dict) and "throughput_rps" in value:
@@ -169,7 +176,8 @@ def format_table(figures: dict[str, Any]) -> str:
         if key.endswith(("_added_p50_ms", "_added_p99_ms", "_ratio_vs_passthrough")):
             lines.append(f"{key:<40}{value}")
     stream = figures["stream"]
-    lines += ["", f"streaming ({stream['chunks']} chunks, {stream['itl_ms']} ms apart): added TTFT "
+    lines += ["", f"streaming ({stream['chunks']} chunks, {stream['itl_ms']} ms apart, a {stream['prompt_tokens']}-"
+              f"token prompt): added TTFT "
               f"{stream['added_ttft_ms']} ms, largest gap {stream['router_max_gap_ms']} ms via router vs "
               f"{stream['direct_max_gap_ms']} ms direct (added {stream['added_max_gap_ms']} ms)", ""]
     for key, value, op, bound, ok in target_verdicts(figures):

@@ -16,12 +16,13 @@ from typing import Any
 
 import aiohttp
 
-from chaos.load import LoadPlan, LoadRecorder
+from chaos.load import LoadPlan, LoadRecorder, plan_for_stack
 from chaos.probes import Prober, router_probe_from
 from chaos.scenario import CheckResult, Scenario
 from chaos.stack_handle import StackHandle
 from chaos.timeline import Phases, Timeline, error_count
 from meridian_common.logging_setup import event
+from meridian_common.workload import NO_OVERRIDES, WorkloadOverrides
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,13 @@ class RunSettings:
     fault_s: float = 8.0
     recovery_s: float = 6.0
     probe_interval_s: float = 0.15
-    workers_per_client: int = 2
+    workers_per_client: int = 6
     steady_timeout_s: float = 20.0
     reports_dir: Path | None = None
     """Default: `<stack directory>/reports`."""
     write_report: bool = True
+    workload: WorkloadOverrides = NO_OVERRIDES
+    """Command-line changes to every client's workload."""
 
     @classmethod
     def for_fault(cls, fault_s: float, **overrides: Any) -> RunSettings:
@@ -75,13 +78,11 @@ class ScenarioResult:
         return lines
 
 
-def load_plan(stack: Mapping[str, Any], workers_per_client: int) -> LoadPlan:
-    """Clients of the topology (one per region when it names none), on the first model of the stack."""
-    models = sorted({str(b["model"]) for b in stack["backends"].values()})
-    clients = {name: str(c["region"]) for name, c in (stack.get("clients") or {}).items()}
-    if not clients:
-        clients = {f"client-{region}": region for region in stack["routers"]}
-    return LoadPlan(model=models[0], clients=clients, workers_per_client=workers_per_client)
+def load_plan(stack: Mapping[str, Any], workers_per_client: int,
+              workload: WorkloadOverrides = NO_OVERRIDES) -> LoadPlan:
+    """Clients of the topology (one per region when it names none) with their workloads, on the first model of
+    the stack."""
+    return plan_for_stack(stack, workload, workers_per_client=workers_per_client)
 
 
 async def wait_steady(handle: StackHandle, timeout_s: float) -> list[str]:
@@ -141,13 +142,16 @@ async def run_scenario(scenario: Scenario, stack: Mapping[str, Any], settings: R
             f"({'; '.join(problems[:4])}); running anyway")
     clock = _Clock()
     handle = StackHandle(stack, clock=clock)
-    recorder = LoadRecorder(load_plan(stack, settings.workers_per_client), stack, clock)
+    plan = load_plan(stack, settings.workers_per_client, settings.workload)
+    recorder = LoadRecorder(plan, stack, clock)
     prober = Prober({rid: (handle.router_regions[rid], url) for rid, url in handle.routers.items()},
                     {rid: str(info["admin"]) for rid, info in handle.replicas.items()}, clock,
                     settings.probe_interval_s)
     stop = asyncio.Event()
     say(f"[{clock():5.1f}s] {scenario.name}: baseline {settings.baseline_s:g} s, fault {settings.fault_s:g} s, "
         f"recovery {settings.recovery_s:g} s; clients {', '.join(sorted(recorder_clients(stack)))}")
+    for line in sorted({plan.workload_of(client).describe() for client in plan.clients}):
+        say(f"[{clock():5.1f}s] {scenario.name}: workload: {line}")
     tasks = [asyncio.create_task(recorder.run(stop)), asyncio.create_task(prober.run(stop)),
              asyncio.create_task(_progress(recorder, clock, stop, say, scenario.name))]
     facts: Mapping[str, Any] = {}

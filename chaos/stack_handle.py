@@ -8,16 +8,19 @@ Blocking on purpose (urllib, signals): the runner calls faults in a thread.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
+import random
 import signal
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import yaml
 from chaos.timeline import Event
 from meridian_common.catalog import RoutingDefaults
 from meridian_common.logging_setup import event
+from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
 from regions.topology import Topology, load_topology
 from simulator.admin_client import change_sim_config, read_sim_config
@@ -34,7 +38,8 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT_S = 3.0
 DEFAULT_LEASE_TTL_S = 3.0
-PRESSURE_REQUEST_TIMEOUT_S = 15.0
+PRESSURE_REQUEST_TIMEOUT_S = 60.0
+PRESSURE_RETRY_S = 0.1
 MAX_PRESSURE_REQUESTS = 1000
 
 
@@ -204,33 +209,56 @@ class StackHandle:
         self.note("simulator_changed", backend=backend, **changes)
         return after
 
-    def add_pressure(self, backend: str, concurrency: int, max_tokens: int) -> None:
-        """Other tenants' load straight at a simulated backend: `concurrency` closed-loop senders (threads),
-        until restore. Bounded in count and, per request, in time."""
+    def add_pressure(self, backend: str, concurrency: int, *, workload: WorkloadConfig = REALISTIC) -> None:
+        """Other tenants' load straight at a simulated backend: `concurrency` closed-loop senders (threads) of
+        whole answers drawn from `workload`, until restore, which also cuts the requests in flight (a simulator
+        frees the slot of a client that went away), so that a long answer does not outlive the fault. Bounded
+        in count and, per request, in time."""
         stop = threading.Event()
-        url = f"{self.simulator_url(backend)}/v1/chat/completions"
-        body = {"model": self.backends[backend]["model"], "max_tokens": max_tokens,
-                "messages": [{"role": "user", "content": "pressure"}]}
+        host, port = str(self.backends[backend]["address"]).rsplit(":", 1)
+        model = str(self.backends[backend]["model"])
+        in_flight: set[http.client.HTTPConnection] = set()
 
-        def send() -> None:
+        def send(index: int) -> None:
+            rng = random.Random(f"pressure:{backend}:{index}")
             for _ in range(MAX_PRESSURE_REQUESTS):
                 if stop.is_set():
                     return
-                with contextlib.suppress(ChaosActionError):
-                    _request("POST", url, body, timeout_s=PRESSURE_REQUEST_TIMEOUT_S)
+                body = json.dumps(chat_body(model, replace(draw(workload, rng), stream=False), rng))
+                connection = http.client.HTTPConnection(host, int(port), timeout=PRESSURE_REQUEST_TIMEOUT_S)
+                try:
+                    connection.connect()
+                    with self._lock:
+                        if stop.is_set():
+                            return
+                        in_flight.add(connection)
+                    connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+                    connection.getresponse().read()
+                except (OSError, http.client.HTTPException):
+                    stop.wait(PRESSURE_RETRY_S)
+                finally:
+                    with self._lock:
+                        in_flight.discard(connection)
+                    connection.close()
 
-        threads = [threading.Thread(target=send, name=f"chaos-pressure-{backend}-{i}", daemon=True)
+        threads = [threading.Thread(target=send, args=(i,), name=f"chaos-pressure-{backend}-{i}", daemon=True)
                    for i in range(concurrency)]
 
         def undo() -> None:
-            stop.set()
+            with self._lock:
+                stop.set()
+                cut = list(in_flight)
+            for connection in cut:
+                with contextlib.suppress(OSError):
+                    if connection.sock is not None:
+                        connection.sock.shutdown(socket.SHUT_RDWR)
             for thread in threads:
                 thread.join(timeout=PRESSURE_REQUEST_TIMEOUT_S)
 
         self._on_undo(f"stop the pressure on {backend}", undo)
         for thread in threads:
             thread.start()
-        self.note("pressure_started", backend=backend, concurrency=concurrency, max_tokens=max_tokens)
+        self.note("pressure_started", backend=backend, concurrency=concurrency, workload=workload.describe())
 
     def kill_replica(self, replica: str) -> int:
         """SIGKILLs a control-plane replica (no resignation: its lease must expire) and, on restore, starts it

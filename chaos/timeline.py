@@ -31,10 +31,16 @@ class RequestRecord:
     attempts: int | None = None
     reason: str | None = None
     """`x-meridian-reason`: why this deployment (its score, or the deployments that failed before it)."""
+    streamed: bool = False
+    ttft_ms: float | None = None
+    """Streams: time to the first content chunk, as the client saw it; None otherwise."""
+    output_tokens: int | None = None
+    """The usage the answer reported, else a stream's content chunks; None when neither is known."""
 
     @property
     def ok(self) -> bool:
-        return self.status == 200
+        """Answered 200 and, for a stream, completed (`data: [DONE]`, no error event): a failure carries `error`."""
+        return self.status == 200 and self.error is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,12 @@ def latencies_ms(records: Iterable[RequestRecord]) -> list[float]:
     return [r.latency_ms for r in records if r.ok]
 
 
+def ttfts_ms(records: Iterable[RequestRecord]) -> list[float]:
+    """Time to first token of the successful streams: what a client waits for before anything shows, whatever
+    the answer's length (a whole answer's time mostly measures how long it is)."""
+    return [r.ttft_ms for r in records if r.ok and r.streamed and r.ttft_ms is not None]
+
+
 def error_count(records: Iterable[RequestRecord]) -> int:
     return sum(1 for r in records if not r.ok)
 
@@ -212,3 +224,33 @@ def bins(timeline: Timeline, width_s: float = 0.5) -> list[Bin]:
         result.append(Bin(index * width_s, len(records), error_count(records), percentile(values, 50),
                           percentile(values, 95), served))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class ShareRecovery:
+    """When a backend's share of the requests came back to `target` after a fault, if it did."""
+
+    target: float
+    back_at_s: float | None
+    """Seconds after the recovery when the share window first reached the target; None when it did not."""
+    best_share: float
+    """The highest share a window reached (what to report when it never came back)."""
+
+
+def share_recovery(records: Sequence[RequestRecord], backend: str, target: float, from_s: float, within_s: float,
+                   window_s: float = 3.0, step_s: float = 0.5, min_requests: int = 4) -> ShareRecovery:
+    """Slides a `window_s` window, by `step_s`, over requests that started from `from_s` on, up to windows that
+    end `within_s` after it; a window counts when it holds at least `min_requests` successful requests and
+    `backend` served at least `target` of them. `back_at_s` is where the first such window starts."""
+    best = 0.0
+    steps = int(max(0.0, within_s - window_s) / step_s + 1e-9) + 1
+    for index in range(steps):
+        start = from_s + index * step_s
+        served = [r for r in records if start <= r.start_s < start + window_s and r.ok]
+        if len(served) < min_requests:
+            continue
+        share = sum(1 for r in served if r.backend == backend) / len(served)
+        best = max(best, share)
+        if share >= target:
+            return ShareRecovery(target, start - from_s, share)
+    return ShareRecovery(target, None, best)

@@ -1,4 +1,5 @@
-"""`meridian bench ...`: benchmarks that print a readable table, or one JSON object with --json."""
+"""`meridian bench ...`: benchmarks that print a readable table, or one JSON object with --json. The benches
+that send chat load take the workload flags (docs/workload.md)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,38 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from meridian_cli.chaos import add_workload_flags
+
+if TYPE_CHECKING:
+    from meridian_common.workload import WorkloadConfig
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:
     return (lambda _message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
 
 
+def _workload(args: argparse.Namespace) -> WorkloadConfig | None:
+    """The workload the flags ask for; None (with the reason on stderr) when a flag is invalid."""
+    from meridian_cli.chaos import workload_overrides
+    from meridian_common.workload import REALISTIC
+
+    try:
+        return workload_overrides(args).apply(REALISTIC)
+    except ValueError as error:
+        print(f"meridian bench {args.bench}: {error}", file=sys.stderr)
+        return None
+
+
 def _overhead(args: argparse.Namespace) -> int:
     from benchmarks.overhead import OverheadSettings, format_table, main_overhead, target_verdicts
 
+    workload = _workload(args)
+    if workload is None:
+        return 2
     settings = OverheadSettings(requests=args.requests, decision_iterations=args.decision_iterations,
-                                stream_repeats=args.stream_repeats)
+                                stream_repeats=args.stream_repeats, workload=workload)
     figures = main_overhead(settings, _progress(args.json))
     _print(args, figures, format_table)
     return 0 if all(ok for *_, ok in target_verdicts(figures)) or not args.strict else 1
@@ -43,8 +64,11 @@ def _failover(args: argparse.Namespace) -> int:
 def _burst(args: argparse.Namespace) -> int:
     from benchmarks.burst import BurstSettings, format_table, main_burst
 
+    workload = _workload(args)
+    if workload is None:
+        return 2
     settings = BurstSettings(capacity=args.capacity, factor=args.factor, queue_timeout_s=args.queue_timeout_s,
-                             queue_size=args.queue_size, ttft_ms=args.ttft_ms)
+                             queue_size=args.queue_size, ttft_ms=args.ttft_ms, workload=workload)
     _print(args, main_burst(settings, _progress(args.json)), format_table)
     return 0
 
@@ -62,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     overhead.add_argument("--stream-repeats", type=int, default=5)
     overhead.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     overhead.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    add_workload_flags(overhead)
     overhead.set_defaults(handler=_overhead)
     burst = benches.add_parser("burst", help="a burst of N x a deployment's capacity through the router's queue")
     burst.add_argument("--capacity", type=int, default=8, help="the deployment's max_concurrency (default 8)")
@@ -70,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     burst.add_argument("--queue-size", type=int, default=0, help="the model's queue size (default: the burst)")
     burst.add_argument("--ttft-ms", type=float, default=50.0, help="the simulator's time to first token")
     burst.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    add_workload_flags(burst)
     burst.set_defaults(handler=_burst)
 
     propagation = benches.add_parser("propagation", help="policy push -> every router applied the new table")

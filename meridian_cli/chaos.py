@@ -1,6 +1,8 @@
 """`meridian chaos list` and `meridian chaos run NAME|--all [--duration S]`: break a running stack under a
 bounded load, check what must hold, write a report (docs/chaos.md). Exit 0 when every check passed, 1 when
-one failed, 2 when there is no stack or the usage is wrong."""
+one failed, 2 when there is no stack or the usage is wrong.
+
+Also the workload flags that `meridian demo` and `meridian bench` share with `meridian chaos run`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,41 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meridian_common.workload import WorkloadOverrides
+
+
+def add_workload_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "workload", "what the simulated clients send (docs/workload.md); each flag overrides every client's own")
+    group.add_argument("--answer-tokens-median", type=int, metavar="N",
+                       help="median answer length in tokens (default 200, long-tailed)")
+    group.add_argument("--prompt-tokens-median", type=int, metavar="N",
+                       help="median prompt length in tokens (default 300, long-tailed)")
+    group.add_argument("--stream-share", type=float, metavar="S", help="share of streamed requests, 0 to 1 "
+                                                                       "(default 0.5)")
+    group.add_argument("--tiny-answers", action="store_true",
+                       help="answers of about 4 to 16 tokens, one-line prompts, none streamed (the other flags "
+                            "apply on top)")
+
+
+def workload_overrides(args: argparse.Namespace) -> WorkloadOverrides:
+    """The workload flags, checked against the default workload; a ValueError names the flag."""
+    from pydantic import ValidationError
+
+    from meridian_common.workload import REALISTIC, WorkloadOverrides
+
+    overrides = WorkloadOverrides(answer_tokens_median=args.answer_tokens_median,
+                                  prompt_tokens_median=args.prompt_tokens_median, stream_share=args.stream_share,
+                                  tiny=args.tiny_answers)
+    try:
+        overrides.apply(REALISTIC)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ValueError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    return overrides
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,10 +62,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="seconds of fault (default 8); baseline and recovery are in proportion")
     run.add_argument("--baseline", type=float, help="seconds of load before the fault")
     run.add_argument("--recovery", type=float, help="seconds of load after the fault is removed")
-    run.add_argument("--workers", type=int, default=2, help="closed-loop workers per simulated client (default 2)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="closed-loop workers per simulated client (default 6)")
     run.add_argument("--stack", type=Path, help="stack file (default: .meridian/stack.json here)")
     run.add_argument("--reports", type=Path, help="where reports go (default: <stack directory>/reports)")
     run.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
+    add_workload_flags(run)
     run.set_defaults(handler=_run)
 
 
@@ -71,15 +109,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.name and args.name not in SCENARIOS:
         print(f"meridian chaos run: unknown scenario {args.name!r}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    if args.duration <= 0 or args.workers < 1:
+    if args.duration <= 0 or (args.workers is not None and args.workers < 1):
         print("meridian chaos run: --duration must be > 0 and --workers >= 1", file=sys.stderr)
+        return 2
+    try:
+        workload = workload_overrides(args)
+    except ValueError as error:
+        print(f"meridian chaos run: {error}", file=sys.stderr)
         return 2
     try:
         stack = _find_stack(args.stack)
     except StackFileError as error:
         print(f"meridian chaos run: {error} (run `meridian up --detach` first)", file=sys.stderr)
         return 2
-    overrides: dict[str, Any] = {"workers_per_client": args.workers, "reports_dir": args.reports}
+    overrides: dict[str, Any] = {"reports_dir": args.reports, "workload": workload}
+    if args.workers is not None:
+        overrides["workers_per_client"] = args.workers
     settings = RunSettings.for_fault(args.duration, **overrides)
     if args.baseline is not None or args.recovery is not None:
         settings = RunSettings(baseline_s=args.baseline or settings.baseline_s, fault_s=args.duration,

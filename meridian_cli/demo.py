@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from meridian_cli.chaos import add_workload_flags
     from regions.topology import DEFAULT_TOPOLOGY
 
     parser = subparsers.add_parser(
@@ -26,17 +28,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--table-every", type=float, default=None, metavar="S",
                         help="seconds between live tables (default 5, or the phase length / 2 when shorter)")
     parser.add_argument("--reports-dir", type=Path, help="where report directories go (default .meridian/reports)")
+    add_workload_flags(parser)
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from meridian_cli.chaos import workload_overrides
     from meridian_common.logging_setup import configure_logging
     from regions.demo import run_demo
     from regions.demo_phases import DemoSettings
 
     configure_logging("demo", "WARNING")
+    try:
+        workload = workload_overrides(args)
+    except ValueError as error:
+        print(f"meridian demo: {error}", file=sys.stderr)
+        return 2
     settings = DemoSettings(topology_path=args.topology, directory=Path.cwd(), latency_budget_ms=args.budget_ms,
-                            saturate=args.saturate, reports_dir=args.reports_dir)
+                            saturate=args.saturate, reports_dir=args.reports_dir, workload=workload)
     if args.phase_seconds is not None:
         s = args.phase_seconds
         settings = replace(settings, baseline_s=s, policy_s=s, saturation_s=s, recovery_s=s,

@@ -13,19 +13,21 @@ import asyncio
 import contextlib
 import io
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from chaos.load import LoadPlan, LoadRecorder
+from chaos.load import LoadRecorder, plan_for_stack
 from chaos.probes import Prober
 from chaos.stack_handle import StackHandle
 from meridian_cli._admin_client import AdminCallError, AdminTarget, call
 from meridian_common.logging_setup import event
+from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
 from regions.demo_narration import live_table, phase_summary, router_lines, stamp, verdict_lines
 from regions.demo_phases import (
@@ -134,13 +136,13 @@ async def push_policy(stack: Mapping[str, Any], settings: DemoSettings, clock: _
     return version, acked
 
 
-async def _hog(url: str, model: str, max_tokens: int, stop: asyncio.Event) -> None:
-    """Another tenant's load, straight to the backend: the routers neither see nor count it."""
-    body = {"model": model, "messages": [{"role": "user", "content": "a long job"}], "max_tokens": max_tokens}
+async def _hog(url: str, model: str, workload: WorkloadConfig, seed: int) -> None:
+    """Another tenant's load, straight to the backend: the routers neither see nor count it. Whole answers
+    drawn from `workload`, until cancelled; cancelling closes the connection, and the simulator frees the slot."""
+    rng = random.Random(f"hog:{seed}")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HOG_TIMEOUT_S)) as session:
         for _ in range(MAX_HOG_REQUESTS):
-            if stop.is_set():
-                return
+            body = chat_body(model, replace(draw(workload, rng), stream=False), rng)
             try:
                 async with session.post(f"{url}/v1/chat/completions", json=body) as response:
                     await response.read()
@@ -207,17 +209,18 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
     handle = StackHandle(stack, clock=clock)
     deployments = deployments_of(stack)
     regions = list(stack["routers"])
-    models = sorted({str(b["model"]) for b in stack["backends"].values()})
-    clients = {name: str(c["region"]) for name, c in (stack.get("clients") or {}).items()} or {
-        f"client-{region}": region for region in regions}
-    recorder = LoadRecorder(LoadPlan(model=models[0], clients=clients, workers_per_client=settings.workers_per_client,
-                                     think_ms=settings.think_ms), stack, clock)
+    plan = plan_for_stack(stack, settings.workload, workers_per_client=settings.workers_per_client,
+                          think_ms=settings.think_ms)
+    clients = plan.clients
+    recorder = LoadRecorder(plan, stack, clock)
     prober = Prober({rid: (str(e["region"]), str(e["url"])) for rid, e in stack["router_ids"].items()}, {}, clock,
                     PROBE_INTERVAL_S)
     progress = _Progress(Phase(BASELINE, "starting", 0.0, 0.0))
-    stop, hog_stop = asyncio.Event(), asyncio.Event()
+    stop = asyncio.Event()
     say(f"\nclients: {', '.join(f'{n} in {r}' for n, r in sorted(clients.items()))} "
-        f"({settings.workers_per_client} workers each), each on its nearest router; model {models[0]}")
+        f"({settings.workers_per_client} workers each), each on its nearest router; model {plan.model}")
+    for line in sorted({plan.workload_of(client).describe() for client in clients}):
+        say(f"workload: {line}")
     tasks = [asyncio.create_task(recorder.run(stop)), asyncio.create_task(prober.run(stop)),
              asyncio.create_task(_narrate(progress, recorder, prober, clock, settings, regions, deployments, say,
                                           stop))]
@@ -251,8 +254,9 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
         if settings.saturated_capacity is not None:
             await asyncio.to_thread(handle.change_simulator, saturated, capacity=settings.saturated_capacity)
         handle.note("saturated", backend=saturated, hog_streams=settings.hog_streams)
+        hog_workload = settings.workload.apply(REALISTIC)
         hogs = [asyncio.create_task(_hog(handle.simulator_url(saturated), str(stack["backends"][saturated]["model"]),
-                                         settings.hog_max_tokens, hog_stop)) for _ in range(settings.hog_streams)]
+                                         hog_workload, index)) for index in range(settings.hog_streams)]
         await asyncio.sleep(max(0.0, settings.saturation_s - (clock() - start)))
         figures[SATURATION] = _summarise(_finish(progress.phase, clock, progress), recorder, settings, regions,
                                          deployments, say)
@@ -261,7 +265,8 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
         label = f"{saturated} restored"
         progress.phase = Phase(RECOVERY, label, start, start + settings.recovery_s)
         say(f"\n{stamp(start)} == {RECOVERY}: {label} ({settings.recovery_s:g} s)")
-        hog_stop.set()
+        for hog in hogs:
+            hog.cancel()
         handle.note("saturation_lifted", backend=saturated)
         failures = await asyncio.to_thread(handle.restore)
         if failures:
@@ -274,7 +279,8 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
         say(f"{stamp(clock())} demo step failed: {error}")
         log.warning(event("demo_step_failed", error=error))
     finally:
-        hog_stop.set()
+        for hog in hogs:
+            hog.cancel()
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.to_thread(handle.restore))

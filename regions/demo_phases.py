@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.timeline import RequestRecord, error_count, latencies_ms, percentile, share_by_backend
+from meridian_common.workload import NO_OVERRIDES, WorkloadOverrides
 
 BASELINE = "baseline"
 POLICY = "policy"
@@ -42,8 +43,9 @@ class DemoSettings:
     hog_streams: int = 8
     """Requests another tenant keeps in flight directly on the saturated backend (it bypasses the routers); twice
     the linear-attention backends' capacity keeps them past their cliff even when the routers send nothing."""
-    hog_max_tokens: int = 8
     workers_per_client: int = 5
+    workload: WorkloadOverrides = NO_OVERRIDES
+    """Command-line changes to every client's workload, and to the other tenant's."""
     think_ms: float = 100.0
     settle_fraction: float = 0.3
     """The first part of a phase is the reaction, not the result: expectations judge what follows."""

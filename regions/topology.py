@@ -15,6 +15,7 @@ from pydantic import Field, HttpUrl, ValidationError, model_validator
 
 from meridian_common.catalog import FrozenModel, RoutingDefaults
 from meridian_common.config_loading import ConfigError, load_yaml, validate
+from meridian_common.workload import REALISTIC, WorkloadConfig
 
 # Names end up in proxy names, file names and URLs, so they stay plain.
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -81,6 +82,7 @@ class RegionSpec(FrozenModel):
 class ClientSpec(FrozenModel):
     region: str = Field(min_length=1, description="where the client sits")
     requests_per_s: float = Field(1.0, gt=0)
+    workload: WorkloadConfig = Field(REALISTIC, description="what it sends (docs/workload.md)")
 
 
 class Topology(FrozenModel):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from meridian_common.config_loading import ConfigError
+from meridian_common.workload import REALISTIC
 from regions.topology import DEFAULT_TOPOLOGY, load_topology
 
 REGIONS_DIR = DEFAULT_TOPOLOGY.parent
@@ -52,7 +53,7 @@ def test_default_topology_has_three_regions_and_a_small_linear_attention_backend
         costs = {b.cost_per_1m_input for b in region.backends}
         assert len(region.backends) == 2 and len(profiles) == 2 and len(costs) == 2
     linear = [b for _, b in topology.backends() if b.profile == "linear-attention"]
-    assert linear and min(b.capacity for b in linear) <= 8
+    assert linear and min(b.max_concurrency for b in linear) <= 8
 
 
 def test_valid_topology_and_queries(tmp_path: Path) -> None:
@@ -64,6 +65,15 @@ def test_valid_topology_and_queries(tmp_path: Path) -> None:
                                                             ("eu-west", "b")]
     real = topology.backends()[1][1]
     assert not real.simulated and real.served_model == "llama"
+
+
+def test_a_client_has_the_realistic_workload_unless_it_names_its_own(tmp_path: Path) -> None:
+    document = _valid()
+    document["clients"]["c2"] = {"region": "us-east", "workload": {"answer_tokens_median": 30, "stream_share": 0}}
+    topology = _load(tmp_path, document)
+    assert topology.clients["c1"].workload == REALISTIC
+    assert topology.clients["c2"].workload == REALISTIC.model_copy(update={"answer_tokens_median": 30,
+                                                                            "stream_share": 0.0})
 
 
 def _set(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -103,6 +113,10 @@ def _set(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("models.orphan", {"policy": "weighted"}, "models.orphan", "no backend of any region"),
         ("clients.c1.region", "mars", "clients.c1.region", "unknown region 'mars'"),
         ("clients.c1.requests_per_s", 0, "clients.c1.requests_per_s", "greater than 0"),
+        ("clients.c1.workload", {"stream_share": 1.5}, "clients.c1.workload.stream_share", "less than or equal"),
+        ("clients.c1.workload", {"answer_tokens_max": 100}, "clients.c1.workload.answer_tokens_max",
+         "must be >= answer_tokens_median (200)"),
+        ("clients.c1.workload", {"max_tokens": 4}, "clients.c1.workload.max_tokens", "unknown field"),
     ],
 )
 def test_invalid_topology_names_the_field(tmp_path: Path, path: str, value: Any, error_path: str,
