@@ -24,6 +24,7 @@ from data_plane.forwarding import Forwarder, ForwardSettings
 from data_plane.health_probe import run_health_checks
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
+from data_plane.outcome import OutcomeRecorder
 from data_plane.rate_limits import RateLimits
 from data_plane.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
 from data_plane.shared_limits import SharedLimits
@@ -101,7 +102,7 @@ def build_context(config: RouterConfig, *, router_id: str | None = None) -> Rout
     limits = RateLimits(config.region, sync_interval_s=config.rate_limits.sync_interval_s,
                         max_client_keys=config.rate_limits.max_client_keys)
     state = RouterState(region=config.region, health_settings=config.health_check,
-                        stats_window_s=config.stats_window_s, table=table,
+                        statistics=config.statistics, table=table,
                         on_apply=[_record_table(metrics, config.region), _apply_queues(queues)],
                         rate_limits=limits)
     _record_table(metrics, config.region)(table)
@@ -124,7 +125,9 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         router.session = session
-        router.forwarder = Forwarder(session, router.state, router.metrics, router.telemetry, ForwardSettings(
+        recorder = OutcomeRecorder(router.state, router.metrics, router.telemetry, config.region,
+                                   router.state.rate_limits)
+        router.forwarder = Forwarder(session, router.state, router.metrics, recorder, ForwardSettings(
             region=config.region, max_attempts=config.max_attempts,
             request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
         ), rate_limits=router.state.rate_limits, on_release=router.queues.notify)

@@ -1,8 +1,13 @@
 """The circuit breaker of one deployment as a pure state machine (closed, open, half-open), in h11's
-shape: every transition is in `TRANSITIONS`; an illegal event raises and leaves the state untouched."""
+shape: every transition is in `TRANSITIONS`; an illegal event raises and leaves the state untouched.
+
+It judges the backend, never an answer's length: an answer counts against it when it failed, or when its
+time to first token or time per output token was over the model's thresholds (`answer_timing.slowness`).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -10,7 +15,7 @@ from types import MappingProxyType
 
 from data_plane.table import BreakerSettings
 
-DEFAULT_TRIAL_TIMEOUT_S = 30.0
+DEFAULT_TRIAL_TIMEOUT_S = 10.0
 _WINDOW_SLOTS = 10
 
 
@@ -21,7 +26,7 @@ class BreakerState(StrEnum):
 
 
 class BreakerEvent(StrEnum):
-    TRIP = "trip"  # the window's error rate or p95 went over its threshold, or failures came in a row
+    TRIP = "trip"  # the window's error rate, TTFT p95 or TPOT p95 went over a threshold, or failures in a row
     COOL_DOWN = "cool-down"  # open_duration_s elapsed and a trial request is admitted
     TRIAL_OK = "trial-ok"
     TRIAL_FAILED = "trial-failed"
@@ -37,6 +42,12 @@ TRANSITIONS: Mapping[BreakerState, Mapping[BreakerEvent, BreakerState]] = Mappin
 })
 
 
+def ejection_limit(deployments: int, max_ejection_percent: float) -> int:
+    """How many of a model's deployments breakers may hold open at once: the percentage of them, rounded
+    down, and at least one (as Envoy ejects one host whatever its percentage says)."""
+    return max(1, math.floor(deployments * max_ejection_percent / 100 + 1e-9))
+
+
 class BreakerProtocolError(Exception):
     """An event the breaker's current state does not allow; the breaker is left as it was."""
 
@@ -46,6 +57,15 @@ class Transition:
     deployment: str
     from_state: BreakerState
     to_state: BreakerState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TripHeld:
+    """The breaker would have opened, but as many of the model's deployments as may be ejected at once
+    already are: it stays closed (Envoy's max ejection percent) and judges the next answer afresh."""
+
+    deployment: str
     reason: str
 
 
@@ -86,7 +106,7 @@ class CircuitBreaker:
     starts it afresh on closing, so it never re-trips on what happened before it re-closed."""
 
     __slots__ = ("deployment", "settings", "trial_timeout_s", "_state", "_opened_at", "_trial_started_at",
-                 "_window", "_failures_in_a_row")
+                 "_window", "_failures_in_a_row", "_judging_since")
 
     def __init__(self, deployment: str, settings: BreakerSettings, *,
                  trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S) -> None:
@@ -99,6 +119,9 @@ class CircuitBreaker:
         self._trial_started_at: float | None = None
         self._window = _OutcomeWindow(settings.window_s)
         self._failures_in_a_row = 0
+        # Requests sent before the breaker last closed or went half-open describe the backend as it was then:
+        # with answers that take seconds, a straggler from an overload must not re-open a recovered backend.
+        self._judging_since = float("-inf")
 
     @property
     def state(self) -> BreakerState:
@@ -138,36 +161,46 @@ class CircuitBreaker:
         if self._state is BreakerState.HALF_OPEN:
             self._trial_started_at = None
 
-    def record(self, now: float, *, ok: bool, latency_ms: float) -> Transition | None:
-        settings = self.settings
-        slow = 0.0 < settings.p95_threshold_ms < latency_ms
+    def record(self, now: float, *, ok: bool, slow: str | None = None, may_open: bool = True,
+               started: float | None = None) -> Transition | TripHeld | None:
+        """One finished request sent at `started` (default `now`): `ok` False for a failure, `slow` the reason
+        an answer counts as slow. `may_open` False when the model's ejection cap is reached: a closed breaker
+        then stays closed. A request sent before the breaker last closed or went half-open is not judged."""
         state = self._state
+        if (now if started is None else started) < self._judging_since:
+            return None
         if state is BreakerState.HALF_OPEN:
-            # Whatever finishes first while half-open is the verdict: a straggler admitted before the
-            # breaker opened says as much about the backend now as the trial does.
-            if ok and not slow:
-                return self.fire(BreakerEvent.TRIAL_OK, now, f"trial ok in {latency_ms:.0f}ms")
-            verdict = (f"trial slow {latency_ms:.0f}ms>{settings.p95_threshold_ms:g}ms" if ok
-                       else f"trial failed after {latency_ms:.0f}ms")
-            return self.fire(BreakerEvent.TRIAL_FAILED, now, verdict)
+            # The first request sent since half-open to finish is the verdict: the trial, or one admitted
+            # alongside it.
+            if ok and slow is None:
+                return self.fire(BreakerEvent.TRIAL_OK, now, "trial answered in time")
+            return self.fire(BreakerEvent.TRIAL_FAILED, now, f"trial slow: {slow}" if ok else "trial failed")
         if state is BreakerState.OPEN:
             return None  # stragglers admitted before the breaker opened
-        requests, errors, slow_count = self._window.add(now, error=not ok, slow=slow)
-        # An answer slower than the p95 threshold is a failure here, as it is for a half-open trial.
-        self._failures_in_a_row = 0 if ok and not slow else self._failures_in_a_row + 1
+        requests, errors, slow_count = self._window.add(now, error=not ok, slow=slow is not None)
+        # A slow answer is a failure here, as it is for a half-open trial.
+        self._failures_in_a_row = 0 if ok and slow is None else self._failures_in_a_row + 1
+        reason = self._trip_reason(requests, errors, slow_count, slow)
+        if reason is None:
+            return None
+        if not may_open:
+            return TripHeld(self.deployment, reason)
+        return self.fire(BreakerEvent.TRIP, now, reason)
+
+    def _trip_reason(self, requests: int, errors: int, slow_count: int, slow: str | None) -> str | None:
+        settings = self.settings
         if requests >= settings.min_requests:
             error_rate = errors / requests
             if error_rate > settings.error_rate_threshold:
-                return self.fire(BreakerEvent.TRIP, now, f"error_rate={error_rate:.2f}>"
-                                 f"{settings.error_rate_threshold:.2f} over {requests} requests")
-            # p95 > threshold exactly when more than 5 % of the requests are slower than it.
+                return f"error_rate={error_rate:.2f}>{settings.error_rate_threshold:.2f} over {requests} requests"
+            # A p95 is over its threshold exactly when more than 5 % of the answers are.
             if slow_count * 20 > requests:
-                return self.fire(BreakerEvent.TRIP, now, f"p95>{settings.p95_threshold_ms:g}ms over {requests} "
-                                 f"requests ({slow_count} slower)")
+                return f"ttft or tpot p95 over threshold: {slow_count} of {requests} answers slow" + (
+                    f", last {slow}" if slow else "")
         # A backend that now fails (or is slow on) every request trips, however many successes the window
         # still holds: once traffic has moved away, the window would never see enough slow answers.
         if 0 < settings.consecutive_failures <= self._failures_in_a_row:
-            return self.fire(BreakerEvent.TRIP, now, f"{self._failures_in_a_row} failed or slow answers in a row")
+            return f"{self._failures_in_a_row} failed or slow answers in a row" + (f", last {slow}" if slow else "")
         return None
 
     def fire(self, event: BreakerEvent, now: float, reason: str) -> Transition:
@@ -183,7 +216,9 @@ class CircuitBreaker:
         self._trial_started_at = None
         if target is BreakerState.OPEN:
             self._opened_at = now
-        elif target is BreakerState.CLOSED:
+        else:
+            self._judging_since = now
+        if target is BreakerState.CLOSED:
             self._window = _OutcomeWindow(self.settings.window_s)
             self._failures_in_a_row = 0
         return transition

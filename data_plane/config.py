@@ -29,6 +29,18 @@ class HealthCheckConfig(FrozenModel):
     timeout_s: float = Field(2.0, gt=0)
     healthy_after: int = Field(2, ge=1, description="consecutive successful probes to rejoin")
     unhealthy_after: int = Field(2, ge=1, description="consecutive failed probes to leave")
+    latency_probe_tokens: int = Field(
+        32, ge=0, le=256, description="each round also streams an answer of this many tokens from every healthy "
+        "deployment and feeds its TTFT and TPOT into the estimates; 0 = off")
+
+
+class StatisticsConfig(FrozenModel):
+    """How a router's live figures of each deployment age (see docs/router.md)."""
+
+    window_s: float = Field(10.0, gt=0, description="error rate and p95s; as long as the control plane's window")
+    decay_s: float = Field(2.0, gt=0, description="time constant of the recent TTFT and TPOT that predict latency")
+    stale_after_s: float = Field(10.0, gt=0, description="with no sample for this long a figure is unknown, and a "
+                                 "local deployment that got no request for this long is due a trial")
 
 
 class ControlPlaneLink(FrozenModel):
@@ -119,7 +131,7 @@ class RouterConfig(FrozenModel):
     )
     telemetry: TelemetryConfig = TelemetryConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
-    stats_window_s: float = Field(10.0, gt=0, description="as long as the control plane's telemetry window")
+    statistics: StatisticsConfig = StatisticsConfig()
     rate_limits: RateLimitSettings = RateLimitSettings()
     jobs: JobsConfig = JobsConfig()
 

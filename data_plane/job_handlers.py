@@ -17,7 +17,6 @@ from data_plane.job_callbacks import callback_refusal
 from data_plane.job_state import Cancel, IllegalTransition, JobStatus, apply, new_job
 from data_plane.job_store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
 from data_plane.job_worker import JOBS, JobsRuntime, jobs_context
-from data_plane.openai_handlers import QUEUE_PRIORITY_HEADER, client_identity, queue_priority
 from data_plane.request_parsing import (
     BUDGET_HEADER,
     POLICY_HEADER,
@@ -26,6 +25,7 @@ from data_plane.request_parsing import (
     read_json_body,
 )
 from data_plane.route_planning import model_chain
+from data_plane.serving import QUEUE_PRIORITY_HEADER, client_identity, queue_priority
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Runs the region's asynchronous jobs on this router: claims queued jobs up to `jobs.concurrency`, runs
-each through the same path as a synchronous request (`openai_handlers.serve_parsed`), renews its lease
+each through the same path as a synchronous request (`serving.serve_parsed`), renews its lease
 while it runs, and records the answer. A sweeper takes over jobs whose owner stopped renewing (it died),
 and a third loop delivers due callbacks. One cleanup context starts and stops all of it.
 """
@@ -18,7 +18,6 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from data_plane import openai_handlers
 from data_plane.config import JobsConfig
 from data_plane.context import ROUTER, RouterContext
 from data_plane.errors import ClientError, error_body
@@ -39,6 +38,7 @@ from data_plane.job_state import (
 )
 from data_plane.job_store import JobRequest, JobResult, JobStore, JobsUnavailable, StoredJob, now_ms
 from data_plane.request_parsing import parse_openai_request
+from data_plane.serving import serve_parsed
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ async def execute(router: RouterContext, request: JobRequest) -> JobResult:
     try:
         parsed = parse_openai_request(request.endpoint, request.body)
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        response = await openai_handlers.serve_parsed(router, parsed, headers, identity=request.identity,
+        response = await serve_parsed(router, parsed, headers, identity=request.identity,
                                                       request=None)
     except ClientError as error:
         return JobResult(error.status, error_body(error.status, error.message, code=error.code, param=error.param),

@@ -4,17 +4,18 @@ state of deployments that are still there."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from data_plane.breaker import CircuitBreaker, Transition
-from data_plane.config import HealthCheckConfig
+from data_plane.breaker import BreakerState, CircuitBreaker, ejection_limit
+from data_plane.config import HealthCheckConfig, StatisticsConfig
 from data_plane.health import DeploymentHealth
-from data_plane.policies import Candidate, PolicyState
+from data_plane.policies import Candidate, PolicyState, TrialReason
 from data_plane.rate_limits import Limits, RateLimits
-from data_plane.stats import DeploymentStats
+from data_plane.stats import DeploymentStats, StatsView
 from data_plane.table import DeploymentSpec, ModelSpec, TableSnapshot
 
 DeploymentKey = tuple[str, str]
@@ -34,7 +35,7 @@ class LiveDeployment:
 class RouterState:
     region: str
     health_settings: HealthCheckConfig
-    stats_window_s: float
+    statistics: StatisticsConfig
     table: TableSnapshot
     applied_at: float = field(default_factory=time.monotonic)
     live: dict[DeploymentKey, LiveDeployment] = field(default_factory=dict)
@@ -45,6 +46,11 @@ class RouterState:
 
     def __post_init__(self) -> None:
         self.apply(self.table)
+
+    def new_stats(self) -> DeploymentStats:
+        settings = self.statistics
+        return DeploymentStats(window_s=settings.window_s, decay_s=settings.decay_s,
+                               stale_after_s=settings.stale_after_s)
 
     def apply(self, table: TableSnapshot) -> None:
         live: dict[DeploymentKey, LiveDeployment] = {}
@@ -59,7 +65,7 @@ class RouterState:
                     live[key] = LiveDeployment(
                         spec=spec,
                         model=model.name,
-                        stats=previous.stats if previous else DeploymentStats(window_s=self.stats_window_s),
+                        stats=previous.stats if previous else self.new_stats(),
                         breaker=CircuitBreaker(spec.name, model.breaker),
                         health=previous.health if previous else DeploymentHealth(
                             healthy_after=self.health_settings.healthy_after,
@@ -88,16 +94,49 @@ class RouterState:
         limits = self.rate_limits
         for spec in model.deployments:
             entry = self.live[(model.name, spec.name)]
+            view = entry.stats.view(now)
+            local = spec.region == self.region
             result.append(Candidate(
                 deployment=spec,
-                stats=entry.stats.view(now),
+                stats=view,
                 breaker_state=entry.breaker.state_at(now),
                 healthy=entry.health.healthy,
-                local=spec.region == self.region,
+                local=local,
                 rate_limited=limits.deployment_block(model.name, spec.name, tokens, now)
                 if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None,
+                trial=self._trial_due(entry, view, local, now),
             ))
         return result
 
+    def _trial_due(self, entry: LiveDeployment, view: StatsView, local: bool, now: float) -> TrialReason | None:
+        """A client's request goes first to a deployment only when nothing else would refresh what is known of
+        it: health probes measure TTFT and TPOT without risking anyone's request, so with them on, a recovered
+        deployment is ranked first on its fresh figures and a broken one is left alone."""
+        breaker = entry.breaker
+        if (breaker.state_at(now) is BreakerState.HALF_OPEN and not breaker.trial_outstanding(now)
+                and view.ttft_ms is None):
+            return TrialReason.HALF_OPEN
+        # A deployment that served and then lost its traffic would never show that it recovered. Only its own
+        # region explores it: the control plane carries that region's figures to the others, who would otherwise
+        # each pay a cross-region round trip for the same knowledge.
+        if local and view.tpot_ms is None and self.statistics.stale_after_s <= view.idle_s < math.inf:
+            return TrialReason.STALE
+        return None
 
-BreakerListener = Callable[[LiveDeployment, Transition], None]
+    def may_open(self, model: str, deployment: str, now: float) -> bool:
+        """Whether a breaker of `model` may open now without taking more of its deployments out at once than
+        its `max_ejection_percent` allows."""
+        spec = self.table.models[model]
+        ejected = sum(1 for d in spec.deployments if d.name != deployment
+                      and self.live[(model, d.name)].breaker.state_at(now) is not BreakerState.CLOSED)
+        return ejected < ejection_limit(len(spec.deployments), spec.breaker.max_ejection_percent)
+
+    def typical_output_tokens(self, model: ModelSpec, now: float) -> int:
+        """The model's mean answer length over this router's window, else the table's."""
+        answers = tokens = 0
+        for spec in model.deployments:
+            view = self.live[(model.name, spec.name)].stats.view(now)
+            answers += view.answers
+            tokens += view.output_tokens
+        return round(tokens / answers) if answers else model.typical_output_tokens
+

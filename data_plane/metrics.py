@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TPOT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 _DECISION_BUCKETS_S = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3)
 _QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -42,6 +43,9 @@ class RouterMetrics:
         self.ttft = Histogram(
             "meridian_ttft_seconds", "Time to first token of streamed responses.",
             _DEPLOYMENT, buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.tpot = Histogram(
+            "meridian_tpot_seconds", "Time per output token after the first (measured on streams, derived from "
+            "the total time of whole answers).", _DEPLOYMENT, buckets=_TPOT_BUCKETS_S, registry=r)
         self.in_flight = Gauge(
             "meridian_in_flight_requests", "Requests in flight to a deployment.", _DEPLOYMENT, registry=r)
         self.breaker_state = Gauge(
@@ -50,6 +54,15 @@ class RouterMetrics:
         self.breaker_transitions = Counter(
             "meridian_breaker_transitions", "Circuit breaker transitions.",
             (*_DEPLOYMENT, "from_state", "to_state"), registry=r)
+        self.breaker_trips_held = Counter(
+            "meridian_breaker_trips_held", "Breakers that would have opened but stayed closed: as many of the "
+            "model's deployments as max_ejection_percent allows were already out.", _DEPLOYMENT, registry=r)
+        self.panic_routed = Counter(
+            "meridian_panic_routed", "Requests sent to the least bad deployment because every deployment of the "
+            "model was excluded.", ("region", "model", "deployment"), registry=r)
+        self.trials = Counter(
+            "meridian_trials", "Requests put first to try a deployment that was half-open or had no recent answer.",
+            ("region", "model", "deployment"), registry=r)
         self.health_state = Gauge(
             "meridian_deployment_healthy", "1 when active health checks consider the deployment healthy.",
             _DEPLOYMENT, registry=r)

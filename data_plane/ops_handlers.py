@@ -23,6 +23,10 @@ def table_age_s(router: RouterContext) -> float:
     return max(0.0, time.time() - router.state.table.computed_at_unix_ms / 1000)
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
     spec, view = live.spec, live.stats.view(now)
     return {
@@ -43,11 +47,14 @@ def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
         "api_key_env": spec.api_key_env or None,
         "breaker": str(live.breaker.state_at(now)),
         "healthy": live.health.healthy,
+        "table_figures": {"ttft_ms": spec.ttft_ms, "tpot_ms": spec.tpot_ms, "error_rate": spec.error_rate},
         "stats": {
             "requests": view.requests, "errors": view.errors, "error_rate": round(view.error_rate, 4),
-            "p50_ms": round(view.p50_ms, 3), "p95_ms": round(view.p95_ms, 3), "p99_ms": round(view.p99_ms, 3),
-            "ttft_p95_ms": round(view.ttft_p95_ms, 3), "tokens_per_s": round(view.tokens_per_s, 2),
-            "in_flight": view.in_flight,
+            "answers": view.answers, "output_tokens": view.output_tokens,
+            "ttft_ms": _rounded(view.ttft_ms), "tpot_ms": _rounded(view.tpot_ms),
+            "ttft_p95_ms": round(view.ttft_p95_ms, 3), "tpot_p95_ms": round(view.tpot_p95_ms, 3),
+            "latency_p50_ms": round(view.latency_p50_ms, 3), "latency_p95_ms": round(view.latency_p95_ms, 3),
+            "in_flight": view.in_flight, "waiting_first_token_ms": round(view.waiting_first_token_ms, 1),
         },
     }
 
@@ -90,6 +97,9 @@ def routing_json(router: RouterContext) -> dict[str, Any]:
                 "allowed_policies": list(model.allowed_policies),
                 "latency_budget_ms": model.latency_budget_ms,
                 "priority": model.priority,
+                "score_weights": model.score_weights,
+                "typical_output_tokens": model.typical_output_tokens,
+                "locality_margin": model.locality_margin,
                 "fallbacks": list(model.fallbacks),
                 "cache_enabled": model.cache_enabled,
                 "client_limits": {"rpm": model.client_rpm, "tpm": model.client_tpm},

@@ -22,7 +22,6 @@ PRIORITY_HEADER = "x-meridian-priority"
 
 # The field each endpoint cannot do without.
 REQUIRED_FIELD = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
-_DEFAULT_MAX_OUTPUT_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,7 @@ class ParsedRequest:
     model: str
     streaming: bool
     prompt: str
-    max_output_tokens: int
+    max_output_tokens: int | None  # max_completion_tokens or max_tokens; None when the request sets neither
 
 
 async def read_json_body(request: web.Request, max_bytes: int) -> dict[str, Any]:
@@ -73,14 +72,15 @@ def parse_openai_request(endpoint: str, body: dict[str, Any]) -> ParsedRequest:
         model=model,
         streaming=bool(body.get("stream")),
         prompt=prompt,
-        max_output_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0
-        else _DEFAULT_MAX_OUTPUT_TOKENS,
+        max_output_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None,
     )
 
 
 def route_request_from(
-    parsed: ParsedRequest, model: ModelSpec, headers: CIMultiDictProxy[str]
+    parsed: ParsedRequest, model: ModelSpec, headers: CIMultiDictProxy[str], typical_output_tokens: int
 ) -> RouteRequest:
+    """The request as `model` routes it; `typical_output_tokens` is the answer length expected when the
+    request sets no max_tokens."""
     policy = headers.get(POLICY_HEADER, model.policy)
     if policy not in POLICIES:
         raise ClientError(400, f"unknown policy {policy!r} in {POLICY_HEADER}; expected one of "
@@ -109,6 +109,8 @@ def route_request_from(
         priority=priority,
         streaming=parsed.streaming,
         estimated_input_tokens=estimate_tokens(parsed.prompt),
-        max_output_tokens=parsed.max_output_tokens,
+        expected_output_tokens=parsed.max_output_tokens or typical_output_tokens,
         local_ratio=model.local_ratio,
+        score_weights=model.score_weights,
+        locality_margin=model.locality_margin,
     )

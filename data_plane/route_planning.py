@@ -13,7 +13,6 @@ from multidict import CIMultiDictProxy
 from data_plane.errors import ClientError
 from data_plane.live_state import RouterState
 from data_plane.policies import Decision, RouteRequest, decide
-from data_plane.policies.filters import is_saturation
 from data_plane.request_parsing import ParsedRequest, route_request_from
 from data_plane.table import DeploymentSpec, ModelSpec
 
@@ -30,15 +29,17 @@ def model_chain(state: RouterState, parsed: ParsedRequest, headers: CIMultiDictP
                 ) -> list[tuple[ModelSpec, RouteRequest]]:
     """The requested model and then its fallbacks, each with the request as that model sees it."""
     models = state.table.models
+    now = time.monotonic()
     primary = models.get(parsed.model)
     if primary is None:
         raise ClientError(404, f"the model {parsed.model!r} does not exist; available models: "
                           f"{', '.join(sorted(models))}", param="model", code="model_not_found")
-    chain = [(primary, route_request_from(parsed, primary, headers))]
+    chain = [(primary, route_request_from(parsed, primary, headers, state.typical_output_tokens(primary, now)))]
     for name in primary.fallbacks:
         fallback = models.get(name)
         if fallback is not None:
-            chain.append((fallback, route_request_from(parsed, fallback, headers)))
+            chain.append((fallback, route_request_from(parsed, fallback, headers,
+                                                       state.typical_output_tokens(fallback, now))))
     return chain
 
 
@@ -64,7 +65,7 @@ def attempts(state: RouterState, chain: list[tuple[ModelSpec, RouteRequest]]
 
 def saturated(model_decision: ModelDecision) -> bool:
     """Some deployment is out only for being full or rate limited: a slot will free."""
-    return any(is_saturation(f.excluded_because) for f in model_decision.decision.figures)
+    return model_decision.decision.saturated
 
 
 def decision_json(model_decision: ModelDecision) -> dict[str, Any]:
@@ -75,11 +76,15 @@ def decision_json(model_decision: ModelDecision) -> dict[str, Any]:
         "pick": decision.ordered[0].name if decision.ordered else None,
         "order": [d.name for d in decision.ordered],
         "reason": decision.reason,
+        "panic": decision.panic,
+        "trial": decision.trial,
         "decision_us": round(model_decision.decision_s * 1e6, 2),
         "candidates": [
             {
-                "name": f.name, "region": f.region, "eligible": f.eligible, "excluded_because": f.excluded_because,
-                "latency_ms": round(f.latency_ms, 3), "cost": f.cost, "quality": f.quality,
+                "name": f.name, "region": f.region, "eligible": f.eligible,
+                "excluded_because": None if f.exclusion is None else str(f.exclusion),
+                "latency_ms": round(f.latency_ms, 3), "ttft_ms": round(f.ttft_ms, 3), "tpot_ms": round(f.tpot_ms, 3),
+                "predicted_ms": round(f.predicted_ms, 3), "estimate": f.estimate, "cost": f.cost, "quality": f.quality,
                 "score": None if f.score is None else round(f.score, 4), "in_flight": f.in_flight,
                 "breaker": f.breaker,
             }

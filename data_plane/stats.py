@@ -1,165 +1,281 @@
-"""Live statistics of one deployment as this router sees it: sliding-window latency and TTFT quantiles,
-error rate and token throughput, cheap enough to read on every routing decision."""
+"""Live statistics of one deployment as this router sees it, cheap enough to read on every routing decision.
+
+An LLM answer's time is time to first token (TTFT) plus time per output token (TPOT) times its length, so
+the two are kept apart: a recent, time-decayed mean of each (what prediction reads: the newest answers
+dominate, so a recovered backend is seen as recovered from its first good answer) and their p95 over a
+sliding window (what operators and breakers read). Whole-answer latency is kept for operators only.
+"""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate
 
-from meridian_common.histogram import BOUNDS_MS, Histogram, WindowedHistogram
+from meridian_common.histogram import BOUNDS_MS, Histogram
 
 _BUCKETS = len(BOUNDS_MS) + 1
+DEFAULT_WINDOW_S = 10.0
+DEFAULT_DECAY_S = 2.0
+DEFAULT_STALE_AFTER_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class StatsView:
-    requests: int  # completed in the window, successes and errors
+    requests: int  # finished in the window: answers and failures
     errors: int
     error_rate: float
-    p50_ms: float  # latency quantiles of successful requests; 0.0 when there is none
-    p95_ms: float
-    p99_ms: float
-    ttft_p95_ms: float  # streams only
-    tokens_per_s: float  # output tokens / generation time
+    answers: int  # successful answers in the window
+    output_tokens: int  # their completion tokens
+    ttft_ms: float | None  # recent time to first token; None when no sample for stale_after_s
+    tpot_ms: float | None  # recent time per output token; None when no sample for stale_after_s
+    ttft_p95_ms: float  # over the window; 0.0 with no sample
+    tpot_p95_ms: float
+    latency_p50_ms: float  # whole answers, for operators: routing never reads them
+    latency_p95_ms: float
     in_flight: int
-    # How long the oldest request still in flight has been waiting: a backend that turned slow shows it at
-    # once, long before its slow answers are 5 % of the window's p95.
-    oldest_in_flight_ms: float = 0.0
+    # How long the oldest stream in flight has waited for its first token: a backend that turned slow shows
+    # it at once, long before its slow answers finish.
+    waiting_first_token_ms: float = 0.0
+    idle_s: float = math.inf  # since a request was last sent to the deployment
 
 
-EMPTY_VIEW = StatsView(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+EMPTY_VIEW = StatsView(0, 0, 0.0, 0, 0, None, None, 0.0, 0.0, 0.0, 0.0, 0)
+
+
+class DecayingMean:
+    """An exponentially weighted mean over time, not over samples: a sample's weight is 1 - exp(-gap / decay_s)
+    where gap is the time since the previous one (never under `MIN_WEIGHT`). Under steady traffic it averages
+    the last few seconds; after a quiet spell the first new sample outweighs everything before; past
+    `stale_after_s` without a sample it knows nothing, and the next sample starts it afresh."""
+
+    MIN_WEIGHT = 0.05  # under a burst of simultaneous answers, each still counts: about the last 20 of them
+
+    __slots__ = ("_decay_s", "_stale_after_s", "_value", "last_at")
+
+    def __init__(self, decay_s: float, stale_after_s: float) -> None:
+        if not (decay_s > 0 and stale_after_s > 0):
+            raise ValueError(f"decay_s and stale_after_s must be > 0, got {decay_s}, {stale_after_s}")
+        self._decay_s = decay_s
+        self._stale_after_s = stale_after_s
+        self._value: float | None = None
+        self.last_at = -math.inf
+
+    def add(self, value: float, now: float) -> None:
+        gap_s = now - self.last_at
+        if self._value is None or gap_s > self._stale_after_s:
+            self._value = value
+        else:
+            weight = max(1.0 - math.exp(-max(0.0, gap_s) / self._decay_s), self.MIN_WEIGHT)
+            self._value += weight * (value - self._value)
+        self.last_at = max(self.last_at, now)
+
+    def value(self, now: float) -> float | None:
+        """The mean, or None when no sample came for `stale_after_s`."""
+        if self._value is None or now - self.last_at > self._stale_after_s:
+            return None
+        return self._value
+
+    def reset(self) -> None:
+        self._value = None
+        self.last_at = -math.inf
+
+    def replace(self, value: float, now: float) -> None:
+        """What is known now is this one measurement (nothing newer came to average it with)."""
+        self._value = value
+        self.last_at = now
+
+
+class RollingHistogram:
+    """Counts in fixed log-spaced buckets over a sliding window of `slots` sub-windows, with running totals
+    so that quantiles cost one cumulative sum, not a merge of every slot."""
+
+    __slots__ = ("_slot_s", "_ids", "_counts", "_total", "count")
+
+    def __init__(self, window_s: float, slots: int) -> None:
+        self._slot_s = window_s / slots
+        self._ids = [-1] * slots
+        self._counts: list[list[int] | None] = [None] * slots
+        self._total = [0] * _BUCKETS
+        self.count = 0
+
+    def record(self, value_ms: float, now: float) -> None:
+        self.expire(now)
+        slot_id = int(now // self._slot_s)
+        index = slot_id % len(self._ids)
+        if self._ids[index] != slot_id:
+            self._drop(index)
+            self._ids[index] = slot_id
+        counts = self._counts[index]
+        if counts is None:
+            counts = self._counts[index] = [0] * _BUCKETS
+        bucket = bisect_left(BOUNDS_MS, value_ms)
+        counts[bucket] += 1
+        self._total[bucket] += 1
+        self.count += 1
+
+    def expire(self, now: float) -> None:
+        oldest = int(now // self._slot_s) - len(self._ids) + 1
+        for index, slot_id in enumerate(self._ids):
+            if slot_id != -1 and slot_id < oldest:
+                self._drop(index)
+
+    def quantiles(self, now: float, qs: tuple[float, ...]) -> tuple[float, ...]:
+        self.expire(now)
+        return quantiles(self._total, self.count, qs)
+
+    def snapshot(self, now: float) -> Histogram:
+        self.expire(now)
+        return Histogram(list(self._total), 0.0, self.count)
+
+    def clear(self) -> None:
+        for index in range(len(self._ids)):
+            self._drop(index)
+
+    def _drop(self, index: int) -> None:
+        counts = self._counts[index]
+        if counts is not None:
+            self._total = [t - c for t, c in zip(self._total, counts, strict=True)]
+            self.count -= sum(counts)
+        self._ids[index] = -1
+        self._counts[index] = None
 
 
 class _Slot:
-    """One sub-window's counts; the bucket counts mirror the WindowedHistograms' slots."""
+    """One sub-window's counters, aligned with the RollingHistograms' slots."""
 
-    __slots__ = ("slot_id", "latency", "ttft", "requests", "errors", "output_tokens", "generation_s")
+    __slots__ = ("slot_id", "requests", "errors", "answers", "output_tokens")
 
     def __init__(self) -> None:
         self.slot_id = -1
-        self.latency: list[int] | None = None
-        self.ttft: list[int] | None = None
-        self.requests = 0
-        self.errors = 0
-        self.output_tokens = 0
-        self.generation_s = 0.0
+        self.requests = self.errors = self.answers = self.output_tokens = 0
 
 
 class DeploymentStats:
-    """Mutable per-deployment statistics; every method takes `now` (monotonic seconds) from the caller.
-
-    Quantiles come from running bucket totals kept alongside the WindowedHistograms (which stay the
-    mergeable form the telemetry sends), so a refresh is one cumulative sum, not a merge of every slot.
-    """
+    """Mutable per-deployment statistics; every method takes `now` (monotonic seconds) from the caller."""
 
     __slots__ = (
-        "in_flight", "_started", "latency", "ttft", "_slot_s", "_slots", "_refresh_s",
-        "_latency_total", "_latency_count", "_ttft_total", "_ttft_count",
-        "_computed_at", "_fields", "_view",
+        "in_flight", "_waiting", "_last_sent_at", "_slot_s", "_slots", "latency", "ttft", "tpot",
+        "recent_ttft", "recent_tpot", "_answered_since_probe", "_refresh_s", "_computed_at", "_view",
     )
 
-    def __init__(self, window_s: float = 30.0, refresh_s: float = 0.1, *, slots: int = 6) -> None:
-        if refresh_s < 0:
-            raise ValueError(f"refresh_s must be >= 0, got {refresh_s}")
+    def __init__(self, window_s: float = DEFAULT_WINDOW_S, refresh_s: float = 0.1, *, slots: int = 10,
+                 decay_s: float = DEFAULT_DECAY_S, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
+        if refresh_s < 0 or window_s <= 0 or slots < 1:
+            raise ValueError(f"window_s and slots must be > 0 and refresh_s >= 0, got {window_s}, {slots}, "
+                             f"{refresh_s}")
         self.in_flight = 0
-        self._started: dict[float, int] = {}  # start time -> requests in flight that started then
-        self.latency = WindowedHistogram(window_s, slots)
-        self.ttft = WindowedHistogram(window_s, slots)
+        self._waiting: dict[float, int] = {}  # start time -> streams in flight still waiting for a first token
+        self._last_sent_at = -math.inf
         self._slot_s = window_s / slots
         self._slots = [_Slot() for _ in range(slots)]
+        self.latency = RollingHistogram(window_s, slots)
+        self.ttft = RollingHistogram(window_s, slots)
+        self.tpot = RollingHistogram(window_s, slots)
+        self.recent_ttft = DecayingMean(decay_s, stale_after_s)
+        self.recent_tpot = DecayingMean(decay_s, stale_after_s)
+        self._answered_since_probe = False
         self._refresh_s = refresh_s
-        self._latency_total = [0] * _BUCKETS
-        self._latency_count = 0
-        self._ttft_total = [0] * _BUCKETS
-        self._ttft_count = 0
-        self._computed_at = float("-inf")
-        self._fields: tuple[int, int, float, float, float, float, float, float] | None = None
+        self._computed_at = -math.inf
         self._view = EMPTY_VIEW
 
-    def begin(self, started: float) -> None:
+    def begin(self, started: float, *, awaiting_first_token: bool = False, probe: bool = False) -> None:
+        """A request sent at `started`. A health probe holds a slot like any request but is not traffic: the
+        deployment stays idle for the purpose of trials."""
         self.in_flight += 1
-        self._started[started] = self._started.get(started, 0) + 1
+        if not probe:
+            self._last_sent_at = max(self._last_sent_at, started)
+        if awaiting_first_token:
+            self._waiting[started] = self._waiting.get(started, 0) + 1
 
-    def _release(self, started: float) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
-        remaining = self._started.get(started, 0) - 1
+    def first_token(self, started: float) -> None:
+        """The stream that began at `started` received its first token."""
+        remaining = self._waiting.get(started, 0) - 1
         if remaining > 0:
-            self._started[started] = remaining
+            self._waiting[started] = remaining
         else:
-            self._started.pop(started, None)
+            self._waiting.pop(started, None)
 
     def abandon(self, started: float) -> None:
         """The request ended without a verdict on the backend (client gone): only in_flight changes."""
-        self._release(started)
+        self.in_flight = max(0, self.in_flight - 1)
+        self.first_token(started)
 
-    def end(self, now: float, *, started: float, latency_ms: float, ok: bool, ttft_ms: float | None = None,
-            output_tokens: int = 0) -> None:
-        """Records a finished request that began at `started`. Latency is recorded for successes only: a
-        connection refused in 1 ms must not make a broken deployment look fast; errors count in the error
+    def end(self, now: float, *, started: float, ok: bool, latency_ms: float, ttft_ms: float | None = None,
+            tpot_ms: float | None = None, output_tokens: int = 0) -> None:
+        """Records a finished request that began at `started`. Timings are recorded for answers only: a
+        connection refused in 1 ms must not make a broken deployment look fast; failures count in the error
         rate instead."""
-        self._release(started)
+        self.abandon(started)
         slot = self._slot(now)
         slot.requests += 1
         if not ok:
             slot.errors += 1
             return
+        slot.answers += 1
+        slot.output_tokens += max(0, output_tokens)
+        self._answered_since_probe = True
         self.latency.record(latency_ms, now)
-        if slot.latency is None:
-            slot.latency = [0] * _BUCKETS
-        bucket = bisect_left(BOUNDS_MS, latency_ms)
-        slot.latency[bucket] += 1
-        self._latency_total[bucket] += 1
-        self._latency_count += 1
-        generation_ms = latency_ms
         if ttft_ms is not None:
             self.ttft.record(ttft_ms, now)
-            if slot.ttft is None:
-                slot.ttft = [0] * _BUCKETS
-            bucket = bisect_left(BOUNDS_MS, ttft_ms)
-            slot.ttft[bucket] += 1
-            self._ttft_total[bucket] += 1
-            self._ttft_count += 1
-            generation_ms = latency_ms - ttft_ms
-        if output_tokens > 0 and generation_ms > 0:
-            slot.output_tokens += output_tokens
-            slot.generation_s += generation_ms / 1000.0
+            self.recent_ttft.add(ttft_ms, now)
+        if tpot_ms is not None:
+            self.tpot.record(tpot_ms, now)
+            self.recent_tpot.add(tpot_ms, now)
+        self._computed_at = -math.inf
+
+    def record_probe(self, now: float, ttft_ms: float, tpot_ms: float | None) -> None:
+        """A health probe's short answer, kept out of the window's figures (which describe live answers). Among
+        live answers it is one more sample; with none since the previous probe it is all that is known now, so
+        it replaces the estimate: a deployment that lost its traffic is seen to slow down or recover at the
+        next probe, not after several."""
+        record = DecayingMean.add if self._answered_since_probe else DecayingMean.replace
+        record(self.recent_ttft, ttft_ms, now)
+        if tpot_ms is not None:
+            record(self.recent_tpot, tpot_ms, now)
+        self._answered_since_probe = False
+        self._computed_at = -math.inf
+
+    def forget_estimates(self) -> None:
+        """The recent TTFT and TPOT describe a backend that has since proven itself again (a breaker's trial
+        passed): prediction starts afresh from the next answer."""
+        self.recent_ttft.reset()
+        self.recent_tpot.reset()
+        self.ttft.clear()
+        self.tpot.clear()
+        self._computed_at = -math.inf
 
     def view(self, now: float) -> StatsView:
-        """The window's figures, recomputed at most every refresh_s; in_flight is always current."""
-        fields = self._fields
-        if fields is None or not (0.0 <= now - self._computed_at < self._refresh_s):
-            fields = self._fields = self._compute(now)
+        """The figures at `now`, recomputed at most every refresh_s; in-flight figures are always current."""
+        view = self._view
+        if not (0.0 <= now - self._computed_at < self._refresh_s):
+            view = self._view = self._compute(now)
             self._computed_at = now
-            self._view = StatsView(*fields, self.in_flight, self._oldest_in_flight_ms(now))
-        elif self._view.in_flight != self.in_flight:
-            self._view = StatsView(*fields, self.in_flight, self._oldest_in_flight_ms(now))
-        return self._view
+        waiting_ms = max(0.0, (now - min(self._waiting)) * 1000) if self._waiting else 0.0
+        idle_s = now - self._last_sent_at
+        if view.in_flight != self.in_flight or view.waiting_first_token_ms != waiting_ms or view.idle_s != idle_s:
+            view = StatsView(view.requests, view.errors, view.error_rate, view.answers, view.output_tokens,
+                             view.ttft_ms, view.tpot_ms, view.ttft_p95_ms, view.tpot_p95_ms, view.latency_p50_ms,
+                             view.latency_p95_ms, self.in_flight, waiting_ms, idle_s)
+        return view
 
-    def _oldest_in_flight_ms(self, now: float) -> float:
-        return max(0.0, (now - min(self._started)) * 1000) if self._started else 0.0
-
-    def _compute(self, now: float) -> tuple[int, int, float, float, float, float, float, float]:
+    def _compute(self, now: float) -> StatsView:
         self._expire(now)
-        requests = errors = output_tokens = 0
-        generation_s = 0.0
+        requests = errors = answers = output_tokens = 0
         for slot in self._slots:
             if slot.slot_id != -1:
                 requests += slot.requests
                 errors += slot.errors
+                answers += slot.answers
                 output_tokens += slot.output_tokens
-                generation_s += slot.generation_s
-        p50, p95, p99 = quantiles(self._latency_total, self._latency_count, (0.5, 0.95, 0.99))
-        (ttft_p95,) = quantiles(self._ttft_total, self._ttft_count, (0.95,))
-        return (
-            requests,
-            errors,
-            errors / requests if requests else 0.0,
-            p50,
-            p95,
-            p99,
-            ttft_p95,
-            output_tokens / generation_s if generation_s > 0 else 0.0,
+        latency_p50, latency_p95 = self.latency.quantiles(now, (0.5, 0.95))
+        (ttft_p95,) = self.ttft.quantiles(now, (0.95,))
+        (tpot_p95,) = self.tpot.quantiles(now, (0.95,))
+        return StatsView(
+            requests, errors, errors / requests if requests else 0.0, answers, output_tokens,
+            self.recent_ttft.value(now), self.recent_tpot.value(now),
+            ttft_p95, tpot_p95, latency_p50, latency_p95, self.in_flight,
         )
 
     def _slot(self, now: float) -> _Slot:
@@ -167,28 +283,16 @@ class DeploymentStats:
         slot_id = int(now // self._slot_s)
         slot = self._slots[slot_id % len(self._slots)]
         if slot.slot_id != slot_id:
-            # Same replacement rule as WindowedHistogram, so the totals stay equal to its snapshot.
-            self._drop(slot)
             slot.slot_id = slot_id
+            slot.requests = slot.errors = slot.answers = slot.output_tokens = 0
         return slot
 
     def _expire(self, now: float) -> None:
         oldest = int(now // self._slot_s) - len(self._slots) + 1
         for slot in self._slots:
             if slot.slot_id != -1 and slot.slot_id < oldest:
-                self._drop(slot)
-
-    def _drop(self, slot: _Slot) -> None:
-        if slot.latency is not None:
-            self._latency_total = [t - c for t, c in zip(self._latency_total, slot.latency, strict=True)]
-            self._latency_count -= sum(slot.latency)
-        if slot.ttft is not None:
-            self._ttft_total = [t - c for t, c in zip(self._ttft_total, slot.ttft, strict=True)]
-            self._ttft_count -= sum(slot.ttft)
-        slot.slot_id = -1
-        slot.latency = slot.ttft = None
-        slot.requests = slot.errors = slot.output_tokens = 0
-        slot.generation_s = 0.0
+                slot.slot_id = -1
+                slot.requests = slot.errors = slot.answers = slot.output_tokens = 0
 
 
 def quantiles(counts: list[int], count: int, qs: tuple[float, ...]) -> tuple[float, ...]:

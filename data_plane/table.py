@@ -12,29 +12,30 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from meridian_common.catalog import BreakerConfig, CacheConfig, QueueConfig, RoutingDefaults
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
-# The same defaults as meridian_common.catalog.BreakerConfig / CacheConfig, for tables that leave them unset.
-DEFAULT_ERROR_RATE_THRESHOLD = 0.5
-DEFAULT_P95_THRESHOLD_MS = 0.0
-DEFAULT_MIN_REQUESTS = 5
-DEFAULT_OPEN_DURATION_S = 5.0
-DEFAULT_BREAKER_WINDOW_S = 10.0
-DEFAULT_CONSECUTIVE_FAILURES = 5
-DEFAULT_CACHE_TTL_S = 300.0
-DEFAULT_QUEUE_TIMEOUT_S = 30.0
+_BREAKER_DEFAULTS = BreakerConfig()
+DEFAULT_CACHE_TTL_S = CacheConfig().ttl_s
+DEFAULT_QUEUE_TIMEOUT_S = QueueConfig().timeout_s
+DEFAULT_TYPICAL_OUTPUT_TOKENS = RoutingDefaults().typical_output_tokens
 
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
-    error_rate_threshold: float = DEFAULT_ERROR_RATE_THRESHOLD
-    p95_threshold_ms: float = DEFAULT_P95_THRESHOLD_MS  # 0 = off
-    min_requests: int = DEFAULT_MIN_REQUESTS
-    open_duration_s: float = DEFAULT_OPEN_DURATION_S
-    window_s: float = DEFAULT_BREAKER_WINDOW_S
-    consecutive_failures: int = DEFAULT_CONSECUTIVE_FAILURES  # 0 = off
+    """The catalog's BreakerConfig as a table carries it; defaults are the catalog's, for tables that
+    leave the breaker unset."""
+
+    error_rate_threshold: float = _BREAKER_DEFAULTS.error_rate_threshold
+    ttft_p95_threshold_ms: float = _BREAKER_DEFAULTS.ttft_p95_threshold_ms  # 0 = off
+    tpot_p95_threshold_ms: float = _BREAKER_DEFAULTS.tpot_p95_threshold_ms  # 0 = off
+    min_requests: int = _BREAKER_DEFAULTS.min_requests
+    open_duration_s: float = _BREAKER_DEFAULTS.open_duration_s
+    window_s: float = _BREAKER_DEFAULTS.window_s
+    consecutive_failures: int = _BREAKER_DEFAULTS.consecutive_failures  # 0 = off
+    max_ejection_percent: float = _BREAKER_DEFAULTS.max_ejection_percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,9 @@ class DeploymentSpec:
     ejected: bool
     rpm_limit: int
     tpm_limit: int
-    p95_ms: float  # what the control plane saw; 0 = unknown
     error_rate: float
+    ttft_ms: float = 0.0  # the control plane's merged median time to first token; 0 = unknown
+    tpot_ms: float = 0.0  # the control plane's merged median time per output token; 0 = unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,9 @@ class ModelSpec:
     client_tpm: int = 0
     queue_size: int = 0  # requests that may wait for a slot; 0 = none wait, a full model answers 503 at once
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
+    score_weights: tuple[float, float, float] | None = None  # scored: (latency, cost, quality) over the preset
+    typical_output_tokens: int = DEFAULT_TYPICAL_OUTPUT_TOKENS  # assumed for a request without max_tokens
+    locality_margin: float = 0.0  # a remote deployment ranks as if this much slower
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,7 @@ def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelS
     _check_at_least(where, "latency_budget_ms", route.latency_budget_ms, 0.0)
     _check_unit(where, "local_ratio", route.local_ratio)
     _check_at_least(where, "queue_timeout_s", route.queue_timeout_s, 0.0)
+    _check_at_least(where, "locality_margin", route.locality_margin, 0.0)
     for fallback in route.fallbacks:
         if fallback == name:
             raise InvalidTable(f"{where}: names itself as a fallback")
@@ -177,7 +183,21 @@ def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelS
         client_tpm=route.client_limits.tpm,
         queue_size=route.queue_size,
         queue_timeout_s=route.queue_timeout_s if route.queue_timeout_s > 0 else DEFAULT_QUEUE_TIMEOUT_S,
+        score_weights=_score_weights(where, route),
+        typical_output_tokens=route.typical_output_tokens or DEFAULT_TYPICAL_OUTPUT_TOKENS,
+        locality_margin=route.locality_margin,
     )
+
+
+def _score_weights(where: str, route: routing_pb2.ModelRoute) -> tuple[float, float, float] | None:
+    if not route.HasField("score_weights"):
+        return None
+    weights = (route.score_weights.latency, route.score_weights.cost, route.score_weights.quality)
+    for field, value in zip(("latency", "cost", "quality"), weights, strict=True):
+        _check_at_least(f"{where} score_weights", field, value, 0.0)
+    if not sum(weights) > 0:
+        raise InvalidTable(f"{where}: score_weights must have a weight above 0, got {weights}")
+    return weights
 
 
 def _deployment_spec(model_where: str, deployment: routing_pb2.Deployment) -> DeploymentSpec:
@@ -188,7 +208,7 @@ def _deployment_spec(model_where: str, deployment: routing_pb2.Deployment) -> De
     for field in ("served_model", "region"):
         if not getattr(deployment, field):
             raise InvalidTable(f"{where}: {field} is empty")
-    for field in ("cost_per_1m_input", "cost_per_1m_output", "weight", "added_latency_ms", "p95_ms"):
+    for field in ("cost_per_1m_input", "cost_per_1m_output", "weight", "added_latency_ms", "ttft_ms", "tpot_ms"):
         _check_at_least(where, field, getattr(deployment, field), 0.0)
     _check_unit(where, "quality", deployment.quality)
     _check_unit(where, "error_rate", deployment.error_rate)
@@ -208,8 +228,9 @@ def _deployment_spec(model_where: str, deployment: routing_pb2.Deployment) -> De
         ejected=deployment.ejected,
         rpm_limit=deployment.rpm_limit,
         tpm_limit=deployment.tpm_limit,
-        p95_ms=deployment.p95_ms,
         error_rate=deployment.error_rate,
+        ttft_ms=deployment.ttft_ms,
+        tpot_ms=deployment.tpot_ms,
     )
 
 
@@ -220,7 +241,10 @@ def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerSetti
     where = f"{where} breaker"
     if not (0.0 < b.error_rate_threshold <= 1.0):
         raise InvalidTable(f"{where}: error_rate_threshold must be in (0, 1], got {b.error_rate_threshold}")
-    _check_at_least(where, "p95_threshold_ms", b.p95_threshold_ms, 0.0)
+    for field in ("ttft_p95_threshold_ms", "tpot_p95_threshold_ms"):
+        _check_at_least(where, field, getattr(b, field), 0.0)
+    if not 0.0 <= b.max_ejection_percent <= 100.0:
+        raise InvalidTable(f"{where}: max_ejection_percent must be within [0, 100], got {b.max_ejection_percent}")
     if b.min_requests < 1:
         raise InvalidTable(f"{where}: min_requests must be >= 1, got {b.min_requests}")
     for field in ("open_duration_s", "window_s"):
@@ -229,11 +253,13 @@ def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerSetti
             raise InvalidTable(f"{where}: {field} must be > 0, got {value}")
     return BreakerSettings(
         error_rate_threshold=b.error_rate_threshold,
-        p95_threshold_ms=b.p95_threshold_ms,
+        ttft_p95_threshold_ms=b.ttft_p95_threshold_ms,
+        tpot_p95_threshold_ms=b.tpot_p95_threshold_ms,
         min_requests=b.min_requests,
         open_duration_s=b.open_duration_s,
         window_s=b.window_s,
         consecutive_failures=b.consecutive_failures,
+        max_ejection_percent=b.max_ejection_percent,
     )
 
 

@@ -24,11 +24,12 @@ class DeploymentAccumulator:
     errors: int = 0
     latency: Histogram = field(default_factory=Histogram)
     ttft: Histogram = field(default_factory=Histogram)
+    tpot: Histogram = field(default_factory=Histogram)
     input_tokens: int = 0
     output_tokens: int = 0
 
-    def record(self, *, ok: bool, latency_ms: float, ttft_ms: float | None, input_tokens: int,
-               output_tokens: int) -> None:
+    def record(self, *, ok: bool, latency_ms: float, ttft_ms: float | None, tpot_ms: float | None,
+               input_tokens: int, output_tokens: int) -> None:
         self.requests += 1
         if not ok:
             # Same rule as DeploymentStats: a connection refused in 1 ms must not make a broken
@@ -38,6 +39,8 @@ class DeploymentAccumulator:
         self.latency.record(latency_ms)
         if ttft_ms is not None:
             self.ttft.record(ttft_ms)
+        if tpot_ms is not None:
+            self.tpot.record(tpot_ms)
         self.input_tokens += max(0, input_tokens)
         self.output_tokens += max(0, output_tokens)
 
@@ -56,14 +59,14 @@ class TelemetryAccumulators:
         self._window_start_unix_ms = started_unix_ms
         self._reported_in_flight: set[DeploymentKey] = set()
 
-    def record(self, model: str, deployment: str, *, ok: bool, latency_ms: float, ttft_ms: float | None,
-               input_tokens: int, output_tokens: int) -> None:
+    def record(self, model: str, deployment: str, *, ok: bool, latency_ms: float, ttft_ms: float | None = None,
+               tpot_ms: float | None = None, input_tokens: int = 0, output_tokens: int = 0) -> None:
         key = (model, deployment)
         accumulator = self._by_key.get(key)
         if accumulator is None:
             accumulator = self._by_key[key] = DeploymentAccumulator()
-        accumulator.record(ok=ok, latency_ms=latency_ms, ttft_ms=ttft_ms, input_tokens=input_tokens,
-                           output_tokens=output_tokens)
+        accumulator.record(ok=ok, latency_ms=latency_ms, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
+                           input_tokens=input_tokens, output_tokens=output_tokens)
 
     @property
     def window_start_unix_ms(self) -> int:
@@ -125,5 +128,7 @@ class TelemetryAccumulators:
                     sample.latency.CopyFrom(accumulator.latency.to_proto())
                 if accumulator.ttft.count:
                     sample.ttft.CopyFrom(accumulator.ttft.to_proto())
+                if accumulator.tpot.count:
+                    sample.tpot.CopyFrom(accumulator.tpot.to_proto())
             samples.append(sample)
         return samples

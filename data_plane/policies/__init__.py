@@ -9,6 +9,7 @@ from data_plane.policies.candidate import (
     Decision,
     PolicyState,
     RouteRequest,
+    TrialReason,
     UnknownPolicy,
 )
 from data_plane.policies.scheduler import RANKERS, decide
@@ -20,6 +21,7 @@ __all__ = [
     "Decision",
     "PolicyState",
     "RouteRequest",
+    "TrialReason",
     "UnknownPolicy",
     "decide",
 ]

@@ -21,12 +21,13 @@ def _deployment(name: str, region: str, cost_in: float, cost_out: float, quality
         name=name, url=f"http://{name}.internal:8000/v1", served_model="llama-3.3-70b", region=region,
         architecture="dense", cost_per_1m_input=cost_in, cost_per_1m_output=cost_out, quality=quality,
         max_concurrency=64, api_key_env="", weight=weight, added_latency_ms=added_latency_ms, ejected=False,
-        rpm_limit=0, tpm_limit=0, p95_ms=0.0, error_rate=0.0,
+        rpm_limit=0, tpm_limit=0, error_rate=0.0,
     )
 
 
 def benchmark_candidates(now: float = 100.0, seed: int = 7) -> list[Candidate]:
-    """Two local deployments and a remote one, each with a window of recorded traffic."""
+    """Two local deployments and a remote one, each with a window of recorded answers of realistic length
+    (log-normal around 200 tokens)."""
     rng = random.Random(seed)
     setups = [
         (_deployment("vllm-a", "us-east", 0.10, 0.20, 0.80, 0.0, 2.0), 5.3, 3),
@@ -35,13 +36,15 @@ def benchmark_candidates(now: float = 100.0, seed: int = 7) -> list[Candidate]:
     ]
     candidates = []
     for spec, log_mean_ms, in_flight in setups:
-        stats = DeploymentStats(window_s=30.0)
+        stats = DeploymentStats(window_s=10.0)
         for i in range(600):
-            at = now - 29.0 + i * 0.048
-            latency_ms = rng.lognormvariate(log_mean_ms, 0.4)
+            at = now - 9.9 + i * 0.0165
+            ttft_ms = rng.lognormvariate(log_mean_ms - 1.5, 0.4)
+            tpot_ms = rng.lognormvariate(1.6, 0.2)
+            tokens = max(2, round(rng.lognormvariate(5.3, 0.8)))
             stats.begin(at)
-            stats.end(at, started=at, latency_ms=latency_ms, ok=rng.random() > 0.01, ttft_ms=latency_ms * 0.2,
-                      output_tokens=120)
+            stats.end(at, started=at, latency_ms=ttft_ms + tpot_ms * (tokens - 1), ok=rng.random() > 0.01,
+                      ttft_ms=ttft_ms, tpot_ms=tpot_ms, output_tokens=tokens)
         for _ in range(in_flight):
             stats.begin(now)
         local = spec.region == "us-east"
@@ -55,7 +58,7 @@ def measure_decision_time(iterations: int, *, policy: str | None = None) -> list
     policies = [policy] if policy else list(RANKERS)
     requests = [
         RouteRequest(model="llama-3.3-70b", policy=name, latency_budget_ms=500.0, priority="balanced",
-                     streaming=i % 2 == 1, estimated_input_tokens=900, max_output_tokens=256, local_ratio=0.8)
+                     streaming=i % 2 == 1, estimated_input_tokens=900, expected_output_tokens=200, local_ratio=0.8)
         for i, name in enumerate(policies)
     ]
     state = PolicyState()

@@ -4,11 +4,22 @@ per-candidate figures, plus the small mutable state some policies carry between 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import NamedTuple
 
 from data_plane.breaker import BreakerState
+from data_plane.policies.exclusion import Exclusion
+from data_plane.policies.prediction import Prediction
 from data_plane.stats import StatsView
 from data_plane.table import DeploymentSpec
+
+
+class TrialReason(StrEnum):
+    """Why the shell says a deployment is due one request whatever its rank: without it, a deployment that
+    lost its traffic would never show that it recovered."""
+
+    HALF_OPEN = "half-open: one trial closes or re-opens its breaker"
+    STALE = "no recent answer: one trial refreshes its figures"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,40 +30,62 @@ class Candidate:
     healthy: bool
     local: bool  # in the router's own region
     rate_limited: str | None = None  # why the deployment's rpm/tpm cannot take this request now
+    trial: TrialReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
     model: str
     policy: str
-    latency_budget_ms: float  # cost-first; 0 = no budget
+    latency_budget_ms: float  # a cap on the predicted latency under every policy; 0 = none
     priority: str  # scored preset
     streaming: bool
     estimated_input_tokens: int
-    max_output_tokens: int
+    expected_output_tokens: int  # max_tokens, or the model's typical answer length
     local_ratio: float = 1.0  # fixed-ratio: share of requests for local deployments
+    score_weights: tuple[float, float, float] | None = None  # scored: (latency, cost, quality) over the preset
+    locality_margin: float = 0.0  # a remote deployment ranks as if its predicted latency were this much higher
 
 
 @dataclass(frozen=True, slots=True)
 class CandidateFigures:
     name: str
     region: str
-    eligible: bool
-    excluded_because: str | None
-    latency_ms: float  # effective: measured (or the table's) p95, TTFT p95 for streams, plus added latency
+    exclusion: Exclusion | None  # None when eligible
+    latency_ms: float  # what the policy compared: predicted TTFT for a stream, the whole answer otherwise
+    ttft_ms: float  # predicted time to first token (RTT included for a remote deployment)
+    tpot_ms: float  # predicted time per output token
+    predicted_ms: float  # ttft + tpot x expected output tokens
+    estimate: str  # where the TTFT and TPOT came from
     cost: float  # expected cost of this request in currency units
     quality: float
     score: float | None  # only the scored policy scores
     in_flight: int
     breaker: str
 
+    @property
+    def eligible(self) -> bool:
+        return self.exclusion is None
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     policy: str
-    ordered: tuple[DeploymentSpec, ...]  # the pick, then the fallback order; empty when none is eligible
+    ordered: tuple[DeploymentSpec, ...]  # the pick, then the fallback order; empty when none can serve
     reason: str
-    figures: tuple[CandidateFigures, ...]  # every candidate, in table order
+    measured: tuple[Measured, ...]  # every candidate, in table order; read through `figures`
+    panic: bool = False  # every deployment was excluded and the least bad reachable one serves
+    trial: str | None = None  # the deployment put first for a trial request
+
+    @property
+    def figures(self) -> tuple[CandidateFigures, ...]:
+        """Every candidate's figures, built on demand: most requests never look at them."""
+        return tuple(m.figures() for m in self.measured)
+
+    @property
+    def saturated(self) -> bool:
+        """Some deployment is out only for being full or rate limited: a slot will free."""
+        return any(m.exclusion is not None and m.exclusion.kind.is_saturation for m in self.measured)
 
 
 @dataclass(slots=True)
@@ -70,17 +103,31 @@ class UnknownPolicy(ValueError):
 class Measured:
     """One candidate with the figures the policies compare, computed once per decision."""
 
-    __slots__ = ("position", "candidate", "excluded_because", "latency_ms", "observed", "cost", "score")
+    __slots__ = ("position", "candidate", "exclusion", "prediction", "latency_ms", "ranked_ms", "cost", "score")
 
-    def __init__(self, position: int, candidate: Candidate, excluded_because: str | None, latency_ms: float,
-                 observed: bool, cost: float) -> None:
+    def __init__(self, position: int, candidate: Candidate, exclusion: Exclusion | None, prediction: Prediction,
+                 latency_ms: float, ranked_ms: float, cost: float) -> None:
         self.position = position
         self.candidate = candidate
-        self.excluded_because = excluded_because
-        self.latency_ms = latency_ms
-        self.observed = observed  # False: no sample and no table p95, latency is only the added RTT
+        self.exclusion = exclusion
+        self.prediction = prediction
+        self.latency_ms = latency_ms  # what the client would wait for: the budget and the figures use it
+        self.ranked_ms = ranked_ms  # what latency rankings compare: remote ones carry the locality margin
         self.cost = cost
         self.score: float | None = None
+
+    @property
+    def observed(self) -> bool:
+        """False when neither this router nor the control plane has any figure: only the RTT is known."""
+        return self.prediction.observed
+
+    def figures(self) -> CandidateFigures:
+        spec, prediction = self.candidate.deployment, self.prediction
+        return CandidateFigures(
+            spec.name, spec.region, self.exclusion, self.latency_ms, prediction.ttft_ms, prediction.tpot_ms,
+            prediction.total_ms, prediction.describe(), self.cost, spec.quality, self.score,
+            self.candidate.stats.in_flight, self.candidate.breaker_state.value,
+        )
 
 
 class Ranking(NamedTuple):
@@ -89,7 +136,7 @@ class Ranking(NamedTuple):
 
 
 def latency_label(request: RouteRequest) -> str:
-    return "ttft p95" if request.streaming else "p95"
+    return "predicted ttft" if request.streaming else "predicted latency"
 
 
 def dollars(amount: float) -> str:

@@ -1,12 +1,12 @@
-"""cost-first: the cheapest expected request cost among deployments whose effective p95 is within the
-request's latency budget; the fastest when none is; simply the cheapest when there is no budget."""
+"""cost-first: the cheapest expected cost of this request. The latency budget (the request's
+`x-latency-budget-ms` or the model's) is kept by the scheduler for every policy: this ranks the deployments
+predicted within it, and the fastest serves when none is."""
 
 from __future__ import annotations
 
 import random
 
 from data_plane.policies.candidate import Measured, PolicyState, Ranking, RouteRequest, dollars, latency_label
-from data_plane.policies.latency_first import by_latency
 
 
 def _by_cost(entry: Measured) -> tuple[float, float, int]:
@@ -14,18 +14,8 @@ def _by_cost(entry: Measured) -> tuple[float, float, int]:
 
 
 def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rng: random.Random) -> Ranking:
-    budget_ms = request.latency_budget_ms
-    label = latency_label(request)
-    if budget_ms <= 0:
-        order = sorted(eligible, key=_by_cost)
-        best = order[0]
-        return Ranking(order, f"cheapest (no budget): {dollars(best.cost)}/req "
-                              f"{label}={best.latency_ms:.0f}ms")
-    within = sorted((e for e in eligible if e.latency_ms <= budget_ms), key=_by_cost)
-    over = sorted((e for e in eligible if e.latency_ms > budget_ms), key=by_latency)
-    if not within:
-        best = over[0]
-        return Ranking(over, f"none under budget {budget_ms:g}ms; fastest {label}={best.latency_ms:.0f}ms")
-    best = within[0]
-    return Ranking(within + over, f"cheapest under budget {budget_ms:g}ms: {dollars(best.cost)}/req "
-                                  f"{label}={best.latency_ms:.0f}ms")
+    order = sorted(eligible, key=_by_cost)
+    best = order[0]
+    within = f" within the budget {request.latency_budget_ms:g}ms" if request.latency_budget_ms > 0 else ""
+    return Ranking(order, f"cheapest{within}: {dollars(best.cost)}/req {latency_label(request)} "
+                          f"{best.latency_ms:.0f}ms")

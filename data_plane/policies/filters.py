@@ -1,4 +1,5 @@
-"""The filters every policy runs first: each names what it checks and says why a candidate is out."""
+"""The filters every policy runs first: each names what it checks and says, with a typed exclusion, why a
+candidate is out."""
 
 from __future__ import annotations
 
@@ -6,48 +7,49 @@ from collections.abc import Callable
 
 from data_plane.breaker import BreakerState
 from data_plane.policies.candidate import Candidate
+from data_plane.policies.exclusion import Exclusion, ExclusionKind
 
-Filter = Callable[[Candidate], "str | None"]
-
-
-def not_ejected(candidate: Candidate) -> str | None:
-    return "ejected by the control plane" if candidate.deployment.ejected else None
-
-
-def healthy(candidate: Candidate) -> str | None:
-    return None if candidate.healthy else "failing health checks"
+Filter = Callable[[Candidate], "Exclusion | None"]
+_EJECTED = Exclusion(ExclusionKind.EJECTED)
+_UNHEALTHY = Exclusion(ExclusionKind.UNHEALTHY)
+_BREAKER_OPEN = Exclusion(ExclusionKind.BREAKER_OPEN)
 
 
-def breaker_not_open(candidate: Candidate) -> str | None:
+def not_ejected(candidate: Candidate) -> Exclusion | None:
+    return _EJECTED if candidate.deployment.ejected else None
+
+
+def healthy(candidate: Candidate) -> Exclusion | None:
+    return None if candidate.healthy else _UNHEALTHY
+
+
+def breaker_not_open(candidate: Candidate) -> Exclusion | None:
     # Half-open stays eligible: the breaker's admit lets exactly one trial through.
-    return "circuit breaker open" if candidate.breaker_state is BreakerState.OPEN else None
+    return _BREAKER_OPEN if candidate.breaker_state is BreakerState.OPEN else None
 
 
-def has_capacity(candidate: Candidate) -> str | None:
-    limit = candidate.deployment.max_concurrency
-    in_flight = candidate.stats.in_flight
-    return capacity_reason(in_flight, limit)
+def has_capacity(candidate: Candidate) -> Exclusion | None:
+    return capacity_exclusion(candidate.stats.in_flight, candidate.deployment.max_concurrency)
 
 
-def capacity_reason(in_flight: int, limit: int) -> str | None:
-    return f"at capacity {in_flight}/{limit}" if 0 < limit <= in_flight else None
+def capacity_exclusion(in_flight: int, limit: int) -> Exclusion | None:
+    if 0 < limit <= in_flight:
+        return Exclusion(ExclusionKind.AT_CAPACITY, f"at capacity {in_flight}/{limit}")
+    return None
 
 
-def within_rate_limit(candidate: Candidate) -> str | None:
-    return candidate.rate_limited
+def within_rate_limit(candidate: Candidate) -> Exclusion | None:
+    return rate_limit_exclusion(candidate.rate_limited)
+
+
+def rate_limit_exclusion(detail: str | None) -> Exclusion | None:
+    return Exclusion(ExclusionKind.RATE_LIMITED, detail) if detail is not None else None
 
 
 FILTERS: tuple[Filter, ...] = (not_ejected, healthy, breaker_not_open, has_capacity, within_rate_limit)
 
-# The reasons a request may wait out in the model's queue: they pass with time, unlike a broken backend.
-_SATURATION_PREFIXES = ("at capacity", "rate limited")
 
-
-def is_saturation(reason: str | None) -> bool:
-    return reason is not None and reason.startswith(_SATURATION_PREFIXES)
-
-
-def excluded_because(candidate: Candidate) -> str | None:
+def exclusion(candidate: Candidate) -> Exclusion | None:
     """The first filter's reason to exclude the candidate, or None when it is eligible."""
     for check in FILTERS:
         reason = check(candidate)

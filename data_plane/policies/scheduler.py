@@ -1,5 +1,7 @@
-"""One scheduling cycle over plain values: measure each candidate once, filter, let the request's policy
-rank the eligible ones (scoring them if it scores), and return the pick with its fallback order."""
+"""One scheduling cycle over plain values: predict each candidate's latency for this request, filter, keep
+the latency budget, let the request's policy rank, give a deployment due a trial its one request, and
+return the pick with its fallback order. When every deployment is excluded and none is merely busy, the
+least bad one that still answers serves (Envoy's panic mode): a degraded answer beats a certain 503."""
 
 from __future__ import annotations
 
@@ -18,15 +20,17 @@ from data_plane.policies import (
 )
 from data_plane.policies.candidate import (
     Candidate,
-    CandidateFigures,
     Decision,
     Measured,
     PolicyState,
     Ranking,
     RouteRequest,
     UnknownPolicy,
+    latency_label,
 )
-from data_plane.policies.filters import excluded_because
+from data_plane.policies.filters import exclusion
+from data_plane.policies.latency_first import by_latency
+from data_plane.policies.prediction import known_figures, predict, priors
 from meridian_common import policy_names
 
 Ranker = Callable[[list[Measured], RouteRequest, PolicyState, random.Random], Ranking]
@@ -42,24 +46,57 @@ RANKERS: Mapping[str, Ranker] = MappingProxyType({
 })
 
 
-def measure(position: int, candidate: Candidate, request: RouteRequest) -> Measured:
-    spec = candidate.deployment
-    stats = candidate.stats
-    own_ms = stats.ttft_p95_ms if request.streaming else stats.p95_ms
-    if not request.streaming:
-        # A request outstanding for longer than the p95 is the freshest evidence of a slower backend. (A
-        # stream in flight is mostly generating, so its age says nothing about time to first token.)
-        own_ms = max(own_ms, stats.oldest_in_flight_ms)
-    if own_ms > 0:
-        # This router's own requests crossed the inter-region link, so its samples hold the RTT already;
-        # adding `added_latency_ms` again would count it twice and keep spill-over from ever looking right.
-        latency_ms, observed = own_ms, True
-    else:
-        # The control plane's merged view (or nothing yet), plus the RTT to the deployment's region.
-        latency_ms, observed = spec.p95_ms + spec.added_latency_ms, spec.p95_ms > 0
-    cost = (spec.cost_per_1m_input * request.estimated_input_tokens
-            + spec.cost_per_1m_output * request.max_output_tokens) / 1_000_000
-    return Measured(position, candidate, excluded_because(candidate), latency_ms, observed, cost)
+def measure(candidates: Sequence[Candidate], request: RouteRequest) -> list[Measured]:
+    known = [known_figures(c.stats, c.deployment) for c in candidates]
+    prior = priors(known)
+    measured = []
+    for position, (candidate, figures) in enumerate(zip(candidates, known, strict=True)):
+        spec = candidate.deployment
+        prediction = predict(figures, spec, prior, request.expected_output_tokens)
+        cost = (spec.cost_per_1m_input * request.estimated_input_tokens
+                + spec.cost_per_1m_output * request.expected_output_tokens) / 1_000_000
+        latency_ms = prediction.latency_ms(request.streaming)
+        ranked_ms = latency_ms if candidate.local else latency_ms * (1.0 + request.locality_margin)
+        measured.append(Measured(position, candidate, exclusion(candidate), prediction, latency_ms, ranked_ms,
+                                 cost))
+    return measured
+
+
+def _within_budget(rank: Ranker, eligible: list[Measured], request: RouteRequest, state: PolicyState,
+                   rng: random.Random) -> Ranking:
+    """The policy ranks the deployments predicted within the budget; those over it follow, fastest first,
+    and serve only when none is within (then the fastest leads)."""
+    budget_ms = request.latency_budget_ms
+    if budget_ms <= 0:
+        return rank(eligible, request, state, rng)
+    within = [m for m in eligible if m.latency_ms <= budget_ms]
+    over = sorted((m for m in eligible if m.latency_ms > budget_ms), key=by_latency)
+    if not within:
+        return Ranking(over, f"none within the latency budget {budget_ms:g}ms; fastest "
+                             f"{latency_label(request)} {over[0].latency_ms:.0f}ms")
+    order, reason = rank(within, request, state, rng)
+    return Ranking(order + over, reason + (f"; {len(over)} over the budget {budget_ms:g}ms" if over else ""))
+
+
+def _with_trial(ranking: Ranking) -> tuple[Ranking, str | None]:
+    """The first deployment due a trial (in table order) goes first, once; the policy's order follows."""
+    due = min((m for m in ranking.order if m.candidate.trial is not None), key=lambda m: m.position, default=None)
+    if due is None or due is ranking.order[0]:
+        return ranking, None
+    trial = due.candidate.trial
+    assert trial is not None
+    name = due.candidate.deployment.name
+    order = [due] + [m for m in ranking.order if m is not due]
+    return Ranking(order, f"trial of {name} ({trial.value}); then {ranking.reason}"), name
+
+
+def _least_bad(measured: list[Measured]) -> Measured | None:
+    """When nothing is eligible: the deployment that still answers with the fewest errors, then the fastest;
+    None when something is only busy (waiting for it is better) or nothing answers at all."""
+    if any(m.exclusion is not None and m.exclusion.kind.is_saturation for m in measured):
+        return None
+    reachable = [m for m in measured if m.exclusion is not None and m.exclusion.kind.reachable]
+    return min(reachable, key=lambda m: (m.candidate.stats.error_rate, m.latency_ms, m.position), default=None)
 
 
 def decide(candidates: Sequence[Candidate], request: RouteRequest, state: PolicyState,
@@ -67,28 +104,23 @@ def decide(candidates: Sequence[Candidate], request: RouteRequest, state: Policy
     rank = RANKERS.get(request.policy)
     if rank is None:
         raise UnknownPolicy(f"unknown policy {request.policy!r}; expected one of {', '.join(RANKERS)}")
-    measured = [measure(position, c, request) for position, c in enumerate(candidates)]
-    eligible = [m for m in measured if m.excluded_because is None]
+    measured = measure(candidates, request)
+    eligible = [m for m in measured if m.exclusion is None]
+    panic, trial = False, None
     if eligible:
-        order, reason = rank(eligible, request, state, rng)
-        ordered = tuple(m.candidate.deployment for m in order)
+        ranking, trial = _with_trial(_within_budget(rank, eligible, request, state, rng))
+        ordered = tuple(m.candidate.deployment for m in ranking.order)
+        reason = ranking.reason
     else:
-        ordered = ()
-        excluded = "; ".join(f"{m.candidate.deployment.name} {m.excluded_because}" for m in measured)
-        reason = f"no eligible deployment of {len(measured)}: {excluded}" if measured else "no deployments"
-    figures = tuple(
-        CandidateFigures(
-            m.candidate.deployment.name,
-            m.candidate.deployment.region,
-            m.excluded_because is None,
-            m.excluded_because,
-            m.latency_ms,
-            m.cost,
-            m.candidate.deployment.quality,
-            m.score,
-            m.candidate.stats.in_flight,
-            m.candidate.breaker_state.value,
-        )
-        for m in measured
-    )
-    return Decision(request.policy, ordered, reason, figures)
+        excluded = "; ".join(f"{m.candidate.deployment.name} {m.exclusion}" for m in measured)
+        least_bad = _least_bad(measured)
+        if least_bad is not None:
+            panic = True
+            ordered = (least_bad.candidate.deployment,)
+            reason = (f"panic: every deployment is excluded ({excluded}); least bad that answers: "
+                      f"{least_bad.candidate.deployment.name}")
+        else:
+            ordered = ()
+            reason = f"no eligible deployment of {len(measured)}: {excluded}" if measured else "no deployments"
+    return Decision(request.policy, ordered, reason, tuple(measured), panic, trial)
+

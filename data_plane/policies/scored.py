@@ -1,5 +1,6 @@
-"""scored: w_l*(1-norm_latency) + w_c*(1-norm_cost) + w_q*quality with the request's priority preset;
-norms are min-max over the eligible candidates and every term and score is clamped to [0, 1]."""
+"""scored: w_l*(1-norm_latency) + w_c*(1-norm_cost) + w_q*quality, with the weights a policy push set or
+else the request's priority preset; the latency is this request's prediction; norms are min-max over the
+candidates ranked, every term and score is clamped to [0, 1]."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ def _clamp(value: float) -> float:
 
 
 def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rng: random.Random) -> Ranking:
-    preset = PRIORITY_PRESETS.get(request.priority)
-    if preset is None:
-        raise UnknownPolicy(f"unknown priority {request.priority!r} of the scored policy; expected one of "
-                            f"{', '.join(PRIORITY_PRESETS)}")
-    w_latency, w_cost, w_quality = preset
+    if request.score_weights is not None:
+        weights, named = _normalised(request.score_weights), "pushed weights"
+    else:
+        preset = PRIORITY_PRESETS.get(request.priority)
+        if preset is None:
+            raise UnknownPolicy(f"unknown priority {request.priority!r} of the scored policy; expected one of "
+                                f"{', '.join(PRIORITY_PRESETS)}")
+        weights, named = preset, request.priority
+    w_latency, w_cost, w_quality = weights
     latencies = [e.latency_ms for e in eligible]
     costs = [e.cost for e in eligible]
     low_latency, latency_span = min(latencies), max(latencies) - min(latencies)
@@ -32,4 +37,10 @@ def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rn
             + w_quality * _clamp(entry.candidate.deployment.quality)
         )
     order = sorted(eligible, key=lambda e: (-(e.score or 0.0), e.latency_ms, e.position))
-    return Ranking(order, f"best score {order[0].score:.3f} ({request.priority}) of {len(order)}")
+    return Ranking(order, f"best score {order[0].score:.3f} ({named}) of {len(order)}")
+
+
+def _normalised(weights: tuple[float, float, float]) -> tuple[float, float, float]:
+    total = sum(weights)
+    latency, cost, quality = (w / total for w in weights) if total > 0 else (1 / 3, 1 / 3, 1 / 3)
+    return latency, cost, quality

@@ -1,5 +1,6 @@
-"""Properties every policy keeps on arbitrary candidates: only eligible deployments, each once; cost-first
-within budget when it can be; scores in [0, 1]; weighted converges to its weights."""
+"""Properties every policy keeps on arbitrary candidates: only eligible deployments, each once (or the one
+least bad that answers when none is); a trial first; the latency budget kept under every policy; scores in
+[0, 1]; weighted converges to its weights; predictions grow with the answer's length."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from hypothesis import strategies as st
 from routing_fixtures import request, spec, view
 
 from data_plane.breaker import BreakerState
-from data_plane.policies import Candidate, PolicyState, decide
-from data_plane.policies.filters import excluded_because
+from data_plane.policies import Candidate, PolicyState, TrialReason, decide
+from data_plane.policies.filters import exclusion
 from meridian_common import policy_names as names
 
 latencies = st.one_of(st.just(0.0), st.floats(min_value=0.1, max_value=5000.0))
+figures = st.one_of(st.none(), st.floats(min_value=0.0, max_value=3000.0))
 money = st.floats(min_value=0.0, max_value=20.0)
 
 
@@ -31,12 +33,15 @@ def candidates(draw: st.DrawFn, min_size: int = 1) -> list[Candidate]:
             quality=draw(st.floats(min_value=0.0, max_value=1.0)), max_concurrency=max_concurrency,
             weight=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
             added_latency_ms=0.0 if local else draw(st.floats(min_value=0.0, max_value=200.0)),
-            ejected=draw(st.booleans()) and draw(st.booleans()), p95_ms=draw(latencies),
+            ejected=draw(st.booleans()) and draw(st.booleans()), table_ttft_ms=draw(latencies),
+            table_tpot_ms=draw(latencies) / 100,
         )
-        stats = view(p95_ms=draw(latencies), ttft_p95_ms=draw(latencies),
-                     in_flight=draw(st.integers(min_value=0, max_value=20)))
+        stats = view(ttft=draw(figures), tpot=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=80.0))),
+                     in_flight=draw(st.integers(min_value=0, max_value=20)),
+                     waiting_first_token_ms=draw(latencies), error_rate=draw(st.floats(min_value=0.0, max_value=1.0)))
+        trial = draw(st.sampled_from([None, None, None, TrialReason.STALE, TrialReason.HALF_OPEN]))
         result.append(Candidate(deployment, stats, draw(st.sampled_from(list(BreakerState))),
-                                draw(st.booleans()) or draw(st.booleans()), local))
+                                draw(st.booleans()) or draw(st.booleans()), local, trial=trial))
     return result
 
 
@@ -56,11 +61,24 @@ routes = st.builds(
 @given(candidates(), routes, st.integers(min_value=0, max_value=2**32))
 def test_only_eligible_deployments_each_once(pool: list[Candidate], route: object, seed: int) -> None:
     decision = decide(pool, route, PolicyState(), random.Random(seed))  # type: ignore[arg-type]
-    eligible = {c.deployment.name for c in pool if excluded_because(c) is None}
+    excluded = {c.deployment.name: exclusion(c) for c in pool}
+    eligible = {name for name, reason in excluded.items() if reason is None}
     ordered = [d.name for d in decision.ordered]
     assert len(ordered) == len(set(ordered))
-    # The pick and the whole fallback order: nothing open, unhealthy, full or ejected, nothing left out.
-    assert set(ordered) == eligible
+    if eligible:
+        # The pick and the whole fallback order: nothing open, unhealthy, full or ejected, nothing left out.
+        assert set(ordered) == eligible and not decision.panic
+        due = [c.deployment.name for c in pool if c.trial is not None and c.deployment.name in eligible]
+        if due:
+            assert ordered[0] == due[0] or decision.trial is None and ordered[0] in due
+    elif decision.panic:
+        # Nothing eligible, nothing merely busy: one deployment that still answers, the least bad.
+        (pick,) = ordered
+        reason = excluded[pick]
+        assert reason is not None and reason.kind.reachable
+        assert not any(r is not None and r.kind.is_saturation for r in excluded.values())
+    else:
+        assert ordered == []
     assert [f.name for f in decision.figures] == [c.deployment.name for c in pool]
     assert {f.name for f in decision.figures if f.eligible} == eligible
     for figures in decision.figures:
@@ -70,20 +88,33 @@ def test_only_eligible_deployments_each_once(pool: list[Candidate], route: objec
 
 @settings(max_examples=300, deadline=None)
 @given(candidates(), routes)
-def test_cost_first_never_picks_over_budget_while_one_is_within(pool: list[Candidate], route: object) -> None:
-    route = request(names.COST_FIRST, budget_ms=route.latency_budget_ms or 500.0,  # type: ignore[attr-defined]
-                    streaming=route.streaming, input_tokens=route.estimated_input_tokens,  # type: ignore[attr-defined]
-                    output_tokens=route.max_output_tokens)  # type: ignore[attr-defined]
+def test_no_policy_picks_over_budget_while_one_is_within(pool: list[Candidate], route: object) -> None:
+    pool = [Candidate(c.deployment, c.stats, c.breaker_state, c.healthy, c.local, c.rate_limited) for c in pool]
+    budget_ms = route.latency_budget_ms or 500.0  # type: ignore[attr-defined]
+    route = request(route.policy, budget_ms=budget_ms, streaming=route.streaming,  # type: ignore[attr-defined]
+                    input_tokens=route.estimated_input_tokens,  # type: ignore[attr-defined]
+                    output_tokens=route.expected_output_tokens)  # type: ignore[attr-defined]
     decision = decide(pool, route, PolicyState(), random.Random(0))
     figures = {f.name: f for f in decision.figures}
-    within = [f for f in decision.figures if f.eligible and f.latency_ms <= route.latency_budget_ms]
+    within = [f for f in decision.figures if f.eligible and f.latency_ms <= budget_ms]
     if within:
         pick = figures[decision.ordered[0].name]
-        assert pick.latency_ms <= route.latency_budget_ms
-        assert pick.cost == min(f.cost for f in within)
-    elif decision.ordered:
+        assert pick.latency_ms <= budget_ms
+        if route.policy == names.COST_FIRST:
+            assert pick.cost == min(f.cost for f in within)
+    elif decision.ordered and not decision.panic:
         pick = figures[decision.ordered[0].name]
         assert pick.latency_ms == min(f.latency_ms for f in decision.figures if f.eligible)
+
+
+@settings(max_examples=200, deadline=None)
+@given(candidates(), st.integers(min_value=1, max_value=4000), st.integers(min_value=1, max_value=4000))
+def test_a_longer_answer_never_predicts_faster(pool: list[Candidate], shorter: int, longer: int) -> None:
+    shorter, longer = sorted((shorter, longer))
+    short = decide(pool, request(names.LATENCY_FIRST, output_tokens=shorter), PolicyState(), random.Random(0))
+    long = decide(pool, request(names.LATENCY_FIRST, output_tokens=longer), PolicyState(), random.Random(0))
+    for a, b in zip(short.figures, long.figures, strict=True):
+        assert a.ttft_ms == b.ttft_ms and b.predicted_ms >= a.predicted_ms
 
 
 @settings(max_examples=300, deadline=None)
@@ -93,7 +124,7 @@ def test_scores_are_within_zero_and_one(pool: list[Candidate], priority: str, st
                       random.Random(0))
     scores = {f.name: f.score for f in decision.figures if f.eligible}
     assert all(s is not None and 0.0 <= s <= 1.0 for s in scores.values())
-    ranked = [scores[d.name] for d in decision.ordered]
+    ranked = [scores[d.name] for d in decision.ordered[1 if decision.trial else 0:] if d.name in scores]
     assert ranked == sorted(ranked, reverse=True)  # type: ignore[type-var]
 
 

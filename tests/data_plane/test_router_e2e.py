@@ -313,7 +313,9 @@ def test_active_health_checks_mark_dead_backends(stack: Stack) -> None:
 def test_client_disconnect_cancels_the_upstream_stream(start_simulator: StartSimulator,
                                                        start_router: StartRouter) -> None:
     slow_stream = start_simulator("slow-stream", "--model", "m", "--ttft-ms", "1", "--itl-ms", "200")
+    # No latency probes: the test counts the simulator's running requests exactly.
     router = start_router("disconnect-router", f"""region: test
+health_check: {{latency_probe_tokens: 0}}
 models:
   m:
     deployments:

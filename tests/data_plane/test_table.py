@@ -150,7 +150,14 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ("zero min requests", _set(_breaker, "min_requests", 0), "breaker: min_requests must be >= 1"),
     ("zero open duration", _set(_breaker, "open_duration_s", 0.0), "breaker: open_duration_s must be > 0"),
     ("zero window", _set(_breaker, "window_s", 0.0), "breaker: window_s must be > 0"),
-    ("negative p95 threshold", _set(_breaker, "p95_threshold_ms", -1.0), "breaker: p95_threshold_ms"),
+    ("negative ttft threshold", _set(_breaker, "ttft_p95_threshold_ms", -1.0), "breaker: ttft_p95_threshold_ms"),
+    ("nan tpot threshold", _set(_breaker, "tpot_p95_threshold_ms", math.nan), "breaker: tpot_p95_threshold_ms"),
+    ("ejection over 100%", _set(_breaker, "max_ejection_percent", 150.0), "max_ejection_percent must be within"),
+    ("negative table ttft", _set(_deployment, "ttft_ms", -1.0), "deployment 'a': ttft_ms"),
+    ("negative score weight", lambda t: _model(t).score_weights.CopyFrom(
+        routing_pb2.ScoreWeights(latency=-1.0, cost=1.0)), "score_weights: latency must be a finite number"),
+    ("all-zero score weights", lambda t: _model(t).score_weights.CopyFrom(routing_pb2.ScoreWeights()),
+     "score_weights must have a weight above 0"),
     ("cache without ttl", lambda t: setattr(_model(t).cache, "ttl_s", 0.0), "cache.ttl_s must be > 0"),
 ]
 

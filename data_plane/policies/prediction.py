@@ -1,0 +1,99 @@
+"""A request's latency on one deployment, predicted from its size: time to first token plus time per output
+token times the answer's expected length. Pure over plain values.
+
+Each figure comes from the best source at hand: this router's own recent answers (which already include the
+network round trip to a remote region), else the control plane's merged median plus the RTT, else the
+median of the model's other deployments (so an unknown deployment competes on what is known, and gets
+explored) plus its RTT.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from data_plane.stats import StatsView
+from data_plane.table import DeploymentSpec
+
+
+class Source(StrEnum):
+    MEASURED = "measured"  # this router's own recent answers (or health probes, for TTFT)
+    CONTROL_PLANE = "control plane"  # the merged median in the table
+    ASSUMED = "assumed"  # the median of the model's other deployments
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    ttft_ms: float
+    tpot_ms: float
+    output_tokens: int
+    ttft_source: Source
+    tpot_source: Source
+
+    @property
+    def total_ms(self) -> float:
+        return self.ttft_ms + self.tpot_ms * self.output_tokens
+
+    @property
+    def observed(self) -> bool:
+        return Source.ASSUMED not in (self.ttft_source, self.tpot_source)
+
+    def latency_ms(self, streaming: bool) -> float:
+        """What a client waits for: the first token of a stream, or the whole answer."""
+        return self.ttft_ms if streaming else self.total_ms
+
+    def describe(self) -> str:
+        if self.ttft_source == self.tpot_source:
+            return str(self.ttft_source)
+        return f"ttft {self.ttft_source}, tpot {self.tpot_source}"
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """One deployment's figures before priors: None where neither this router nor the control plane knows.
+    `backend_ttft_ms` is the TTFT without the RTT, comparable across regions."""
+
+    ttft_ms: float | None
+    tpot_ms: float | None
+    backend_ttft_ms: float | None
+    ttft_source: Source
+    tpot_source: Source
+
+
+def known_figures(stats: StatsView, spec: DeploymentSpec) -> Known:
+    rtt_ms = spec.added_latency_ms
+    ttft_ms, ttft_source = stats.ttft_ms, Source.MEASURED
+    if ttft_ms is not None:
+        if stats.waiting_first_token_ms > max(ttft_ms, stats.ttft_p95_ms):
+            # A stream waiting longer than the answers of the window did is the freshest evidence there is.
+            ttft_ms = stats.waiting_first_token_ms
+    elif spec.ttft_ms > 0:
+        ttft_ms, ttft_source = spec.ttft_ms + rtt_ms, Source.CONTROL_PLANE
+    else:
+        ttft_source = Source.ASSUMED
+    tpot_ms, tpot_source = stats.tpot_ms, Source.MEASURED
+    if tpot_ms is None:
+        tpot_ms, tpot_source = (spec.tpot_ms, Source.CONTROL_PLANE) if spec.tpot_ms > 0 else (None, Source.ASSUMED)
+    backend_ttft_ms = None if ttft_ms is None else max(0.0, ttft_ms - rtt_ms)
+    return Known(ttft_ms, tpot_ms, backend_ttft_ms, ttft_source, tpot_source)
+
+
+@dataclass(frozen=True, slots=True)
+class Priors:
+    backend_ttft_ms: float
+    tpot_ms: float
+
+
+def priors(known: Sequence[Known]) -> Priors:
+    """The medians of what is known of a model's deployments (0 when nothing is)."""
+    ttfts = [k.backend_ttft_ms for k in known if k.backend_ttft_ms is not None]
+    tpots = [k.tpot_ms for k in known if k.tpot_ms is not None]
+    return Priors(statistics.median(ttfts) if ttfts else 0.0, statistics.median(tpots) if tpots else 0.0)
+
+
+def predict(known: Known, spec: DeploymentSpec, prior: Priors, output_tokens: int) -> Prediction:
+    ttft_ms = known.ttft_ms if known.ttft_ms is not None else prior.backend_ttft_ms + spec.added_latency_ms
+    tpot_ms = known.tpot_ms if known.tpot_ms is not None else prior.tpot_ms
+    return Prediction(ttft_ms, tpot_ms, max(0, output_tokens), known.ttft_source, known.tpot_source)
