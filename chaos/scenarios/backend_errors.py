@@ -1,4 +1,5 @@
-"""A backend answers 500 to everything: the router falls back before the first byte, clients see nothing."""
+"""A backend answers 500 to everything: the router falls back before the first byte, clients see nothing, and
+the backend serves its share again once it is healthy."""
 
 from __future__ import annotations
 
@@ -23,5 +24,6 @@ SCENARIO = Scenario(
     description="The busiest backend answers HTTP 500 to every request while another deployment is healthy.",
     injects="simulator error_rate -> 1.0 on the busiest backend",
     inject=inject,
-    checks=(checks.zero_client_errors(), checks.traffic_moves_away()),
+    checks=(checks.zero_client_errors(), checks.traffic_moves_away(), checks.share_back_after_recovery()),
+    min_recovery_s=11.0,
 )

@@ -1,6 +1,6 @@
 """A linear-attention backend pushed past its cliff (its capacity cut to one slot while other tenants' requests
-keep it busy, so every request queues and runs past the knee): its breaker opens, traffic shifts, and it is
-re-admitted once the pressure is gone and the capacity is back."""
+keep it busy, so every request queues and runs past the knee): its breaker opens, traffic shifts, and once the
+pressure is gone and the capacity is back it serves its share again."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from chaos.timeline import Timeline
 
 SATURATED_CAPACITY = 1
 PRESSURE_CONCURRENCY = 3
-PRESSURE_MAX_TOKENS = 8
 SETTLE_S = 1.5
 
 
@@ -27,15 +26,16 @@ def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:
     backend = busiest_backend(handle, baseline, linear)
     breaker = handle.model_of(backend).breaker
     facts: dict[str, Any] = {"backend": backend, "capacity": SATURATED_CAPACITY, "settle_s": SETTLE_S,
-                             "p95_threshold_ms": breaker.p95_threshold_ms}
-    if breaker.p95_threshold_ms <= 0:
-        # A saturated backend is slow, not failing: only a latency threshold can open its breaker.
-        facts["breaker_note"] = (f"the model of {backend} has no breaker.p95_threshold_ms, so slowness cannot "
-                                 "open its breaker; set one in the topology")
+                             "ttft_p95_threshold_ms": breaker.ttft_p95_threshold_ms,
+                             "tpot_p95_threshold_ms": breaker.tpot_p95_threshold_ms}
+    if breaker.ttft_p95_threshold_ms <= 0 and breaker.tpot_p95_threshold_ms <= 0:
+        # A saturated backend is slow, not failing: only a TTFT or TPOT threshold can open its breaker.
+        facts["breaker_note"] = (f"the model of {backend} has neither breaker.ttft_p95_threshold_ms nor "
+                                 "tpot_p95_threshold_ms, so slowness cannot open its breaker; set them in the topology")
     # Registered first so that it is undone last: the capacity comes back, then the queue drains.
-    handle.add_pressure(backend, PRESSURE_CONCURRENCY, PRESSURE_MAX_TOKENS)
+    handle.add_pressure(backend, PRESSURE_CONCURRENCY)
     handle.change_simulator(backend, capacity=SATURATED_CAPACITY)
-    facts["pressure"] = f"{PRESSURE_CONCURRENCY} direct senders, {PRESSURE_MAX_TOKENS} tokens each"
+    facts["pressure"] = f"{PRESSURE_CONCURRENCY} direct senders of realistic answers"
     return facts
 
 
@@ -43,9 +43,13 @@ SCENARIO = Scenario(
     name="backend-saturation",
     description="The busiest linear-attention backend gets one slot and other tenants' load straight at it: "
                 "every request queues and runs past the profile's cliff (x9 and more), so its p95 breaks the "
-                "breaker's threshold.",
+                "breaker's TTFT threshold.",
     injects=f"simulator capacity -> {SATURATED_CAPACITY} plus {PRESSURE_CONCURRENCY} direct closed-loop senders on "
             "a linear-attention backend",
     inject=inject,
-    checks=(checks.breaker_opens(), checks.traffic_moves_away(), checks.readmitted_after_recovery()),
+    # Predicted latency (a stream stuck before its first token, the health probes) often moves the traffic
+    # before enough slow answers come to open the breaker: that passes too, and the report says which it was.
+    checks=(checks.breaker_opens(or_traffic_left_first=True), checks.traffic_moves_away(),
+            checks.share_back_after_recovery()),
+    min_recovery_s=11.0,
 )

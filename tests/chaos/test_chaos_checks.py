@@ -32,9 +32,9 @@ PHASES = Phases(fault_start_s=3.0, fault_end_s=7.0, end_s=10.0)
 
 
 def req(t: float, *, backend: str = "a", status: int = 200, latency_ms: float = 10.0, client_region: str = "us",
-        router_region: str = "us", backend_region: str = "us") -> RequestRecord:
+        router_region: str = "us", backend_region: str = "us", ttft_ms: float | None = None) -> RequestRecord:
     return RequestRecord(t, t + latency_ms / 1000, "c", client_region, router_region, status, latency_ms, backend,
-                         backend_region)
+                         backend_region, streamed=ttft_ms is not None, ttft_ms=ttft_ms)
 
 
 def steady(*, backend: str = "a", step_s: float = 0.1, **kwargs: Any) -> list[RequestRecord]:
@@ -73,16 +73,36 @@ def test_zero_client_errors() -> None:
     assert not checks.zero_client_errors()(timeline([])).passed
 
 
+def _cut_stream(start_s: float, ttft_ms: float, end_s: float) -> RequestRecord:
+    return RequestRecord(start_s, end_s, "c", "us", "us", 200, (end_s - start_s) * 1000, "a", "us",
+                         error="error event in the stream: the backend stream broke", streamed=True, ttft_ms=ttft_ms)
+
+
+def test_a_partition_excuses_only_the_streams_it_cut_mid_answer() -> None:
+    answering = _cut_stream(2.0, 100.0, 3.2)  # answering since 2.1 s when the fault began at 3 s
+    waiting = _cut_stream(2.9, 200.0, 3.4)  # its first token came after the cut began: a router could have moved it
+    after = _cut_stream(4.0, 50.0, 4.5)
+    excusing = checks.zero_client_errors(excuse_streams_cut_at_the_fault=True)
+    result = excusing(timeline(steady() + [answering]))
+    assert result.passed and "1 streams already answering when the fault cut them" in result.detail
+    assert not excusing(timeline(steady() + [answering, waiting])).passed
+    assert not excusing(timeline(steady() + [after])).passed
+    assert not checks.zero_client_errors()(timeline(steady() + [answering])).passed
+
+
 def test_routing_continues() -> None:
     assert checks.routing_continues()(timeline(steady())).passed
     stalled = [r for r in steady() if not PHASES.fault_start_s <= r.start_s < PHASES.fault_end_s]
     assert not checks.routing_continues()(timeline(stalled)).passed
 
 
-@pytest.mark.parametrize(("fault_latency_ms", "passed"), [(12.0, True), (400.0, False)])
-def test_latency_unchanged(fault_latency_ms: float, passed: bool) -> None:
-    records = [req(r.start_s, latency_ms=fault_latency_ms if 3 <= r.start_s < 7 else 10.0) for r in steady()]
-    assert checks.latency_unchanged(50, 150)(timeline(records)).passed is passed
+@pytest.mark.parametrize(("fault_ttft_ms", "passed"), [(12.0, True), (400.0, False)])
+def test_ttft_unchanged(fault_ttft_ms: float, passed: bool) -> None:
+    # Answers of every length: whole-answer times vary by seconds, the first token does not.
+    records = [req(r.start_s, latency_ms=100.0 + (i % 7) * 900, ttft_ms=fault_ttft_ms if 3 <= r.start_s < 7 else 10.0)
+               for i, r in enumerate(steady())]
+    assert checks.ttft_unchanged(50, 150)(timeline(records)).passed is passed
+    assert not checks.ttft_unchanged(50, 150)(timeline(steady())).passed  # no stream at all: nothing to judge
 
 
 def test_traffic_moves_away_is_judged_per_router_region() -> None:
@@ -97,17 +117,18 @@ def test_traffic_moves_away_is_judged_per_router_region() -> None:
     assert not checks.traffic_moves_away()(timeline(steady(backend="b"), facts=facts)).passed
 
 
-def test_p95_within_budget_only_where_another_deployment_meets_it() -> None:
+def test_ttft_p95_within_budget_only_where_another_deployment_meets_it() -> None:
     facts = {"backend": "a", "budget_ms": 300.0, "settle_s": 1.0, "deployment_regions": {"a": "us", "b": "us"},
              "rtt_ms": {"us": {"us": 0.0}}}
-    baseline = [req(i * 0.1, backend="a" if i % 2 else "b") for i in range(30)]
-    good = [req(3 + i * 0.1, backend="b") for i in range(70)]
-    assert checks.p95_within_budget()(timeline(baseline + good, facts=facts)).passed
-    slow = [req(3 + i * 0.1, backend="a", latency_ms=600) for i in range(70)]
-    assert not checks.p95_within_budget()(timeline(baseline + slow, facts=facts)).passed
+    baseline = [req(i * 0.1, backend="a" if i % 2 else "b", ttft_ms=40.0) for i in range(30)]
+    # Long answers take seconds in all: only the time to first token is judged against the budget.
+    good = [req(3 + i * 0.1, backend="b", latency_ms=4000, ttft_ms=50.0) for i in range(70)]
+    assert checks.ttft_p95_within_budget()(timeline(baseline + good, facts=facts)).passed
+    slow = [req(3 + i * 0.1, backend="a", latency_ms=4000, ttft_ms=650.0) for i in range(70)]
+    assert not checks.ttft_p95_within_budget()(timeline(baseline + slow, facts=facts)).passed
     # No other deployment served before: nothing can meet the budget, so it is not judged.
-    only_a = [req(i * 0.1) for i in range(30)]
-    result = checks.p95_within_budget()(timeline(only_a + slow, facts=facts))
+    only_a = [req(i * 0.1, ttft_ms=40.0) for i in range(30)]
+    result = checks.ttft_p95_within_budget()(timeline(only_a + slow, facts=facts))
     assert result.passed and "not judged" in result.detail
 
 
@@ -155,17 +176,56 @@ def _breaker_probes(open_from: float, open_until: float) -> list[RouterProbe]:
                         healthy=(("a", True),)) for i in range(21)]
 
 
-def test_breaker_opens_and_readmitted() -> None:
-    facts = {"backend": "a"}
-    opened = timeline(routers=_breaker_probes(4.0, 8.0), facts=facts)
-    assert checks.breaker_opens()(opened).passed
-    assert checks.readmitted_after_recovery()(opened).passed
-    assert not checks.breaker_opens()(timeline(routers=_breaker_probes(99, 99), facts=facts)).passed
-    stuck = timeline(routers=_breaker_probes(4.0, 99), facts=facts)
-    assert not checks.readmitted_after_recovery()(stuck).passed
-    half_open = [RouterProbe(9.5, "r1", "us", True, breakers=(("a", "half-open"),), healthy=(("a", True),))]
-    assert checks.readmitted_after_recovery()(timeline(routers=_breaker_probes(4.0, 9.0) + half_open,
-                                                       facts=facts)).passed
+def test_breaker_opens() -> None:
+    facts = {"backend": "a", "settle_s": 1.0}
+    assert checks.breaker_opens()(timeline(routers=_breaker_probes(4.0, 8.0), facts=facts)).passed
+    never = _breaker_probes(99, 99)
+    assert not checks.breaker_opens()(timeline(routers=never, facts=facts)).passed
+    # Traffic left before the breaker had to open: that passes only where allowed, and says so.
+    left = [req(r.start_s, backend="b" if r.start_s >= 3.2 else "a") for r in steady()]
+    either = checks.breaker_opens(or_traffic_left_first=True)
+    result = either(timeline(left, routers=never, facts=facts))
+    assert result.passed and "no request started on it" in result.detail
+    assert not checks.breaker_opens()(timeline(left, routers=never, facts=facts)).passed
+    stayed = [req(r.start_s, backend="a") for r in steady()]
+    assert not either(timeline(stayed, routers=never, facts=facts)).passed
+
+
+LONG = Phases(fault_start_s=3.0, fault_end_s=7.0, end_s=19.0)
+
+
+def _share_run(back_after_s: float | None, share_after: float = 0.5) -> Timeline:
+    """a serves half the requests before the fault, none during it, and `share_after` of them from
+    `back_after_s` after the recovery (never when None)."""
+    records = []
+    for i in range(int(LONG.end_s / 0.1)):
+        t = i * 0.1
+        if t < LONG.fault_start_s:
+            backend = "a" if i % 2 else "b"
+        elif t < LONG.fault_end_s or back_after_s is None or t < LONG.fault_end_s + back_after_s:
+            backend = "b"
+        else:
+            backend = "a" if (i % 10) < share_after * 10 else "b"
+        records.append(req(t, backend=backend))
+    return Timeline("test", LONG, tuple(records), facts={"backend": "a"})
+
+
+@pytest.mark.parametrize(
+    ("back_after_s", "share_after", "passes"),
+    [(1.0, 0.5, True), (6.5, 0.3, True), (8.5, 0.5, False), (None, 0.5, False), (2.0, 0.2, False)],
+)
+def test_share_back_after_recovery_measures_traffic(back_after_s: float | None, share_after: float,
+                                                    passes: bool) -> None:
+    """A backend merely re-admitted is not enough: it must serve half its former share within 10 s."""
+    result = checks.share_back_after_recovery()(_share_run(back_after_s, share_after))
+    assert result.passed == passes, result.detail
+    assert "us routers 50% before" in result.detail
+
+
+def test_share_back_needs_a_long_enough_recovery() -> None:
+    short = Timeline("test", PHASES, tuple(steady()), facts={"backend": "a"})
+    result = checks.share_back_after_recovery()(short)
+    assert not result.passed and "too short to judge" in result.detail
 
 
 # --- control plane ---------------------------------------------------------------------------------------------------

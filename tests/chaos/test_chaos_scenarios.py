@@ -56,7 +56,7 @@ def _assert_restored(stack: dict[str, Any]) -> None:
     for name, proxy in proxies.items():
         assert proxy["enabled"], f"proxy {name} left disabled"
         assert not [t for t in proxy["toxics"] if t["name"].startswith("chaos_")], f"toxic left on {name}"
-    topology_sims = {"us-linear": 4, "us-dense": 16, "eu-moe": 16}
+    topology_sims = {"us-linear": 8, "us-dense": 16, "eu-moe": 16}
     for backend, capacity in topology_sims.items():
         config = get_json(f"http://{stack['backends'][backend]['address']}/sim/config")
         assert config["capacity"] == capacity and config["error_rate"] == 0.0, (backend, config)
@@ -93,7 +93,7 @@ def test_cli_run_writes_report_and_verdicts(stack_dir: Path, tmp_path: Path) -> 
          "--baseline", "2.5", "--recovery", "2", "--reports", str(tmp_path), "--json"],
         cwd=stack_dir, capture_output=True, text=True, timeout=90, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "PASS  redis-latency: request latency unchanged" in result.stderr
+    assert "PASS  redis-latency: time to first token unchanged" in result.stderr
     (summary,) = json.loads(result.stdout)
     report = Path(summary["report"])
     assert report.parent == tmp_path and report.name.startswith("chaos-redis-latency-")
