@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="topology file (default: the bundled regions/topology.yaml)")
     parser.add_argument("--phase-seconds", type=float, metavar="S",
                         help="length of every phase (baseline, policy, saturation, recovery); default 20, 20, 20, 15")
-    parser.add_argument("--budget-ms", type=float, default=200.0,
-                        help="latency budget of the pushed cost-first policy (default 200)")
+    parser.add_argument("--budget-ms", type=float, default=1500.0,
+                        help="latency budget of the pushed cost-first policy (default 1500)")
     parser.add_argument("--saturate", metavar="BACKEND",
                         help="the backend to saturate (default: the busiest linear-attention one)")
     parser.add_argument("--table-every", type=float, default=None, metavar="S",

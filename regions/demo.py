@@ -309,7 +309,8 @@ def _expectations(phases: list[Phase], figures: Mapping[str, Mapping[str, Region
                                 requests_in(records, saturation.settled_start(fraction), saturation.end_s)),
         breaker_opened(saturated, states, saturation),
         spilled_over(figures[POLICY], figures[SATURATION]),
-        returned_after_recovery(saturated, requests_in(records, recovery.settled_start(0.5), recovery.end_s)),
+        returned_after_recovery(saturated, requests_in(records, policy.settled_start(fraction), policy.end_s),
+                                requests_in(records, recovery.start_s, recovery.end_s), recovery.start_s),
     )
 
 

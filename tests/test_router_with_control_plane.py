@@ -1,6 +1,8 @@
 """Routers and the control plane together, all real processes: tables flow to routers and are ACKed, a
 policy push reaches them, killing the leader costs no client error, a router restarted with the control
-plane down serves its persisted table, and telemetry resumes after Redis restarts."""
+plane down serves its persisted table, and telemetry resumes after Redis restarts. Answers are a few tokens
+on purpose: these check table flow and failover, not routing under load (that is
+tests/regions/test_realistic_traffic.py, with the realistic workload)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Asynchronous jobs end to end: two real routers share a real Redis (with an append-only file, so that a
 SIGKILLed Redis restarts with what it had acknowledged), real simulators, and a callback receiver on
-127.0.0.1. Raw HTTP throughout, as a client without an SDK for jobs would use it."""
+127.0.0.1. Raw HTTP throughout, as a client without an SDK for jobs would use it. Answers are a few tokens on
+purpose: these check a job's durability and delivery, whatever it generates."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The router end to end: real simulator and router processes, driven by the official `openai` SDK (sync,
-async, streaming) as a user would, and by raw HTTP for bad input."""
+async, streaming) as a user would, and by raw HTTP for bad input. Answers are a few tokens on purpose: these
+check the protocol (errors, headers, usage, fallback before the first byte); routing under realistic traffic
+is tests/regions/test_realistic_traffic.py and tests/data_plane/test_routing_signals_e2e.py."""
 
 from __future__ import annotations
 

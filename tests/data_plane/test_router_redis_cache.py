@@ -1,4 +1,5 @@
-"""The response cache in Redis: hits across requests, and a Redis failure never fails a request."""
+"""The response cache in Redis: hits across requests, and a Redis failure never fails a request. Answers are a
+few tokens on purpose: the cache's behaviour does not depend on their length."""
 
 from __future__ import annotations
 

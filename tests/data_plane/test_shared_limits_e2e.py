@@ -1,5 +1,6 @@
 """Region-wide rate limits end to end: two real routers share one client's limit through a real Redis,
-and when that Redis is killed each holds its local share (half) instead, without waiting on it."""
+and when that Redis is killed each holds its local share (half) instead, without waiting on it. Answers are
+a few tokens on purpose: limits are checked to the request."""
 
 from __future__ import annotations
 

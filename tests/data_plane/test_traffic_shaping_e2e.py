@@ -1,5 +1,6 @@
 """Rate limits and queueing end to end: real simulators and a router, the official SDK's own retries
-against 429s, bursts through the queue, clean 503s with Retry-After, and clients that leave the queue."""
+against 429s, bursts through the queue, clean 503s with Retry-After, and clients that leave the queue.
+Answers are a few tokens on purpose: token buckets are checked to the token, and queue waits to the slot."""
 
 from __future__ import annotations
 

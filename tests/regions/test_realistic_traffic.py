@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import time
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import openai
 import pytest
 
-from meridian_common.workload import REALISTIC, chat_body, draw
+from fixtures.sdk_clients import send_realistic
 from regions.client import nearest_router
 from regions.launcher import UpOptions, run_down, run_up
 from regions.stack_file import find_stack
@@ -31,15 +26,6 @@ MODEL = "llama-3.3-70b"
 REGION = "us-east"
 SEND_S = 30.0
 WORKERS = 10
-MAX_REQUESTS_PER_WORKER = 1_000
-
-
-@dataclass
-class Tally:
-    regions: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    streams: int = 0
-    output_tokens: list[int] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -52,47 +38,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield find_stack(directory)
     finally:
         run_down(directory, say=lines.append)
-
-
-async def _one(client: openai.AsyncOpenAI, rng: random.Random, tally: Tally) -> None:
-    shape = draw(REALISTIC, rng)
-    body = chat_body(MODEL, shape, rng)
-    options = {key: value for key, value in body.items() if key not in ("model", "messages")}
-    try:
-        raw = await client.chat.completions.with_raw_response.create(model=MODEL, messages=body["messages"],
-                                                                     **options)
-        answer = raw.parse()
-        if shape.stream:
-            tokens = 0
-            async for chunk in answer:  # the SDK raises on an error event or a cut stream
-                tokens += sum(1 for choice in chunk.choices if choice.delta.content)
-            tally.streams += 1
-        else:
-            tokens = answer.usage.completion_tokens if answer.usage else 0
-        assert tokens > 0
-        tally.output_tokens.append(tokens)
-        tally.regions[raw.headers["x-meridian-region"]] += 1
-    except (openai.OpenAIError, AssertionError) as error:
-        tally.errors.append(f"{type(error).__name__}: {str(error)[:200]}")
-
-
-async def _clients(base_url: str, seconds: float) -> Tally:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60.0)
-    tally = Tally()
-    deadline = time.monotonic() + seconds
-
-    async def worker(index: int) -> None:
-        rng = random.Random(f"realistic-{index}")
-        for _ in range(MAX_REQUESTS_PER_WORKER):
-            if time.monotonic() >= deadline:
-                return
-            await _one(client, rng, tally)
-
-    try:
-        await asyncio.gather(*(worker(i) for i in range(WORKERS)))
-    finally:
-        await client.close()
-    return tally
 
 
 def _breakers_opened(router_url: str) -> dict[str, float]:
@@ -111,8 +56,8 @@ def test_a_region_under_realistic_traffic_is_served_whole_at_home_without_a_brea
         stack: dict[str, Any]) -> None:
     router = asyncio.run(nearest_router(stack, location=REGION))
     assert router.region == REGION
-    tally = asyncio.run(_clients(router.base_url, SEND_S))
-    served = sum(tally.regions.values())
+    tally = asyncio.run(send_realistic(router.base_url, MODEL, SEND_S, workers=WORKERS))
+    served = tally.served
     assert not tally.errors, f"{len(tally.errors)} of {served + len(tally.errors)} failed: {tally.errors[:5]}"
     # The workload really was LLM-shaped: hundreds of tokens, half of them streamed.
     assert served >= 100, served

@@ -1,12 +1,13 @@
 """The "Regions" issue's proof, end to end with real processes: a two-region stack with one router per region
-(the launcher's API), traffic with the official `openai` SDK to each client's nearest router, a policy push
-that every router ACKs, a saturated backend whose traffic leaves it (spilling to the other region), and a
-teardown that leaves no process behind."""
+(the launcher's API), the realistic workload through the official `openai` SDK to each client's nearest
+router, a policy push that every router ACKs, a saturated backend whose traffic leaves it (spilling to the
+other region), and a teardown that leaves no process behind."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import urllib.request
 from collections import Counter
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 
+from fixtures.sdk_clients import send_realistic
 from meridian_cli._admin_client import AdminTarget, call
+from meridian_common.workload import REALISTIC, chat_body, median_shape
 from regions.client import nearest_router
 from regions.demo import policy_document, routers_acked
 from regions.launcher import UpOptions, run_down, run_up
@@ -32,7 +34,7 @@ MODEL = "test-model"
 ACK_TIMEOUT_S = 15.0
 SEND_S = 4.0
 WORKERS = 4
-HOG_STREAMS = 8  # twice eu-linear's capacity: past its cliff whatever the router sends
+HOG_STREAMS = 16  # twice eu-linear's capacity: past its cliff whatever the router sends
 
 
 @pytest.fixture
@@ -48,26 +50,11 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 async def _send(base_url: str, seconds: float) -> Counter[str]:
-    """Closed-loop chat requests with the openai SDK for `seconds`; counts the backend of every answer (any
-    failure fails the test: a healthy candidate exists throughout)."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10.0)
-    served: Counter[str] = Counter()
-    deadline = time.monotonic() + seconds
-
-    async def worker() -> None:
-        for _ in range(10_000):
-            if time.monotonic() >= deadline:
-                return
-            raw = await client.chat.completions.with_raw_response.create(
-                model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=4)
-            assert raw.parse().choices[0].message.content
-            served[raw.headers["x-meridian-backend"]] += 1
-
-    try:
-        await asyncio.gather(*(worker() for _ in range(WORKERS)))
-    finally:
-        await client.close()
-    return served
+    """The realistic workload from the SDK for `seconds`; counts the backend of every answer (any failure fails
+    the test: a healthy candidate exists throughout)."""
+    tally = await send_realistic(base_url, MODEL, seconds, workers=WORKERS)
+    assert not tally.errors, tally.errors[:5]
+    return tally.backends
 
 
 def _share(served: Counter[str], backend: str) -> float:
@@ -75,7 +62,8 @@ def _share(served: Counter[str], backend: str) -> float:
 
 
 async def _hog(url: str, stop: asyncio.Event) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 8}
+    """Another tenant's whole answers of the median length, straight to the backend."""
+    body = chat_body(MODEL, median_shape(REALISTIC, stream=False), random.Random(0))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         for _ in range(10_000):
             if stop.is_set():
