@@ -32,6 +32,9 @@ class HealthCheckConfig(FrozenModel):
     latency_probe_tokens: int = Field(
         32, ge=0, le=256, description="each round also streams an answer of this many tokens from every healthy "
         "deployment and feeds its TTFT and TPOT into the estimates; 0 = off")
+    latency_probe_timeout_s: float = Field(
+        30.0, gt=0, description="how long a latency probe may wait: it measures a saturated backend's whole queue "
+        "(and runs apart from the rounds, one at a time per backend)")
 
 
 class StatisticsConfig(FrozenModel):

@@ -9,6 +9,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 import orjson
@@ -38,7 +40,8 @@ async def probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str
 
 
 async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: str, headers: dict[str, str],
-                        tokens: int, timeout_s: float) -> AnswerTiming | None:
+                        tokens: int, timeout_s: float,
+                        on_first_byte: Callable[[], None] = lambda: None) -> AnswerTiming | None:
     """The TTFT and TPOT of a short streamed chat completion, timed as the router times a stream. A probe
     still waiting for its first token at the timeout counts as that slow (the backend is at least that slow).
     None when the backend refused or could not be reached."""
@@ -56,6 +59,7 @@ async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: 
             async for chunk in response.content.iter_any():
                 if first_at is None:
                     first_at = time.monotonic()
+                    on_first_byte()
                 reads += 1
                 scanner.feed(chunk)
     except TimeoutError:
@@ -78,13 +82,19 @@ async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeplo
     spec = group[0].spec
     if any(0 < live.spec.max_concurrency <= live.stats.in_flight for live in group):
         return  # full: live answers say enough, and a probe must not take a slot from a client
-    # The probe holds a slot while it runs, so that clients' requests and it never exceed max_concurrency.
+    # The probe holds a slot while it runs, so that clients' requests and it never exceed max_concurrency, and
+    # counts as a stream awaiting its first token: a probe stuck in a saturated backend's queue shows at once.
     started = time.monotonic()
     for live in group:
-        live.stats.begin(started, probe=True)
+        live.stats.begin(started, awaiting_first_token=True, probe=True)
+
+    def first_byte() -> None:
+        for live in group:
+            live.stats.first_token(started)
+
     try:
         timing = await probe_latency(session, spec.url, spec.served_model, upstream_headers(spec),
-                                     settings.latency_probe_tokens, settings.timeout_s)
+                                     settings.latency_probe_tokens, settings.latency_probe_timeout_s, first_byte)
     finally:
         for live in group:
             live.stats.abandon(started)
@@ -95,7 +105,10 @@ async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeplo
         live.stats.record_probe(now, timing.ttft_ms, timing.tpot_ms)
 
 
-async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics) -> None:
+async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics,
+                    latency: LatencyProbes | None = None) -> None:
+    """One round: every backend's `/models`; then, with `latency`, a latency probe of each healthy deployment
+    whose previous one has finished (they run apart from the round, which a saturated backend would hold up)."""
     by_backend: dict[tuple[str, str], list[LiveDeployment]] = defaultdict(list)
     for live in state.live.values():
         by_backend[(live.spec.url, live.spec.api_key_env)].append(live)
@@ -113,16 +126,42 @@ async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics:
                                   healthy=live.health.healthy))
             metrics.health_state.labels(state.region, live.model, live.spec.name,
                                         live.spec.architecture).set(1 if live.health.healthy else 0)
-    if settings.latency_probe_tokens:
+    if latency is not None and settings.latency_probe_tokens:
         by_model: dict[tuple[str, str, str], list[LiveDeployment]] = defaultdict(list)
         for (url, key_env), group in by_backend.items():
             for live in group:
                 if live.health.healthy:
                     by_model[(url, key_env, live.spec.served_model)].append(live)
-        await asyncio.gather(*(_measure_latency(session, group, settings) for group in by_model.values()))
+        for key, group in by_model.items():
+            latency.start(key, _measure_latency(session, group, settings))
+
+
+class LatencyProbes:
+    """The latency probes in flight, at most one per backend and model: a probe of a saturated backend waits
+    for its whole queue, and the next one starts only when it is done."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+
+    def start(self, key: tuple[str, str, str], probe_coroutine: Coroutine[Any, Any, None]) -> None:
+        running = self._running.get(key)
+        if running is not None and not running.done():
+            probe_coroutine.close()
+            return
+        self._running[key] = asyncio.create_task(probe_coroutine)
+
+    async def close(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_health_checks(session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics) -> None:
-    while True:
-        await probe_all(session, state, metrics)
-        await asyncio.sleep(state.health_settings.interval_s)
+    latency = LatencyProbes()
+    try:
+        while True:
+            await probe_all(session, state, metrics, latency)
+            await asyncio.sleep(state.health_settings.interval_s)
+    finally:
+        await latency.close()

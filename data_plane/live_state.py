@@ -20,6 +20,7 @@ from data_plane.table import DeploymentSpec, ModelSpec, TableSnapshot
 
 DeploymentKey = tuple[str, str]
 """(logical model, deployment name)"""
+_TYPICAL_REFRESH_S = 0.1
 
 
 @dataclass(slots=True)
@@ -43,6 +44,8 @@ class RouterState:
     rng: random.Random = field(default_factory=random.Random)
     on_apply: list[Callable[[TableSnapshot], None]] = field(default_factory=list)
     rate_limits: RateLimits | None = None
+    # model -> (when computed, typical answer length): recomputed at most every `_TYPICAL_REFRESH_S`.
+    _typical: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.apply(self.table)
@@ -133,10 +136,15 @@ class RouterState:
 
     def typical_output_tokens(self, model: ModelSpec, now: float) -> int:
         """The model's mean answer length over this router's window, else the table's."""
+        cached = self._typical.get(model.name)
+        if cached is not None and 0.0 <= now - cached[0] < _TYPICAL_REFRESH_S:
+            return cached[1]
         answers = tokens = 0
         for spec in model.deployments:
             view = self.live[(model.name, spec.name)].stats.view(now)
             answers += view.answers
             tokens += view.output_tokens
-        return round(tokens / answers) if answers else model.typical_output_tokens
+        typical = round(tokens / answers) if answers else model.typical_output_tokens
+        self._typical[model.name] = (now, typical)
+        return typical
 

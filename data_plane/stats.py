@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass
 from itertools import accumulate
+from typing import NamedTuple
 
 from meridian_common.histogram import BOUNDS_MS, Histogram
 
@@ -21,8 +21,9 @@ DEFAULT_DECAY_S = 2.0
 DEFAULT_STALE_AFTER_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class StatsView:
+class StatsView(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: every deployment's view is read on every request."""
+
     requests: int  # finished in the window: answers and failures
     errors: int
     error_rate: float
@@ -223,7 +224,6 @@ class DeploymentStats:
         if tpot_ms is not None:
             self.tpot.record(tpot_ms, now)
             self.recent_tpot.add(tpot_ms, now)
-        self._computed_at = -math.inf
 
     def record_probe(self, now: float, ttft_ms: float, tpot_ms: float | None) -> None:
         """A health probe's short answer, kept out of the window's figures (which describe live answers). Among
@@ -235,7 +235,6 @@ class DeploymentStats:
         if tpot_ms is not None:
             record(self.recent_tpot, tpot_ms, now)
         self._answered_since_probe = False
-        self._computed_at = -math.inf
 
     def forget_estimates(self) -> None:
         """The recent TTFT and TPOT describe a backend that has since proven itself again (a breaker's trial
@@ -247,18 +246,16 @@ class DeploymentStats:
         self._computed_at = -math.inf
 
     def view(self, now: float) -> StatsView:
-        """The figures at `now`, recomputed at most every refresh_s; in-flight figures are always current."""
+        """The figures at `now`: the window's counts and p95s recomputed at most every refresh_s; the recent
+        TTFT and TPOT and the in-flight figures always current."""
         view = self._view
         if not (0.0 <= now - self._computed_at < self._refresh_s):
             view = self._view = self._compute(now)
             self._computed_at = now
         waiting_ms = max(0.0, (now - min(self._waiting)) * 1000) if self._waiting else 0.0
-        idle_s = now - self._last_sent_at
-        if view.in_flight != self.in_flight or view.waiting_first_token_ms != waiting_ms or view.idle_s != idle_s:
-            view = StatsView(view.requests, view.errors, view.error_rate, view.answers, view.output_tokens,
-                             view.ttft_ms, view.tpot_ms, view.ttft_p95_ms, view.tpot_p95_ms, view.latency_p50_ms,
-                             view.latency_p95_ms, self.in_flight, waiting_ms, idle_s)
-        return view
+        return view._replace(ttft_ms=self.recent_ttft.value(now), tpot_ms=self.recent_tpot.value(now),
+                             in_flight=self.in_flight, waiting_first_token_ms=waiting_ms,
+                             idle_s=now - self._last_sent_at)
 
     def _compute(self, now: float) -> StatsView:
         self._expire(now)
@@ -272,11 +269,8 @@ class DeploymentStats:
         latency_p50, latency_p95 = self.latency.quantiles(now, (0.5, 0.95))
         (ttft_p95,) = self.ttft.quantiles(now, (0.95,))
         (tpot_p95,) = self.tpot.quantiles(now, (0.95,))
-        return StatsView(
-            requests, errors, errors / requests if requests else 0.0, answers, output_tokens,
-            self.recent_ttft.value(now), self.recent_tpot.value(now),
-            ttft_p95, tpot_p95, latency_p50, latency_p95, self.in_flight,
-        )
+        return StatsView(requests, errors, errors / requests if requests else 0.0, answers, output_tokens, None, None,
+                         ttft_p95, tpot_p95, latency_p50, latency_p95, self.in_flight)
 
     def _slot(self, now: float) -> _Slot:
         self._expire(now)

@@ -22,8 +22,9 @@ class TrialReason(StrEnum):
     STALE = "no recent answer: one trial refreshes its figures"
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: one is built per deployment on every request."""
+
     deployment: DeploymentSpec
     stats: StatsView
     breaker_state: BreakerState

@@ -9,10 +9,9 @@ explored) plus its RTT.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from data_plane.stats import StatsView
 from data_plane.table import DeploymentSpec
@@ -24,8 +23,9 @@ class Source(StrEnum):
     ASSUMED = "assumed"  # the median of the model's other deployments
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: one is built per candidate per request, on the hot path."""
+
     ttft_ms: float
     tpot_ms: float
     output_tokens: int
@@ -50,8 +50,7 @@ class Prediction:
         return f"ttft {self.ttft_source}, tpot {self.tpot_source}"
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
+class Known(NamedTuple):
     """One deployment's figures before priors: None where neither this router nor the control plane knows.
     `backend_ttft_ms` is the TTFT without the RTT, comparable across regions."""
 
@@ -80,17 +79,23 @@ def known_figures(stats: StatsView, spec: DeploymentSpec) -> Known:
     return Known(ttft_ms, tpot_ms, backend_ttft_ms, ttft_source, tpot_source)
 
 
-@dataclass(frozen=True, slots=True)
-class Priors:
+class Priors(NamedTuple):
     backend_ttft_ms: float
     tpot_ms: float
 
 
+def _median(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    values.sort()
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 def priors(known: Sequence[Known]) -> Priors:
     """The medians of what is known of a model's deployments (0 when nothing is)."""
-    ttfts = [k.backend_ttft_ms for k in known if k.backend_ttft_ms is not None]
-    tpots = [k.tpot_ms for k in known if k.tpot_ms is not None]
-    return Priors(statistics.median(ttfts) if ttfts else 0.0, statistics.median(tpots) if tpots else 0.0)
+    return Priors(_median([k.backend_ttft_ms for k in known if k.backend_ttft_ms is not None]),
+                  _median([k.tpot_ms for k in known if k.tpot_ms is not None]))
 
 
 def predict(known: Known, spec: DeploymentSpec, prior: Priors, output_tokens: int) -> Prediction:

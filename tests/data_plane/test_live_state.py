@@ -103,8 +103,9 @@ def test_typical_output_tokens_from_the_window_else_the_table() -> None:
     stats = state.live[("m", "d0")].stats
     for tokens in (100, 200, 300):
         stats.end(1.0, started=0.5, ok=True, latency_ms=100.0, output_tokens=tokens)
-    assert state.typical_output_tokens(model, 1.0) == 200
-    stats.end(1.0, started=0.5, ok=False, latency_ms=100.0)  # a failure has no answer length
-    stats.end(1.0, started=0.5, ok=True, latency_ms=100.0, output_tokens=1000)
-    assert state.typical_output_tokens(model, 1.0) == 400
+    assert state.typical_output_tokens(model, 1.05) == 300  # recomputed at most every 100 ms
+    assert state.typical_output_tokens(model, 1.2) == 200
+    stats.end(1.2, started=0.5, ok=False, latency_ms=100.0)  # a failure has no answer length
+    stats.end(1.2, started=0.5, ok=True, latency_ms=100.0, output_tokens=1000)
+    assert state.typical_output_tokens(model, 1.4) == 400
     assert state.typical_output_tokens(model, 30.0) == 300  # out of the window: the table's again

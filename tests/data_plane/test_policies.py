@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import replace
 
 import pytest
 from routing_fixtures import candidate, request
@@ -195,7 +194,7 @@ def test_a_deployment_due_a_trial_goes_first_once_per_decision() -> None:
     assert decision.trial == "recovering"
     assert decision.reason == ("trial of recovering (half-open: one trial closes or re-opens its breaker); "
                                "then lowest predicted latency 450ms of 3")
-    already_first = decide([replace(pool[0], trial=TrialReason.STALE), pool[2]], request(names.LATENCY_FIRST),
+    already_first = decide([pool[0]._replace(trial=TrialReason.STALE), pool[2]], request(names.LATENCY_FIRST),
                            PolicyState(), random.Random(0))
     assert already_first.trial is None  # the policy's pick anyway: no trial to note
 

@@ -25,6 +25,10 @@ REALISTIC_SIM = ("--output-tokens", str(REALISTIC.answer_tokens_median), "--outp
                  str(REALISTIC.answer_tokens_sigma))
 
 
+def _simulator(start: StartSimulator, name: str, *, ttft_ms: int, itl_ms: int) -> ServiceProcess:
+    return start(name, "--model", "m", "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), *REALISTIC_SIM)
+
+
 def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return dict(json.loads(response.read()))
@@ -62,8 +66,8 @@ async def _streams(router: ServiceProcess, model: str, count: int, timeout_s: fl
 
 def test_a_stream_stuck_before_its_first_token_opens_the_breaker_before_it_answers(
         start_simulator: StartSimulator, start_router: StartRouter) -> None:
-    stuck = start_simulator("stuck", "--model", "m", "--ttft-ms", "3000", "--itl-ms", "1", *REALISTIC_SIM)
-    fine = start_simulator("fine", "--model", "m", "--ttft-ms", "5", "--itl-ms", "1", *REALISTIC_SIM)
+    stuck = _simulator(start_simulator, "stuck", ttft_ms=3000, itl_ms=1)
+    fine = _simulator(start_simulator, "fine", ttft_ms=5, itl_ms=1)
     # round-robin keeps sending to the stuck one: only its breaker can take it out.
     router = start_router("stuck-router", f"""region: test
 health_check: {{interval_s: 30, latency_probe_tokens: 0}}
@@ -97,8 +101,8 @@ models:
 
 def test_the_ejection_cap_and_panic_keep_a_model_serving(start_simulator: StartSimulator,
                                                         start_router: StartRouter) -> None:
-    slow_a = start_simulator("slow-a", "--model", "m", "--ttft-ms", "600", "--itl-ms", "1", *REALISTIC_SIM)
-    slow_b = start_simulator("slow-b", "--model", "m", "--ttft-ms", "900", "--itl-ms", "1", *REALISTIC_SIM)
+    slow_a = _simulator(start_simulator, "slow-a", ttft_ms=600, itl_ms=1)
+    slow_b = _simulator(start_simulator, "slow-b", ttft_ms=900, itl_ms=1)
     deployments = f"""
 {deployment_yaml("slow-a", slow_a.url)}
 {deployment_yaml("slow-b", slow_b.url)}"""
@@ -131,8 +135,8 @@ models:
 
 def test_a_recovered_backend_regains_its_traffic_within_seconds(start_simulator: StartSimulator,
                                                                start_router: StartRouter) -> None:
-    fast = start_simulator("fast", "--model", "m", "--ttft-ms", "5", "--itl-ms", "1", *REALISTIC_SIM)
-    steady = start_simulator("steady", "--model", "m", "--ttft-ms", "30", "--itl-ms", "2", *REALISTIC_SIM)
+    fast = _simulator(start_simulator, "fast", ttft_ms=5, itl_ms=1)
+    steady = _simulator(start_simulator, "steady", ttft_ms=30, itl_ms=2)
     router = start_router("recovery-router", f"""region: test
 health_check: {{interval_s: 1, timeout_s: 1}}
 models:
