@@ -30,11 +30,12 @@ def _fmt_errors(records: Sequence[RequestRecord]) -> str:
     return ", ".join(f"{n}× {k}" for k, n in sorted(kinds.items())) + sample
 
 
-def cut_at_the_fault(record: RequestRecord, fault_start_s: float) -> bool:
-    """A stream that had started answering when the fault cut its connection: no router can finish it elsewhere
-    yet (mid-stream failover is not built), so it ends with an error event, never a clean truncated end."""
-    return (record.streamed and record.ttft_ms is not None and not record.ok
-            and record.start_s + record.ttft_ms / 1000 <= fault_start_s <= record.end_s)
+def cut_at_the_fault(record: RequestRecord, fault_start_s: float, cut_region: str | None) -> bool:
+    """A stream already answering from the region whose links the fault cut: no router can finish it elsewhere
+    yet (mid-stream failover is not built), so it ends with an error event, never a clean truncated end. (A
+    backend behind a cut link sends no first token: one that did was connected before the cut reached it.)"""
+    return (record.streamed and record.ttft_ms is not None and not record.ok and record.end_s >= fault_start_s
+            and record.backend_region is not None and record.backend_region == cut_region)
 
 
 def zero_client_errors(*, excuse_streams_cut_at_the_fault: bool = False) -> Check:
@@ -44,8 +45,9 @@ def zero_client_errors(*, excuse_streams_cut_at_the_fault: bool = False) -> Chec
         records = timeline.requests
         if not records:
             return CheckResult("zero client errors", False, "no request was recorded")
+        region = timeline.facts.get("region")
         cut = [r for r in records if excuse_streams_cut_at_the_fault
-               and cut_at_the_fault(r, timeline.phases.fault_start_s)]
+               and cut_at_the_fault(r, timeline.phases.fault_start_s, str(region) if region else None)]
         counted = [r for r in records if r not in cut]
         errors = error_count(counted)
         detail = f"{errors} of {len(records)} requests failed" + (f" ({_fmt_errors(counted)})" if errors else "")

@@ -73,21 +73,24 @@ def test_zero_client_errors() -> None:
     assert not checks.zero_client_errors()(timeline([])).passed
 
 
-def _cut_stream(start_s: float, ttft_ms: float, end_s: float) -> RequestRecord:
-    return RequestRecord(start_s, end_s, "c", "us", "us", 200, (end_s - start_s) * 1000, "a", "us",
+def _cut_stream(start_s: float, end_s: float, *, backend_region: str = "eu",
+                ttft_ms: float | None = 100.0) -> RequestRecord:
+    return RequestRecord(start_s, end_s, "c", "us", "us", 200, (end_s - start_s) * 1000, "a", backend_region,
                          error="error event in the stream: the backend stream broke", streamed=True, ttft_ms=ttft_ms)
 
 
 def test_a_partition_excuses_only_the_streams_it_cut_mid_answer() -> None:
-    answering = _cut_stream(2.0, 100.0, 3.2)  # answering since 2.1 s when the fault began at 3 s
-    waiting = _cut_stream(2.9, 200.0, 3.4)  # its first token came after the cut began: a router could have moved it
-    after = _cut_stream(4.0, 50.0, 4.5)
+    facts = {"region": "eu"}
+    answering = _cut_stream(2.0, 3.2)  # answering from the partitioned region when the fault began at 3 s
+    elsewhere = _cut_stream(2.0, 3.2, backend_region="us")  # a region the fault did not cut
+    no_first_token = _cut_stream(2.9, 3.4, ttft_ms=None)
+    before = _cut_stream(1.0, 2.0)  # broke before the fault: not its doing
     excusing = checks.zero_client_errors(excuse_streams_cut_at_the_fault=True)
-    result = excusing(timeline(steady() + [answering]))
+    result = excusing(timeline(steady() + [answering], facts=facts))
     assert result.passed and "1 streams already answering when the fault cut them" in result.detail
-    assert not excusing(timeline(steady() + [answering, waiting])).passed
-    assert not excusing(timeline(steady() + [after])).passed
-    assert not checks.zero_client_errors()(timeline(steady() + [answering])).passed
+    for other in (elsewhere, no_first_token, before):
+        assert not excusing(timeline(steady() + [answering, other], facts=facts)).passed
+    assert not checks.zero_client_errors()(timeline(steady() + [answering], facts=facts)).passed
 
 
 def test_routing_continues() -> None:
