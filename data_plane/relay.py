@@ -3,7 +3,6 @@ only: what the answer says about the backend is the caller's to record."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +14,6 @@ from aiohttp import web
 from data_plane.request_parsing import ParsedRequest
 from data_plane.sse_usage import StreamUsageScanner
 from data_plane.usage import Usage, completion_text, estimate_tokens, normalise, reported_usage
-
-log = logging.getLogger(__name__)
 
 PASSED_THROUGH_HEADERS = ("Content-Type", "openai-processing-ms", "x-request-id")
 

@@ -7,7 +7,6 @@ import hashlib
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
@@ -16,6 +15,7 @@ from data_plane.admission_queue import DEFAULT_QUEUE_PRIORITY, QUEUE_PRIORITIES
 from data_plane.context import RouterContext
 from data_plane.errors import ClientError
 from data_plane.forwarding import Saturated
+from data_plane.outcome import UsageSink
 from data_plane.policies import RouteRequest
 from data_plane.request_parsing import ParsedRequest
 from data_plane.response_cache import CachedResponse, cache_key, should_cache
@@ -79,7 +79,8 @@ def _check_client_limits(router: RouterContext, identity: str, model: ModelSpec,
 
 async def _forward_through_queue(router: RouterContext, request: web.Request | None, parsed: ParsedRequest,
                                  chain: list[tuple[ModelSpec, RouteRequest]], request_headers: Mapping[str, str],
-                                 headers: dict[str, str], deadline: float, on_usage: Any) -> web.StreamResponse:
+                                 headers: dict[str, str], deadline: float, on_usage: UsageSink | None
+                                 ) -> web.StreamResponse:
     """Forwards, and when every deployment is busy waits in the model's queue for a slot, deciding again
     each time one frees. Newcomers queue behind anyone already waiting."""
     forwarder = router.require_forwarder()
