@@ -122,7 +122,8 @@ class OutcomeRecorder:
                 live.stats.forget_estimates()
             self.report(live, change)
         live.stats.end(now, started=outcome.started, ok=True, latency_ms=latency_ms, ttft_ms=timing.ttft_ms,
-                       tpot_ms=timing.tpot_ms, output_tokens=usage.completion_tokens)
+                       tpot_ms=timing.tpot_ms, output_tokens=usage.completion_tokens,
+                       ttft_measured=outcome.first_token_at is not None)
         live.health.record_live_success()
         self._telemetry.record(live.model, spec.name, ok=True, latency_ms=latency_ms, ttft_ms=timing.ttft_ms,
                                tpot_ms=timing.tpot_ms, input_tokens=usage.prompt_tokens,

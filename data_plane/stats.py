@@ -158,7 +158,8 @@ class DeploymentStats:
 
     __slots__ = (
         "in_flight", "_waiting", "_last_sent_at", "_slot_s", "_slots", "latency", "ttft", "tpot",
-        "recent_ttft", "recent_tpot", "_answered_since_probe", "_refresh_s", "_computed_at", "_view",
+        "recent_ttft", "recent_tpot", "_ttft_since_probe", "_tpot_since_probe", "_refresh_s", "_computed_at",
+        "_view",
     )
 
     def __init__(self, window_s: float = DEFAULT_WINDOW_S, refresh_s: float = 0.1, *, slots: int = 10,
@@ -176,7 +177,7 @@ class DeploymentStats:
         self.tpot = RollingHistogram(window_s, slots)
         self.recent_ttft = DecayingMean(decay_s, stale_after_s)
         self.recent_tpot = DecayingMean(decay_s, stale_after_s)
-        self._answered_since_probe = False
+        self._ttft_since_probe = self._tpot_since_probe = False
         self._refresh_s = refresh_s
         self._computed_at = -math.inf
         self._view = EMPTY_VIEW
@@ -204,10 +205,11 @@ class DeploymentStats:
         self.first_token(started)
 
     def end(self, now: float, *, started: float, ok: bool, latency_ms: float, ttft_ms: float | None = None,
-            tpot_ms: float | None = None, output_tokens: int = 0) -> None:
+            tpot_ms: float | None = None, output_tokens: int = 0, ttft_measured: bool = True) -> None:
         """Records a finished request that began at `started`. Timings are recorded for answers only: a
         connection refused in 1 ms must not make a broken deployment look fast; failures count in the error
-        rate instead."""
+        rate instead. A TTFT not `ttft_measured` (a whole answer's, derived from the estimate itself) goes to
+        the window but not into the recent TTFT, which it would only anchor where it was."""
         self.abandon(started)
         slot = self._slot(now)
         slot.requests += 1
@@ -216,25 +218,26 @@ class DeploymentStats:
             return
         slot.answers += 1
         slot.output_tokens += max(0, output_tokens)
-        self._answered_since_probe = True
         self.latency.record(latency_ms, now)
         if ttft_ms is not None:
             self.ttft.record(ttft_ms, now)
-            self.recent_ttft.add(ttft_ms, now)
+            if ttft_measured:
+                self.recent_ttft.add(ttft_ms, now)
+                self._ttft_since_probe = True
         if tpot_ms is not None:
             self.tpot.record(tpot_ms, now)
             self.recent_tpot.add(tpot_ms, now)
+            self._tpot_since_probe = True
 
     def record_probe(self, now: float, ttft_ms: float, tpot_ms: float | None) -> None:
         """A health probe's short answer, kept out of the window's figures (which describe live answers). Among
         live answers it is one more sample; with none since the previous probe it is all that is known now, so
         it replaces the estimate: a deployment that lost its traffic is seen to slow down or recover at the
         next probe, not after several."""
-        record = DecayingMean.add if self._answered_since_probe else DecayingMean.replace
-        record(self.recent_ttft, ttft_ms, now)
+        _probe_into(self.recent_ttft, ttft_ms, now, averaged=self._ttft_since_probe)
         if tpot_ms is not None:
-            record(self.recent_tpot, tpot_ms, now)
-        self._answered_since_probe = False
+            _probe_into(self.recent_tpot, tpot_ms, now, averaged=self._tpot_since_probe)
+        self._ttft_since_probe = self._tpot_since_probe = False
 
     def forget_estimates(self) -> None:
         """The recent TTFT and TPOT describe a backend that has since proven itself again (a breaker's trial
@@ -287,6 +290,13 @@ class DeploymentStats:
             if slot.slot_id != -1 and slot.slot_id < oldest:
                 slot.slot_id = -1
                 slot.requests = slot.errors = slot.answers = slot.output_tokens = 0
+
+
+def _probe_into(mean: DecayingMean, value: float, now: float, *, averaged: bool) -> None:
+    if averaged:
+        mean.add(value, now)
+    else:
+        mean.replace(value, now)
 
 
 def quantiles(counts: list[int], count: int, qs: tuple[float, ...]) -> tuple[float, ...]:

@@ -123,6 +123,21 @@ def test_a_probe_is_all_that_is_known_of_a_deployment_without_answers() -> None:
     assert view.ttft_ms == pytest.approx(20.0) and view.tpot_ms == pytest.approx(4.0)
 
 
+def test_a_whole_answers_derived_ttft_never_moves_the_estimate() -> None:
+    """A whole answer's TTFT is the estimate itself: fed back, it would anchor the TTFT where it was while the
+    streams and probes measure it rising."""
+    stats = DeploymentStats(refresh_s=0.0)
+    stats.end(1.0, started=0.9, latency_ms=100.0, ok=True, ttft_ms=20.0, tpot_ms=5.0)  # a stream
+    for i in range(20):
+        stats.end(1.1 + i * 0.01, started=1.0, latency_ms=900.0, ok=True, ttft_ms=20.0, tpot_ms=8.0,
+                  ttft_measured=False)
+    assert stats.view(1.3).ttft_ms == pytest.approx(20.0)
+    assert stats.view(1.3).tpot_ms is not None and stats.view(1.3).tpot_ms > 6.0  # their TPOT counts
+    assert stats.view(1.3).ttft_p95_ms < 30.0  # the window still holds them, for operators
+    stats.record_probe(1.5, 620.0, 5.0)  # the link got 600 ms slower: weighed against the stream at 1.0 s only
+    assert stats.view(1.5).ttft_ms == pytest.approx(20.0 + 600.0 * (1 - math.exp(-0.5 / 2.0)))
+
+
 def test_forgetting_estimates_starts_prediction_afresh() -> None:
     stats = DeploymentStats(refresh_s=0.0)
     stats.end(1.0, started=1.0, latency_ms=5000.0, ok=True, ttft_ms=3000.0, tpot_ms=50.0)
