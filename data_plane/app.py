@@ -125,21 +125,21 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         router.session = session
-        recorder = OutcomeRecorder(router.state, router.metrics, router.telemetry, config.region,
-                                   router.state.rate_limits)
+        recorder = router.outcomes = OutcomeRecorder(router.state, router.metrics, router.telemetry,
+                                                     config.region, router.state.rate_limits)
         router.forwarder = Forwarder(session, router.state, router.metrics, recorder, ForwardSettings(
             region=config.region, max_attempts=config.max_attempts,
             request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
         ), rate_limits=router.state.rate_limits, on_release=router.queues.notify)
         yield
-        router.forwarder = None
+        router.forwarder = router.outcomes = None
         router.session = None
 
 
 async def _health_checks(app: web.Application) -> AsyncIterator[None]:
     router = app[ROUTER]
-    assert router.session is not None, "the client session context must come first"
-    task = asyncio.create_task(run_health_checks(router.session, router.state, router.metrics))
+    assert router.session is not None and router.outcomes is not None, "the client session context must come first"
+    task = asyncio.create_task(run_health_checks(router.session, router.state, router.metrics, router.outcomes))
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -162,14 +162,19 @@ class CircuitBreaker:
             self._trial_started_at = None
 
     def record(self, now: float, *, ok: bool, slow: str | None = None, may_open: bool = True,
-               started: float | None = None) -> Transition | TripHeld | None:
+               started: float | None = None, ttft_measured: bool = True) -> Transition | TripHeld | None:
         """One finished request sent at `started` (default `now`): `ok` False for a failure, `slow` the reason
         an answer counts as slow. `may_open` False when the model's ejection cap is reached: a closed breaker
-        then stays closed. A request sent before the breaker last closed or went half-open is not judged."""
+        then stays closed. A request sent before the breaker last closed or went half-open is not judged.
+        A whole answer (`ttft_measured` False) cannot show a slow first token: while half-open with a TTFT
+        threshold, its passing is no verdict, and the trial slot is freed for one that can tell."""
         state = self._state
         if (now if started is None else started) < self._judging_since:
             return None
         if state is BreakerState.HALF_OPEN:
+            if ok and slow is None and not ttft_measured and self.settings.ttft_p95_threshold_ms > 0:
+                self._trial_started_at = None
+                return None
             # The first request sent since half-open to finish is the verdict: the trial, or one admitted
             # alongside it.
             if ok and slow is None:

@@ -13,6 +13,7 @@ from data_plane.config import RouterConfig
 from data_plane.forwarding import Forwarder
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
+from data_plane.outcome import OutcomeRecorder
 from data_plane.response_cache import ResponseCache
 from data_plane.shared_limits import SharedLimits
 from data_plane.table_store import TableStore
@@ -36,6 +37,7 @@ class RouterContext:
         default_factory=lambda: TelemetryAccumulators(started_unix_ms=int(time.time() * 1000)))
     session: aiohttp.ClientSession | None = None
     forwarder: Forwarder | None = None
+    outcomes: OutcomeRecorder | None = None
     telemetry_publisher: TelemetryPublisher | None = None
     table_subscriber: TableSubscriber | None = None
     queues: WaitingRooms = field(default_factory=WaitingRooms)

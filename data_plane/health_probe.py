@@ -20,6 +20,7 @@ from data_plane.config import HealthCheckConfig
 from data_plane.forwarding import upstream_headers
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
+from data_plane.outcome import OutcomeRecorder
 from data_plane.sse_usage import StreamUsageScanner
 from meridian_common.logging_setup import event
 
@@ -77,8 +78,8 @@ async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: 
     return timing
 
 
-async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeployment], settings: HealthCheckConfig
-                           ) -> None:
+async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeployment], settings: HealthCheckConfig,
+                           outcomes: OutcomeRecorder) -> None:
     spec = group[0].spec
     if any(0 < live.spec.max_concurrency <= live.stats.in_flight for live in group):
         return  # full: live answers say enough, and a probe must not take a slot from a client
@@ -103,10 +104,11 @@ async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeplo
     now = time.monotonic()
     for live in group:
         live.stats.record_probe(now, timing.ttft_ms, timing.tpot_ms)
+        outcomes.probe_verdict(live, timing, now)
 
 
 async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics,
-                    latency: LatencyProbes | None = None) -> None:
+                    latency: LatencyProbes | None = None, outcomes: OutcomeRecorder | None = None) -> None:
     """One round: every backend's `/models`; then, with `latency`, a latency probe of each healthy deployment
     whose previous one has finished (they run apart from the round, which a saturated backend would hold up)."""
     by_backend: dict[tuple[str, str], list[LiveDeployment]] = defaultdict(list)
@@ -126,14 +128,14 @@ async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics:
                                   healthy=live.health.healthy))
             metrics.health_state.labels(state.region, live.model, live.spec.name,
                                         live.spec.architecture).set(1 if live.health.healthy else 0)
-    if latency is not None and settings.latency_probe_tokens:
+    if latency is not None and outcomes is not None and settings.latency_probe_tokens:
         by_model: dict[tuple[str, str, str], list[LiveDeployment]] = defaultdict(list)
         for (url, key_env), group in by_backend.items():
             for live in group:
                 if live.health.healthy:
                     by_model[(url, key_env, live.spec.served_model)].append(live)
         for key, group in by_model.items():
-            latency.start(key, _measure_latency(session, group, settings))
+            latency.start(key, _measure_latency(session, group, settings, outcomes))
 
 
 class LatencyProbes:
@@ -157,11 +159,12 @@ class LatencyProbes:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run_health_checks(session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics) -> None:
+async def run_health_checks(session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics,
+                            outcomes: OutcomeRecorder) -> None:
     latency = LatencyProbes()
     try:
         while True:
-            await probe_all(session, state, metrics, latency)
+            await probe_all(session, state, metrics, latency, outcomes)
             await asyncio.sleep(state.health_settings.interval_s)
     finally:
         await latency.close()

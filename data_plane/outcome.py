@@ -81,6 +81,20 @@ class OutcomeRecorder:
         self.report(live, live.breaker.record(now, ok=True, slow=reason, started=started,
                                               may_open=self._state.may_open(live.model, live.spec.name, now)))
 
+    def probe_verdict(self, live: LiveDeployment, timing: AnswerTiming, now: float) -> None:
+        """A health probe's streamed answer is a half-open breaker's trial when no client's request is: it
+        measures TTFT and TPOT, so no client pays for trying a backend that may still be slow."""
+        breaker = live.breaker
+        if breaker.state_at(now) is not BreakerState.HALF_OPEN:
+            return
+        admitted, transition = breaker.admit(now)
+        self.report(live, transition)
+        if admitted:
+            settings = breaker.settings
+            slow = slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
+                            tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=live.spec.added_latency_ms)
+            self.report(live, breaker.record(now, ok=True, slow=slow))
+
     def apply(self, live: LiveDeployment, outcome: Outcome, *, policy: str,
               on_usage: UsageSink | None = None) -> None:
         if outcome.kind is OutcomeKind.ABANDONED:
@@ -115,12 +129,9 @@ class OutcomeRecorder:
         slow = slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
                         tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=spec.added_latency_ms)
         if not outcome.breaker_judged:
-            change = live.breaker.record(now, ok=True, slow=slow, started=outcome.started,
-                                         may_open=self._state.may_open(live.model, spec.name, now))
-            if isinstance(change, Transition) and change.to_state is BreakerState.CLOSED:
-                # The trial passed: what the window remembers is the backend before it recovered.
-                live.stats.forget_estimates()
-            self.report(live, change)
+            self.report(live, live.breaker.record(now, ok=True, slow=slow, started=outcome.started,
+                                                  ttft_measured=outcome.first_token_at is not None,
+                                                  may_open=self._state.may_open(live.model, spec.name, now)))
         live.stats.end(now, started=outcome.started, ok=True, latency_ms=latency_ms, ttft_ms=timing.ttft_ms,
                        tpot_ms=timing.tpot_ms, output_tokens=usage.completion_tokens,
                        ttft_measured=outcome.first_token_at is not None)

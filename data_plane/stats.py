@@ -239,15 +239,6 @@ class DeploymentStats:
             _probe_into(self.recent_tpot, tpot_ms, now, averaged=self._tpot_since_probe)
         self._ttft_since_probe = self._tpot_since_probe = False
 
-    def forget_estimates(self) -> None:
-        """The recent TTFT and TPOT describe a backend that has since proven itself again (a breaker's trial
-        passed): prediction starts afresh from the next answer."""
-        self.recent_ttft.reset()
-        self.recent_tpot.reset()
-        self.ttft.clear()
-        self.tpot.clear()
-        self._computed_at = -math.inf
-
     def view(self, now: float) -> StatsView:
         """The figures at `now`: the window's counts and p95s recomputed at most every refresh_s; the recent
         TTFT and TPOT and the in-flight figures always current."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from data_plane.answer_timing import AnswerTiming
 from data_plane.breaker import BreakerState
 from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
 from data_plane.live_state import LiveDeployment, RouterState
@@ -80,7 +81,7 @@ def test_a_long_healthy_answer_never_counts_against_the_breaker() -> None:
     assert live.breaker.state is BreakerState.CLOSED
 
 
-def test_slow_tokens_open_the_breaker_and_a_good_trial_starts_the_estimates_afresh() -> None:
+def test_slow_tokens_open_the_breaker_and_a_good_streamed_trial_closes_it() -> None:
     recorder, state, _, _ = _recorder()
     live = _live(state)
     for i in range(2):
@@ -89,7 +90,30 @@ def test_slow_tokens_open_the_breaker_and_a_good_trial_starts_the_estimates_afre
     assert live.breaker.admit(16.0)[0]
     _answer(recorder, live, 16.0, total_s=0.05 + 0.005 * 99, tokens=100, first_token_s=0.05)
     assert live.breaker.state is BreakerState.CLOSED
-    assert live.stats.view(16.6).tpot_ms == pytest.approx(5.0)  # not a blend with the slow answers before
+    tpot = live.stats.view(16.6).tpot_ms  # 5 s after the slow answers, the good one weighs 1 - exp(-5 / 2)
+    assert tpot is not None and tpot < 12.0
+
+
+def test_a_whole_answer_cannot_pass_a_trial_that_a_ttft_threshold_judges() -> None:
+    recorder, state, _, _ = _recorder()
+    live = _live(state)
+    for i in range(2):
+        _answer(recorder, live, float(i), total_s=2.0, tokens=100, first_token_s=1.5)  # 1.5 s first tokens
+    assert live.breaker.state is BreakerState.OPEN and live.breaker.admit(10.0)[0]
+    _answer(recorder, live, 10.0, total_s=0.4, tokens=100)  # its TTFT is unseen: no verdict, the slot is freed
+    assert live.breaker.state is BreakerState.HALF_OPEN and not live.breaker.trial_outstanding(10.5)
+
+
+@pytest.mark.parametrize(("ttft_ms", "state"), [(40.0, BreakerState.CLOSED), (1200.0, BreakerState.OPEN)])
+def test_a_health_probe_is_the_trial_of_a_half_open_breaker(ttft_ms: float, state: BreakerState) -> None:
+    recorder, state_, _, _ = _recorder()
+    live = _live(state_)
+    for i in range(2):
+        _answer(recorder, live, float(i), total_s=2.0, tokens=100, first_token_s=1.5)
+    recorder.probe_verdict(live, AnswerTiming(ttft_ms, 4.0), 3.0)  # still open: not its business
+    assert live.breaker.state is BreakerState.OPEN
+    recorder.probe_verdict(live, AnswerTiming(ttft_ms, 4.0), 10.0)
+    assert live.breaker.state is state
 
 
 def test_the_ejection_cap_holds_the_second_breaker_closed() -> None:

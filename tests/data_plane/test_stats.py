@@ -138,15 +138,6 @@ def test_a_whole_answers_derived_ttft_never_moves_the_estimate() -> None:
     assert stats.view(1.5).ttft_ms == pytest.approx(20.0 + 600.0 * (1 - math.exp(-0.5 / 2.0)))
 
 
-def test_forgetting_estimates_starts_prediction_afresh() -> None:
-    stats = DeploymentStats(refresh_s=0.0)
-    stats.end(1.0, started=1.0, latency_ms=5000.0, ok=True, ttft_ms=3000.0, tpot_ms=50.0)
-    stats.forget_estimates()
-    assert stats.view(1.0).ttft_ms is None and stats.view(1.0).ttft_p95_ms == 0.0
-    stats.end(1.1, started=1.1, latency_ms=100.0, ok=True, ttft_ms=40.0, tpot_ms=4.0)
-    assert stats.view(1.1).ttft_ms == pytest.approx(40.0)
-
-
 def test_a_stream_waiting_for_its_first_token_shows_a_backend_turning_slow() -> None:
     stats = DeploymentStats(refresh_s=0.0)
     stats.begin(1.0, awaiting_first_token=True)  # the backend stalls from here on
