@@ -31,7 +31,7 @@ from data_plane.policies.filters import capacity_exclusion, rate_limit_exclusion
 from data_plane.rate_limits import RateLimits
 from data_plane.relay import PASSED_THROUGH_HEADERS, RetryableFailure, relay_stream, relay_whole
 from data_plane.request_parsing import ParsedRequest
-from data_plane.route_planning import ModelDecision, saturated
+from data_plane.route_planning import ModelDecision
 from data_plane.table import DeploymentSpec
 from data_plane.usage import estimate_tokens
 from meridian_common.logging_setup import event
@@ -119,7 +119,7 @@ class Forwarder:
         last_model: ModelDecision | None = None
         for model_decision, spec in candidates:
             if model_decision is not last_model:
-                plan.saw_decision(saturated(model_decision))
+                plan.saw_decision(model_decision.decision.saturated)
                 last_model = model_decision
             if spec is None:
                 continue

@@ -99,24 +99,25 @@ class RouterState:
             entry = self.live[(model.name, spec.name)]
             view = entry.stats.view(now)
             local = spec.region == self.region
+            breaker_state = entry.breaker.state_at(now)
             result.append(Candidate(
                 deployment=spec,
                 stats=view,
-                breaker_state=entry.breaker.state_at(now),
+                breaker_state=breaker_state,
                 healthy=entry.health.healthy,
                 local=local,
                 rate_limited=limits.deployment_block(model.name, spec.name, tokens, now)
                 if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None,
-                trial=self._trial_due(entry, view, local, now),
+                trial=self._trial_due(entry, breaker_state, view, local, now),
             ))
         return result
 
-    def _trial_due(self, entry: LiveDeployment, view: StatsView, local: bool, now: float) -> TrialReason | None:
+    def _trial_due(self, entry: LiveDeployment, breaker_state: BreakerState, view: StatsView, local: bool,
+                   now: float) -> TrialReason | None:
         """A client's request goes first to a deployment only when nothing else would refresh what is known of
         it: health probes measure TTFT and TPOT without risking anyone's request, so with them on, a recovered
         deployment is ranked first on its fresh figures and a broken one is left alone."""
-        breaker = entry.breaker
-        if (breaker.state_at(now) is BreakerState.HALF_OPEN and not breaker.trial_outstanding(now)
+        if (breaker_state is BreakerState.HALF_OPEN and not entry.breaker.trial_outstanding(now)
                 and view.ttft_ms is None):
             return TrialReason.HALF_OPEN
         # A deployment that served and then lost its traffic would never show that it recovered. Only its own

@@ -47,6 +47,12 @@ class Outcome:
         return max(0.0, (self.ended - self.started) * 1000)
 
 
+def _slowness(live: LiveDeployment, timing: AnswerTiming) -> str | None:
+    settings = live.breaker.settings
+    return slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
+                    tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=live.spec.added_latency_ms)
+
+
 def _labels(region: str, live: LiveDeployment) -> tuple[str, str, str, str]:
     return region, live.model, live.spec.name, live.spec.architecture
 
@@ -90,10 +96,7 @@ class OutcomeRecorder:
         admitted, transition = breaker.admit(now)
         self.report(live, transition)
         if admitted:
-            settings = breaker.settings
-            slow = slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
-                            tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=live.spec.added_latency_ms)
-            self.report(live, breaker.record(now, ok=True, slow=slow))
+            self.report(live, breaker.record(now, ok=True, slow=_slowness(live, timing)))
 
     def apply(self, live: LiveDeployment, outcome: Outcome, *, policy: str,
               on_usage: UsageSink | None = None) -> None:
@@ -125,11 +128,8 @@ class OutcomeRecorder:
         usage = outcome.usage or Usage(outcome.estimated_prompt_tokens, 0, estimated=True)
         now, latency_ms, spec = outcome.ended, outcome.total_ms, live.spec
         timing = self.timing(live, outcome, usage.completion_tokens)
-        settings = live.breaker.settings
-        slow = slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
-                        tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=spec.added_latency_ms)
         if not outcome.breaker_judged:
-            self.report(live, live.breaker.record(now, ok=True, slow=slow, started=outcome.started,
+            self.report(live, live.breaker.record(now, ok=True, slow=_slowness(live, timing), started=outcome.started,
                                                   ttft_measured=outcome.first_token_at is not None,
                                                   may_open=self._state.may_open(live.model, spec.name, now)))
         live.stats.end(now, started=outcome.started, ok=True, latency_ms=latency_ms, ttft_ms=timing.ttft_ms,

@@ -63,11 +63,6 @@ def attempts(state: RouterState, chain: list[tuple[ModelSpec, RouteRequest]]
             yield model_decision, deployment
 
 
-def saturated(model_decision: ModelDecision) -> bool:
-    """Some deployment is out only for being full or rate limited: a slot will free."""
-    return model_decision.decision.saturated
-
-
 def decision_json(model_decision: ModelDecision) -> dict[str, Any]:
     decision = model_decision.decision
     return {

@@ -29,6 +29,18 @@ def _simulator(start: StartSimulator, name: str, *, ttft_ms: int, itl_ms: int) -
     return start(name, "--model", "m", "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), *REALISTIC_SIM)
 
 
+def _router_config(health_check: str, models: dict[str, tuple[str, str]], backends: list[ServiceProcess]) -> str:
+    """A router of region `test` whose models (name -> (policy, breaker settings)) all use `backends`."""
+    deployments = "\n".join(deployment_yaml(backend.name, backend.url) for backend in backends)
+    sections = "".join(f"""  {name}:
+    policy: {policy}
+    breaker: {{{breaker}}}
+    deployments:
+{deployments}
+""" for name, (policy, breaker) in models.items())
+    return f"region: test\nhealth_check: {{{health_check}}}\nmodels:\n{sections}"
+
+
 def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return dict(json.loads(response.read()))
@@ -69,17 +81,11 @@ def test_a_stream_stuck_before_its_first_token_opens_the_breaker_before_it_answe
     stuck = _simulator(start_simulator, "stuck", ttft_ms=3000, itl_ms=1)
     fine = _simulator(start_simulator, "fine", ttft_ms=5, itl_ms=1)
     # round-robin keeps sending to the stuck one: only its breaker can take it out.
-    router = start_router("stuck-router", f"""region: test
-health_check: {{interval_s: 30, latency_probe_tokens: 0}}
-models:
-  m:
-    policy: round-robin
-    breaker: {{ttft_p95_threshold_ms: 300, tpot_p95_threshold_ms: 50, min_requests: 3, consecutive_failures: 2,
-              open_duration_s: 30, max_ejection_percent: 50}}
-    deployments:
-{deployment_yaml("stuck", stuck.url)}
-{deployment_yaml("fine", fine.url)}
-""")
+    router = start_router("stuck-router", _router_config(
+        "interval_s: 30, latency_probe_tokens: 0",
+        {"m": ("round-robin", "ttft_p95_threshold_ms: 300, tpot_p95_threshold_ms: 50, min_requests: 3, "
+                              "consecutive_failures: 2, open_duration_s: 30, max_ejection_percent: 50")},
+        [stuck, fine]))
 
     async def scenario() -> tuple[dict[str, str], float]:
         started = time.monotonic()
@@ -103,23 +109,13 @@ def test_the_ejection_cap_and_panic_keep_a_model_serving(start_simulator: StartS
                                                         start_router: StartRouter) -> None:
     slow_a = _simulator(start_simulator, "slow-a", ttft_ms=600, itl_ms=1)
     slow_b = _simulator(start_simulator, "slow-b", ttft_ms=900, itl_ms=1)
-    deployments = f"""
-{deployment_yaml("slow-a", slow_a.url)}
-{deployment_yaml("slow-b", slow_b.url)}"""
     breaker = ("ttft_p95_threshold_ms: 200, tpot_p95_threshold_ms: 50, min_requests: 1, consecutive_failures: 1, "
                "open_duration_s: 60")
-    router = start_router("cap-router", f"""region: test
-health_check: {{interval_s: 30, latency_probe_tokens: 0}}
-models:
-  capped:
-    policy: round-robin
-    breaker: {{{breaker}, max_ejection_percent: 50}}
-    deployments:{deployments}
-  uncapped:
-    policy: round-robin
-    breaker: {{{breaker}, max_ejection_percent: 100}}
-    deployments:{deployments}
-""")
+    router = start_router("cap-router", _router_config(
+        "interval_s: 30, latency_probe_tokens: 0",
+        {"capped": ("round-robin", f"{breaker}, max_ejection_percent: 50"),
+         "uncapped": ("round-robin", f"{breaker}, max_ejection_percent: 100")},
+        [slow_a, slow_b]))
     # Both are slow: with the cap at 50 %, one breaker opens and the other's trip is held.
     asyncio.run(_streams(router, "capped", 4, timeout_s=20))
     assert sorted(_breakers(router, "capped").values()) == ["closed", "open"]
@@ -137,17 +133,11 @@ def test_a_recovered_backend_regains_its_traffic_within_seconds(start_simulator:
                                                                start_router: StartRouter) -> None:
     fast = _simulator(start_simulator, "fast", ttft_ms=5, itl_ms=1)
     steady = _simulator(start_simulator, "steady", ttft_ms=30, itl_ms=2)
-    router = start_router("recovery-router", f"""region: test
-health_check: {{interval_s: 1, timeout_s: 1}}
-models:
-  m:
-    policy: latency-first
-    breaker: {{ttft_p95_threshold_ms: 400, tpot_p95_threshold_ms: 20, min_requests: 3, consecutive_failures: 2,
-              open_duration_s: 2}}
-    deployments:
-{deployment_yaml("fast", fast.url)}
-{deployment_yaml("steady", steady.url)}
-""")
+    router = start_router("recovery-router", _router_config(
+        "interval_s: 1, timeout_s: 1",
+        {"m": ("latency-first", "ttft_p95_threshold_ms: 400, tpot_p95_threshold_ms: 20, min_requests: 3, "
+                                "consecutive_failures: 2, open_duration_s: 2")},
+        [fast, steady]))
     base_url = f"{router.url}/v1"
     before = asyncio.run(send_realistic(base_url, "m", 4.0, workers=4, seed="before"))
     assert before.share("fast") >= 0.8, dict(before.backends)
