@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.load import BenchRequest, chat_requests, percentile
-from chaos.load import read_stream
+from harness.load import read_stream
 from meridian_common.service_process import ServiceProcess, start_service
 from meridian_common.workload import REALISTIC, WorkloadConfig, simulator_flags
 from simulator.admin_client import read_sim_config

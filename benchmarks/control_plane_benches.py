@@ -10,17 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.control_plane_stack import CHAT_SHAPE, MODEL, REGIONS, ControlPlaneStack, chat, http_json, wait_for
+from benchmarks.control_plane_stack import CHAT_SHAPE, MODEL, REGIONS, ControlPlaneStack, chat, wait_for
 from benchmarks.load import percentile
+from control_plane.admin.client import AdminTarget, call
 
 
 def _push(stack: ControlPlaneStack, budget_ms: int) -> None:
     document = "models:\n" + "".join(
         f"  - {{region: {region}, model: {MODEL}, policy: cost-first, latency_budget_ms: {budget_ms}}}\n"
         for region in REGIONS)
-    status, reply = http_json("POST", f"{stack.admin_url()}/v1/policy", {"yaml": document}, token=stack.token)
-    if status != 200:
-        raise RuntimeError(f"policy push refused ({status}): {reply}")
+    call(AdminTarget((stack.admin_url(),), stack.token, "the bench's stack"), "POST", "/v1/policy", {"yaml": document})
 
 
 def _applied_everywhere(stack: ControlPlaneStack, budget_ms: int) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from chaos.load import read_stream
+from harness.load import read_stream
 from meridian_common.workload import RequestShape, WorkloadConfig, chat_body, draw
 
 

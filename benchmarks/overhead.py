@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.decision import measure_decision_time
 from benchmarks.load import LoadResult, bench_request, chat_requests, closed_loop, percentile, stream_timing
-from data_plane.policies.benchmark import measure_decision_time
 from meridian_common.service_process import ServiceProcess, start_service
 from meridian_common.workload import REALISTIC, WorkloadConfig, median_shape, simulator_flags
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chaos.scenario import Check, CheckResult
-from chaos.timeline import (
+from harness.timeline import (
     RequestRecord,
     RouterProbe,
     Timeline,

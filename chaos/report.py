@@ -5,21 +5,13 @@ window shaded). matplotlib runs headless (Agg)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
-
-from chaos.timeline import Timeline, bins, phases_figures  # noqa: E402
-
-if TYPE_CHECKING:
-    from chaos.runner import ScenarioResult
+from chaos.scenario import ScenarioResult
+from harness.plots import plt
+from harness.timeline import Timeline, bins, phases_figures
 
 BIN_S = 0.5
 
@@ -141,19 +133,3 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
     (directory / "report.md").write_text(report_markdown(result))
     plot(result.timeline, directory / "timeline.png")
     return directory
-
-
-def shade_windows(axis: Any, windows: Sequence[tuple[float, float, str]], *, label: bool = True) -> None:
-    """Shades several labelled windows (start_s, end_s, label) of one time axis, alternating two neutral tones so
-    that no data colour is taken, with a dashed line at each boundary and each label at the top of its window;
-    for runs with more phases than one fault window."""
-    from matplotlib.transforms import blended_transform_factory
-
-    transform = blended_transform_factory(axis.transData, axis.transAxes)
-    for index, (start_s, end_s, text) in enumerate(windows):
-        axis.axvspan(start_s, end_s, color="0.5" if index % 2 else "0.8", alpha=0.15, linewidth=0, zorder=0)
-        axis.axvline(start_s, color="0.3", linestyle="--", linewidth=0.8, zorder=3)
-        if label and text:
-            axis.text((start_s + end_s) / 2, 0.97, text, transform=transform, ha="center", va="top",
-                      fontsize="small", zorder=4, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white",
-                                                        "alpha": 0.85, "linewidth": 0})

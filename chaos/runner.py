@@ -9,18 +9,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from chaos.load import LoadPlan, LoadRecorder, plan_for_stack
-from chaos.probes import Prober, router_probe_from
-from chaos.scenario import CheckResult, Scenario
-from chaos.stack_handle import StackHandle
-from chaos.timeline import Phases, Timeline, error_count
+from chaos.report import write_report
+from chaos.scenario import CheckResult, RunSettings, Scenario, ScenarioResult
+from harness.load import LoadPlan, LoadRecorder, plan_for_stack
+from harness.probes import Prober, router_probe_from
+from harness.stack_handle import StackHandle
+from harness.timeline import Phases, Timeline, error_count
 from meridian_common.logging_setup import event
 from meridian_common.workload import NO_OVERRIDES, WorkloadOverrides
 
@@ -29,53 +30,6 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 STOP_WAIT_S = 15.0
 PROGRESS_EVERY_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    baseline_s: float = 5.0
-    fault_s: float = 8.0
-    recovery_s: float = 6.0
-    probe_interval_s: float = 0.15
-    workers_per_client: int = 6
-    steady_timeout_s: float = 20.0
-    reports_dir: Path | None = None
-    """Default: `<stack directory>/reports`."""
-    write_report: bool = True
-    workload: WorkloadOverrides = NO_OVERRIDES
-    """Command-line changes to every client's workload."""
-
-    @classmethod
-    def for_fault(cls, fault_s: float, **overrides: Any) -> RunSettings:
-        """A fault window of `fault_s`, with a baseline and a recovery in proportion (at least 2.5 s and 3 s)."""
-        return cls(baseline_s=max(2.5, fault_s * 0.6), fault_s=fault_s, recovery_s=max(3.0, fault_s * 0.8),
-                   **overrides)
-
-
-@dataclass(frozen=True, slots=True)
-class ScenarioResult:
-    scenario: Scenario
-    checks: tuple[CheckResult, ...]
-    timeline: Timeline
-    error: str | None = None
-    """Why the fault could not be injected (the checks are then not meaningful)."""
-    restore_failures: tuple[str, ...] = ()
-    report_dir: Path | None = None
-    steady: bool = True
-    settings: RunSettings = field(default_factory=RunSettings)
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and not self.restore_failures and all(c.passed for c in self.checks)
-
-    def verdict_lines(self) -> list[str]:
-        name = self.scenario.name
-        lines = [c.verdict_line(name) for c in self.checks]
-        if self.error:
-            lines.append(f"FAIL  {name}: fault injected — {self.error}")
-        if self.restore_failures:
-            lines.append(f"FAIL  {name}: stack restored — {'; '.join(self.restore_failures)}")
-        return lines
 
 
 def load_plan(stack: Mapping[str, Any], workers_per_client: int,
@@ -246,7 +200,6 @@ def report_name(scenario: str, when: datetime | None = None) -> str:
 
 async def run_and_report(scenario: Scenario, stack: Mapping[str, Any], settings: RunSettings,
                          say: Say = print) -> ScenarioResult:
-    from chaos.report import write_report
 
     result = await run_scenario(scenario, stack, settings, say)
     if settings.write_report:

@@ -29,21 +29,27 @@ import aetcd
 import grpc
 from aiohttp import web
 
-from control_plane.admin_grpc import start_admin_grpc_server
-from control_plane.admin_http import create_admin_app
-from control_plane.admin_service import AdminService
-from control_plane.cluster_status import LocalView, gather_status
+from control_plane.admin.cluster_status import LocalView, gather_status
+from control_plane.admin.grpc_api import start_admin_grpc_server
+from control_plane.admin.http_api import create_admin_app
+from control_plane.admin.service import AdminService
 from control_plane.config import ControlPlaneConfig
-from control_plane.distribution_server import ServerTlsSettings, start_distribution_server
-from control_plane.election import CandidateIdentity, Election, NotLeader, Role
+from control_plane.distribution.server import ServerTlsSettings, start_distribution_server
+from control_plane.distribution.table_cache import TableCache
+from control_plane.distribution.table_follower import TableFollower
+from control_plane.election.campaign import CandidateIdentity, Election, NotLeader, Role
+from control_plane.election.lease_session import LeaseSession, SessionLost
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
-from control_plane.lease_session import LeaseSession, SessionLost
 from control_plane.metrics import ReplicaFigures, replica_metrics
-from control_plane.policy_store import PolicyStore
+from control_plane.policy.store import PolicyStore
 from control_plane.replica_registry import ReplicaRegistry
-from control_plane.table_cache import TableCache
-from control_plane.table_publisher import NOT_PUBLISHING, PublisherStatus, ReaderFactory, TablePublisher, default_reader
-from control_plane.table_watch import TableWatcher
+from control_plane.tables.publisher import (
+    NOT_PUBLISHING,
+    PublisherStatus,
+    ReaderFactory,
+    TablePublisher,
+    default_reader,
+)
 from meridian_common.aiohttp_serving import announce_port
 from meridian_common.logging_setup import event
 
@@ -121,7 +127,7 @@ class Replica:
         self._clock = clock
         host, port = etcd_host_port(config.etcd.endpoints[0])
         self.client = aetcd.Client(host=host, port=port, timeout=ETCD_CALL_TIMEOUT_S)
-        self.watcher = TableWatcher(self.client, self.keys, self.cache)
+        self.follower = TableFollower(self.client, self.keys, self.cache)
         self.election: Election | None = None
         self.addresses: BoundAddresses | None = None
         self._registry: ReplicaRegistry | None = None
@@ -133,7 +139,7 @@ class Replica:
     def role(self) -> str:
         election = self.election
         if election is None or election.role is Role.LOST:
-            return "no-quorum" if not self.watcher.connected else "follower"
+            return "no-quorum" if not self.follower.connected else "follower"
         if election.role is Role.LEADER:
             return "leader" if election.is_leader else "no-quorum"
         # A candidate waits for the leader key to go: to an operator, that is a follower.
@@ -142,7 +148,7 @@ class Replica:
     def health(self) -> dict[str, Any]:
         addresses = self.addresses.as_dict() if self.addresses is not None else {}
         return {"status": "ok", "id": self.replica_id, "pid": os.getpid(), "role": self.role(),
-                "publishing": self.publisher_status.publishing, "etcd_connected": self.watcher.connected,
+                "publishing": self.publisher_status.publishing, "etcd_connected": self.follower.connected,
                 "regions": self.cache.regions(), **addresses}
 
     def figures(self) -> ReplicaFigures:
@@ -215,7 +221,7 @@ class Replica:
                            admin=self.addresses.admin, admin_grpc=self.addresses.admin_grpc, tls=tls.enabled,
                            mutual_tls=tls.require_client_cert, etcd=config.etcd.endpoints[0],
                            prefix=config.etcd.prefix))
-            tasks.append(asyncio.create_task(self.watcher.run(), name="table-watch"))
+            tasks.append(asyncio.create_task(self.follower.run(), name="table-follower"))
             tasks.append(asyncio.create_task(self._elections(), name="elections"))
             if ports_file is not None:
                 write_ports_file(ports_file, self.addresses,

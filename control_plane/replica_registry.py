@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import aetcd
 
-from control_plane.cluster_status import router_entries
+from control_plane.admin.cluster_status import router_entries
+from control_plane.distribution.table_cache import TableCache
+from control_plane.election.lease_session import LeaseSession
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
-from control_plane.lease_session import LeaseSession
-from control_plane.table_cache import TableCache
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)

@@ -15,24 +15,25 @@ import aiohttp
 import redis.asyncio as redis_asyncio
 from aiohttp import web
 
-from data_plane import job_handlers, openai_handlers, ops_handlers, regions_directory
-from data_plane.auth import Credentials
+from data_plane.api import openai_handlers, ops_handlers, regions_directory
+from data_plane.api.auth import Credentials
 from data_plane.config import RouterConfig, bootstrap_table
 from data_plane.context import ROUTER, RouterContext
 from data_plane.errors import ClientError, error_response
-from data_plane.forwarding import Forwarder, ForwardSettings
-from data_plane.health_probe import run_health_checks
+from data_plane.jobs import handlers as job_handlers
+from data_plane.limits.rate_limits import RateLimits
+from data_plane.limits.shared_limits import SharedLimits
+from data_plane.limits.waiting_room import WaitingRooms
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
-from data_plane.outcome import OutcomeRecorder
-from data_plane.rate_limits import RateLimits
-from data_plane.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
-from data_plane.shared_limits import SharedLimits
-from data_plane.table import InvalidTable, TableSnapshot, snapshot_from_proto
-from data_plane.table_store import TableStore
-from data_plane.table_subscriber import ClientTlsSettings, TableSubscriber
-from data_plane.telemetry_publisher import TelemetryPublisher
-from data_plane.waiting_room import WaitingRooms
+from data_plane.serving.forwarding import Forwarder, ForwardSettings
+from data_plane.serving.health_probe import run_health_checks
+from data_plane.serving.outcome import OutcomeRecorder
+from data_plane.serving.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
+from data_plane.table.snapshot import InvalidTable, TableSnapshot, snapshot_from_proto
+from data_plane.table.store import TableStore
+from data_plane.table.subscriber import ClientTlsSettings, TableSubscriber
+from data_plane.telemetry.publisher import TelemetryPublisher
 from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
 from meridian_proto import routing_pb2, telemetry_pb2

@@ -8,19 +8,19 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from data_plane.auth import Credentials
+from data_plane.api.auth import Credentials
 from data_plane.config import RouterConfig
-from data_plane.forwarding import Forwarder
+from data_plane.limits.shared_limits import SharedLimits
+from data_plane.limits.waiting_room import WaitingRooms
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
-from data_plane.outcome import OutcomeRecorder
-from data_plane.response_cache import ResponseCache
-from data_plane.shared_limits import SharedLimits
-from data_plane.table_store import TableStore
-from data_plane.table_subscriber import TableSubscriber
-from data_plane.telemetry_accumulator import TelemetryAccumulators
-from data_plane.telemetry_publisher import TelemetryPublisher
-from data_plane.waiting_room import WaitingRooms
+from data_plane.serving.forwarding import Forwarder
+from data_plane.serving.outcome import OutcomeRecorder
+from data_plane.serving.response_cache import ResponseCache
+from data_plane.table.store import TableStore
+from data_plane.table.subscriber import TableSubscriber
+from data_plane.telemetry.accumulator import TelemetryAccumulators
+from data_plane.telemetry.publisher import TelemetryPublisher
 
 
 @dataclass

@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from data_plane.breaker import BreakerState, CircuitBreaker, ejection_limit
 from data_plane.config import HealthCheckConfig, StatisticsConfig
-from data_plane.health import DeploymentHealth
+from data_plane.deployments.breaker import BreakerState, CircuitBreaker, ejection_limit
+from data_plane.deployments.health import DeploymentHealth
+from data_plane.deployments.stats import DeploymentStats, StatsView
+from data_plane.limits.rate_limits import Limits, RateLimits
 from data_plane.policies import Candidate, PolicyState, TrialReason
-from data_plane.rate_limits import Limits, RateLimits
-from data_plane.stats import DeploymentStats, StatsView
-from data_plane.table import DeploymentSpec, ModelSpec, TableSnapshot
+from data_plane.table.snapshot import DeploymentSpec, ModelSpec, TableSnapshot
 
 DeploymentKey = tuple[str, str]
 """(logical model, deployment name)"""

@@ -97,7 +97,8 @@ def _find_stack(path: Path | None) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chaos.runner import RunSettings, run_and_report
+    from chaos.runner import run_and_report
+    from chaos.scenario import RunSettings
     from chaos.scenarios import SCENARIOS
     from meridian_common.logging_setup import configure_logging
     from regions.stack_file import StackFileError

@@ -33,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
+    from demo.phases import DemoSettings
+    from demo.run import run_demo
     from meridian_cli.chaos import workload_overrides
     from meridian_common.logging_setup import configure_logging
-    from regions.demo import run_demo
-    from regions.demo_phases import DemoSettings
 
     configure_logging("demo", "WARNING")
     try:

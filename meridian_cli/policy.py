@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meridian_cli._admin_client import AdminCallError, add_admin_arguments, call, target_from
+from control_plane.admin.client import AdminCallError, call
+from meridian_cli._admin_target import add_admin_arguments, target_from
 
 # `policy set` flags -> the admin API's field names.
 _SET_FIELDS = {

@@ -56,8 +56,8 @@ def _offline(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
     from data_plane.app import build_context
     from data_plane.config import load_router_config
     from data_plane.errors import ClientError
-    from data_plane.request_parsing import parse_openai_request
-    from data_plane.route_planning import decide_model, decision_json, model_chain
+    from data_plane.serving.request_parsing import parse_openai_request
+    from data_plane.serving.route_planning import decide_model, decision_json, model_chain
     from meridian_common.config_loading import ConfigError
 
     try:

@@ -8,7 +8,8 @@ import json
 import sys
 from typing import Any
 
-from meridian_cli._admin_client import AdminCallError, add_admin_arguments, call, target_from
+from control_plane.admin.client import AdminCallError, call
+from meridian_cli._admin_target import add_admin_arguments, target_from
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

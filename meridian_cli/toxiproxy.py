@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from chaos.toxiproxy.server import serve
     from meridian_common.logging_setup import configure_logging
+    from regions.toxiproxy.server import serve
 
     configure_logging("toxiproxy")
     asyncio.run(serve(args.host, args.port, port_file=args.port_file, config_path=args.config))

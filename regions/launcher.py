@@ -31,7 +31,6 @@ from typing import Any, TextIO
 
 import yaml
 
-from chaos.toxiproxy.launcher import RunningToxiproxy, start_toxiproxy
 from meridian_common.logging_setup import event
 from meridian_common.service_process import ServiceProcess, ServiceStartError, log_tail, pick_free_port, start_service
 from regions import stack_file
@@ -53,6 +52,7 @@ from regions.stack_config import (
     simulator_url,
 )
 from regions.topology import Topology, load_topology
+from regions.toxiproxy.launcher import RunningToxiproxy, start_toxiproxy
 
 log = logging.getLogger(__name__)
 

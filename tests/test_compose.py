@@ -26,12 +26,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaos.toxiproxy.api_json import parse_populate
 from control_plane.config import ControlPlaneConfig, load_control_plane_config
 from data_plane.config import RouterConfig, load_router_config
 from data_plane.metrics import RouterMetrics
 from meridian_cli.main import build_parser
 from meridian_common.service_process import ServiceProcess, start_service
+from regions.toxiproxy.api_json import parse_populate
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

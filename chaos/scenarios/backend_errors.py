@@ -9,8 +9,8 @@ from typing import Any
 from chaos import checks
 from chaos.scenario import Scenario
 from chaos.scenarios.targets import busiest_backend
-from chaos.stack_handle import StackHandle
-from chaos.timeline import Timeline
+from harness.stack_handle import StackHandle
+from harness.timeline import Timeline
 
 
 def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:

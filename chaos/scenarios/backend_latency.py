@@ -10,8 +10,8 @@ from typing import Any
 from chaos import checks
 from chaos.scenario import Scenario
 from chaos.scenarios.targets import busiest_backend, deployment_facts
-from chaos.stack_handle import StackHandle
-from chaos.timeline import Timeline
+from harness.stack_handle import StackHandle
+from harness.timeline import Timeline
 
 ADDED_LATENCY_MS = 600
 SETTLE_S = 1.5

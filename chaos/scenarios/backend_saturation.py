@@ -10,8 +10,8 @@ from typing import Any
 from chaos import checks
 from chaos.scenario import Scenario
 from chaos.scenarios.targets import busiest_backend
-from chaos.stack_handle import ChaosActionError, StackHandle
-from chaos.timeline import Timeline
+from harness.stack_handle import ChaosActionError, StackHandle
+from harness.timeline import Timeline
 
 SATURATED_CAPACITY = 1
 PRESSURE_CONCURRENCY = 3

@@ -8,8 +8,8 @@ from typing import Any
 
 from chaos import checks
 from chaos.scenario import Scenario
-from chaos.stack_handle import ChaosActionError, StackHandle
-from chaos.timeline import Timeline
+from harness.stack_handle import ChaosActionError, StackHandle
+from harness.timeline import Timeline
 
 
 def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:

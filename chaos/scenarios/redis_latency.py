@@ -8,8 +8,8 @@ from typing import Any
 
 from chaos import checks
 from chaos.scenario import Scenario
-from chaos.stack_handle import StackHandle
-from chaos.timeline import Timeline
+from harness.stack_handle import StackHandle
+from harness.timeline import Timeline
 
 ADDED_LATENCY_MS = 500
 # Far below the 500 ms injected, above what two cores' scheduling noise adds to a short run.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chaos.stack_handle import ChaosActionError, StackHandle
-from chaos.timeline import Timeline, share_by_backend
+from harness.stack_handle import ChaosActionError, StackHandle
+from harness.timeline import Timeline, share_by_backend
 
 
 def busiest_backend(handle: StackHandle, baseline: Timeline, candidates: Iterable[str] | None = None) -> str:

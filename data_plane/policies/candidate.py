@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
-from data_plane.breaker import BreakerState
+from data_plane.deployments.breaker import BreakerState
+from data_plane.deployments.stats import StatsView
 from data_plane.policies.exclusion import Exclusion
 from data_plane.policies.prediction import Prediction
-from data_plane.stats import StatsView
-from data_plane.table import DeploymentSpec
+from data_plane.table.snapshot import DeploymentSpec
 
 
 class TrialReason(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from data_plane.breaker import BreakerState
+from data_plane.deployments.breaker import BreakerState
 from data_plane.policies.candidate import Candidate
 from data_plane.policies.exclusion import Exclusion, ExclusionKind
 

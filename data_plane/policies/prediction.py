@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
-from data_plane.stats import StatsView
-from data_plane.table import DeploymentSpec
+from data_plane.deployments.stats import StatsView
+from data_plane.table.snapshot import DeploymentSpec
 
 
 class Source(StrEnum):

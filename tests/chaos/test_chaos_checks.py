@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 
 from chaos import checks
-from chaos.probes import replica_probe_from, router_probe_from
 from chaos.report import report_markdown, write_report
-from chaos.runner import RunSettings, ScenarioResult
-from chaos.scenario import CheckResult
+from chaos.scenario import CheckResult, RunSettings, ScenarioResult
 from chaos.scenarios import SCENARIOS, get_scenario
-from chaos.stack_handle import StackHandle
-from chaos.timeline import (
+from harness.probes import replica_probe_from, router_probe_from
+from harness.stack_handle import StackHandle
+from harness.timeline import (
     Event,
     Phases,
     ReplicaProbe,

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaos.load import LoadPlan, LoadRecorder, StreamReader, plan_for_stack, read_stream, reported_output_tokens
-from chaos.timeline import RequestRecord
+from harness.load import LoadPlan, LoadRecorder, StreamReader, plan_for_stack, read_stream, reported_output_tokens
+from harness.timeline import RequestRecord
 from meridian_common.workload import REALISTIC, TINY, WorkloadConfig, WorkloadOverrides
 
 

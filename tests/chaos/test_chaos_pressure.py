@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.stack_handle import StackHandle
+from harness.stack_handle import StackHandle
 from meridian_common.workload import REALISTIC
 from simulator.admin_client import read_sim_config
 from simulator.process import start_simulator

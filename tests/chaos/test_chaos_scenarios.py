@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from chaos.runner import RunSettings, ScenarioResult, run_and_report, wait_steady
+from chaos.runner import run_and_report, wait_steady
+from chaos.scenario import RunSettings, ScenarioResult
 from chaos.scenarios import SCENARIOS
-from chaos.stack_handle import StackHandle, get_json
+from harness.stack_handle import StackHandle, get_json
 from regions import stack_file
 from regions.launcher import UpOptions, run_down, run_up
 

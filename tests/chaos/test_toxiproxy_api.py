@@ -22,7 +22,7 @@ import pytest
 from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import NotFound, ProxyExists
 
-from chaos.toxiproxy.launcher import start_toxiproxy
+from regions.toxiproxy.launcher import start_toxiproxy
 
 HOST = "127.0.0.1"
 IO_TIMEOUT_S = 5.0

@@ -11,18 +11,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaos.toxiproxy import api_json
-from chaos.toxiproxy.addresses import join_host_port, split_host_port
-from chaos.toxiproxy.api_error import ApiError
-from chaos.toxiproxy.toxicity import draw_active
-from chaos.toxiproxy.toxics import REGISTRY, Chunk, StreamClosed, Toxic
-from chaos.toxiproxy.toxics.bandwidth import BandwidthToxic
-from chaos.toxiproxy.toxics.latency import LatencyToxic
-from chaos.toxiproxy.toxics.limit_data import LimitDataToxic
-from chaos.toxiproxy.toxics.reset_peer import ResetPeerToxic
-from chaos.toxiproxy.toxics.slicer import SlicerToxic, slice_bounds
-from chaos.toxiproxy.toxics.timeout import TimeoutToxic
-from chaos.toxiproxy.toxics.toxic import attributes_from_json
+from regions.toxiproxy import api_json
+from regions.toxiproxy.addresses import join_host_port, split_host_port
+from regions.toxiproxy.api_error import ApiError
+from regions.toxiproxy.toxicity import draw_active
+from regions.toxiproxy.toxics import REGISTRY, Chunk, StreamClosed, Toxic
+from regions.toxiproxy.toxics.bandwidth import BandwidthToxic
+from regions.toxiproxy.toxics.latency import LatencyToxic
+from regions.toxiproxy.toxics.limit_data import LimitDataToxic
+from regions.toxiproxy.toxics.reset_peer import ResetPeerToxic
+from regions.toxiproxy.toxics.slicer import SlicerToxic, slice_bounds
+from regions.toxiproxy.toxics.timeout import TimeoutToxic
+from regions.toxiproxy.toxics.toxic import attributes_from_json
 
 
 class FakeStub:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from control_plane.config import ControlPlaneConfig, parse_control_plane_config
-from control_plane.table_compute import ComputeState, compute_tables
-from control_plane.telemetry_merge import MergedStats, StatsKey
+from control_plane.tables.compute import ComputeState, compute_tables
+from control_plane.telemetry.merge import MergedStats, StatsKey
 from meridian_common.histogram import Histogram
 from meridian_proto import policy_pb2, routing_pb2, telemetry_pb2
 

@@ -10,8 +10,8 @@ import signal
 
 import aetcd
 
-from control_plane.election import CandidateIdentity, Election
-from control_plane.lease_session import LeaseSession
+from control_plane.election.campaign import CandidateIdentity, Election
+from control_plane.election.lease_session import LeaseSession
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from data_plane.table_subscriber import Backoff, TableSubscriber
+from data_plane.table.subscriber import Backoff, TableSubscriber
 from meridian_common.service_process import ServiceProcess, start_service
 from meridian_proto import routing_pb2
 

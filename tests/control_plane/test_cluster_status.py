@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 from replica_fixtures import config_document
 
-from control_plane.admin_service import bearer_of, token_matches
-from control_plane.cluster_status import LocalView, assemble_status
+from control_plane.admin.client import AdminCallError
+from control_plane.admin.cluster_status import LocalView, assemble_status
+from control_plane.admin.service import bearer_of, token_matches
 from control_plane.config import parse_control_plane_config
-from control_plane.election import CandidateIdentity, LeaderInfo
+from control_plane.election.campaign import CandidateIdentity, LeaderInfo
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord, decode_table, encode_table
-from control_plane.table_compute import ComputeState, compute_tables
-from control_plane.table_publisher import tables_to_publish
+from control_plane.tables.compute import ComputeState, compute_tables
+from control_plane.tables.publisher import tables_to_publish
 from meridian_cli import policy as policy_cli
 from meridian_cli import status as status_cli
-from meridian_cli._admin_client import AdminCallError, resolve_target
+from meridian_cli._admin_target import resolve_target
 from meridian_proto import policy_pb2, routing_pb2
 
 A = ReplicaRecord("cp-a", 11, "http://127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", 0)

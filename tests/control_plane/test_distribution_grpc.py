@@ -15,10 +15,10 @@ from typing import Any
 import grpc
 import pytest
 
-from control_plane.distribution_server import ServerTlsSettings, start_distribution_server
-from control_plane.table_cache import RouterStatus, TableCache
-from data_plane.table_store import TableStore
-from data_plane.table_subscriber import Backoff, ClientTlsSettings, TableSubscriber
+from control_plane.distribution.server import ServerTlsSettings, start_distribution_server
+from control_plane.distribution.table_cache import RouterStatus, TableCache
+from data_plane.table.store import TableStore
+from data_plane.table.subscriber import Backoff, ClientTlsSettings, TableSubscriber
 from fixtures.throwaway_ca import Pki
 from meridian_common.table_hash import content_hash
 from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
@@ -253,7 +253,7 @@ def test_unreachable_replicas_are_retried_quietly(caplog: pytest.LogCaptureFixtu
         server, target = await serve(cache)
         await server.stop(0)  # its port is now closed
         router = Router()
-        with caplog.at_level(logging.DEBUG, logger="data_plane.table_subscriber"):
+        with caplog.at_level(logging.DEBUG, logger="data_plane.table.subscriber"):
             async with subscriber([target, target], router) as sub:
                 await asyncio.sleep(1.0)
                 assert sub.status().link == "unreachable"

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.distribution_session import (
+from control_plane.distribution.session import (
     TRANSITIONS,
     DistributionSession,
     NackRecord,
     SessionProtocolError,
     SessionState,
 )
-from data_plane.table_sync import HeldTable, RouterIdentity, SyncState, TableSyncSession
+from data_plane.table.sync import HeldTable, RouterIdentity, SyncState, TableSyncSession
 from meridian_common.table_hash import content_hash
 from meridian_proto import distribution_pb2, routing_pb2
 

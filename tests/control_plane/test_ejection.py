@@ -6,8 +6,8 @@ import pytest
 from compute_fixtures import LLAMA, stats
 
 from control_plane.config import ComputeSettings
-from control_plane.effective_policy import EjectionThresholds
-from control_plane.ejection import (
+from control_plane.policy.effective import EjectionThresholds
+from control_plane.tables.ejection import (
     KEPT_REASON,
     PROBING_REASON,
     DeploymentHealth,
@@ -15,7 +15,7 @@ from control_plane.ejection import (
     keep_one,
     next_health,
 )
-from control_plane.telemetry_merge import MergedStats
+from control_plane.telemetry.merge import MergedStats
 from meridian_common.histogram import Histogram
 
 SETTINGS = ComputeSettings()

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control_plane.election import (
+from control_plane.election.campaign import (
     CandidateIdentity,
     DeleteOp,
     Election,
@@ -34,7 +34,7 @@ from control_plane.election import (
     observe_leader,
     read_leader,
 )
-from control_plane.lease_session import LeaseClock, LeaseSession, SessionLost
+from control_plane.election.lease_session import LeaseClock, LeaseSession, SessionLost
 from regions.local_services import RunningService, start_etcd
 
 TTL_S = 2

@@ -8,17 +8,17 @@ from compute_fixtures import LLAMA, SMALL, catalog, llama_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.policy_document import (
+from control_plane.policy.document import (
     PolicyError,
     merge_model_policy,
     parse_policy_document,
     policy_diff,
     policy_to_yaml,
     set_field,
-    table_diff,
     validate_policy_document,
 )
-from control_plane.table_compute import ComputeState, compute_tables
+from control_plane.tables.compute import ComputeState, compute_tables
+from control_plane.tables.diff import table_diff
 from meridian_common.policy_names import POLICIES
 from meridian_proto import policy_pb2
 

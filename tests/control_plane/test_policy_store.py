@@ -13,7 +13,7 @@ import pytest
 from replica_fixtures import new_prefix
 
 from control_plane.etcd_keys import EtcdKeys
-from control_plane.policy_store import PolicyConflict, PolicyStore, UnknownPolicyVersion
+from control_plane.policy.store import PolicyConflict, PolicyStore, UnknownPolicyVersion
 from meridian_proto import policy_pb2
 from regions.local_services import RunningService
 

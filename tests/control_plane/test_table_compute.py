@@ -7,13 +7,13 @@ from compute_fixtures import LLAMA, SMALL, catalog, llama_stats, route, run_tick
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from control_plane.ejection import KEPT_REASON, PROBING_REASON, Health
-from control_plane.table_compute import (
+from control_plane.tables.compute import (
     FIXED_REASON,
     ComputeState,
     changed_materially,
     compute_tables,
 )
+from control_plane.tables.ejection import KEPT_REASON, PROBING_REASON, Health
 from meridian_common.table_hash import content_hash
 from meridian_proto import policy_pb2, routing_pb2
 

@@ -7,7 +7,7 @@ from compute_fixtures import LLAMA, sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.telemetry_merge import merge_samples
+from control_plane.telemetry.merge import merge_samples
 from meridian_common.histogram import Histogram
 from meridian_proto import telemetry_pb2
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from control_plane import telemetry_reader
-from control_plane.telemetry_reader import SampleWindow, TelemetryReader, stream_key
-from data_plane import telemetry_publisher
+from control_plane.telemetry import reader as telemetry_reader
+from control_plane.telemetry.reader import SampleWindow, TelemetryReader, stream_key
+from data_plane.telemetry import publisher as telemetry_publisher
 from meridian_common.service_process import LOOPBACK, pick_free_port
 from meridian_proto import telemetry_pb2
 from regions.local_services import RunningService
@@ -144,7 +144,7 @@ def test_corrupt_and_foreign_entries_are_skipped(redis_server: RunningService,
             await reader.close()
             await client.aclose()
 
-    with caplog.at_level("WARNING", logger="control_plane.telemetry_reader"):
+    with caplog.at_level("WARNING", logger="control_plane.telemetry.reader"):
         run(scenario())
     skipped_lines = [r.getMessage() for r in caplog.records if "telemetry_entries_skipped" in r.getMessage()]
     assert len(skipped_lines) == 1, skipped_lines
@@ -164,7 +164,7 @@ def test_a_poll_without_redis_returns_the_window_and_logs_once(caplog: pytest.Lo
         finally:
             await reader.close()
 
-    with caplog.at_level("INFO", logger="control_plane.telemetry_reader"):
+    with caplog.at_level("INFO", logger="control_plane.telemetry.reader"):
         run(scenario())
     messages = [r.getMessage() for r in caplog.records]
     assert sum("telemetry_reader_unreachable" in m for m in messages) == 1

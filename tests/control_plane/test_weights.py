@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control_plane.config import ComputeSettings
-from control_plane.weights import (
+from control_plane.tables.weights import (
     ScoreInput,
     bounded_shares,
     damped,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from data_plane.breaker import BreakerState
+from data_plane.deployments.breaker import BreakerState
+from data_plane.deployments.stats import StatsView
 from data_plane.policies import Candidate, RouteRequest, TrialReason
-from data_plane.stats import StatsView
-from data_plane.table import DeploymentSpec
+from data_plane.table.snapshot import DeploymentSpec
 
 
 def spec(name: str = "a", *, region: str = "us-east", cost_in: float = 0.1, cost_out: float = 0.2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data_plane.admission_queue import PriorityFifo
+from data_plane.limits.admission_queue import PriorityFifo
 
 
 class Item:

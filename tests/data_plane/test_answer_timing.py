@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_plane.answer_timing import AnswerTiming, overdue_after_ms, streamed_timing, whole_answer_timing
+from data_plane.serving.answer_timing import AnswerTiming, overdue_after_ms, streamed_timing, whole_answer_timing
 
 times = st.floats(min_value=0.0, max_value=600_000.0, allow_nan=False)
 tokens = st.integers(min_value=0, max_value=8192)

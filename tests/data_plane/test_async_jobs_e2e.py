@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from data_plane.job_callbacks import SIGNATURE_HEADER, signature_valid
+from data_plane.jobs.callbacks import SIGNATURE_HEADER, signature_valid
 from meridian_cli.main import main as meridian_main
 from meridian_common.service_process import LOOPBACK, ManagedProcess, ServiceProcess, pick_free_port, spawn, wait_ready
 from regions.local_services import redis_executable

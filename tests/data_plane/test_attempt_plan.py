@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_plane.attempt_plan import AttemptPlan, Ending
 from data_plane.policies.exclusion import Exclusion, ExclusionKind
+from data_plane.serving.attempt_plan import AttemptPlan, Ending
 
 FULL = Exclusion(ExclusionKind.AT_CAPACITY, "at capacity 4/4")
 LIMITED = Exclusion(ExclusionKind.RATE_LIMITED, "rate limited: rpm 3 reached")

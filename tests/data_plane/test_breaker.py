@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_plane.answer_timing import AnswerTiming, slowness, whole_answer_timing
-from data_plane.breaker import (
+from data_plane.deployments.breaker import (
     TRANSITIONS,
     BreakerEvent,
     BreakerProtocolError,
@@ -21,7 +20,8 @@ from data_plane.breaker import (
     TripHeld,
     ejection_limit,
 )
-from data_plane.table import BreakerSettings
+from data_plane.serving.answer_timing import AnswerTiming, slowness, whole_answer_timing
+from data_plane.table.snapshot import BreakerSettings
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 # The window's rules alone; the failures-in-a-row rule has its own tests.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_plane.health import (
+from data_plane.deployments.health import (
     TRANSITIONS,
     DeploymentHealth,
     HealthChange,

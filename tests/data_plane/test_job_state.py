@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_plane.job_callbacks import callback_refusal, host_allowed, sign, signature_valid
-from data_plane.job_state import (
+from data_plane.jobs.callbacks import callback_refusal, host_allowed, sign, signature_valid
+from data_plane.jobs.state import (
     TERMINAL,
     CallbackDelivered,
     CallbackFailed,
@@ -37,7 +37,7 @@ from data_plane.job_state import (
     legal_events,
     new_job,
 )
-from data_plane.job_store import JobRequest, JobResult, StoredJob, placement
+from data_plane.jobs.store import JobRequest, JobResult, StoredJob, placement
 
 A, B = "router-a", "router-b"
 

@@ -8,7 +8,7 @@ import pytest
 from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
 from data_plane.live_state import RouterState
 from data_plane.policies import TrialReason
-from data_plane.table import snapshot_from_proto
+from data_plane.table.snapshot import snapshot_from_proto
 
 STALE_S = 10.0
 

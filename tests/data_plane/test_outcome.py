@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from data_plane.answer_timing import AnswerTiming
-from data_plane.breaker import BreakerState
 from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
+from data_plane.deployments.breaker import BreakerState
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
-from data_plane.outcome import Outcome, OutcomeKind, OutcomeRecorder
-from data_plane.table import snapshot_from_proto
-from data_plane.telemetry_accumulator import TelemetryAccumulators
-from data_plane.usage import Usage
+from data_plane.serving.answer_timing import AnswerTiming
+from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder
+from data_plane.serving.usage import Usage
+from data_plane.table.snapshot import snapshot_from_proto
+from data_plane.telemetry.accumulator import TelemetryAccumulators
 
 
 def _recorder() -> tuple[OutcomeRecorder, RouterState, RouterMetrics, TelemetryAccumulators]:

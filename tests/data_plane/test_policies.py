@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from routing_fixtures import candidate, request
 
-from data_plane.breaker import BreakerState
+from benchmarks.decision import benchmark_candidates, measure_decision_time
+from data_plane.deployments.breaker import BreakerState
 from data_plane.policies import Candidate, PolicyState, TrialReason, UnknownPolicy, decide
-from data_plane.policies.benchmark import benchmark_candidates, measure_decision_time
 from data_plane.policies.exclusion import ExclusionKind
 from data_plane.policies.filters import exclusion
 from meridian_common import policy_names as names

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from routing_fixtures import request, spec, view
 
-from data_plane.breaker import BreakerState
+from data_plane.deployments.breaker import BreakerState
 from data_plane.policies import Candidate, PolicyState, TrialReason, decide
 from data_plane.policies.filters import exclusion
 from meridian_common import policy_names as names

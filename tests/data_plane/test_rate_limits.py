@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from data_plane.rate_limits import LOCAL_SHARE, SHARED, Limits, RateLimits, SyncReply, duration_text
+from data_plane.limits.rate_limits import LOCAL_SHARE, SHARED, Limits, RateLimits, SyncReply, duration_text
 
 
 def limits_for(rpm: int = 0, tpm: int = 0, *, deployment: Limits | None = None) -> RateLimits:

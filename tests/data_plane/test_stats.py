@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_plane.stats import EMPTY_VIEW, DecayingMean, DeploymentStats, RollingHistogram, quantiles
+from data_plane.deployments.stats import EMPTY_VIEW, DecayingMean, DeploymentStats, RollingHistogram, quantiles
 from meridian_common.histogram import BOUNDS_MS, Histogram, merged
 
 QS = (0.0001, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)

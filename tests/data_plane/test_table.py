@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from data_plane.config import RouterConfig, bootstrap_table
-from data_plane.table import BreakerSettings, InvalidTable, TableSnapshot, snapshot_from_proto
+from data_plane.table.snapshot import BreakerSettings, InvalidTable, TableSnapshot, snapshot_from_proto
 from meridian_common.catalog import BreakerConfig, CacheConfig
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data_plane.table_store import TableStore
+from data_plane.table.store import TableStore
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
@@ -60,14 +60,14 @@ def test_damaged_file_is_logged_and_ignored(
     store = TableStore(tmp_path / "table.bin")
     store.save(make_table(7))
     store.path.write_bytes(damage(store.path.read_bytes()))  # type: ignore[operator]
-    with caplog.at_level(logging.WARNING, logger="data_plane.table_store"):
+    with caplog.at_level(logging.WARNING, logger="data_plane.table.store"):
         assert store.load() is None
     assert "table_store_corrupt" in caplog.text
 
 
 def test_unreadable_path_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "table.bin").mkdir()
-    with caplog.at_level(logging.WARNING, logger="data_plane.table_store"):
+    with caplog.at_level(logging.WARNING, logger="data_plane.table.store"):
         assert TableStore(tmp_path / "table.bin").load() is None
     assert "table_store_unreadable" in caplog.text
 

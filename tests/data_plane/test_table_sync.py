@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_plane.table_sync import (
+from data_plane.table.sync import (
     TRANSITIONS,
     HeldTable,
     Outcome,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data_plane.telemetry_accumulator import DeploymentKey, TelemetryAccumulators
+from data_plane.telemetry.accumulator import DeploymentKey, TelemetryAccumulators
 from meridian_common.histogram import Histogram
 from meridian_proto import telemetry_pb2
 

@@ -15,8 +15,8 @@ import redis.asyncio as redis_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control_plane.telemetry_reader import TelemetryReader
-from data_plane.telemetry_publisher import TelemetryBuffer, TelemetryPublisher, redis_endpoint, stream_key
+from control_plane.telemetry.reader import TelemetryReader
+from data_plane.telemetry.publisher import TelemetryBuffer, TelemetryPublisher, redis_endpoint, stream_key
 from meridian_common.service_process import LOOPBACK, pick_free_port
 from meridian_proto import telemetry_pb2
 from regions.local_services import RunningService, start_redis

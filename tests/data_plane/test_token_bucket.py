@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data_plane.token_bucket import TokenBucket
+from data_plane.limits.token_bucket import TokenBucket
 
 
 def test_refills_continuously_up_to_capacity() -> None:

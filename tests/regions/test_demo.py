@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.timeline import RequestRecord
-from regions.demo import policy_document, routers_acked, run_demo
-from regions.demo_phases import (
+from demo.phases import (
     DemoSettings,
     Deployment,
     Phase,
@@ -24,7 +22,9 @@ from regions.demo_phases import (
     spilled_over,
     traffic_moved,
 )
-from regions.demo_report import DemoRun, write_report
+from demo.report import DemoRun, write_report
+from demo.run import policy_document, routers_acked, run_demo
+from harness.timeline import RequestRecord
 from regions.stack_file import ProcessRecord
 from regions.topology import DEFAULT_TOPOLOGY
 

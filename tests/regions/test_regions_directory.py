@@ -10,10 +10,10 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from data_plane import regions_directory
+from data_plane.api import regions_directory
+from data_plane.api.regions_directory import PeerProbe, directory_json, is_fresh, peer_urls
 from data_plane.app import build_context, create_app
 from data_plane.config import RouterConfig
-from data_plane.regions_directory import PeerProbe, directory_json, is_fresh, peer_urls
 from meridian_common.service_process import pick_free_port
 
 SELF = "http://127.0.0.1:1"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from control_plane.config import parse_control_plane_config
-from control_plane.table_compute import ComputeState, compute_tables
+from control_plane.tables.compute import ComputeState, compute_tables
 from data_plane.config import RouterConfig, bootstrap_table
 from meridian_cli.sim_backend import register as register_sim_backend
 from meridian_common.workload import REALISTIC

@@ -18,11 +18,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from control_plane.admin.client import AdminTarget, call
+from demo.run import policy_document, routers_acked
 from fixtures.sdk_clients import send_realistic
-from meridian_cli._admin_client import AdminTarget, call
 from meridian_common.workload import REALISTIC, chat_body, median_shape
 from regions.client import nearest_router
-from regions.demo import policy_document, routers_acked
 from regions.launcher import UpOptions, run_down, run_up
 from regions.stack_file import ProcessRecord, admin_token, admin_urls, find_stack, processes
 from regions.topology import DEFAULT_TOPOLOGY

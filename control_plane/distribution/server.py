@@ -1,0 +1,188 @@
+"""The gRPC servicer of TableDistribution.Subscribe: it only moves messages between a router's stream, its
+DistributionSession and a TableCache watch (go-control-plane's server shape), plus the server's start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from control_plane.distribution.session import DistributionSession, SessionProtocolError
+from control_plane.distribution.table_cache import RegionWatch, TableCache
+from meridian_common.logging_setup import event
+from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
+
+log = logging.getLogger(__name__)
+
+REPLICA_METADATA_KEY = "meridian-replica-id"
+
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    # Pings find routers that vanished without closing their stream; allow the routers' own pings.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsSettings:
+    """PEM bytes of the server's certificate chain and key; with `client_ca_pem`, routers must present a
+    certificate signed by that CA (mutual TLS)."""
+
+    cert_chain_pem: bytes
+    private_key_pem: bytes = field(repr=False)
+    client_ca_pem: bytes | None = None
+
+    @classmethod
+    def from_files(
+        cls, cert_path: str | Path, key_path: str | Path, client_ca_path: str | Path | None = None
+    ) -> ServerTlsSettings:
+        return cls(
+            cert_chain_pem=Path(cert_path).read_bytes(),
+            private_key_pem=Path(key_path).read_bytes(),
+            client_ca_pem=Path(client_ca_path).read_bytes() if client_ca_path is not None else None,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key_pem, self.cert_chain_pem)],
+            root_certificates=self.client_ca_pem,
+            require_client_auth=self.client_ca_pem is not None,
+        )
+
+
+class _EndOfStream:
+    """Queued when the router half-closes its side of the stream."""
+
+
+_Inbound = distribution_pb2.SubscribeRequest | routing_pb2.RoutingTable | _EndOfStream
+
+
+class TableDistributionServicer(distribution_pb2_grpc.TableDistributionServicer):
+    def __init__(
+        self, cache: TableCache, *, hello_timeout_s: float = 10.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._cache = cache
+        self._hello_timeout_s = hello_timeout_s
+        self._clock = clock
+
+    async def Subscribe(  # noqa: N802 - the generated servicer's method name
+        self,
+        request_iterator: AsyncIterator[distribution_pb2.SubscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[distribution_pb2.SubscribeResponse]:
+        stream_id = self._cache.new_stream_id()
+        session = DistributionSession(self._cache.replica_id)
+        inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
+        tasks = [asyncio.create_task(_pump_requests(request_iterator, inbox))]
+        watch = None
+        outcome = "cancelled"
+        try:
+            # Initial metadata tells the router the stream is up even when there is nothing newer to send.
+            await context.send_initial_metadata(((REPLICA_METADATA_KEY, self._cache.replica_id),))
+            try:
+                hello = _hello_of(await asyncio.wait_for(inbox.get(), self._hello_timeout_s))
+                session.receive_hello(hello, self._clock())
+            except (SessionProtocolError, TimeoutError) as error:
+                reason = str(error) or f"no hello within {self._hello_timeout_s}s"
+                log.warning(event("router_refused", peer=context.peer(), reason=reason))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+                raise  # abort() raises already; this keeps the flow visible
+            self._cache.record_router(stream_id, session.record())
+            log.info(event("router_connected", router=hello.router_id, region=hello.region, url=hello.url,
+                           version_held=hello.version_held, peer=context.peer(), stream=stream_id))
+            watch = self._cache.watch(hello.region, known_version=None)
+            tasks.append(asyncio.create_task(_pump_tables(watch, inbox)))
+            while True:
+                item = await inbox.get()
+                if isinstance(item, _EndOfStream):
+                    outcome = "closed by router"
+                    return
+                try:
+                    response = self._handle(session, item, stream_id)
+                except SessionProtocolError as error:
+                    outcome = f"protocol error: {error}"
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+                self._cache.record_router(stream_id, session.record())
+                if response is not None:
+                    log.debug(event("table_sent", router=hello.router_id, version=response.table.version,
+                                    stream=stream_id))
+                    yield response
+        finally:
+            for task in tasks:
+                task.cancel()
+            if watch is not None:
+                watch.close()
+            if session.hello is not None:
+                self._cache.router_disconnected(stream_id, self._clock())
+                log.info(event("router_disconnected", router=session.hello.router_id, region=session.region,
+                               acked_version=session.acked_version, reason=outcome, stream=stream_id))
+            session.close()
+
+    def _handle(
+        self, session: DistributionSession, item: _Inbound, stream_id: int
+    ) -> distribution_pb2.SubscribeResponse | None:
+        if isinstance(item, routing_pb2.RoutingTable):
+            return session.offer(item)
+        assert isinstance(item, distribution_pb2.SubscribeRequest)
+        response = session.receive(item, self._clock())
+        router = session.hello.router_id if session.hello is not None else ""
+        kind = item.WhichOneof("kind")
+        if kind == "ack":
+            log.info(event("router_ack", router=router, version=item.ack.version, stream=stream_id))
+        elif kind == "nack":
+            nack = item.nack
+            log.warning(event("router_nack", router=router, version=nack.version, reason=nack.reason,
+                              stream=stream_id))
+        return response
+
+
+def _hello_of(message: _Inbound) -> distribution_pb2.RouterHello:
+    if not isinstance(message, distribution_pb2.SubscribeRequest) or message.WhichOneof("kind") != "hello":
+        raise SessionProtocolError("the first message of a stream must be a hello")
+    return message.hello
+
+
+async def _pump_requests(
+    requests: AsyncIterator[distribution_pb2.SubscribeRequest], inbox: asyncio.Queue[_Inbound]
+) -> None:
+    try:
+        async for request in requests:
+            await inbox.put(request)
+    except grpc.RpcError:
+        pass  # the stream broke: the same end as a half-close, for the servicer
+    await inbox.put(_EndOfStream())
+
+
+async def _pump_tables(watch: RegionWatch, inbox: asyncio.Queue[_Inbound]) -> None:
+    while True:
+        await inbox.put(await watch.next())
+
+
+async def start_distribution_server(
+    cache: TableCache, host: str, port: int, *, tls: ServerTlsSettings | None, hello_timeout_s: float = 10.0
+) -> tuple[grpc.aio.Server, int]:
+    """Starts serving TableDistribution; `tls=None` means plaintext, which only the caller's config may ask
+    for. Returns the server (stop it with `await server.stop(grace_s)`) and the bound port (for port 0)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    distribution_pb2_grpc.add_TableDistributionServicer_to_server(
+        TableDistributionServicer(cache, hello_timeout_s=hello_timeout_s), server
+    )
+    address = f"{host}:{port}"
+    if tls is None:
+        bound_port = server.add_insecure_port(address)
+    else:
+        bound_port = server.add_secure_port(address, tls.credentials())
+    if bound_port == 0:
+        raise OSError(f"could not bind the table distribution server to {address}")
+    await server.start()
+    log.info(event("distribution_server_started", address=f"{host}:{bound_port}", tls=tls is not None,
+                   mutual_tls=tls is not None and tls.client_ca_pem is not None, replica=cache.replica_id))
+    return server, bound_port

@@ -1,0 +1,1 @@
+"""The routers' telemetry: read from the regions' Redis streams and merged per deployment."""

@@ -1,0 +1,58 @@
+"""The OpenAI-compatible endpoints: completions, chat, embeddings, models, and the routing dry run."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from data_plane.context import ROUTER, RouterContext
+from data_plane.serving.pipeline import client_identity, serve_parsed
+from data_plane.serving.request_parsing import parse_openai_request, read_json_body
+from data_plane.serving.route_planning import decide_model, decision_json, model_chain
+
+
+async def _parsed(request: web.Request, endpoint: str) -> tuple[RouterContext, Any]:
+    router = request.app[ROUTER]
+    router.credentials.check_client(request)
+    body = await read_json_body(request, router.config.max_body_bytes)
+    return router, parse_openai_request(endpoint, body)
+
+
+async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
+    router, parsed = await _parsed(request, endpoint)
+    return await serve_parsed(router, parsed, request.headers, identity=client_identity(request.headers),
+                              request=request)
+
+
+async def route_dry_run(request: web.Request) -> web.Response:
+    router, parsed = await _parsed(request, "chat/completions")
+    now = time.monotonic()
+    decisions = [decide_model(router.state, model, route_request, now)
+                 for model, route_request in model_chain(router.state, parsed, request.headers)]
+    return web.json_response({
+        "region": router.config.region,
+        "table_version": router.state.table.version,
+        "decisions": [decision_json(d) for d in decisions],
+    })
+
+
+async def list_models(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    router.credentials.check_client(request)
+    created = int(router.state.table.computed_at_unix_ms / 1000)
+    return web.json_response({
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": created, "owned_by": "meridian"}
+                 for name in sorted(router.state.table.models)],
+    })
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", partial(completion, endpoint="chat/completions"))
+    app.router.add_post("/v1/completions", partial(completion, endpoint="completions"))
+    app.router.add_post("/v1/embeddings", partial(completion, endpoint="embeddings"))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/route", route_dry_run)

@@ -1,0 +1,159 @@
+"""Operator endpoints: liveness, readiness, the routing table with live figures, metrics, the cache."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from data_plane.context import ROUTER, RouterContext
+from data_plane.jobs.worker import JOBS
+from data_plane.live_state import LiveDeployment
+
+
+def redacted_url(url: str) -> str:
+    """A URL without credentials or query string (where API keys tend to hide)."""
+    return str(URL(url).with_user(None).with_query(None))
+
+
+def table_age_s(router: RouterContext) -> float:
+    return max(0.0, time.time() - router.state.table.computed_at_unix_ms / 1000)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
+    spec, view = live.spec, live.stats.view(now)
+    return {
+        "name": spec.name,
+        "url": redacted_url(spec.url),
+        "served_model": spec.served_model,
+        "region": spec.region,
+        "architecture": spec.architecture,
+        "cost_per_1m_input": spec.cost_per_1m_input,
+        "cost_per_1m_output": spec.cost_per_1m_output,
+        "quality": spec.quality,
+        "max_concurrency": spec.max_concurrency,
+        "weight": spec.weight,
+        "rpm_limit": spec.rpm_limit,
+        "tpm_limit": spec.tpm_limit,
+        "added_latency_ms": spec.added_latency_ms,
+        "ejected": spec.ejected,
+        "api_key_env": spec.api_key_env or None,
+        "breaker": str(live.breaker.state_at(now)),
+        "healthy": live.health.healthy,
+        "table_figures": {"ttft_ms": spec.ttft_ms, "tpot_ms": spec.tpot_ms, "error_rate": spec.error_rate},
+        "stats": {
+            "requests": view.requests, "errors": view.errors, "error_rate": round(view.error_rate, 4),
+            "answers": view.answers, "output_tokens": view.output_tokens,
+            "ttft_ms": _rounded(view.ttft_ms), "tpot_ms": _rounded(view.tpot_ms),
+            "ttft_p95_ms": round(view.ttft_p95_ms, 3), "tpot_p95_ms": round(view.tpot_p95_ms, 3),
+            "latency_p50_ms": round(view.latency_p50_ms, 3), "latency_p95_ms": round(view.latency_p95_ms, 3),
+            "in_flight": view.in_flight, "waiting_first_token_ms": round(view.waiting_first_token_ms, 1),
+        },
+    }
+
+
+def _links_json(router: RouterContext) -> dict[str, Any]:
+    publisher, subscriber = router.telemetry_publisher, router.table_subscriber
+    links: dict[str, Any] = {"telemetry": None, "control_plane": None}
+    if publisher is not None:
+        links["telemetry"] = {
+            "connected": publisher.connected, "buffered_batches": publisher.buffered_batches,
+            "dropped_samples": publisher.dropped_samples, "last_flush_unix_ms": publisher.last_flush_unix_ms,
+        }
+    if subscriber is not None:
+        status = subscriber.status()
+        links["control_plane"] = {
+            "link": status.link, "target": status.target, "replica_id": status.replica_id,
+            "held_version": status.held_version, "last_nack_version": status.last_nack_version,
+            "last_nack_reason": status.last_nack_reason or None,
+        }
+    return links
+
+
+def routing_json(router: RouterContext) -> dict[str, Any]:
+    state, now = router.state, time.monotonic()
+    table = state.table
+    return {
+        "router_id": router.router_id,
+        "region": router.config.region,
+        "url": router.public_url,
+        **_links_json(router),
+        "rate_limits": state.rate_limits.status() if state.rate_limits is not None else None,
+        "table": {
+            "version": table.version, "epoch": table.epoch, "source": table.source,
+            "content_hash": table.content_hash, "computed_at_unix_ms": table.computed_at_unix_ms,
+            "age_s": round(table_age_s(router), 3),
+        },
+        "models": {
+            model.name: {
+                "policy": model.policy,
+                "allowed_policies": list(model.allowed_policies),
+                "latency_budget_ms": model.latency_budget_ms,
+                "priority": model.priority,
+                "score_weights": model.score_weights,
+                "typical_output_tokens": model.typical_output_tokens,
+                "locality_margin": model.locality_margin,
+                "fallbacks": list(model.fallbacks),
+                "cache_enabled": model.cache_enabled,
+                "client_limits": {"rpm": model.client_rpm, "tpm": model.client_tpm},
+                "queue": {"size": model.queue_size, "timeout_s": model.queue_timeout_s,
+                          "depth": room.depth if (room := router.queues.get(model.name)) else 0},
+                "deployments": [_deployment_json(state.live[(model.name, d.name)], now) for d in model.deployments],
+            }
+            for model in table.models.values()
+        },
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    table = router.state.table
+    body = {"ready": bool(table.models), "table_version": table.version, "table_source": table.source,
+            "table_age_s": round(table_age_s(router), 3)}
+    return web.json_response(body, status=200 if table.models else 503)
+
+
+async def routing(request: web.Request) -> web.Response:
+    body = routing_json(request.app[ROUTER])
+    runtime = request.app.get(JOBS)
+    body["jobs"] = runtime.status() if runtime is not None else None
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    router.metrics.table_age.labels(router.config.region).set(table_age_s(router))
+    return web.Response(body=generate_latest(router.metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def cache_stats(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    router.credentials.check_admin(request)
+    return web.json_response(router.cache.stats())
+
+
+async def cache_clear(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    router.credentials.check_admin(request)
+    return web.json_response({"removed": await router.cache.store.clear()})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/routing", routing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/cache/stats", cache_stats)
+    app.router.add_delete("/cache", cache_clear)

@@ -1,0 +1,196 @@
+"""The asynchronous job endpoints: submit (`POST /v1/async/chat/completions`, 202 once Redis holds the job),
+poll (`GET /v1/async/{id}`), cancel (`DELETE /v1/async/{id}`) and the operators' list (`GET /v1/async`)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from data_plane.context import ROUTER, RouterContext
+from data_plane.errors import ClientError
+from data_plane.jobs.callbacks import callback_refusal
+from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, new_job
+from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
+from data_plane.jobs.worker import JOBS, JobsRuntime, jobs_context
+from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, client_identity, queue_priority
+from data_plane.serving.request_parsing import (
+    BUDGET_HEADER,
+    POLICY_HEADER,
+    PRIORITY_HEADER,
+    parse_openai_request,
+    read_json_body,
+)
+from data_plane.serving.route_planning import model_chain
+from meridian_common.logging_setup import event
+
+log = logging.getLogger(__name__)
+
+# Request headers a job keeps, to be routed as the synchronous request would have been. Authorization is
+# not kept: only its digest (the client's identity) is stored.
+ROUTING_HEADERS = (POLICY_HEADER, BUDGET_HEADER, PRIORITY_HEADER, QUEUE_PRIORITY_HEADER, "x-meridian-cache",
+                   "x-meridian-deterministic")
+_CANCEL_TRIES = 5
+_MAX_LIST = 1000
+
+
+def _unavailable(error: JobsUnavailable) -> ClientError:
+    return ClientError(503, f"asynchronous jobs are unavailable: {error}; nothing was changed, retry later",
+                       code="jobs_unavailable", headers={"Retry-After": "1"})
+
+
+def _jobs(request: web.Request) -> tuple[RouterContext, JobsRuntime, JobStore]:
+    router, runtime = request.app[ROUTER], request.app[JOBS]
+    if runtime.store is None:
+        raise ClientError(runtime.disabled_status, runtime.disabled_reason,
+                          code="jobs_disabled" if runtime.disabled_status == 404 else "jobs_unavailable")
+    return router, runtime, runtime.store
+
+
+def _is_admin(router: RouterContext, request: web.Request) -> bool:
+    token = router.credentials.admin_token
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return token is not None and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                                      token.encode())
+
+
+def _caller(router: RouterContext, request: web.Request) -> str | None:
+    """None for the admin (sees every job), else the client's identity (sees only its own jobs)."""
+    if _is_admin(router, request):
+        return None
+    router.credentials.check_client(request)
+    return client_identity(request.headers)
+
+
+def _not_found(router: RouterContext, job_id: str) -> ClientError:
+    return ClientError(404, f"no job {job_id!r} in region {router.config.region} (never submitted, not yours, "
+                       "or expired after jobs.result_ttl_s)", param="id", code="job_not_found")
+
+
+async def _visible_job(request: web.Request) -> tuple[RouterContext, JobsRuntime, JobStore, StoredJob]:
+    router, runtime, store = _jobs(request)
+    job_id = request.match_info["job_id"]
+    caller = _caller(router, request)
+    if not JOB_ID.match(job_id):
+        raise _not_found(router, job_id)
+    try:
+        job = await store.load(job_id)
+    except JobsUnavailable as error:
+        raise _unavailable(error) from error
+    if job is None or (caller is not None and job.request.identity != caller):
+        raise _not_found(router, job_id)
+    return router, runtime, store, job
+
+
+async def submit(request: web.Request) -> web.Response:
+    router, runtime, store = _jobs(request)
+    router.credentials.check_client(request)
+    settings = runtime.settings
+    body = await read_json_body(request, router.config.max_body_bytes)
+    callback_url = body.pop("callback_url", None)
+    if callback_url is not None and not isinstance(callback_url, str):
+        raise ClientError(400, "callback_url must be a string", param="callback_url", code="invalid_callback_url")
+    # A job's answer is kept whole, so it is never streamed.
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    parsed = parse_openai_request("chat/completions", body)
+    headers = {name: value for name in ROUTING_HEADERS if (value := request.headers.get(name)) is not None}
+    # What would be refused later is refused now: unknown model, bad policy or priority headers.
+    model_chain(router.state, parsed, CIMultiDictProxy(CIMultiDict(headers)))
+    queue_priority(headers)
+    if callback_url is not None:
+        refusal = callback_refusal(callback_url, settings.callback_allowed_hosts, has_secret=runtime.callback_signing)
+        if refusal is not None:
+            raise ClientError(400, refusal, param="callback_url", code="callback_not_allowed")
+    job_id = f"job_{uuid.uuid4().hex}"
+    state = new_job(job_id, now_ms=now_ms(), max_attempts=settings.max_attempts,
+                    callback_max_attempts=settings.callback_max_attempts if callback_url else 0)
+    try:
+        await store.submit(state, JobRequest("chat/completions", body, headers, client_identity(request.headers),
+                                             callback_url))
+    except JobsUnavailable as error:
+        log.warning(event("job_submit_refused", model=parsed.model, reason=str(error)))
+        raise ClientError(503, f"asynchronous jobs are unavailable: {error}; the job was NOT accepted, retry later",
+                          code="jobs_unavailable", headers={"Retry-After": "1"}) from error
+    except QueueFull as error:
+        raise ClientError(429, f"{error}; retry later", code="job_queue_full", headers={"Retry-After": "5"}) from error
+    if runtime.worker is not None:
+        runtime.worker.wake()
+    log.info(event("job_submitted", job=job_id, model=parsed.model, callback=callback_url is not None))
+    poll_url = f"/v1/async/{job_id}"
+    return web.json_response({"id": job_id, "object": "async.job", "status": "queued", "poll_url": poll_url},
+                             status=202, headers={"Location": poll_url})
+
+
+async def poll(request: web.Request) -> web.Response:
+    _, _, _, job = await _visible_job(request)
+    return web.Response(body=job.document(), content_type="application/json")
+
+
+async def cancel(request: web.Request) -> web.Response:
+    router, runtime, store, job = await _visible_job(request)
+    for _ in range(_CANCEL_TRIES):
+        try:
+            cancelled = apply(job.state, Cancel(), now_ms())
+        except IllegalTransition as error:
+            raise ClientError(409, f"job {job.state.id} is already {job.state.status}: nothing to cancel",
+                              code="job_not_cancellable") from error
+        try:
+            if await store.commit(job.state, cancelled):
+                log.info(event("job_cancelled", job=job.state.id, was=job.state.status, owner=job.state.owner))
+                if runtime.worker is not None:
+                    runtime.worker.wake_callbacks()
+                return web.Response(body=StoredJob(cancelled, job.request, job.result).document(),
+                                    content_type="application/json")
+            reloaded = await store.load(job.state.id)
+        except JobsUnavailable as error:
+            raise _unavailable(error) from error
+        if reloaded is None:
+            raise _not_found(router, job.state.id)
+        job = reloaded
+    raise ClientError(409, f"job {job.state.id} kept changing while being cancelled; retry",
+                      code="job_busy", headers={"Retry-After": "1"})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    router, _, store = _jobs(request)
+    router.credentials.check_admin(request)
+    status_text = request.query.get("status")
+    try:
+        status = JobStatus(status_text) if status_text else None
+    except ValueError as error:
+        raise ClientError(400, f"unknown status {status_text!r}; expected one of "
+                          f"{', '.join(s.value for s in JobStatus)}", param="status", code="invalid_status") from error
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= _MAX_LIST:
+        raise ClientError(400, f"limit must be an integer from 1 to {_MAX_LIST}", param="limit", code="invalid_limit")
+    try:
+        states = await store.recent(limit, status)
+    except JobsUnavailable as error:
+        raise _unavailable(error) from error
+    data: list[dict[str, Any]] = [
+        {"id": s.id, "status": str(s.status), "attempts": s.attempts, "owner": s.owner,
+         "created_at": s.created_ms // 1000, "updated_at": s.updated_ms // 1000,
+         "callback": None if s.callback_max_attempts == 0 else str(s.callback_status)}
+        for s in states
+    ]
+    return web.json_response({"object": "list", "region": router.config.region, "data": data})
+
+
+def add_routes(app: web.Application) -> None:
+    """The endpoints, and the runtime they read (filled by `jobs_context`, which app.py runs last)."""
+    app[JOBS] = JobsRuntime()
+    app.router.add_post("/v1/async/chat/completions", submit)
+    app.router.add_get("/v1/async", list_jobs)
+    app.router.add_get("/v1/async/{job_id}", poll)
+    app.router.add_delete("/v1/async/{job_id}", cancel)
+
+
+__all__ = ["add_routes", "jobs_context"]

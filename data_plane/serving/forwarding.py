@@ -1,0 +1,260 @@
+"""Sends a request to its deployments in preference order and relays the answer.
+
+The attempt plan says what to try next; a connection error, timeout or 5xx before the first byte reaches
+the client moves on to the next candidate, within `max_attempts` and the request's deadline. Once a byte
+has reached the client nothing is retried. Every attempt ends in one Outcome, applied in one place
+(`outcome.OutcomeRecorder`). Cancelling the handler (the client went away) closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from data_plane.errors import ClientError
+from data_plane.limits.rate_limits import RateLimits
+from data_plane.live_state import LiveDeployment, RouterState
+from data_plane.metrics import RouterMetrics
+from data_plane.policies.exclusion import Exclusion, ExclusionKind
+from data_plane.policies.filters import capacity_exclusion, rate_limit_exclusion
+from data_plane.serving.answer_timing import overdue_after_ms
+from data_plane.serving.attempt_plan import AttemptPlan, Ending
+from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder, UsageSink
+from data_plane.serving.relay import PASSED_THROUGH_HEADERS, RetryableFailure, relay_stream, relay_whole
+from data_plane.serving.request_parsing import ParsedRequest
+from data_plane.serving.route_planning import ModelDecision
+from data_plane.serving.usage import estimate_tokens
+from data_plane.table.snapshot import DeploymentSpec
+from meridian_common.logging_setup import event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSettings:
+    region: str
+    max_attempts: int
+    request_timeout_s: float
+    connect_timeout_s: float
+
+
+class Saturated(ClientError):
+    """Nothing was tried because every deployment that could serve is full or at its rate limit: the
+    request may wait in the model's queue for a slot."""
+
+
+def upstream_headers(spec: DeploymentSpec) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+class _OverdueVerdict:
+    """Tells the breaker that a request is certainly slow at the moment it becomes so (a stream past the TTFT
+    threshold without its first token, a capped whole answer past the thresholds' worst case): a backend stuck
+    on its queue is judged in a second, not when its answers finally come."""
+
+    __slots__ = ("_handle", "fired")
+
+    def __init__(self, recorder: OutcomeRecorder, live: LiveDeployment, parsed: ParsedRequest, started: float,
+                 streaming: bool) -> None:
+        self.fired = False
+        self._handle: asyncio.TimerHandle | None = None
+        settings = live.breaker.settings
+        after_ms = overdue_after_ms(streaming=streaming, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
+                                    tpot_threshold_ms=settings.tpot_p95_threshold_ms,
+                                    rtt_ms=live.spec.added_latency_ms, max_tokens=parsed.max_output_tokens)
+        if after_ms is not None:
+            def fire() -> None:
+                self.fired = True
+                recorder.overdue(live, started, time.monotonic(), after_ms)
+
+            self._handle = asyncio.get_running_loop().call_later(after_ms / 1000, fire)
+
+    def answered(self) -> None:
+        """The answer (for a stream, its first token) came: nothing is overdue any more."""
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession, state: RouterState, metrics: RouterMetrics,
+                 recorder: OutcomeRecorder, settings: ForwardSettings, *, rate_limits: RateLimits | None = None,
+                 on_release: Callable[[str], None] | None = None) -> None:
+        self._session = session
+        self._rate_limits = rate_limits
+        self._on_release = on_release
+        self._recorder = recorder
+        self._state = state
+        self._metrics = metrics
+        self._settings = settings
+
+    async def forward(
+        self,
+        request: web.Request | None,
+        parsed: ParsedRequest,
+        candidates: Iterator[tuple[ModelDecision, DeploymentSpec | None]],
+        response_headers: dict[str, str],
+        *,
+        deadline: float | None = None,
+        on_admit: Callable[[], None] | None = None,
+        on_usage: UsageSink | None = None,
+    ) -> web.StreamResponse:
+        """Raises Saturated when no deployment was tried only because they were all busy."""
+        plan = AttemptPlan(self._settings.max_attempts,
+                           deadline if deadline is not None else time.monotonic() + self._settings.request_timeout_s)
+        tokens = estimate_tokens(parsed.prompt)
+        last_model: ModelDecision | None = None
+        for model_decision, spec in candidates:
+            if model_decision is not last_model:
+                plan.saw_decision(model_decision.decision.saturated)
+                last_model = model_decision
+            if spec is None:
+                continue
+            if not plan.may_attempt(time.monotonic()):
+                break
+            live = self._state.live.get((model_decision.model.name, spec.name))
+            if live is None:  # the table changed under this request
+                continue
+            # From here to stats.begin() in _attempt there is no await: the capacity and rate checks and
+            # the slot taken are one step of the event loop, so no deployment ever goes above its limits.
+            now = time.monotonic()
+            blocked = self._blocked(live, tokens, now)
+            if blocked is not None:
+                if blocked.kind is ExclusionKind.RATE_LIMITED:
+                    self._metrics.rate_limited.labels(self._settings.region, live.model, "deployment").inc()
+                plan.blocked(spec.name, blocked)
+                continue
+            decision = model_decision.decision
+            # The panic pick serves although its breaker is open: every deployment of the model is out.
+            if not decision.panic:
+                admitted, transition = live.breaker.admit(now)
+                self._recorder.report(live, transition)
+                if not admitted:
+                    continue
+            if self._rate_limits is not None and (spec.rpm_limit or spec.tpm_limit):
+                self._rate_limits.take_deployment(live.model, spec.name, tokens, now)
+            if on_admit is not None and not plan.tried:
+                on_admit()
+            attempt = plan.attempt(spec.name)
+            self._count_pick(model_decision, spec)
+            headers = {
+                **response_headers,
+                "x-meridian-backend": spec.name,
+                "x-meridian-region": spec.region,
+                "x-meridian-policy": model_decision.request.policy,
+                "x-meridian-reason": decision.reason if spec is decision.ordered[0] else plan.fallback_note(),
+                "x-meridian-attempts": str(attempt),
+            }
+            if model_decision.model.name != parsed.model:
+                headers["x-meridian-model"] = model_decision.model.name
+            try:
+                return await self._attempt(request, parsed, live, headers, plan.deadline, tokens, on_usage)
+            except RetryableFailure as failure:
+                plan.failed(spec.name, failure.reason)
+                self._metrics.fallbacks.labels(self._settings.region, live.model, spec.name, spec.architecture,
+                                               failure.reason.split(" ")[0]).inc()
+                log.info(event("attempt_failed", model=live.model, deployment=spec.name,
+                               reason=failure.reason, attempt=attempt))
+        raise self._exhausted(plan, parsed, last_model, response_headers)
+
+    def _blocked(self, live: LiveDeployment, tokens: int, now: float) -> Exclusion | None:
+        spec, limits = live.spec, self._rate_limits
+        return capacity_exclusion(live.stats.in_flight, spec.max_concurrency) or (
+            rate_limit_exclusion(limits.deployment_block(live.model, spec.name, tokens, now))
+            if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None)
+
+    def _count_pick(self, model_decision: ModelDecision, spec: DeploymentSpec) -> None:
+        decision, labels = model_decision.decision, (self._settings.region, model_decision.model.name, spec.name)
+        if decision.panic:
+            self._metrics.panic_routed.labels(*labels).inc()
+            log.warning(event("panic_routed", model=model_decision.model.name, deployment=spec.name,
+                              reason=decision.reason))
+        elif decision.trial == spec.name:
+            self._metrics.trials.labels(*labels).inc()
+
+    def _exhausted(self, plan: AttemptPlan, parsed: ParsedRequest, last_model: ModelDecision | None,
+                   response_headers: dict[str, str]) -> ClientError:
+        if plan.ending is Ending.BUSY:
+            return Saturated(503, f"every deployment of model {parsed.model!r} is busy ({plan.last_failure})",
+                             code="all_deployments_busy", headers={**response_headers, "Retry-After": "1"})
+        model = last_model.model if last_model else self._state.table.models[parsed.model]
+        retry_after = max(1, math.ceil(model.breaker.open_duration_s)) if plan.tried else 1
+        self._metrics.requests.labels(self._settings.region, parsed.model, "none", "none",
+                                      last_model.request.policy if last_model else "none", "503").inc()
+        return ClientError(503, f"no healthy deployment could serve model {parsed.model!r} ({plan.summary()})",
+                           code="no_healthy_deployment",
+                           headers={**response_headers, "Retry-After": str(retry_after)})
+
+    async def _attempt(self, request: web.Request | None, parsed: ParsedRequest, live: LiveDeployment,
+                       headers: dict[str, str], deadline: float, tokens: int, on_usage: UsageSink | None
+                       ) -> web.StreamResponse:
+        spec = live.spec
+        body = dict(parsed.body)
+        body["model"] = spec.served_model
+        timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
+                                        sock_connect=self._settings.connect_timeout_s)
+        in_flight = self._metrics.bound(self._metrics.in_flight, self._settings.region, live.model, spec.name,
+                                        spec.architecture)
+        streaming = request is not None and parsed.streaming
+        started = time.monotonic()
+        live.stats.begin(started, awaiting_first_token=streaming)
+        in_flight.inc()
+        outcome: Outcome | None = None
+        overdue = _OverdueVerdict(self._recorder, live, parsed, started, streaming)
+        try:
+            async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=orjson.dumps(body),
+                                          headers=upstream_headers(spec), timeout=timeout) as upstream:
+                if upstream.status >= 500:
+                    detail = (await upstream.read())[:200].decode(errors="replace")
+                    raise RetryableFailure(f"http_{upstream.status} {detail}")
+                for name in PASSED_THROUGH_HEADERS:
+                    if name in upstream.headers:
+                        headers.setdefault(name, upstream.headers[name])
+                if request is not None and streaming and upstream.status == 200:
+                    def first_token(_: float) -> None:
+                        live.stats.first_token(started)
+                        overdue.answered()
+
+                    relayed = await relay_stream(request, parsed, upstream, headers, time.monotonic, first_token)
+                    kind = (OutcomeKind.ABANDONED if relayed.client_gone else OutcomeKind.STREAM_BROKEN
+                            if relayed.broken else OutcomeKind.ANSWERED)
+                    if kind is not OutcomeKind.ANSWERED:
+                        log.info(event("stream_ended_early", model=live.model, deployment=spec.name, outcome=kind,
+                                       error=relayed.broken))
+                    outcome = Outcome(kind, started, time.monotonic(), 200, relayed.usage, relayed.first_token_at,
+                                      tokens)
+                    return relayed.response
+                response, usage = await relay_whole(parsed, upstream, headers)
+                outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), upstream.status, usage,
+                                  estimated_prompt_tokens=tokens)
+                return response
+        except RetryableFailure:
+            # The backend answered (a 5xx, or a stream closed before its first byte): it is up, and failing.
+            outcome = Outcome(OutcomeKind.FAILED, started, time.monotonic(), estimated_prompt_tokens=tokens)
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            outcome = Outcome(OutcomeKind.UNREACHABLE, started, time.monotonic(), estimated_prompt_tokens=tokens)
+            raise RetryableFailure(f"{type(error).__name__} {error}".strip()) from error
+        finally:
+            in_flight.dec()
+            # No outcome: cancelled because the client went away, which says nothing about the backend.
+            outcome = outcome or Outcome(OutcomeKind.ABANDONED, started, time.monotonic())
+            overdue.answered()
+            if overdue.fired:
+                outcome = replace(outcome, breaker_judged=True)
+            self._recorder.apply(live, outcome, policy=headers["x-meridian-policy"], on_usage=on_usage)
+            if self._on_release is not None:
+                self._on_release(live.model)

@@ -1,0 +1,162 @@
+"""What one attempt on a deployment came to, as one value, and the one place it is applied: statistics,
+circuit breaker, health, telemetry, rate-limit settlement and metrics all learn of it here, in this order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from data_plane.deployments.breaker import BreakerState, Transition, TripHeld
+from data_plane.limits.rate_limits import RateLimits
+from data_plane.live_state import LiveDeployment, RouterState
+from data_plane.metrics import BREAKER_STATE_VALUES, RouterMetrics
+from data_plane.policies.prediction import known_figures
+from data_plane.serving.answer_timing import AnswerTiming, slowness, streamed_timing, whole_answer_timing
+from data_plane.serving.usage import Usage
+from data_plane.telemetry.accumulator import TelemetryAccumulators
+from meridian_common.logging_setup import event
+
+log = logging.getLogger(__name__)
+
+UsageSink = Callable[[Usage], None]
+
+
+class OutcomeKind(StrEnum):
+    ANSWERED = "answered"  # the backend answered (a status below 500) and the answer reached the client
+    FAILED = "failed"  # the backend answered 5xx: it is up, and failing
+    UNREACHABLE = "unreachable"  # connection refused or reset, or a timeout, before any byte reached the client
+    STREAM_BROKEN = "stream broken"  # the stream broke after bytes reached the client
+    ABANDONED = "abandoned"  # the client went away: no verdict on the backend
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    started: float  # monotonic seconds
+    ended: float
+    status: int = 0
+    usage: Usage | None = None  # answers only
+    first_token_at: float | None = None  # streams only: when their first byte arrived
+    estimated_prompt_tokens: int = 0  # what the rate limits were charged before the answer
+    breaker_judged: bool = False  # the breaker already counted it slow: it was overdue
+
+    @property
+    def total_ms(self) -> float:
+        return max(0.0, (self.ended - self.started) * 1000)
+
+
+def _slowness(live: LiveDeployment, timing: AnswerTiming) -> str | None:
+    settings = live.breaker.settings
+    return slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
+                    tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=live.spec.added_latency_ms)
+
+
+def _labels(region: str, live: LiveDeployment) -> tuple[str, str, str, str]:
+    return region, live.model, live.spec.name, live.spec.architecture
+
+
+class OutcomeRecorder:
+    def __init__(self, state: RouterState, metrics: RouterMetrics, telemetry: TelemetryAccumulators, region: str,
+                 rate_limits: RateLimits | None = None) -> None:
+        self._state = state
+        self._metrics = metrics
+        self._telemetry = telemetry
+        self._region = region
+        self._rate_limits = rate_limits
+
+    def report(self, live: LiveDeployment, change: Transition | TripHeld | None) -> None:
+        if change is None:
+            return
+        labels = _labels(self._region, live)
+        if isinstance(change, TripHeld):
+            log.warning(event("breaker_trip_held", model=live.model, deployment=live.spec.name, reason=change.reason))
+            self._metrics.breaker_trips_held.labels(*labels).inc()
+            return
+        log.warning(event("breaker_transition", model=live.model, deployment=live.spec.name,
+                          from_state=change.from_state, to_state=change.to_state, reason=change.reason))
+        self._metrics.breaker_transitions.labels(*labels, change.from_state, change.to_state).inc()
+        self._metrics.breaker_state.labels(*labels).set(BREAKER_STATE_VALUES[str(change.to_state)])
+
+    def overdue(self, live: LiveDeployment, started: float, now: float, waited_ms: float) -> None:
+        """A request unanswered past the point where it is certainly slow (`answer_timing.overdue_after_ms`):
+        the breaker hears it now, from a backend stuck on its queue, rather than when the answer finally comes;
+        the outcome then skips the breaker."""
+        reason = f"no answer after {waited_ms:.0f}ms: over the ttft and tpot thresholds"
+        self.report(live, live.breaker.record(now, ok=True, slow=reason, started=started,
+                                              may_open=self._state.may_open(live.model, live.spec.name, now)))
+
+    def probe_verdict(self, live: LiveDeployment, timing: AnswerTiming, now: float) -> None:
+        """A health probe's streamed answer is a half-open breaker's trial when no client's request is: it
+        measures TTFT and TPOT, so no client pays for trying a backend that may still be slow."""
+        breaker = live.breaker
+        if breaker.state_at(now) is not BreakerState.HALF_OPEN:
+            return
+        admitted, transition = breaker.admit(now)
+        self.report(live, transition)
+        if admitted:
+            self.report(live, breaker.record(now, ok=True, slow=_slowness(live, timing)))
+
+    def apply(self, live: LiveDeployment, outcome: Outcome, *, policy: str,
+              on_usage: UsageSink | None = None) -> None:
+        if outcome.kind is OutcomeKind.ABANDONED:
+            live.stats.abandon(outcome.started)
+            live.breaker.abandon(outcome.ended)
+            return
+        if outcome.kind is OutcomeKind.ANSWERED:
+            self._answered(live, outcome, policy, on_usage)
+            return
+        now, latency_ms = outcome.ended, outcome.total_ms
+        if not outcome.breaker_judged:
+            self.report(live, live.breaker.record(now, ok=False, started=outcome.started,
+                                                  may_open=self._state.may_open(live.model, live.spec.name, now)))
+        live.stats.end(now, started=outcome.started, ok=False, latency_ms=latency_ms)
+        self._telemetry.record(live.model, live.spec.name, ok=False, latency_ms=latency_ms)
+        # A 5xx proves the backend is up: only an unreachable one (or a stream cut) counts against its health.
+        if outcome.kind is not OutcomeKind.FAILED:
+            live.health.record_live_failure()
+
+    def timing(self, live: LiveDeployment, outcome: Outcome, completion_tokens: int) -> AnswerTiming:
+        if outcome.first_token_at is not None:
+            return streamed_timing(outcome.total_ms, (outcome.first_token_at - outcome.started) * 1000,
+                                   completion_tokens)
+        estimate = known_figures(live.stats.view(outcome.ended), live.spec).ttft_ms
+        return whole_answer_timing(outcome.total_ms, completion_tokens, estimate)
+
+    def _answered(self, live: LiveDeployment, outcome: Outcome, policy: str, on_usage: UsageSink | None) -> None:
+        usage = outcome.usage or Usage(outcome.estimated_prompt_tokens, 0, estimated=True)
+        now, latency_ms, spec = outcome.ended, outcome.total_ms, live.spec
+        timing = self.timing(live, outcome, usage.completion_tokens)
+        if not outcome.breaker_judged:
+            self.report(live, live.breaker.record(now, ok=True, slow=_slowness(live, timing), started=outcome.started,
+                                                  ttft_measured=outcome.first_token_at is not None,
+                                                  may_open=self._state.may_open(live.model, spec.name, now)))
+        live.stats.end(now, started=outcome.started, ok=True, latency_ms=latency_ms, ttft_ms=timing.ttft_ms,
+                       tpot_ms=timing.tpot_ms, output_tokens=usage.completion_tokens,
+                       ttft_measured=outcome.first_token_at is not None)
+        live.health.record_live_success()
+        self._telemetry.record(live.model, spec.name, ok=True, latency_ms=latency_ms, ttft_ms=timing.ttft_ms,
+                               tpot_ms=timing.tpot_ms, input_tokens=usage.prompt_tokens,
+                               output_tokens=usage.completion_tokens)
+        if self._rate_limits is not None and spec.tpm_limit:
+            self._rate_limits.settle_deployment(live.model, spec.name, outcome.estimated_prompt_tokens,
+                                                usage.total_tokens, now)
+        if on_usage is not None:
+            on_usage(usage)
+        self._count(live, outcome, usage, timing, policy)
+
+    def _count(self, live: LiveDeployment, outcome: Outcome, usage: Usage, timing: AnswerTiming, policy: str) -> None:
+        metrics, spec = self._metrics, live.spec
+        labels = _labels(self._region, live)
+        metrics.bound(metrics.requests, *labels, policy, str(outcome.status)).inc()
+        metrics.bound(metrics.latency, *labels).observe(outcome.total_ms / 1000)
+        if outcome.first_token_at is not None:
+            metrics.bound(metrics.ttft, *labels).observe(timing.ttft_ms / 1000)
+        if timing.tpot_ms is not None:
+            metrics.bound(metrics.tpot, *labels).observe(timing.tpot_ms / 1000)
+        source = "estimated" if usage.estimated else "reported"
+        metrics.bound(metrics.tokens, *labels, "input", source).inc(usage.prompt_tokens)
+        metrics.bound(metrics.tokens, *labels, "output", source).inc(usage.completion_tokens)
+        metrics.bound(metrics.cost, *labels).inc(usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output))
+

@@ -1,0 +1,92 @@
+"""Relays one backend answer to the client: a whole body, or a stream chunk by chunk as it arrives. I/O
+only: what the answer says about the backend is the caller's to record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from data_plane.serving.request_parsing import ParsedRequest
+from data_plane.serving.sse_usage import StreamUsageScanner
+from data_plane.serving.usage import Usage, completion_text, estimate_tokens, normalise, reported_usage
+
+PASSED_THROUGH_HEADERS = ("Content-Type", "openai-processing-ms", "x-request-id")
+
+
+class RetryableFailure(Exception):
+    """The attempt failed before any byte reached the client: the next candidate may take it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRelay:
+    response: web.StreamResponse
+    first_token_at: float
+    usage: Usage
+    broken: str | None  # why the backend's stream broke after bytes reached the client
+    client_gone: bool
+
+
+async def relay_whole(parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
+                      headers: dict[str, str]) -> tuple[web.Response, Usage]:
+    payload = await upstream.read()
+    usage = Usage(estimate_tokens(parsed.prompt), 0, estimated=True)
+    if upstream.status == 200 and upstream.content_type == "application/json":
+        try:
+            document: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict):
+            usage = normalise(reported_usage(document), parsed.prompt, completion_text(document))
+            if "usage" not in document and parsed.endpoint != "embeddings":
+                document["usage"] = usage.as_openai()
+                payload = orjson.dumps(document)
+    headers["x-meridian-usage"] = "estimated" if usage.estimated else "reported"
+    headers.pop("Content-Type", None)
+    return web.Response(status=upstream.status, body=payload, headers=headers,
+                        content_type=upstream.content_type), usage
+
+
+async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
+                       headers: dict[str, str], clock: Callable[[], float],
+                       on_first_token: Callable[[float], None]) -> StreamRelay:
+    """Raises RetryableFailure when the backend closes before its first byte (nothing reached the client)."""
+    first = await upstream.content.readany()
+    if not first:
+        raise RetryableFailure("empty_stream backend closed the stream before the first byte")
+    first_token_at = clock()
+    on_first_token(first_token_at)
+    scanner = StreamUsageScanner()
+    scanner.feed(first)
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    broken: str | None = None
+    client_gone = False
+    try:
+        await response.write(first)
+        async for chunk in upstream.content.iter_any():
+            scanner.feed(chunk)
+            await response.write(chunk)
+    except ConnectionResetError:
+        client_gone = True
+    except (aiohttp.ClientError, TimeoutError) as error:
+        # Bytes already reached the client, so no retry: end the stream with an error event.
+        broken = type(error).__name__
+        message = f"the backend stream broke after it started: {broken}"
+        await response.write(b"data: " + orjson.dumps(
+            {"error": {"message": message, "type": "api_error", "param": None, "code": "stream_broken"}}
+        ) + b"\n\n")
+    if broken is None and not client_gone:
+        await response.write_eof()
+    usage = Usage(*(scanner.reported or (estimate_tokens(parsed.prompt), scanner.content_chunks)),
+                  estimated=scanner.reported is None)
+    return StreamRelay(response, first_token_at, usage, broken, client_gone)

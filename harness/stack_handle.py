@@ -1,0 +1,309 @@
+"""A running stack as a chaos scenario sees it: stack.json's content plus the few actions a fault needs
+(Toxiproxy toxics and cuts, simulator settings, killing a control-plane replica). Every action records how
+to undo it, so that `restore()` puts the stack back as it was whatever happened in between.
+
+Blocking on purpose (urllib, signals): the runner calls faults in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.timeline import Event
+from meridian_common.catalog import RoutingDefaults
+from meridian_common.logging_setup import event
+from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
+from regions import stack_file
+from regions.launcher import restart_replica
+from regions.topology import Topology, load_topology
+from simulator.admin_client import change_sim_config, read_sim_config
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT_S = 3.0
+DEFAULT_LEASE_TTL_S = 3.0
+PRESSURE_REQUEST_TIMEOUT_S = 60.0
+PRESSURE_RETRY_S = 0.1
+MAX_PRESSURE_REQUESTS = 1000
+
+
+class ChaosActionError(RuntimeError):
+    """A fault could not be injected or undone; the message names the proxy, backend or replica."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyInfo:
+    name: str
+    kind: str
+    region: str | None
+    to_region: str | None
+    backend: str | None
+    replica: str | None
+
+
+def _request(method: str, url: str, body: Mapping[str, Any] | None = None,
+             headers: Mapping[str, str] | None = None, timeout_s: float = HTTP_TIMEOUT_S) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            raw = response.read()
+            return json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raise ChaosActionError(f"{method} {url}: HTTP {error.code}: "
+                               f"{error.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise ChaosActionError(f"{method} {url}: {error}") from None
+
+
+def get_json(url: str, timeout_s: float = 1.0) -> Any:
+    """The JSON at `url`, None when it does not answer 200 with JSON."""
+    try:
+        return _request("GET", url, timeout_s=timeout_s)
+    except ChaosActionError:
+        return None
+
+
+class StackHandle:
+    def __init__(self, stack: Mapping[str, Any], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stack = stack
+        self._clock = clock
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+        self._topology: Topology | None = None
+
+    # --- what the stack is ------------------------------------------------------------------------------------
+
+    @property
+    def toxiproxy_url(self) -> str:
+        return str(self.stack["toxiproxy"]["url"]).rstrip("/")
+
+    @property
+    def routers(self) -> dict[str, str]:
+        """router id -> URL."""
+        return {rid: str(entry["url"]) for rid, entry in self.stack["router_ids"].items()}
+
+    @property
+    def router_regions(self) -> dict[str, str]:
+        return {rid: str(entry["region"]) for rid, entry in self.stack["router_ids"].items()}
+
+    @property
+    def replicas(self) -> dict[str, dict[str, Any]]:
+        return dict(self.stack["control_plane"]["replicas"])
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.stack["routers"])
+
+    @property
+    def backends(self) -> dict[str, dict[str, Any]]:
+        return dict(self.stack["backends"])
+
+    @property
+    def rtt_ms(self) -> dict[str, dict[str, float]]:
+        return {region: dict(info["rtt_ms"]) for region, info in self.stack["regions"].items()}
+
+    @property
+    def topology(self) -> Topology:
+        if self._topology is None:
+            self._topology = load_topology(Path(self.stack["topology"]))
+        return self._topology
+
+    def model_of(self, backend: str) -> RoutingDefaults:
+        return self.topology.models[self.backends[backend]["model"]]
+
+    def proxies(self, **where: str | None) -> list[ProxyInfo]:
+        """Proxies of stack.json whose fields equal every `where` (kind, region, to_region, backend, replica)."""
+        found = []
+        for name, entry in sorted(self.stack["toxiproxy"]["proxies"].items()):
+            info = ProxyInfo(name, entry["kind"], entry.get("region"), entry.get("to_region"), entry.get("backend"),
+                             entry.get("replica"))
+            if all(getattr(info, key) == value for key, value in where.items()):
+                found.append(info)
+        return found
+
+    def lease_ttl_s(self) -> float:
+        """The replicas' lease TTL, from the config the launcher wrote."""
+        for replica in self.replicas:
+            path = Path(self.stack["directory"]) / "run" / "config" / f"{replica}.yaml"
+            with contextlib.suppress(OSError, yaml.YAMLError, TypeError, ValueError):
+                return float(yaml.safe_load(path.read_text())["lease_ttl_s"])
+        return DEFAULT_LEASE_TTL_S
+
+    def replica_health(self, replica: str) -> dict[str, Any] | None:
+        body = get_json(f"{self.replicas[replica]['admin']}/health")
+        return body if isinstance(body, dict) else None
+
+    def leader(self) -> str | None:
+        for replica in self.replicas:
+            health = self.replica_health(replica)
+            if health is not None and health.get("role") == "leader":
+                return replica
+        return None
+
+    # --- events ---------------------------------------------------------------------------------------------
+
+    def note(self, name: str, **detail: Any) -> None:
+        with self._lock:
+            self._events.append(Event(self._clock(), name, detail))
+        log.info(event(f"chaos_{name}", **detail))
+
+    def events(self) -> tuple[Event, ...]:
+        with self._lock:
+            return tuple(self._events)
+
+    def _on_undo(self, what: str, undo: Callable[[], None]) -> None:
+        with self._lock:
+            self._undo.append((what, undo))
+
+    # --- faults, each recording its undo ------------------------------------------------------------------------
+
+    def disable_proxy(self, name: str) -> None:
+        url = f"{self.toxiproxy_url}/proxies/{name}"
+        self._on_undo(f"enable proxy {name}", lambda: _request("POST", url, {"enabled": True}))
+        _request("POST", url, {"enabled": False})
+        self.note("proxy_disabled", proxy=name)
+
+    def add_toxic(self, proxy: str, toxic: str, toxic_type: str, stream: str, attributes: Mapping[str, int]) -> None:
+        base = f"{self.toxiproxy_url}/proxies/{proxy}/toxics"
+
+        def undo() -> None:
+            with contextlib.suppress(ChaosActionError):  # already gone is fine: the goal is its absence
+                _request("DELETE", f"{base}/{toxic}")
+
+        self._on_undo(f"remove toxic {toxic} of {proxy}", undo)
+        _request("POST", base, {"name": toxic, "type": toxic_type, "stream": stream, "toxicity": 1.0,
+                                "attributes": dict(attributes)})
+        self.note("toxic_added", proxy=proxy, toxic=toxic, type=toxic_type, stream=stream, **attributes)
+
+    def simulator_url(self, backend: str) -> str:
+        return f"http://{self.backends[backend]['address']}"
+
+    def change_simulator(self, backend: str, **changes: Any) -> dict[str, Any]:
+        url = self.simulator_url(backend)
+        try:
+            before = read_sim_config(url)
+            original = {key: before[key] for key in changes}
+            self._on_undo(f"restore simulator {backend} {original}", lambda: change_sim_config(url, **original))
+            after = change_sim_config(url, **changes)
+        except Exception as error:
+            raise ChaosActionError(f"simulator {backend} ({url}): {error}") from error
+        self.note("simulator_changed", backend=backend, **changes)
+        return after
+
+    def add_pressure(self, backend: str, concurrency: int, *, workload: WorkloadConfig = REALISTIC) -> None:
+        """Other tenants' load straight at a simulated backend: `concurrency` closed-loop senders (threads) of
+        whole answers drawn from `workload`, until restore, which also cuts the requests in flight (a simulator
+        frees the slot of a client that went away), so that a long answer does not outlive the fault. Bounded
+        in count and, per request, in time."""
+        stop = threading.Event()
+        host, port = str(self.backends[backend]["address"]).rsplit(":", 1)
+        model = str(self.backends[backend]["model"])
+        in_flight: set[http.client.HTTPConnection] = set()
+
+        def send(index: int) -> None:
+            rng = random.Random(f"pressure:{backend}:{index}")
+            for _ in range(MAX_PRESSURE_REQUESTS):
+                if stop.is_set():
+                    return
+                body = json.dumps(chat_body(model, replace(draw(workload, rng), stream=False), rng))
+                connection = http.client.HTTPConnection(host, int(port), timeout=PRESSURE_REQUEST_TIMEOUT_S)
+                try:
+                    connection.connect()
+                    with self._lock:
+                        if stop.is_set():
+                            return
+                        in_flight.add(connection)
+                    connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+                    connection.getresponse().read()
+                except (OSError, http.client.HTTPException):
+                    stop.wait(PRESSURE_RETRY_S)
+                finally:
+                    with self._lock:
+                        in_flight.discard(connection)
+                    connection.close()
+
+        threads = [threading.Thread(target=send, args=(i,), name=f"chaos-pressure-{backend}-{i}", daemon=True)
+                   for i in range(concurrency)]
+
+        def undo() -> None:
+            with self._lock:
+                stop.set()
+                cut = list(in_flight)
+            for connection in cut:
+                with contextlib.suppress(OSError):
+                    if connection.sock is not None:
+                        connection.sock.shutdown(socket.SHUT_RDWR)
+            for thread in threads:
+                thread.join(timeout=PRESSURE_REQUEST_TIMEOUT_S)
+
+        self._on_undo(f"stop the pressure on {backend}", undo)
+        for thread in threads:
+            thread.start()
+        self.note("pressure_started", backend=backend, concurrency=concurrency, workload=workload.describe())
+
+    def kill_replica(self, replica: str) -> int:
+        """SIGKILLs a control-plane replica (no resignation: its lease must expire) and, on restore, starts it
+        again on the same ports so that the stack keeps its shape."""
+        record = next((r for r in stack_file.processes(dict(self.stack)) if r.name == replica), None)
+        if record is None:
+            raise ChaosActionError(f"replica {replica} is not among the stack's processes")
+        current = self._current_record(replica) or record
+        if not current.alive():
+            raise ChaosActionError(f"replica {replica} (pid {current.pid}) is not running")
+        self._on_undo(f"restart replica {replica}", lambda: self._restart(replica))
+        os.kill(current.pid, signal.SIGKILL)
+        self.note("replica_killed", replica=replica, pid=current.pid)
+        return current.pid
+
+    def _current_record(self, replica: str) -> stack_file.ProcessRecord | None:
+        """The replica's record in the stack file now (a restart by an earlier scenario changed its pid)."""
+        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
+        with contextlib.suppress(stack_file.StackFileError):
+            current = stack_file.read_stack(path)
+            if current is not None:
+                return next((r for r in stack_file.processes(current) if r.name == replica), None)
+        return None
+
+    def _restart(self, replica: str) -> None:
+        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
+        record = self._current_record(replica)
+        deadline = time.monotonic() + 5.0
+        while record is not None and record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILL is asynchronous: let the kernel finish the old process first
+        restarted = restart_replica(path, replica)
+        self.note("replica_restarted", replica=replica, pid=restarted.pid)
+
+    def restore(self) -> list[str]:
+        """Undoes every change, newest first; returns what could not be undone (each also logged)."""
+        with self._lock:
+            undo, self._undo = list(reversed(self._undo)), []
+        failures = []
+        for what, action in undo:
+            try:
+                action()
+            except Exception as error:  # one failed undo must not leave the others undone
+                log.warning(event("chaos_restore_failed", action=what, error=str(error)))
+                failures.append(f"{what}: {error}")
+        if undo:
+            self.note("restored", actions=len(undo), failures=len(failures))
+        return failures
