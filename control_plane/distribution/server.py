@@ -16,11 +16,11 @@ import grpc
 from control_plane.distribution.session import DistributionSession, SessionProtocolError
 from control_plane.distribution.table_cache import RegionWatch, TableCache
 from meridian_common.logging_setup import event
+from meridian_common.table_distribution import REPLICA_METADATA_KEY
 from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 log = logging.getLogger(__name__)
 
-REPLICA_METADATA_KEY = "meridian-replica-id"
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     # Pings find routers that vanished without closing their stream; allow the routers' own pings.

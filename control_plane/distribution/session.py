@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from meridian_common.table_distribution import NackRecord
 from meridian_proto import distribution_pb2, routing_pb2
 
 
@@ -52,13 +53,6 @@ TRANSITIONS: dict[SessionState, dict[SessionEvent, SessionState]] = {
 
 class SessionProtocolError(Exception):
     """A message or table the session's current state does not allow; the session is left as it was."""
-
-
-@dataclass(frozen=True, slots=True)
-class NackRecord:
-    version: int
-    reason: str
-    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,6 @@ class TableCache:
                 in_flight_version=record.in_flight_version,
                 last_nack_version=nack.version if nack else None,
                 last_nack_reason=nack.reason if nack else "",
-                last_nack_age_s=max(0.0, now - nack.at) if nack else None,
+                last_nack_age_s=max(0.0, now - nack.at) if nack and nack.at is not None else None,
             )
         return sorted(live.values(), key=lambda s: (not s.connected, s.region, s.router_id))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from meridian_common.histogram import Histogram, IncompatibleHistogram
+from meridian_common.telemetry_counts import TelemetryCounts
 from meridian_proto import telemetry_pb2
 
 StatsKey = tuple[str, str]
@@ -68,13 +69,8 @@ class MergedStats:
 
 @dataclass(slots=True)
 class _Accumulator:
+    counts: TelemetryCounts = field(default_factory=TelemetryCounts)
     deployment_region: str = ""
-    requests: int = 0
-    errors: int = 0
-    ttft: Histogram = field(default_factory=Histogram)
-    tpot: Histogram = field(default_factory=Histogram)
-    input_tokens: int = 0
-    output_tokens: int = 0
     dropped_samples: int = 0
     rejected_samples: int = 0
     # router -> (window end, in_flight, queue_depth) of its latest sample
@@ -82,18 +78,11 @@ class _Accumulator:
 
     def add(self, sample: telemetry_pb2.TelemetrySample) -> None:
         try:
-            ttft = Histogram.from_proto(sample.ttft)
-            tpot = Histogram.from_proto(sample.tpot)
+            self.counts.add_sample(sample)
         except IncompatibleHistogram:
             # One router on other bucket bounds must not poison the figures of all the others.
             self.rejected_samples += 1
             return
-        self.ttft.merge(ttft)
-        self.tpot.merge(tpot)
-        self.requests += sample.requests
-        self.errors += min(sample.errors, sample.requests)
-        self.input_tokens += sample.input_tokens
-        self.output_tokens += sample.output_tokens
         self.dropped_samples += sample.dropped_samples
         if sample.deployment_region:
             self.deployment_region = sample.deployment_region
@@ -102,18 +91,19 @@ class _Accumulator:
             self.gauges[sample.router_id] = (sample.window_end_unix_ms, sample.in_flight, sample.queue_depth)
 
     def freeze(self, key: StatsKey) -> MergedStats:
+        counts = self.counts
         return MergedStats(
             model=key[0],
             deployment=key[1],
             deployment_region=self.deployment_region,
-            requests=self.requests,
-            errors=self.errors,
-            ttft=self.ttft,
-            tpot=self.tpot,
+            requests=counts.requests,
+            errors=counts.errors,
+            ttft=counts.ttft,
+            tpot=counts.tpot,
             in_flight=sum(g[1] for g in self.gauges.values()),
             queue_depth=sum(g[2] for g in self.gauges.values()),
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
+            input_tokens=counts.input_tokens,
+            output_tokens=counts.output_tokens,
             routers=frozenset(self.gauges),
             dropped_samples=self.dropped_samples,
             rejected_samples=self.rejected_samples,

@@ -12,7 +12,6 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis_asyncio
 from google.protobuf.message import DecodeError
@@ -21,26 +20,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from meridian_common.logging_setup import event
+from meridian_common.telemetry_stream import BATCH_FIELD, redis_endpoint, stream_key
 from meridian_proto import telemetry_pb2
 
 log = logging.getLogger(__name__)
-
-STREAM_PREFIX = "meridian:telemetry:"
-"""Stream `meridian:telemetry:<region>`; data_plane/telemetry/publisher.py writes the same key (the two
-planes share no module, tests/control_plane/test_telemetry_reader.py checks that the names agree)."""
-BATCH_FIELD = b"batch"
-
-
-def stream_key(region: str) -> str:
-    return STREAM_PREFIX + region
-
-
-def redis_endpoint(url: str) -> str:
-    """host:port of a Redis URL, for logs: the URL itself may carry a password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
 class SampleWindow:

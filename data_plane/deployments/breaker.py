@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from data_plane.table.snapshot import BreakerSettings
+from meridian_common.catalog import BreakerConfig
 
 DEFAULT_TRIAL_TIMEOUT_S = 10.0
 _WINDOW_SLOTS = 10
@@ -108,7 +108,7 @@ class CircuitBreaker:
     __slots__ = ("deployment", "settings", "trial_timeout_s", "_state", "_opened_at", "_trial_started_at",
                  "_window", "_failures_in_a_row", "_judging_since")
 
-    def __init__(self, deployment: str, settings: BreakerSettings, *,
+    def __init__(self, deployment: str, settings: BreakerConfig, *,
                  trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S) -> None:
         self.deployment = deployment
         self.settings = settings

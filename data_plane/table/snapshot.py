@@ -17,25 +17,9 @@ from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
-_BREAKER_DEFAULTS = BreakerConfig()
 DEFAULT_CACHE_TTL_S = CacheConfig().ttl_s
 DEFAULT_QUEUE_TIMEOUT_S = QueueConfig().timeout_s
 DEFAULT_TYPICAL_OUTPUT_TOKENS = RoutingDefaults().typical_output_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    """The catalog's BreakerConfig as a table carries it; defaults are the catalog's, for tables that
-    leave the breaker unset."""
-
-    error_rate_threshold: float = _BREAKER_DEFAULTS.error_rate_threshold
-    ttft_p95_threshold_ms: float = _BREAKER_DEFAULTS.ttft_p95_threshold_ms  # 0 = off
-    tpot_p95_threshold_ms: float = _BREAKER_DEFAULTS.tpot_p95_threshold_ms  # 0 = off
-    min_requests: int = _BREAKER_DEFAULTS.min_requests
-    open_duration_s: float = _BREAKER_DEFAULTS.open_duration_s
-    window_s: float = _BREAKER_DEFAULTS.window_s
-    consecutive_failures: int = _BREAKER_DEFAULTS.consecutive_failures  # 0 = off
-    max_ejection_percent: float = _BREAKER_DEFAULTS.max_ejection_percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +55,7 @@ class ModelSpec:
     deployments: tuple[DeploymentSpec, ...]
     cache_enabled: bool
     cache_ttl_s: float
-    breaker: BreakerSettings
+    breaker: BreakerConfig
     local_ratio: float
     client_rpm: int = 0  # per client API key; 0 = no limit
     client_tpm: int = 0
@@ -234,9 +218,9 @@ def _deployment_spec(model_where: str, deployment: routing_pb2.Deployment) -> De
     )
 
 
-def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerSettings:
+def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerConfig:
     if not route.HasField("breaker"):
-        return BreakerSettings()
+        return BreakerConfig()
     b = route.breaker
     where = f"{where} breaker"
     if not (0.0 < b.error_rate_threshold <= 1.0):
@@ -251,7 +235,8 @@ def _breaker_settings(where: str, route: routing_pb2.ModelRoute) -> BreakerSetti
         value = getattr(b, field)
         if not (math.isfinite(value) and value > 0):
             raise InvalidTable(f"{where}: {field} must be > 0, got {value}")
-    return BreakerSettings(
+    # Checked above with the table's own messages, so the catalog's validation is not run twice.
+    return BreakerConfig.model_construct(
         error_rate_threshold=b.error_rate_threshold,
         ttft_p95_threshold_ms=b.ttft_p95_threshold_ms,
         tpot_p95_threshold_ms=b.tpot_p95_threshold_ms,

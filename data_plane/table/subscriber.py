@@ -19,6 +19,7 @@ import grpc
 from data_plane.table.store import TableStore
 from data_plane.table.sync import HeldTable, Outcome, RouterIdentity, SyncState, TableSyncSession, Validate
 from meridian_common.logging_setup import event
+from meridian_common.table_distribution import REPLICA_METADATA_KEY
 from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 Apply = Callable[[routing_pb2.RoutingTable], None]
 
 # The distribution server sends this in its initial metadata; its arrival means the stream is up.
-REPLICA_METADATA_KEY = "meridian-replica-id"
 
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     # Pings notice a replica that vanished without closing the connection (host down, partition).

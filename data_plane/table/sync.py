@@ -9,6 +9,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meridian_common.table_distribution import NackRecord
 from meridian_proto import distribution_pb2, routing_pb2
 
 Validate = Callable[[routing_pb2.RoutingTable], None]
@@ -71,12 +72,6 @@ class RouterIdentity:
     router_id: str
     region: str
     url: str
-
-
-@dataclass(frozen=True, slots=True)
-class NackRecord:
-    version: int
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meridian_common.histogram import Histogram
+from meridian_common.telemetry_counts import TelemetryCounts
 from meridian_proto import telemetry_pb2
 
 DeploymentKey = tuple[str, str]
@@ -18,31 +19,18 @@ DeploymentKey = tuple[str, str]
 
 @dataclass(slots=True)
 class DeploymentAccumulator:
-    """Counts of one deployment since the last drain; mutable, owned by one TelemetryAccumulators."""
+    """What one deployment answered since the last drain; mutable, owned by one TelemetryAccumulators. The
+    whole-answer latency goes to the sample for dashboards only: nothing decides on it."""
 
-    requests: int = 0
-    errors: int = 0
+    counts: TelemetryCounts = field(default_factory=TelemetryCounts)
     latency: Histogram = field(default_factory=Histogram)
-    ttft: Histogram = field(default_factory=Histogram)
-    tpot: Histogram = field(default_factory=Histogram)
-    input_tokens: int = 0
-    output_tokens: int = 0
 
     def record(self, *, ok: bool, latency_ms: float, ttft_ms: float | None, tpot_ms: float | None,
                input_tokens: int, output_tokens: int) -> None:
-        self.requests += 1
-        if not ok:
-            # Same rule as DeploymentStats: a connection refused in 1 ms must not make a broken
-            # deployment look fast, so failures count in `errors` only.
-            self.errors += 1
-            return
-        self.latency.record(latency_ms)
-        if ttft_ms is not None:
-            self.ttft.record(ttft_ms)
-        if tpot_ms is not None:
-            self.tpot.record(tpot_ms)
-        self.input_tokens += max(0, input_tokens)
-        self.output_tokens += max(0, output_tokens)
+        self.counts.record_answer(ok=ok, ttft_ms=ttft_ms, tpot_ms=tpot_ms, input_tokens=input_tokens,
+                                  output_tokens=output_tokens)
+        if ok:
+            self.latency.record(latency_ms)
 
 
 class TelemetryAccumulators:
@@ -94,7 +82,7 @@ class TelemetryAccumulators:
         # A clock stepped backwards must not produce a window that ends before it starts.
         window_end = max(now_unix_ms, window_start)
         self._window_start_unix_ms = window_end
-        used = {key for key, acc in by_key.items() if acc.requests > 0}
+        used = {key for key, acc in by_key.items() if acc.counts.requests > 0}
         now_in_flight = {key for key, count in in_flight.items() if count > 0}
         used.update(now_in_flight)
         used.update(self._reported_in_flight)
@@ -118,17 +106,8 @@ class TelemetryAccumulators:
                 queue_depth=max(0, queues.get(model, 0)),
             )
             if accumulator is not None:
-                sample.requests = accumulator.requests
-                sample.errors = accumulator.errors
-                sample.input_tokens = accumulator.input_tokens
-                sample.output_tokens = accumulator.output_tokens
-                # An empty histogram stays unset: its ~200 zero buckets would be most of the message,
-                # and Histogram.from_proto reads an unset one as empty.
+                accumulator.counts.write_to(sample)
                 if accumulator.latency.count:
                     sample.latency.CopyFrom(accumulator.latency.to_proto())
-                if accumulator.ttft.count:
-                    sample.ttft.CopyFrom(accumulator.ttft.to_proto())
-                if accumulator.tpot.count:
-                    sample.tpot.CopyFrom(accumulator.tpot.to_proto())
             samples.append(sample)
         return samples

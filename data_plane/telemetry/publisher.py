@@ -14,7 +14,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
@@ -22,29 +21,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from meridian_common.logging_setup import event
+from meridian_common.telemetry_stream import BATCH_FIELD, redis_endpoint, stream_key
 from meridian_proto import telemetry_pb2
 
 log = logging.getLogger(__name__)
 
-STREAM_PREFIX = "meridian:telemetry:"
-"""Stream `meridian:telemetry:<region>`; control_plane/telemetry/reader.py names the same key."""
-BATCH_FIELD = b"batch"
-"""The one field of each stream entry: a serialized TelemetryBatch."""
 
 Collect = Callable[[], list[telemetry_pb2.TelemetrySample]]
 _SampleKey = tuple[str, str]
-
-
-def stream_key(region: str) -> str:
-    return STREAM_PREFIX + region
-
-
-def redis_endpoint(url: str) -> str:
-    """host:port of a Redis URL, for logs: the URL itself may carry a password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
 class TelemetryBuffer:

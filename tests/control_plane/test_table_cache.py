@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from control_plane.distribution.session import NackRecord, RouterRecord
+from control_plane.distribution.session import RouterRecord
 from control_plane.distribution.table_cache import InconsistentTableError, StaleTableError, TableCache
+from meridian_common.table_distribution import NackRecord
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 

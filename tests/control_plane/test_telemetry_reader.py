@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from control_plane.telemetry import reader as telemetry_reader
-from control_plane.telemetry.reader import SampleWindow, TelemetryReader, stream_key
-from data_plane.telemetry import publisher as telemetry_publisher
+from control_plane.telemetry.reader import SampleWindow, TelemetryReader
 from meridian_common.service_process import LOOPBACK, pick_free_port
+from meridian_common.telemetry_stream import stream_key
 from meridian_proto import telemetry_pb2
 from regions.local_services import RunningService
 
@@ -30,12 +29,6 @@ def sample(end_ms: int, deployment: str = "a", region: str = "test") -> telemetr
 
 def batch(*samples: telemetry_pb2.TelemetrySample) -> dict[bytes, bytes]:
     return {b"batch": telemetry_pb2.TelemetryBatch(samples=samples).SerializeToString()}
-
-
-def test_both_planes_name_the_same_stream_and_field() -> None:
-    assert telemetry_reader.stream_key("eu-west") == telemetry_publisher.stream_key("eu-west") \
-        == "meridian:telemetry:eu-west"
-    assert telemetry_reader.BATCH_FIELD == telemetry_publisher.BATCH_FIELD
 
 
 # --- the window, pure ---------------------------------------------------------------------------------------

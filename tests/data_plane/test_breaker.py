@@ -21,18 +21,18 @@ from data_plane.deployments.breaker import (
     ejection_limit,
 )
 from data_plane.serving.answer_timing import AnswerTiming, slowness, whole_answer_timing
-from data_plane.table.snapshot import BreakerSettings
+from meridian_common.catalog import BreakerConfig
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 # The window's rules alone; the failures-in-a-row rule has its own tests.
-SETTINGS = BreakerSettings(error_rate_threshold=0.5, ttft_p95_threshold_ms=1000.0, tpot_p95_threshold_ms=50.0,
+SETTINGS = BreakerConfig(error_rate_threshold=0.5, ttft_p95_threshold_ms=1000.0, tpot_p95_threshold_ms=50.0,
                            min_requests=5, open_duration_s=5.0, window_s=10.0, consecutive_failures=0)
 FAST = AnswerTiming(ttft_ms=80.0, tpot_ms=6.0)
 SLOW_TTFT = AnswerTiming(ttft_ms=1500.0, tpot_ms=6.0)
 SLOW_TPOT = AnswerTiming(ttft_ms=80.0, tpot_ms=120.0)
 
 
-def _slow(timing: AnswerTiming, settings: BreakerSettings = SETTINGS, rtt_ms: float = 0.0) -> str | None:
+def _slow(timing: AnswerTiming, settings: BreakerConfig = SETTINGS, rtt_ms: float = 0.0) -> str | None:
     return slowness(timing, ttft_threshold_ms=settings.ttft_p95_threshold_ms,
                     tpot_threshold_ms=settings.tpot_p95_threshold_ms, rtt_ms=rtt_ms)
 
@@ -83,7 +83,7 @@ def test_closed_breaker_trips_on_error_rate_or_ttft_or_tpot_p95(outcomes: list[t
 @pytest.mark.parametrize("tokens", [16, 200, 800, 4000])
 def test_a_long_answer_from_a_healthy_backend_never_trips(tokens: int) -> None:
     """The bug this breaker was rebuilt for: whole-answer time grows with the answer, TTFT and TPOT do not."""
-    settings = BreakerSettings(ttft_p95_threshold_ms=500.0, tpot_p95_threshold_ms=25.0, min_requests=3,
+    settings = BreakerConfig(ttft_p95_threshold_ms=500.0, tpot_p95_threshold_ms=25.0, min_requests=3,
                                consecutive_failures=2)
     breaker = CircuitBreaker("a", settings)
     # A whole (non-streamed) answer: only its total time is seen, 24 s for 4000 tokens.
@@ -106,12 +106,12 @@ def test_a_long_answer_from_a_healthy_backend_never_trips(tokens: int) -> None:
 )
 def test_slowness_judges_ttft_without_the_rtt_and_tpot(timing: AnswerTiming, rtt_ms: float,
                                                        reason: str | None) -> None:
-    settings = BreakerSettings(ttft_p95_threshold_ms=500.0, tpot_p95_threshold_ms=25.0)
+    settings = BreakerConfig(ttft_p95_threshold_ms=500.0, tpot_p95_threshold_ms=25.0)
     assert _slow(timing, settings, rtt_ms) == reason
 
 
 def test_thresholds_of_zero_are_off() -> None:
-    breaker = CircuitBreaker("a", BreakerSettings(ttft_p95_threshold_ms=0.0, tpot_p95_threshold_ms=0.0))
+    breaker = CircuitBreaker("a", BreakerConfig(ttft_p95_threshold_ms=0.0, tpot_p95_threshold_ms=0.0))
     for _ in range(50):
         assert _answer(breaker, 1.0, AnswerTiming(60_000.0, 5_000.0)) is None
 
@@ -262,7 +262,7 @@ def test_random_event_sequences_keep_every_invariant(script: list[Step]) -> None
 
 
 def test_failures_in_a_row_trip_a_breaker_whose_window_is_mostly_successes() -> None:
-    breaker = CircuitBreaker("a", BreakerSettings(error_rate_threshold=0.5, min_requests=5, consecutive_failures=3))
+    breaker = CircuitBreaker("a", BreakerConfig(error_rate_threshold=0.5, min_requests=5, consecutive_failures=3))
     for _ in range(40):
         assert _answer(breaker, 1.0) is None
     assert breaker.record(2.0, ok=False) is None
@@ -273,7 +273,7 @@ def test_failures_in_a_row_trip_a_breaker_whose_window_is_mostly_successes() -> 
 
 
 def test_failures_in_a_row_can_be_turned_off() -> None:
-    breaker = CircuitBreaker("a", BreakerSettings(error_rate_threshold=0.9, min_requests=5, consecutive_failures=0))
+    breaker = CircuitBreaker("a", BreakerConfig(error_rate_threshold=0.9, min_requests=5, consecutive_failures=0))
     for _ in range(40):
         _answer(breaker, 1.0)
     assert all(breaker.record(2.0, ok=False) is None for _ in range(10))
@@ -281,7 +281,7 @@ def test_failures_in_a_row_can_be_turned_off() -> None:
 
 
 def test_slow_answers_in_a_row_count_as_failures() -> None:
-    settings = BreakerSettings(tpot_p95_threshold_ms=20.0, min_requests=5, consecutive_failures=2)
+    settings = BreakerConfig(tpot_p95_threshold_ms=20.0, min_requests=5, consecutive_failures=2)
     breaker = CircuitBreaker("a", settings)
     for _ in range(40):
         _answer(breaker, 1.0)
@@ -301,7 +301,7 @@ def test_ejection_limit_is_the_percentage_rounded_down_and_at_least_one(deployme
 
 
 def test_a_trip_over_the_ejection_cap_is_held_and_retried_on_the_next_answer() -> None:
-    breaker = CircuitBreaker("a", BreakerSettings(min_requests=3, consecutive_failures=2))
+    breaker = CircuitBreaker("a", BreakerConfig(min_requests=3, consecutive_failures=2))
     assert breaker.record(1.0, ok=False, may_open=False) is None
     held = breaker.record(1.1, ok=False, may_open=False)
     assert held == TripHeld("a", "2 failed or slow answers in a row") and breaker.state is CLOSED
@@ -313,7 +313,7 @@ def test_a_trip_over_the_ejection_cap_is_held_and_retried_on_the_next_answer() -
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=60))
 def test_a_breaker_that_may_not_open_never_leaves_closed(outcomes: list[tuple[bool, bool]]) -> None:
-    breaker = CircuitBreaker("a", BreakerSettings(min_requests=1, consecutive_failures=1))
+    breaker = CircuitBreaker("a", BreakerConfig(min_requests=1, consecutive_failures=1))
     for index, (ok, slow) in enumerate(outcomes):
         change = breaker.record(index * 0.1, ok=ok, slow="slow" if slow else None, may_open=False)
         assert change is None or isinstance(change, TripHeld)

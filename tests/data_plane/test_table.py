@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from data_plane.config import RouterConfig, bootstrap_table
-from data_plane.table.snapshot import BreakerSettings, InvalidTable, TableSnapshot, snapshot_from_proto
+from data_plane.table.snapshot import InvalidTable, TableSnapshot, snapshot_from_proto
 from meridian_common.catalog import BreakerConfig, CacheConfig
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
@@ -61,7 +61,7 @@ def test_bootstrap_table_passes() -> None:
     assert (big.policy, big.latency_budget_ms, big.fallbacks, big.priority) == ("cost-first", 800, ("small",),
                                                                                 "balanced")
     assert (big.cache_enabled, big.cache_ttl_s, big.local_ratio) == (True, 60.0, 1.0)
-    assert big.breaker == BreakerSettings(**{**BreakerConfig().model_dump(), "error_rate_threshold": 0.4,
+    assert big.breaker == BreakerConfig(**{**BreakerConfig().model_dump(), "error_rate_threshold": 0.4,
                                              "min_requests": 10})
     a, b = big.deployments
     assert (a.name, a.url, a.max_concurrency, a.api_key_env, a.quality) == (
@@ -77,7 +77,7 @@ def test_unset_breaker_and_cache_take_the_config_defaults() -> None:
         model.ClearField("cache")
     snapshot = snapshot_from_proto(_rehashed(table), expected_region="us-east")
     small = snapshot.models["small"]
-    assert small.breaker == BreakerSettings(**BreakerConfig().model_dump())
+    assert small.breaker == BreakerConfig()
     assert (small.cache_enabled, small.cache_ttl_s) == (CacheConfig().enabled, CacheConfig().ttl_s)
 
 

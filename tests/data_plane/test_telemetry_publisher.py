@@ -16,8 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control_plane.telemetry.reader import TelemetryReader
-from data_plane.telemetry.publisher import TelemetryBuffer, TelemetryPublisher, redis_endpoint, stream_key
+from data_plane.telemetry.publisher import TelemetryBuffer, TelemetryPublisher
 from meridian_common.service_process import LOOPBACK, pick_free_port
+from meridian_common.telemetry_stream import stream_key
 from meridian_proto import telemetry_pb2
 from regions.local_services import RunningService, start_redis
 
@@ -121,11 +122,6 @@ def test_every_dropped_sample_is_reported_once_or_still_held(max_batches: int,
     held = sum(n for _, n in stamped(buffer))
     assert buffer.dropped_samples == reported + held + buffer.unreported_dropped
     assert appended == delivered + buffer.dropped_samples + len(stamped(buffer))
-
-
-def test_the_log_names_the_endpoint_never_the_password() -> None:
-    assert redis_endpoint("redis://user:s3cret@10.0.0.5:6380/0") == "10.0.0.5:6380"
-    assert redis_endpoint("rediss://:s3cret@cache.internal/1") == "cache.internal:6379"
 
 
 # --- against a real Redis -----------------------------------------------------------------------------------
