@@ -13,21 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from meridian_common.catalog import DeploymentConfig, FrozenModel, ModelConfig
-from meridian_common.config_loading import ConfigError, load_yaml, validate
+from meridian_common.config_loading import FieldReferenceError, load_yaml, validate
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class CatalogReferenceError(ValueError):
-    """A cross-reference in the catalog that does not resolve; `path` is the offending field's path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}")
 
 
 class EtcdConfig(FrozenModel):
@@ -133,9 +124,9 @@ class ControlPlaneConfig(FrozenModel):
     @model_validator(mode="after")
     def _consistent(self) -> ControlPlaneConfig:
         if self.telemetry_window_s < self.tick_s:
-            raise CatalogReferenceError("telemetry_window_s", "must be >= tick_s, or ticks miss samples")
+            raise FieldReferenceError("telemetry_window_s", "must be >= tick_s, or ticks miss samples")
         if self.compute.probe_after_s <= self.telemetry_window_s:
-            raise CatalogReferenceError(
+            raise FieldReferenceError(
                 "compute.probe_after_s",
                 f"must exceed telemetry_window_s ({self.telemetry_window_s}), or a probe would be judged on "
                 "the samples that got the deployment ejected",
@@ -143,7 +134,7 @@ class ControlPlaneConfig(FrozenModel):
         for listener in ("grpc", "admin"):
             host = getattr(self, listener).host
             if not self.tls.enabled and not plaintext_allowed(host, self.tls):
-                raise CatalogReferenceError(
+                raise FieldReferenceError(
                     f"{listener}.host",
                     f"{host!r} is not a loopback address and tls has no cert_file; "
                     "configure tls or set tls.allow_plaintext: true",
@@ -157,23 +148,23 @@ class ControlPlaneConfig(FrozenModel):
             for other, rtt in region.rtt_ms.items():
                 path = f"regions.{name}.rtt_ms.{other}"
                 if other not in self.regions:
-                    raise CatalogReferenceError(
+                    raise FieldReferenceError(
                         path, f"unknown region {other!r}; known: {_names(self.regions)}"
                     )
                 if not math.isfinite(rtt) or rtt < 0:
-                    raise CatalogReferenceError(path, f"RTT must be a finite number >= 0, got {rtt}")
+                    raise FieldReferenceError(path, f"RTT must be a finite number >= 0, got {rtt}")
                 if other == name and rtt != 0:
-                    raise CatalogReferenceError(path, "the RTT of a region to itself is 0")
+                    raise FieldReferenceError(path, "the RTT of a region to itself is 0")
                 reverse = self.regions[other].rtt_ms.get(name)
                 if reverse is not None and reverse != rtt:
-                    raise CatalogReferenceError(
+                    raise FieldReferenceError(
                         path, f"RTT is symmetric but regions.{other}.rtt_ms.{name} is {reverse}, here {rtt}"
                     )
         names = sorted(self.regions)
         for index, first in enumerate(names):
             for second in names[index + 1 :]:
                 if second not in self.regions[first].rtt_ms and first not in self.regions[second].rtt_ms:
-                    raise CatalogReferenceError(
+                    raise FieldReferenceError(
                         f"regions.{first}.rtt_ms", f"no RTT to {second!r} (define it one way or the other)"
                     )
 
@@ -181,13 +172,13 @@ class ControlPlaneConfig(FrozenModel):
         for name, model in self.models.items():
             for index, deployment in enumerate(model.deployments):
                 if deployment.region not in self.regions:
-                    raise CatalogReferenceError(
+                    raise FieldReferenceError(
                         f"models.{name}.deployments.{index}.region",
                         f"unknown region {deployment.region!r}; known: {_names(self.regions)}",
                     )
             for fallback in model.fallbacks:
                 if fallback == name or fallback not in self.models:
-                    raise CatalogReferenceError(
+                    raise FieldReferenceError(
                         f"models.{name}.fallbacks", f"fallback {fallback!r} must be another catalog model"
                     )
 
@@ -225,13 +216,6 @@ def default_replica_id(hostname: str, pid: int) -> str:
 
 def parse_control_plane_config(document: Any, source: str) -> ControlPlaneConfig:
     """Validates an already-parsed document; errors are ConfigErrors naming `source` and the field path."""
-    try:
-        return ControlPlaneConfig.model_validate(document if document is not None else {})
-    except ValidationError as error:
-        cause = error.errors()[0].get("ctx", {}).get("error")
-        if isinstance(cause, CatalogReferenceError):
-            raise ConfigError(source, cause.path, cause.message) from error
-    # Not a cross-reference problem: the shared loader formats it (it re-validates to find the first error).
     return validate(ControlPlaneConfig, document, source)
 
 

@@ -31,6 +31,16 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class FieldReferenceError(ValueError):
+    """Raised by a model validator for a field other than the one it validates (a cross-reference that does
+    not resolve, say): `validate` reports it at `path` instead of at the validator's place."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
 def _format_path(parts: tuple[str | int, ...]) -> str:
     return ".".join(str(p) for p in parts) or "(top level)"
 
@@ -92,6 +102,9 @@ def validate(model: type[Model], document: Any, source: str) -> Model:
         return model.model_validate(document if document is not None else {})
     except ValidationError as error:
         first = error.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, FieldReferenceError):
+            raise ConfigError(source, cause.path, cause.message) from error
         expected = first["msg"]
         if first["type"] == "extra_forbidden":
             expected = "unknown field (check its spelling against docs/)"

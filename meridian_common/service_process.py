@@ -76,6 +76,32 @@ class ServiceProcess(ManagedProcess):
         return f"http://{LOOPBACK}:{self.port}"
 
 
+class ProcessHandle:
+    """The controls every handle on a started child offers, through the ManagedProcess it holds as `managed`."""
+
+    __slots__ = ()
+    managed: ManagedProcess
+
+    @property
+    def pid(self) -> int:
+        return self.managed.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.managed.log_path
+
+    def alive(self) -> bool:
+        return self.managed.alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`; the child is always reaped."""
+        self.managed.stop(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as its clients can tell."""
+        self.managed.kill()
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -21,6 +21,7 @@ from meridian_common.logging_setup import event
 from meridian_common.service_process import (
     LOOPBACK,
     ManagedProcess,
+    ProcessHandle,
     ServiceStartError,
     pick_free_port,
     spawn,
@@ -35,29 +36,12 @@ _BIND_FAILURES = ("address already in use", "bind: address", "could not create s
 
 
 @dataclass(frozen=True, slots=True)
-class RunningService:
+class RunningService(ProcessHandle):
     name: str
     host: str
     port: int
     url: str
     managed: ManagedProcess
-
-    @property
-    def pid(self) -> int:
-        return self.managed.pid
-
-    @property
-    def log_path(self) -> Path:
-        return self.managed.log_path
-
-    def alive(self) -> bool:
-        return self.managed.alive()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self.managed.stop(timeout_s)
-
-    def kill(self) -> None:
-        self.managed.kill()
 
 
 def etcd_executable() -> Path:

@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, HttpUrl, ValidationError, model_validator
+from pydantic import Field, HttpUrl, model_validator
 
 from meridian_common.catalog import FrozenModel, RoutingDefaults
-from meridian_common.config_loading import ConfigError, load_yaml, validate
+from meridian_common.config_loading import FieldReferenceError, load_yaml, validate
 from meridian_common.workload import REALISTIC, WorkloadConfig
 
 # Names end up in proxy names, file names and URLs, so they stay plain.
@@ -23,15 +23,6 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SIMULATOR_ONLY = ("ttft_ms", "itl_ms", "capacity", "seed")
 
 Architecture = Literal["dense", "moe", "linear-attention", "hybrid", "other"]
-
-
-class TopologyReferenceError(ValueError):
-    """A cross-reference that does not resolve; `path` is the offending field's path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}")
 
 
 class BackendSpec(FrozenModel):
@@ -98,14 +89,14 @@ class Topology(FrozenModel):
         self._check_models()
         for name, client in self.clients.items():
             if client.region not in self.regions:
-                raise TopologyReferenceError(f"clients.{name}.region",
+                raise FieldReferenceError(f"clients.{name}.region",
                                              f"unknown region {client.region!r}; known: {_names(self.regions)}")
         return self
 
     def _check_region_names(self) -> None:
         for name in self.regions:
             if not re.fullmatch(_NAME, name):
-                raise TopologyReferenceError(f"regions.{name}", "a region name is lower-case letters, digits "
+                raise FieldReferenceError(f"regions.{name}", "a region name is lower-case letters, digits "
                                              "and '-' (it is part of proxy and file names)")
 
     def _check_rtts(self) -> None:
@@ -113,20 +104,20 @@ class Topology(FrozenModel):
             for other, rtt in region.rtt_ms.items():
                 path = f"regions.{name}.rtt_ms.{other}"
                 if other not in self.regions:
-                    raise TopologyReferenceError(path, f"unknown region {other!r}; known: {_names(self.regions)}")
+                    raise FieldReferenceError(path, f"unknown region {other!r}; known: {_names(self.regions)}")
                 if not math.isfinite(rtt) or rtt < 0:
-                    raise TopologyReferenceError(path, f"RTT must be a finite number >= 0, got {rtt}")
+                    raise FieldReferenceError(path, f"RTT must be a finite number >= 0, got {rtt}")
                 if other == name and rtt != 0:
-                    raise TopologyReferenceError(path, "the RTT of a region to itself is 0")
+                    raise FieldReferenceError(path, "the RTT of a region to itself is 0")
                 reverse = self.regions[other].rtt_ms.get(name)
                 if reverse is not None and reverse != rtt:
-                    raise TopologyReferenceError(
+                    raise FieldReferenceError(
                         path, f"RTT is symmetric but regions.{other}.rtt_ms.{name} is {reverse}, here {rtt}")
         names = sorted(self.regions)
         for index, first in enumerate(names):
             for second in names[index + 1:]:
                 if second not in self.regions[first].rtt_ms and first not in self.regions[second].rtt_ms:
-                    raise TopologyReferenceError(f"regions.{first}.rtt_ms",
+                    raise FieldReferenceError(f"regions.{first}.rtt_ms",
                                                  f"no RTT to {second!r} (define it one way or the other)")
 
     def _check_backends(self) -> None:
@@ -135,20 +126,20 @@ class Topology(FrozenModel):
             for index, backend in enumerate(region.backends):
                 path = f"regions.{region_name}.backends.{index}"
                 if backend.name in seen:
-                    raise TopologyReferenceError(f"{path}.name", f"backend {backend.name!r} is already defined "
+                    raise FieldReferenceError(f"{path}.name", f"backend {backend.name!r} is already defined "
                                                  f"at {seen[backend.name]}; names are unique in the topology")
                 seen[backend.name] = path
                 if backend.model not in self.models:
-                    raise TopologyReferenceError(f"{path}.model", f"unknown model {backend.model!r}; "
+                    raise FieldReferenceError(f"{path}.model", f"unknown model {backend.model!r}; "
                                                  f"known: {_names(self.models)}")
 
     def _check_models(self) -> None:
         for name, model in self.models.items():
             if not self.backends_of(name):
-                raise TopologyReferenceError(f"models.{name}", "no backend of any region serves this model")
+                raise FieldReferenceError(f"models.{name}", "no backend of any region serves this model")
             for fallback in model.fallbacks:
                 if fallback == name or fallback not in self.models:
-                    raise TopologyReferenceError(f"models.{name}.fallbacks",
+                    raise FieldReferenceError(f"models.{name}.fallbacks",
                                                  f"fallback {fallback!r} must be another model of the topology")
 
     # --- queries -------------------------------------------------------------------------------------------
@@ -177,12 +168,6 @@ def _names(mapping: dict[str, Any]) -> str:
 
 
 def parse_topology(document: Any, source: str) -> Topology:
-    try:
-        return Topology.model_validate(document if document is not None else {})
-    except ValidationError as error:
-        cause = error.errors()[0].get("ctx", {}).get("error")
-        if isinstance(cause, TopologyReferenceError):
-            raise ConfigError(source, cause.path, cause.message) from error
     return validate(Topology, document, source)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from meridian_common.service_process import ServiceProcess, ServiceStartError, start_service
+from meridian_common.service_process import ProcessHandle, ServiceProcess, ServiceStartError, start_service
 
 __all__ = ["RunningSimulator", "ServiceStartError", "simulator_command", "start_simulator",
            "start_simulators"]
@@ -19,45 +19,26 @@ READY_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
-class RunningSimulator:
-    service: ServiceProcess
+class RunningSimulator(ProcessHandle):
+    managed: ServiceProcess
 
     @property
     def name(self) -> str:
-        return self.service.name
+        return self.managed.name
 
     @property
     def url(self) -> str:
         """`http://127.0.0.1:PORT`, where `/health`, `/metrics` and `/sim/config` live."""
-        return self.service.url
+        return self.managed.url
 
     @property
     def base_url(self) -> str:
         """The OpenAI base URL (`.../v1`), as a client or a router deployment wants it."""
-        return f"{self.service.url}/v1"
+        return f"{self.managed.url}/v1"
 
     @property
     def port(self) -> int:
-        return self.service.port
-
-    @property
-    def pid(self) -> int:
-        return self.service.pid
-
-    @property
-    def log_path(self) -> Path:
-        return self.service.log_path
-
-    def alive(self) -> bool:
-        return self.service.alive()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout_s`; the child is always reaped."""
-        self.service.stop(timeout_s)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, as far as its clients can tell."""
-        self.service.kill()
+        return self.managed.port
 
     def __enter__(self) -> RunningSimulator:
         return self

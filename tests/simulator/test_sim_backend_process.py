@@ -371,7 +371,7 @@ def test_stop_is_prompt_even_mid_stream(tmp_path: Path) -> None:
         started = time.monotonic()
         sim.stop(timeout_s=5.0)
         assert time.monotonic() - started < 4.0
-        assert sim.service.process.returncode == 0  # SIGTERM was handled, not escalated to SIGKILL
+        assert sim.managed.process.returncode == 0  # SIGTERM was handled, not escalated to SIGKILL
         assert "listening" in sim.log_path.read_text()
     finally:
         connection.close()

@@ -10,12 +10,6 @@ from regions.toxiproxy.toxics.toxic import Chunk, Emit, Toxic, ToxicStub, regist
 SLICE_S = 0.1
 
 
-@dataclasses.dataclass(slots=True)
-class BandwidthState:
-    # Seconds of sending still owed; carried across chunks so that small writes add up.
-    owed_s: float = 0.0
-
-
 @register
 @dataclasses.dataclass(frozen=True, slots=True)
 class BandwidthToxic(Toxic):
@@ -48,3 +42,9 @@ class BandwidthToxic(Toxic):
         completed = await stub.sleep(state.owed_s)
         state.owed_s = max(0.0, state.owed_s - (stub.now() - started)) if completed else 0.0
         await emit(dataclasses.replace(chunk, data=data))
+
+
+@dataclasses.dataclass(slots=True)
+class BandwidthState:
+    # Seconds of sending still owed; carried across chunks so that small writes add up.
+    owed_s: float = 0.0

@@ -7,12 +7,6 @@ import dataclasses
 from regions.toxiproxy.toxics.toxic import Chunk, Emit, StreamClosed, Toxic, ToxicStub, register
 
 
-@dataclasses.dataclass(slots=True)
-class LimitDataState:
-    # Per connection, kept across updates of the toxic, as Toxiproxy keeps its stub state.
-    transmitted: int = 0
-
-
 @register
 @dataclasses.dataclass(frozen=True, slots=True)
 class LimitDataToxic(Toxic):
@@ -32,3 +26,9 @@ class LimitDataToxic(Toxic):
             state.transmitted += len(data)
         if self.bytes - state.transmitted <= 0:
             raise StreamClosed()
+
+
+@dataclasses.dataclass(slots=True)
+class LimitDataState:
+    # Per connection, kept across updates of the toxic, as Toxiproxy keeps its stub state.
+    transmitted: int = 0
