@@ -21,20 +21,16 @@ from control_plane.election.campaign import (
     CandidateIdentity,
     DeleteOp,
     Election,
-    ElectionMachine,
     Fence,
-    IllegalTransition,
     NotLeader,
     PutOp,
-    Role,
-    Transition,
-    Trigger,
     fenced_transaction,
     leader_key,
     observe_leader,
     read_leader,
 )
 from control_plane.election.lease_session import LeaseClock, LeaseSession, SessionLost
+from control_plane.election.machine import ElectionMachine, IllegalTransition, Role, Transition, Trigger
 from regions.local_services import RunningService, start_etcd
 
 TTL_S = 2
