@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -43,27 +42,6 @@ class NotLeader(RuntimeError):
         super().__init__(
             f"not the leader of {key.decode(errors='replace')}: {reason} (our epoch {epoch}, {holder})"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateIdentity:
-    """What a leader key's value says about its holder, for followers and `meridian status`."""
-
-    id: str
-    pid: int
-    admin_url: str
-    grpc_url: str
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {"id": self.id, "pid": self.pid, "admin_url": self.admin_url, "grpc_url": self.grpc_url},
-            sort_keys=True,
-        ).encode()
-
-    @classmethod
-    def decode(cls, value: bytes) -> CandidateIdentity:
-        fields = json.loads(value)
-        return cls(str(fields["id"]), int(fields["pid"]), str(fields["admin_url"]), str(fields["grpc_url"]))
 
 
 @dataclass(frozen=True, slots=True)
