@@ -1,6 +1,6 @@
 """Where the control plane keeps its state in etcd, and how a version is read back from a key.
 
-    <prefix>/leader                    the leader's CandidateIdentity (election.py), on its session lease
+    <prefix>/leader                    the leader's CandidateIdentity (election/identity.py), on its session lease
     <prefix>/tables/<region>           serialized RoutingTable, written by the leader's fenced transaction
     <prefix>/policy/current            serialized PolicyDocument in force
     <prefix>/policy/history/<revision> a superseded PolicyDocument, named by the revision it was written at

@@ -37,8 +37,10 @@ from control_plane.config import ControlPlaneConfig
 from control_plane.distribution.server import ServerTlsSettings, start_distribution_server
 from control_plane.distribution.table_cache import TableCache
 from control_plane.distribution.table_follower import TableFollower
-from control_plane.election.campaign import CandidateIdentity, Election, NotLeader, Role
+from control_plane.election.campaign import Election, NotLeader
+from control_plane.election.identity import CandidateIdentity
 from control_plane.election.lease_session import LeaseSession, SessionLost
+from control_plane.election.machine import Role
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
 from control_plane.metrics import ReplicaFigures, replica_metrics
 from control_plane.policy.store import PolicyStore

@@ -18,7 +18,8 @@ from typing import Any
 import aetcd
 
 from control_plane.distribution.table_cache import RouterStatus
-from control_plane.election.campaign import CandidateIdentity, LeaderInfo, read_leader
+from control_plane.election.campaign import LeaderInfo, read_leader
+from control_plane.election.identity import CandidateIdentity
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
 from meridian_proto import policy_pb2, routing_pb2
 

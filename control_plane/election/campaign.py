@@ -2,16 +2,14 @@
 leader key's create-revision, the leader's epoch is that create-revision, and every write the leader makes
 is fenced by a transaction that checks the key is still its own. See docs/election.md.
 
-The role a replica plays is a small pure state machine (`ElectionMachine`); `Election` is the thin shell that
-makes the aetcd calls and feeds the machine.
+The role a replica plays is the pure state machine in machine.py (`ElectionMachine`); `Election` is the thin
+shell that makes the aetcd calls and feeds the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -20,89 +18,12 @@ import aetcd
 from aetcd import EventKind
 
 from control_plane.election.lease_session import LeaseSession, SessionLost
+from control_plane.election.machine import ElectionMachine, Role, Transition, Trigger
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
 
 GUARD_RETRY_S = 0.5
-
-
-# --- the decision: roles and transitions, no I/O ------------------------------------------------------------
-
-
-class Role(enum.Enum):
-    FOLLOWER = "follower"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-    LOST = "lost"
-
-
-class Trigger(enum.Enum):
-    CAMPAIGN = "campaign"
-    WON = "won"
-    CANCELLED = "cancelled"
-    RESIGNED = "resigned"
-    DEPOSED = "deposed"
-    SESSION_DONE = "session_done"
-
-
-_TRANSITIONS: dict[tuple[Role, Trigger], Role] = {
-    (Role.FOLLOWER, Trigger.CAMPAIGN): Role.CANDIDATE,
-    (Role.CANDIDATE, Trigger.WON): Role.LEADER,
-    (Role.CANDIDATE, Trigger.CANCELLED): Role.FOLLOWER,
-    (Role.LEADER, Trigger.RESIGNED): Role.FOLLOWER,
-    (Role.LEADER, Trigger.DEPOSED): Role.FOLLOWER,
-    (Role.FOLLOWER, Trigger.SESSION_DONE): Role.LOST,
-    (Role.CANDIDATE, Trigger.SESSION_DONE): Role.LOST,
-    (Role.LEADER, Trigger.SESSION_DONE): Role.LOST,
-}
-
-
-class IllegalTransition(RuntimeError):
-    """A trigger that the current role does not accept; the machine is left as it was."""
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    before: Role
-    trigger: Trigger
-    after: Role
-    epoch: int | None
-    reason: str
-
-    @property
-    def lost_leadership(self) -> bool:
-        return self.before is Role.LEADER and self.after is not Role.LEADER
-
-
-class ElectionMachine:
-    """Role and epoch of one candidate. LOST is terminal: a lost session cannot be campaigned with again."""
-
-    __slots__ = ("_role", "_epoch")
-
-    def __init__(self) -> None:
-        self._role = Role.FOLLOWER
-        self._epoch: int | None = None
-
-    @property
-    def role(self) -> Role:
-        return self._role
-
-    @property
-    def epoch(self) -> int | None:
-        return self._epoch
-
-    def apply(self, trigger: Trigger, *, epoch: int | None = None, reason: str = "") -> Transition:
-        after = _TRANSITIONS.get((self._role, trigger))
-        if after is None:
-            raise IllegalTransition(f"{trigger.value} is not accepted in role {self._role.value}")
-        if after is Role.LEADER and (epoch is None or epoch <= 0):
-            raise IllegalTransition(f"{trigger.value} needs the leader key's create-revision, got {epoch!r}")
-        kept_epoch = epoch if after is Role.LEADER else self._epoch
-        transition = Transition(self._role, trigger, after, kept_epoch, reason)
-        self._role = after
-        self._epoch = epoch if after is Role.LEADER else None
-        return transition
 
 
 # --- values that cross the shell ----------------------------------------------------------------------------
@@ -121,27 +42,6 @@ class NotLeader(RuntimeError):
         super().__init__(
             f"not the leader of {key.decode(errors='replace')}: {reason} (our epoch {epoch}, {holder})"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateIdentity:
-    """What a leader key's value says about its holder, for followers and `meridian status`."""
-
-    id: str
-    pid: int
-    admin_url: str
-    grpc_url: str
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {"id": self.id, "pid": self.pid, "admin_url": self.admin_url, "grpc_url": self.grpc_url},
-            sort_keys=True,
-        ).encode()
-
-    @classmethod
-    def decode(cls, value: bytes) -> CandidateIdentity:
-        fields = json.loads(value)
-        return cls(str(fields["id"]), int(fields["pid"]), str(fields["admin_url"]), str(fields["grpc_url"]))
 
 
 @dataclass(frozen=True, slots=True)

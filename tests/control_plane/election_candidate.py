@@ -10,7 +10,8 @@ import signal
 
 import aetcd
 
-from control_plane.election.campaign import CandidateIdentity, Election
+from control_plane.election.campaign import Election
+from control_plane.election.identity import CandidateIdentity
 from control_plane.election.lease_session import LeaseSession
 
 

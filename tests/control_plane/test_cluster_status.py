@@ -12,7 +12,8 @@ from control_plane.admin.client import AdminCallError
 from control_plane.admin.cluster_status import LocalView, assemble_status
 from control_plane.admin.service import bearer_of, token_matches
 from control_plane.config import parse_control_plane_config
-from control_plane.election.campaign import CandidateIdentity, LeaderInfo
+from control_plane.election.campaign import LeaderInfo
+from control_plane.election.identity import CandidateIdentity
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord, decode_table, encode_table
 from control_plane.tables.compute import ComputeState, compute_tables
 from control_plane.tables.publisher import tables_to_publish

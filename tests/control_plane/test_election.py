@@ -18,23 +18,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control_plane.election.campaign import (
-    CandidateIdentity,
     DeleteOp,
     Election,
-    ElectionMachine,
     Fence,
-    IllegalTransition,
     NotLeader,
     PutOp,
-    Role,
-    Transition,
-    Trigger,
     fenced_transaction,
     leader_key,
     observe_leader,
     read_leader,
 )
+from control_plane.election.identity import CandidateIdentity
 from control_plane.election.lease_session import LeaseClock, LeaseSession, SessionLost
+from control_plane.election.machine import ElectionMachine, IllegalTransition, Role, Transition, Trigger
 from regions.local_services import RunningService, start_etcd
 
 TTL_S = 2
