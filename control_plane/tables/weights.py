@@ -84,8 +84,9 @@ def bounded_shares(raw: Mapping[str, float], floor: float, cap: float) -> dict[s
     largest = max(raw.values())
     if largest <= 0:
         return {name: 1.0 / len(raw) for name in raw}
-    # A zero would stay at the floor for any scale and could make the sum unreachable under the caps.
-    values = {name: max(value, largest * 1e-9) for name, value in raw.items()}
+    # Relative to the largest, so that tiny scores (down to subnormal floats) keep their proportions; a zero
+    # would stay at the floor for any scale and could make the sum unreachable under the caps.
+    values = {name: max(value / largest, 1e-9) for name, value in raw.items()}
 
     def total(scale: float) -> float:
         return sum(min(max(scale * v, floor), cap) for v in values.values())
@@ -135,7 +136,8 @@ CONVERGED_WITHIN = 0.005
 def damped(previous: Shares, target: Shares, fraction: float, max_step: float) -> dict[str, float]:
     """One EMA step from `previous` towards `target` (same keys), no share moving more than `max_step`."""
     step = _limited_step(previous, target, fraction, max_step)
-    if all(abs(step[name] - target[name]) <= CONVERGED_WITHIN for name in step):
+    within_a_step = all(abs(target[name] - previous[name]) <= max_step for name in step)
+    if within_a_step and all(abs(step[name] - target[name]) <= CONVERGED_WITHIN for name in step):
         return dict(target)
     return step
 

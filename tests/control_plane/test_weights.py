@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from control_plane.config import ComputeSettings
@@ -28,6 +28,7 @@ raw_scores = st.dictionaries(st.sampled_from("abcdefghij"), st.floats(min_value=
 
 @settings(max_examples=200, deadline=None)
 @given(raw_scores)
+@example({"a": 0.0, "b": 5e-324})  # a subnormal largest score once divided by zero
 def test_bounded_shares_sum_to_one_within_bounds_and_keep_the_order(raw: dict[str, float]) -> None:
     floor, cap = share_bounds(len(raw), SETTINGS)
     shares = bounded_shares(raw, floor, cap)
@@ -136,6 +137,7 @@ shares_pair = st.integers(min_value=2, max_value=6).flatmap(
 
 @settings(max_examples=200, deadline=None)
 @given(shares_pair, st.floats(0.0, 1.0))
+@example(([1.0, 1.0, 1.0], [1.0, 1.0, 0.59375]), 1.0)  # converging once jumped past the step limit
 def test_damped_and_published_respect_the_step_limit_and_keep_the_sum(pair: tuple, fraction: float) -> None:
     names = [str(i) for i in range(len(pair[0]))]
     previous = bounded_shares(dict(zip(names, pair[0], strict=True)), 0.0, 1.0)
