@@ -45,6 +45,7 @@ PURE_MODULES = [
     "control_plane.telemetry.merge",
     # state machines
     "data_plane.jobs.state",
+    "control_plane.election.machine",
     # shared values
     "meridian_common.catalog",
     "meridian_common.histogram",

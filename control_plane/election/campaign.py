@@ -77,6 +77,25 @@ WriteOp = PutOp | DeleteOp
 Listener = Callable[[Transition], None]
 
 
+class TransitionFeed:
+    """An election's role changes, queued from the moment the feed is made (not from the first `anext`, as
+    an async generator would, which misses a change that happens in between) until `aclose`."""
+
+    def __init__(self, election: Election) -> None:
+        self._election = election
+        self._queue: asyncio.Queue[Transition] = asyncio.Queue()
+        election.add_listener(self._queue.put_nowait)
+
+    def __aiter__(self) -> TransitionFeed:
+        return self
+
+    async def __anext__(self) -> Transition:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        self._election.remove_listener(self._queue.put_nowait)
+
+
 def leader_key(prefix: str) -> bytes:
     return f"{prefix.rstrip('/')}/leader".encode()
 
@@ -190,15 +209,9 @@ class Election:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    async def transitions(self) -> AsyncIterator[Transition]:
-        """Every role change from now on, for `async for`; use under `contextlib.aclosing`."""
-        queue: asyncio.Queue[Transition] = asyncio.Queue()
-        self.add_listener(queue.put_nowait)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self.remove_listener(queue.put_nowait)
+    def transitions(self) -> TransitionFeed:
+        """Every role change from this call on, for `async for`; use under `contextlib.aclosing`."""
+        return TransitionFeed(self)
 
     async def wait_not_leader(self) -> Role:
         """Returns once this candidate is not (or no longer) the leader; the role it ended in."""
