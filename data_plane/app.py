@@ -16,7 +16,7 @@ import redis.asyncio as redis_asyncio
 from aiohttp import web
 
 from data_plane.api import openai_handlers, ops_handlers, regions_directory
-from data_plane.api.auth import Credentials
+from data_plane.auth import Credentials
 from data_plane.config import RouterConfig, bootstrap_table
 from data_plane.context import ROUTER, RouterContext
 from data_plane.errors import ClientError, error_response

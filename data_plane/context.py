@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from data_plane.api.auth import Credentials
+from data_plane.auth import Credentials
 from data_plane.config import RouterConfig
 from data_plane.limits.shared_limits import SharedLimits
 from data_plane.limits.waiting_room import WaitingRooms
