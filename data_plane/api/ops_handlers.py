@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from data_plane.context import ROUTER, RouterContext
-from data_plane.jobs.worker import JOBS
+from data_plane.jobs.handlers import JOBS
 from data_plane.live_state import LiveDeployment
 
 
@@ -126,8 +126,8 @@ async def ready(request: web.Request) -> web.Response:
 
 async def routing(request: web.Request) -> web.Response:
     body = routing_json(request.app[ROUTER])
-    runtime = request.app.get(JOBS)
-    body["jobs"] = runtime.status() if runtime is not None else None
+    jobs = request.app.get(JOBS)
+    body["jobs"] = jobs.status() if jobs is not None else None
     return web.json_response(body)
 
 

@@ -1,22 +1,28 @@
 """The asynchronous job endpoints: submit (`POST /v1/async/chat/completions`, 202 once Redis holds the job),
-poll (`GET /v1/async/{id}`), cancel (`DELETE /v1/async/{id}`) and the operators' list (`GET /v1/async`)."""
+poll (`GET /v1/async/{id}`), cancel (`DELETE /v1/async/{id}`) and the operators' list (`GET /v1/async`); and
+the cleanup context that starts the worker, or says why jobs do not run here."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import os
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from data_plane.config import JobsConfig
 from data_plane.context import ROUTER, RouterContext
 from data_plane.errors import ClientError
-from data_plane.jobs.callbacks import callback_refusal
+from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings, callback_refusal
 from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, new_job
 from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
-from data_plane.jobs.worker import JOBS, JobsRuntime, jobs_context
+from data_plane.jobs.worker import JobWorker
 from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, client_identity, queue_priority
 from data_plane.serving.request_parsing import (
     BUDGET_HEADER,
@@ -38,17 +44,47 @@ _CANCEL_TRIES = 5
 _MAX_LIST = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class JobsRunning:
+    """Jobs run on this router: their store, the worker, and the settings the endpoints apply."""
+
+    store: JobStore
+    worker: JobWorker
+    settings: JobsConfig
+    callback_signing: bool
+
+    def status(self) -> dict[str, Any]:
+        worker = self.worker
+        return {"enabled": True, "concurrency": self.settings.concurrency, "running_here": worker.running,
+                "queue_length": worker.queue_length, "store": "unreachable" if worker.store_error else "reachable",
+                "store_error": worker.store_error, "callbacks": self.callback_signing}
+
+
+@dataclass(frozen=True, slots=True)
+class JobsOff:
+    """Jobs do not run on this router: why, and the HTTP status their endpoints answer with."""
+
+    reason: str
+    http_status: int
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": False, "reason": self.reason}
+
+
+JOBS = web.AppKey[JobsRunning | JobsOff]("jobs")
+
+
 def _unavailable(error: JobsUnavailable) -> ClientError:
     return ClientError(503, f"asynchronous jobs are unavailable: {error}; nothing was changed, retry later",
                        code="jobs_unavailable", headers={"Retry-After": "1"})
 
 
-def _jobs(request: web.Request) -> tuple[RouterContext, JobsRuntime, JobStore]:
-    router, runtime = request.app[ROUTER], request.app[JOBS]
-    if runtime.store is None:
-        raise ClientError(runtime.disabled_status, runtime.disabled_reason,
-                          code="jobs_disabled" if runtime.disabled_status == 404 else "jobs_unavailable")
-    return router, runtime, runtime.store
+def _jobs(request: web.Request) -> tuple[RouterContext, JobsRunning, JobStore]:
+    router, jobs = request.app[ROUTER], request.app[JOBS]
+    if isinstance(jobs, JobsOff):
+        raise ClientError(jobs.http_status, jobs.reason,
+                          code="jobs_disabled" if jobs.http_status == 404 else "jobs_unavailable")
+    return router, jobs, jobs.store
 
 
 def _is_admin(router: RouterContext, request: web.Request) -> bool:
@@ -71,7 +107,7 @@ def _not_found(router: RouterContext, job_id: str) -> ClientError:
                        "or expired after jobs.result_ttl_s)", param="id", code="job_not_found")
 
 
-async def _visible_job(request: web.Request) -> tuple[RouterContext, JobsRuntime, JobStore, StoredJob]:
+async def _visible_job(request: web.Request) -> tuple[RouterContext, JobsRunning, JobStore, StoredJob]:
     router, runtime, store = _jobs(request)
     job_id = request.match_info["job_id"]
     caller = _caller(router, request)
@@ -118,8 +154,7 @@ async def submit(request: web.Request) -> web.Response:
                           code="jobs_unavailable", headers={"Retry-After": "1"}) from error
     except QueueFull as error:
         raise ClientError(429, f"{error}; retry later", code="job_queue_full", headers={"Retry-After": "5"}) from error
-    if runtime.worker is not None:
-        runtime.worker.wake()
+    runtime.worker.wake()
     log.info(event("job_submitted", job=job_id, model=parsed.model, callback=callback_url is not None))
     poll_url = f"/v1/async/{job_id}"
     return web.json_response({"id": job_id, "object": "async.job", "status": "queued", "poll_url": poll_url},
@@ -142,8 +177,7 @@ async def cancel(request: web.Request) -> web.Response:
         try:
             if await store.commit(job.state, cancelled):
                 log.info(event("job_cancelled", job=job.state.id, was=job.state.status, owner=job.state.owner))
-                if runtime.worker is not None:
-                    runtime.worker.wake_callbacks()
+                runtime.worker.wake_callbacks()
                 return web.Response(body=StoredJob(cancelled, job.request, job.result).document(),
                                     content_type="application/json")
             reloaded = await store.load(job.state.id)
@@ -185,12 +219,36 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """The endpoints, and the runtime they read (filled by `jobs_context`, which app.py runs last)."""
-    app[JOBS] = JobsRuntime()
     app.router.add_post("/v1/async/chat/completions", submit)
     app.router.add_get("/v1/async", list_jobs)
     app.router.add_get("/v1/async/{job_id}", poll)
     app.router.add_delete("/v1/async/{job_id}", cancel)
 
 
-__all__ = ["add_routes", "jobs_context"]
+async def jobs_context(app: web.Application) -> AsyncIterator[None]:
+    """Starts the worker when jobs are enabled and Redis keeps them, and sets `JOBS` either way."""
+    router = app[ROUTER]
+    settings = router.config.jobs
+    if not settings.enabled:
+        app[JOBS] = JobsOff("asynchronous jobs are disabled on this router", 404)
+        yield
+        return
+    if router.config.redis_url is None:
+        app[JOBS] = JobsOff("asynchronous jobs need Redis to be kept: this router has no redis_url", 503)
+        yield
+        return
+    assert router.session is not None, "the client session context must come first"
+    store = JobStore(router.config.redis_url, router.config.region, result_ttl_s=settings.result_ttl_s,
+                     max_queued=settings.max_queued)
+    secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
+    deliverer = CallbackDeliverer(store, router.session, CallbackSettings(
+        secret.encode(), settings.callback_max_attempts, int(settings.callback_backoff_s * 1000),
+        settings.callback_timeout_s)) if secret else None
+    worker = JobWorker(router, store, settings, deliverer)
+    app[JOBS] = JobsRunning(store, worker, settings, callback_signing=deliverer is not None)
+    task = asyncio.create_task(worker.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await worker.stop()
+    await store.close()
