@@ -16,7 +16,6 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from data_plane.config import JobsConfig
-from data_plane.context import RouterContext
 from data_plane.errors import ClientError, error_body
 from data_plane.jobs.callbacks import CallbackDeliverer
 from data_plane.jobs.state import (
@@ -34,7 +33,7 @@ from data_plane.jobs.state import (
     retryable,
 )
 from data_plane.jobs.store import JobRequest, JobResult, JobStore, JobsUnavailable, StoredJob, now_ms
-from data_plane.serving.pipeline import serve_parsed
+from data_plane.serving.pipeline import Serving, serve_parsed
 from data_plane.serving.request_parsing import parse_openai_request
 from meridian_common.logging_setup import event
 
@@ -45,13 +44,12 @@ _CALLBACK_LIMIT = 8    # callbacks posted at once per router
 _FINISH_TRIES = 6      # writes of a finished job's answer while Redis is failing (about 6 s in all)
 
 
-async def execute(router: RouterContext, request: JobRequest) -> JobResult:
+async def execute(serving: Serving, request: JobRequest) -> JobResult:
     """The job's answer, exactly as `POST /v1/{endpoint}` would have sent it (an error in OpenAI's shape)."""
     try:
         parsed = parse_openai_request(request.endpoint, request.body)
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        response = await serve_parsed(router, parsed, headers, identity=request.identity,
-                                                      request=None)
+        response = await serve_parsed(serving, parsed, headers, identity=request.identity, request=None)
     except ClientError as error:
         return JobResult(error.status, error_body(error.status, error.message, code=error.code, param=error.param),
                          _meridian_headers(error.headers))
@@ -74,13 +72,13 @@ def _reason(result: JobResult) -> tuple[str, str | None]:
 
 
 class JobWorker:
-    def __init__(self, router: RouterContext, store: JobStore, settings: JobsConfig,
+    def __init__(self, serving: Serving, router_id: str, store: JobStore, settings: JobsConfig,
                  deliverer: CallbackDeliverer | None) -> None:
-        self._router = router
+        self._serving = serving
         self._store = store
         self._settings = settings
         self._deliverer = deliverer
-        self._me = router.router_id
+        self._me = router_id
         self._lease_ms = int(settings.lease_s * 1000)
         self._renew_s = settings.lease_s / 5
         self._sweep_s = min(1.0, settings.lease_s / 2)
@@ -157,7 +155,7 @@ class JobWorker:
 
     async def _run(self, job: StoredJob) -> None:
         state: JobState | None = job.state
-        execution = asyncio.create_task(execute(self._router, job.request))
+        execution = asyncio.create_task(execute(self._serving, job.request))
         try:
             while not execution.done():
                 await asyncio.wait({execution}, timeout=self._renew_s)
