@@ -1,5 +1,5 @@
-"""Builds and runs the router's aiohttp application: routes, error middleware, and one cleanup
-context per resource (client session, health checks, cache store)."""
+"""Builds and runs the router's aiohttp application: routes, error middleware, the components under their
+keys (data_plane/app_keys.py), and one cleanup context per resource started with the application."""
 
 from __future__ import annotations
 
@@ -16,9 +16,26 @@ import redis.asyncio as redis_asyncio
 from aiohttp import web
 
 from data_plane.api import openai_handlers, ops_handlers, regions_directory
-from data_plane.api.auth import Credentials
+from data_plane.app_keys import (
+    CACHE,
+    CONFIG,
+    CREDENTIALS,
+    FORWARDER,
+    METRICS,
+    OUTCOMES,
+    PUBLIC_URL,
+    QUEUES,
+    ROUTER_ID,
+    SERVING,
+    SESSION,
+    STATE,
+    TABLE_STORE,
+    TABLE_SUBSCRIBER,
+    TELEMETRY,
+    TELEMETRY_PUBLISHER,
+)
+from data_plane.auth import Credentials
 from data_plane.config import RouterConfig, bootstrap_table
-from data_plane.context import ROUTER, RouterContext
 from data_plane.errors import ClientError, error_response
 from data_plane.jobs import handlers as job_handlers
 from data_plane.limits.rate_limits import RateLimits
@@ -29,10 +46,12 @@ from data_plane.metrics import RouterMetrics
 from data_plane.serving.forwarding import Forwarder, ForwardSettings
 from data_plane.serving.health_probe import run_health_checks
 from data_plane.serving.outcome import OutcomeRecorder
+from data_plane.serving.pipeline import Serving
 from data_plane.serving.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
 from data_plane.table.snapshot import InvalidTable, TableSnapshot, snapshot_from_proto
 from data_plane.table.store import TableStore
 from data_plane.table.subscriber import ClientTlsSettings, TableSubscriber
+from data_plane.telemetry.accumulator import TelemetryAccumulators
 from data_plane.telemetry.publisher import TelemetryPublisher
 from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
@@ -95,7 +114,128 @@ def _apply_queues(queues: WaitingRooms) -> Callable[[TableSnapshot], None]:
     return apply
 
 
-def build_context(config: RouterConfig, *, router_id: str | None = None) -> RouterContext:
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    config, state, metrics = app[CONFIG], app[STATE], app[METRICS]
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        app[SESSION] = session
+        recorder = app[OUTCOMES] = OutcomeRecorder(state, metrics, app[TELEMETRY], config.region, state.rate_limits)
+        app[FORWARDER] = Forwarder(session, state, metrics, recorder, ForwardSettings(
+            region=config.region, max_attempts=config.max_attempts,
+            request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
+        ), rate_limits=state.rate_limits, on_release=app[QUEUES].notify)
+        yield
+
+
+async def _health_checks(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_health_checks(app[SESSION], app[STATE], app[METRICS], app[OUTCOMES]))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _response_cache(app: web.Application) -> AsyncIterator[None]:
+    redis_url = app[CONFIG].redis_url
+    if redis_url is None:
+        app[CACHE] = ResponseCache(MemoryCacheStore())
+        yield
+        return
+    client = redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25)
+    app[CACHE] = ResponseCache(RedisCacheStore(client))
+    yield
+    await client.aclose()
+
+
+async def _serving(app: web.Application) -> AsyncIterator[None]:
+    """What the endpoints and the job worker serve requests with, once the forwarder and the cache exist."""
+    config = app[CONFIG]
+    app[SERVING] = Serving(region=config.region, request_timeout_s=config.request_timeout_s, state=app[STATE],
+                           metrics=app[METRICS], queues=app[QUEUES], forwarder=app[FORWARDER], cache=app[CACHE])
+    yield
+
+
+async def _table_subscriber(app: web.Application) -> AsyncIterator[None]:
+    config, state = app[CONFIG], app[STATE]
+    link = config.control_plane
+    if link is None:
+        yield
+        return
+    validated: list[TableSnapshot] = []
+
+    def validate(table: routing_pb2.RoutingTable) -> None:
+        validated.append(snapshot_from_proto(table, expected_region=config.region))
+
+    def apply(table: routing_pb2.RoutingTable) -> None:
+        # The subscriber calls apply right after a successful validate, in the same loop step.
+        state.apply(validated.pop())
+
+    tls = (ClientTlsSettings.from_files(link.ca_file, link.cert_file, link.key_file, link.server_name)
+           if link.ca_file is not None else None)
+    async with TableSubscriber(
+        link.targets, router_id=app[ROUTER_ID], region=config.region, url=app.get(PUBLIC_URL, ""),
+        initial=state.table.proto, validate=validate, apply=apply, store=app.get(TABLE_STORE), tls=tls,
+    ) as subscriber:
+        app[TABLE_SUBSCRIBER] = subscriber
+        yield
+
+
+async def _shared_limits(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    limits = app[STATE].rate_limits
+    if config.redis_url is None or limits is None:
+        yield
+        return
+    settings = config.rate_limits
+    shared = SharedLimits(config.redis_url, limits, router_id=app[ROUTER_ID],
+                          interval_s=settings.sync_interval_s, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+    task = asyncio.create_task(shared.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await shared.close()
+
+
+def _telemetry_collector(router_id: str, state: RouterState, telemetry: TelemetryAccumulators,
+                         queues: WaitingRooms) -> Callable[[], list[telemetry_pb2.TelemetrySample]]:
+    def collect() -> list[telemetry_pb2.TelemetrySample]:
+        now = time.monotonic()
+        in_flight, breakers, regions = {}, {}, {}
+        for key, live in state.live.items():
+            in_flight[key] = live.stats.in_flight
+            breakers[key] = str(live.breaker.state_at(now))
+            regions[key] = live.spec.region
+        samples = telemetry.drain(
+            router_id=router_id, region=state.region, table_version=state.table.version,
+            now_unix_ms=int(time.time() * 1000), in_flight=in_flight, breaker_states=breakers,
+            deployment_regions=regions, queue_depth=queues.depths())
+        waits = {name: room.drain_wait_p95_ms() for name, room in queues.rooms.items()}
+        for sample in samples:
+            sample.queue_wait_p95_ms = waits.get(sample.model, 0.0)
+        return samples
+
+    return collect
+
+
+async def _telemetry(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if config.redis_url is None:
+        yield
+        return
+    settings = config.telemetry
+    collect = _telemetry_collector(app[ROUTER_ID], app[STATE], app[TELEMETRY], app[QUEUES])
+    publisher = TelemetryPublisher(config.redis_url, config.region, interval_s=settings.interval_s,
+                                   buffer_max_batches=settings.buffer_max_batches,
+                                   stream_maxlen=settings.stream_maxlen, collect=collect)
+    app[TELEMETRY_PUBLISHER] = publisher
+    task = asyncio.create_task(publisher.run())
+    yield
+    await publisher.close()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def create_app(config: RouterConfig) -> web.Application:
+    """The application with the components that exist before start-up (the routing state from the persisted
+    or the configured table, metrics, credentials, queues); its cleanup contexts start the rest."""
     metrics = RouterMetrics()
     store = TableStore(config.state_dir / f"table-{config.region}.bin") if config.state_dir else None
     table = _initial_table(config, store)
@@ -107,159 +247,33 @@ def build_context(config: RouterConfig, *, router_id: str | None = None) -> Rout
                         on_apply=[_record_table(metrics, config.region), _apply_queues(queues)],
                         rate_limits=limits)
     _record_table(metrics, config.region)(table)
-    credentials = Credentials.from_environment(config.client_api_keys_env, config.admin_token_env)
-    return RouterContext(
-        queues=queues,
-        config=config,
-        router_id=router_id or config.router_id or f"{config.region}-{socket.gethostname()}-{os.getpid()}",
-        state=state,
-        metrics=metrics,
-        credentials=credentials,
-        cache=ResponseCache(MemoryCacheStore()),
-        table_store=store,
-    )
-
-
-async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    router = app[ROUTER]
-    config = router.config
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        router.session = session
-        recorder = router.outcomes = OutcomeRecorder(router.state, router.metrics, router.telemetry,
-                                                     config.region, router.state.rate_limits)
-        router.forwarder = Forwarder(session, router.state, router.metrics, recorder, ForwardSettings(
-            region=config.region, max_attempts=config.max_attempts,
-            request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
-        ), rate_limits=router.state.rate_limits, on_release=router.queues.notify)
-        yield
-        router.forwarder = router.outcomes = None
-        router.session = None
-
-
-async def _health_checks(app: web.Application) -> AsyncIterator[None]:
-    router = app[ROUTER]
-    assert router.session is not None and router.outcomes is not None, "the client session context must come first"
-    task = asyncio.create_task(run_health_checks(router.session, router.state, router.metrics, router.outcomes))
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-async def _redis_cache(app: web.Application) -> AsyncIterator[None]:
-    router = app[ROUTER]
-    if router.config.redis_url is None:
-        yield
-        return
-    client = redis_asyncio.Redis.from_url(router.config.redis_url, socket_connect_timeout=0.25,
-                                          socket_timeout=0.25)
-    router.cache = ResponseCache(RedisCacheStore(client))
-    yield
-    await client.aclose()
-
-
-async def _table_subscriber(app: web.Application) -> AsyncIterator[None]:
-    router = app[ROUTER]
-    link = router.config.control_plane
-    if link is None:
-        yield
-        return
-    validated: list[TableSnapshot] = []
-
-    def validate(table: routing_pb2.RoutingTable) -> None:
-        validated.append(snapshot_from_proto(table, expected_region=router.config.region))
-
-    def apply(table: routing_pb2.RoutingTable) -> None:
-        # The subscriber calls apply right after a successful validate, in the same loop step.
-        router.state.apply(validated.pop())
-
-    tls = (ClientTlsSettings.from_files(link.ca_file, link.cert_file, link.key_file, link.server_name)
-           if link.ca_file is not None else None)
-    async with TableSubscriber(
-        link.targets, router_id=router.router_id, region=router.config.region, url=router.public_url,
-        initial=router.state.table.proto, validate=validate, apply=apply, store=router.table_store, tls=tls,
-    ) as subscriber:
-        router.table_subscriber = subscriber
-        yield
-        router.table_subscriber = None
-
-
-async def _shared_limits(app: web.Application) -> AsyncIterator[None]:
-    router = app[ROUTER]
-    limits = router.state.rate_limits
-    if router.config.redis_url is None or limits is None:
-        yield
-        return
-    settings = router.config.rate_limits
-    shared = SharedLimits(router.config.redis_url, limits, router_id=router.router_id,
-                          interval_s=settings.sync_interval_s, heartbeat_ttl_s=settings.heartbeat_ttl_s)
-    router.shared_limits = shared
-    task = asyncio.create_task(shared.run())
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await shared.close()
-    router.shared_limits = None
-
-
-def _telemetry_collector(router: RouterContext) -> Callable[[], list[telemetry_pb2.TelemetrySample]]:
-    def collect() -> list[telemetry_pb2.TelemetrySample]:
-        state, now = router.state, time.monotonic()
-        in_flight, breakers, regions = {}, {}, {}
-        for key, live in state.live.items():
-            in_flight[key] = live.stats.in_flight
-            breakers[key] = str(live.breaker.state_at(now))
-            regions[key] = live.spec.region
-        samples = router.telemetry.drain(
-            router_id=router.router_id, region=state.region, table_version=state.table.version,
-            now_unix_ms=int(time.time() * 1000), in_flight=in_flight, breaker_states=breakers,
-            deployment_regions=regions, queue_depth=router.queues.depths())
-        waits = {name: room.drain_wait_p95_ms() for name, room in router.queues.rooms.items()}
-        for sample in samples:
-            sample.queue_wait_p95_ms = waits.get(sample.model, 0.0)
-        return samples
-
-    return collect
-
-
-async def _telemetry(app: web.Application) -> AsyncIterator[None]:
-    router = app[ROUTER]
-    if router.config.redis_url is None:
-        yield
-        return
-    settings = router.config.telemetry
-    publisher = TelemetryPublisher(router.config.redis_url, router.config.region, interval_s=settings.interval_s,
-                                   buffer_max_batches=settings.buffer_max_batches,
-                                   stream_maxlen=settings.stream_maxlen, collect=_telemetry_collector(router))
-    router.telemetry_publisher = publisher
-    task = asyncio.create_task(publisher.run())
-    yield
-    await publisher.close()
-    await asyncio.gather(task, return_exceptions=True)
-    router.telemetry_publisher = None
-
-
-def create_app(context: RouterContext) -> web.Application:
-    app = web.Application(middlewares=[openai_errors], client_max_size=context.config.max_body_bytes + 1)
-    app[ROUTER] = context
+    app = web.Application(middlewares=[openai_errors], client_max_size=config.max_body_bytes + 1)
+    app[CONFIG] = config
+    app[ROUTER_ID] = config.router_id or f"{config.region}-{socket.gethostname()}-{os.getpid()}"
+    app[STATE] = state
+    app[METRICS] = metrics
+    app[CREDENTIALS] = Credentials.from_environment(config.client_api_keys_env, config.admin_token_env)
+    app[QUEUES] = queues
+    app[TELEMETRY] = TelemetryAccumulators(started_unix_ms=int(time.time() * 1000))
+    if store is not None:
+        app[TABLE_STORE] = store
     openai_handlers.add_routes(app)
     ops_handlers.add_routes(app)
     regions_directory.add_routes(app)
     job_handlers.add_routes(app)
     # Torn down in reverse: running jobs abandoned first, telemetry's last flush next, the client session last.
-    app.cleanup_ctx.extend([_client_session, _health_checks, _redis_cache, _shared_limits, _table_subscriber,
-                            _telemetry, job_handlers.jobs_context])
+    app.cleanup_ctx.extend([_client_session, _health_checks, _response_cache, _serving, _shared_limits,
+                            _table_subscriber, _telemetry, job_handlers.jobs_context])
     return app
 
 
 async def serve(app: web.Application, host: str, port: int, port_file: Path | None = None) -> None:
     """Runs until cancelled. Handler cancellation is on so that a client that goes away cancels its
     upstream request."""
-    router = app[ROUTER]
+    config = app[CONFIG]
 
     def learn_url(bound: int) -> None:
-        router.public_url = router.config.public_url or f"http://{host}:{bound}"
+        app[PUBLIC_URL] = config.public_url or f"http://{host}:{bound}"
 
     await serve_until_cancelled(app, host, port, port_file=port_file, handler_cancellation=True,
-                                name=f"router region={router.config.region} id={router.router_id}",
-                                on_bound=learn_url)
+                                name=f"router region={config.region} id={app[ROUTER_ID]}", on_bound=learn_url)

@@ -53,7 +53,8 @@ def _from_router(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, An
 def _offline(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
     from multidict import CIMultiDict, CIMultiDictProxy
 
-    from data_plane.app import build_context
+    from data_plane.app import create_app
+    from data_plane.app_keys import STATE
     from data_plane.config import load_router_config
     from data_plane.errors import ClientError
     from data_plane.serving.request_parsing import parse_openai_request
@@ -61,14 +62,16 @@ def _offline(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
     from meridian_common.config_loading import ConfigError
 
     try:
-        router = build_context(load_router_config(args.config))
+        config = load_router_config(args.config)
+        # The state the router would start with; no server is started and no backend called.
+        state = create_app(config)[STATE]
         parsed = parse_openai_request("chat/completions", body)
-        chain = model_chain(router.state, parsed, CIMultiDictProxy(CIMultiDict(_headers(args))))
+        chain = model_chain(state, parsed, CIMultiDictProxy(CIMultiDict(_headers(args))))
     except (ConfigError, ClientError) as error:
         raise SystemExit(f"meridian route: {error}") from error
     now = time.monotonic()
-    return {"region": router.config.region, "table_version": router.state.table.version,
-            "decisions": [decision_json(decide_model(router.state, m, r, now)) for m, r in chain]}
+    return {"region": config.region, "table_version": state.table.version,
+            "decisions": [decision_json(decide_model(state, m, r, now)) for m, r in chain]}
 
 
 def _print_table(result: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from data_plane.app import build_context, create_app, serve
+    from data_plane.app import create_app, serve
     from data_plane.config import load_router_config
 
     configure_logging("router")
@@ -31,8 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"meridian router: {error}", file=sys.stderr)
         return 2
-    context = build_context(config)
-    app = create_app(context)
+    app = create_app(config)
     # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
     # which otherwise stall the request path for tens of milliseconds at a time.
     gc.collect()

@@ -1,2 +1,1 @@
-"""The router's HTTP surface: the OpenAI-compatible and operator endpoints, request parsing, authentication and
-OpenAI-shaped errors."""
+"""The router's HTTP surface: the OpenAI-compatible endpoints, the operator endpoints and the regions directory."""

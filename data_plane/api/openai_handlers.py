@@ -4,49 +4,47 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
 
 from aiohttp import web
 
-from data_plane.context import ROUTER, RouterContext
+from data_plane.app_keys import CONFIG, CREDENTIALS, SERVING, STATE
 from data_plane.serving.pipeline import client_identity, serve_parsed
-from data_plane.serving.request_parsing import parse_openai_request, read_json_body
+from data_plane.serving.request_parsing import ParsedRequest, parse_openai_request, read_json_body
 from data_plane.serving.route_planning import decide_model, decision_json, model_chain
 
 
-async def _parsed(request: web.Request, endpoint: str) -> tuple[RouterContext, Any]:
-    router = request.app[ROUTER]
-    router.credentials.check_client(request)
-    body = await read_json_body(request, router.config.max_body_bytes)
-    return router, parse_openai_request(endpoint, body)
+async def _parsed(request: web.Request, endpoint: str) -> ParsedRequest:
+    request.app[CREDENTIALS].check_client(request)
+    body = await read_json_body(request, request.app[CONFIG].max_body_bytes)
+    return parse_openai_request(endpoint, body)
 
 
 async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
-    router, parsed = await _parsed(request, endpoint)
-    return await serve_parsed(router, parsed, request.headers, identity=client_identity(request.headers),
+    parsed = await _parsed(request, endpoint)
+    return await serve_parsed(request.app[SERVING], parsed, request.headers, identity=client_identity(request.headers),
                               request=request)
 
 
 async def route_dry_run(request: web.Request) -> web.Response:
-    router, parsed = await _parsed(request, "chat/completions")
-    now = time.monotonic()
-    decisions = [decide_model(router.state, model, route_request, now)
-                 for model, route_request in model_chain(router.state, parsed, request.headers)]
+    parsed = await _parsed(request, "chat/completions")
+    state, now = request.app[STATE], time.monotonic()
+    decisions = [decide_model(state, model, route_request, now)
+                 for model, route_request in model_chain(state, parsed, request.headers)]
     return web.json_response({
-        "region": router.config.region,
-        "table_version": router.state.table.version,
+        "region": request.app[CONFIG].region,
+        "table_version": state.table.version,
         "decisions": [decision_json(d) for d in decisions],
     })
 
 
 async def list_models(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    router.credentials.check_client(request)
-    created = int(router.state.table.computed_at_unix_ms / 1000)
+    request.app[CREDENTIALS].check_client(request)
+    table = request.app[STATE].table
+    created = int(table.computed_at_unix_ms / 1000)
     return web.json_response({
         "object": "list",
         "data": [{"id": name, "object": "model", "created": created, "owned_by": "meridian"}
-                 for name in sorted(router.state.table.models)],
+                 for name in sorted(table.models)],
     })
 
 

@@ -9,9 +9,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from data_plane.context import ROUTER, RouterContext
-from data_plane.jobs.worker import JOBS
-from data_plane.live_state import LiveDeployment
+from data_plane.app_keys import (
+    CACHE,
+    CONFIG,
+    CREDENTIALS,
+    METRICS,
+    PUBLIC_URL,
+    QUEUES,
+    ROUTER_ID,
+    STATE,
+    TABLE_SUBSCRIBER,
+    TELEMETRY_PUBLISHER,
+)
+from data_plane.jobs.handlers import JOBS
+from data_plane.live_state import LiveDeployment, RouterState
+from data_plane.table.subscriber import TableSubscriber
+from data_plane.telemetry.publisher import TelemetryPublisher
 
 
 def redacted_url(url: str) -> str:
@@ -19,8 +32,8 @@ def redacted_url(url: str) -> str:
     return str(URL(url).with_user(None).with_query(None))
 
 
-def table_age_s(router: RouterContext) -> float:
-    return max(0.0, time.time() - router.state.table.computed_at_unix_ms / 1000)
+def table_age_s(state: RouterState) -> float:
+    return max(0.0, time.time() - state.table.computed_at_unix_ms / 1000)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -59,8 +72,7 @@ def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
     }
 
 
-def _links_json(router: RouterContext) -> dict[str, Any]:
-    publisher, subscriber = router.telemetry_publisher, router.table_subscriber
+def _links_json(publisher: TelemetryPublisher | None, subscriber: TableSubscriber | None) -> dict[str, Any]:
     links: dict[str, Any] = {"telemetry": None, "control_plane": None}
     if publisher is not None:
         links["telemetry"] = {
@@ -77,19 +89,19 @@ def _links_json(router: RouterContext) -> dict[str, Any]:
     return links
 
 
-def routing_json(router: RouterContext) -> dict[str, Any]:
-    state, now = router.state, time.monotonic()
+def routing_json(app: web.Application) -> dict[str, Any]:
+    state, queues, now = app[STATE], app[QUEUES], time.monotonic()
     table = state.table
     return {
-        "router_id": router.router_id,
-        "region": router.config.region,
-        "url": router.public_url,
-        **_links_json(router),
+        "router_id": app[ROUTER_ID],
+        "region": app[CONFIG].region,
+        "url": app.get(PUBLIC_URL, ""),
+        **_links_json(app.get(TELEMETRY_PUBLISHER), app.get(TABLE_SUBSCRIBER)),
         "rate_limits": state.rate_limits.status() if state.rate_limits is not None else None,
         "table": {
             "version": table.version, "epoch": table.epoch, "source": table.source,
             "content_hash": table.content_hash, "computed_at_unix_ms": table.computed_at_unix_ms,
-            "age_s": round(table_age_s(router), 3),
+            "age_s": round(table_age_s(state), 3),
         },
         "models": {
             model.name: {
@@ -104,7 +116,7 @@ def routing_json(router: RouterContext) -> dict[str, Any]:
                 "cache_enabled": model.cache_enabled,
                 "client_limits": {"rpm": model.client_rpm, "tpm": model.client_tpm},
                 "queue": {"size": model.queue_size, "timeout_s": model.queue_timeout_s,
-                          "depth": room.depth if (room := router.queues.get(model.name)) else 0},
+                          "depth": room.depth if (room := queues.get(model.name)) else 0},
                 "deployments": [_deployment_json(state.live[(model.name, d.name)], now) for d in model.deployments],
             }
             for model in table.models.values()
@@ -117,37 +129,35 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    table = router.state.table
+    state = request.app[STATE]
+    table = state.table
     body = {"ready": bool(table.models), "table_version": table.version, "table_source": table.source,
-            "table_age_s": round(table_age_s(router), 3)}
+            "table_age_s": round(table_age_s(state), 3)}
     return web.json_response(body, status=200 if table.models else 503)
 
 
 async def routing(request: web.Request) -> web.Response:
-    body = routing_json(request.app[ROUTER])
-    runtime = request.app.get(JOBS)
-    body["jobs"] = runtime.status() if runtime is not None else None
+    body = routing_json(request.app)
+    jobs = request.app.get(JOBS)
+    body["jobs"] = jobs.status() if jobs is not None else None
     return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    router.metrics.table_age.labels(router.config.region).set(table_age_s(router))
-    return web.Response(body=generate_latest(router.metrics.registry),
+    router_metrics = request.app[METRICS]
+    router_metrics.table_age.labels(request.app[CONFIG].region).set(table_age_s(request.app[STATE]))
+    return web.Response(body=generate_latest(router_metrics.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def cache_stats(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    router.credentials.check_admin(request)
-    return web.json_response(router.cache.stats())
+    request.app[CREDENTIALS].check_admin(request)
+    return web.json_response(request.app[CACHE].stats())
 
 
 async def cache_clear(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    router.credentials.check_admin(request)
-    return web.json_response({"removed": await router.cache.store.clear()})
+    request.app[CREDENTIALS].check_admin(request)
+    return web.json_response({"removed": await request.app[CACHE].store.clear()})
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from data_plane.context import ROUTER
+from data_plane.app_keys import CONFIG, PUBLIC_URL, SESSION
 
 CACHE_TTL_S = 1.0
 PROBE_TIMEOUT_S = 0.5
@@ -94,17 +94,16 @@ async def _refresh(cache: PeerHealthCache, session: aiohttp.ClientSession, urls:
 
 
 async def regions(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
-    cache = request.app[DIRECTORY]
-    self_url = normalised_url(router.public_url or router.config.public_url or "")
-    listed = peer_urls(router.config.peers, router.config.region, self_url)
+    config, cache = request.app[CONFIG], request.app[DIRECTORY]
+    self_url = normalised_url(request.app.get(PUBLIC_URL) or config.public_url or "")
+    listed = peer_urls(config.peers, config.region, self_url)
     others = [url for urls in listed.values() for url in urls if url != self_url]
-    if others and router.session is not None and not is_fresh(cache.fetched_at, time.monotonic()):
+    if others and not is_fresh(cache.fetched_at, time.monotonic()):
         if cache.refreshing is None or cache.refreshing.done():
-            cache.refreshing = asyncio.create_task(_refresh(cache, router.session, others))
+            cache.refreshing = asyncio.create_task(_refresh(cache, request.app[SESSION], others))
         # shield: a client that goes away must not cancel the refresh other requests wait on.
         await asyncio.shield(cache.refreshing)
-    return web.json_response(directory_json(router.config.region, self_url, listed, cache.probes))
+    return web.json_response(directory_json(config.region, self_url, listed, cache.probes))
 
 
 def add_routes(app: web.Application) -> None:

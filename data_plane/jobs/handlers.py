@@ -1,22 +1,29 @@
 """The asynchronous job endpoints: submit (`POST /v1/async/chat/completions`, 202 once Redis holds the job),
-poll (`GET /v1/async/{id}`), cancel (`DELETE /v1/async/{id}`) and the operators' list (`GET /v1/async`)."""
+poll (`GET /v1/async/{id}`), cancel (`DELETE /v1/async/{id}`) and the operators' list (`GET /v1/async`); and
+the cleanup context that starts the worker, or says why jobs do not run here."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import os
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from data_plane.context import ROUTER, RouterContext
+from data_plane.app_keys import CONFIG, CREDENTIALS, ROUTER_ID, SERVING, SESSION, STATE
+from data_plane.auth import Credentials
+from data_plane.config import JobsConfig
 from data_plane.errors import ClientError
-from data_plane.jobs.callbacks import callback_refusal
+from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings, callback_refusal
 from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, new_job
 from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
-from data_plane.jobs.worker import JOBS, JobsRuntime, jobs_context
+from data_plane.jobs.worker import JobWorker
 from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, client_identity, queue_priority
 from data_plane.serving.request_parsing import (
     BUDGET_HEADER,
@@ -38,59 +45,90 @@ _CANCEL_TRIES = 5
 _MAX_LIST = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class JobsRunning:
+    """Jobs run on this router: their store, the worker, and the settings the endpoints apply."""
+
+    store: JobStore
+    worker: JobWorker
+    settings: JobsConfig
+    callback_signing: bool
+
+    def status(self) -> dict[str, Any]:
+        worker = self.worker
+        return {"enabled": True, "concurrency": self.settings.concurrency, "running_here": worker.running,
+                "queue_length": worker.queue_length, "store": "unreachable" if worker.store_error else "reachable",
+                "store_error": worker.store_error, "callbacks": self.callback_signing}
+
+
+@dataclass(frozen=True, slots=True)
+class JobsOff:
+    """Jobs do not run on this router: why, and the HTTP status their endpoints answer with."""
+
+    reason: str
+    http_status: int
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": False, "reason": self.reason}
+
+
+JOBS = web.AppKey[JobsRunning | JobsOff]("jobs")
+
+
 def _unavailable(error: JobsUnavailable) -> ClientError:
     return ClientError(503, f"asynchronous jobs are unavailable: {error}; nothing was changed, retry later",
                        code="jobs_unavailable", headers={"Retry-After": "1"})
 
 
-def _jobs(request: web.Request) -> tuple[RouterContext, JobsRuntime, JobStore]:
-    router, runtime = request.app[ROUTER], request.app[JOBS]
-    if runtime.store is None:
-        raise ClientError(runtime.disabled_status, runtime.disabled_reason,
-                          code="jobs_disabled" if runtime.disabled_status == 404 else "jobs_unavailable")
-    return router, runtime, runtime.store
+def _jobs(request: web.Request) -> JobsRunning:
+    jobs = request.app[JOBS]
+    if isinstance(jobs, JobsOff):
+        raise ClientError(jobs.http_status, jobs.reason,
+                          code="jobs_disabled" if jobs.http_status == 404 else "jobs_unavailable")
+    return jobs
 
 
-def _is_admin(router: RouterContext, request: web.Request) -> bool:
-    token = router.credentials.admin_token
+def _is_admin(credentials: Credentials, request: web.Request) -> bool:
+    token = credentials.admin_token
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return token is not None and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
                                                                                       token.encode())
 
 
-def _caller(router: RouterContext, request: web.Request) -> str | None:
+def _caller(credentials: Credentials, request: web.Request) -> str | None:
     """None for the admin (sees every job), else the client's identity (sees only its own jobs)."""
-    if _is_admin(router, request):
+    if _is_admin(credentials, request):
         return None
-    router.credentials.check_client(request)
+    credentials.check_client(request)
     return client_identity(request.headers)
 
 
-def _not_found(router: RouterContext, job_id: str) -> ClientError:
-    return ClientError(404, f"no job {job_id!r} in region {router.config.region} (never submitted, not yours, "
+def _not_found(region: str, job_id: str) -> ClientError:
+    return ClientError(404, f"no job {job_id!r} in region {region} (never submitted, not yours, "
                        "or expired after jobs.result_ttl_s)", param="id", code="job_not_found")
 
 
-async def _visible_job(request: web.Request) -> tuple[RouterContext, JobsRuntime, JobStore, StoredJob]:
-    router, runtime, store = _jobs(request)
+async def _visible_job(request: web.Request) -> tuple[JobsRunning, StoredJob]:
+    jobs = _jobs(request)
+    region = request.app[CONFIG].region
     job_id = request.match_info["job_id"]
-    caller = _caller(router, request)
+    caller = _caller(request.app[CREDENTIALS], request)
     if not JOB_ID.match(job_id):
-        raise _not_found(router, job_id)
+        raise _not_found(region, job_id)
     try:
-        job = await store.load(job_id)
+        job = await jobs.store.load(job_id)
     except JobsUnavailable as error:
         raise _unavailable(error) from error
     if job is None or (caller is not None and job.request.identity != caller):
-        raise _not_found(router, job_id)
-    return router, runtime, store, job
+        raise _not_found(region, job_id)
+    return jobs, job
 
 
 async def submit(request: web.Request) -> web.Response:
-    router, runtime, store = _jobs(request)
-    router.credentials.check_client(request)
-    settings = runtime.settings
-    body = await read_json_body(request, router.config.max_body_bytes)
+    jobs = _jobs(request)
+    request.app[CREDENTIALS].check_client(request)
+    settings = jobs.settings
+    body = await read_json_body(request, request.app[CONFIG].max_body_bytes)
     callback_url = body.pop("callback_url", None)
     if callback_url is not None and not isinstance(callback_url, str):
         raise ClientError(400, "callback_url must be a string", param="callback_url", code="invalid_callback_url")
@@ -100,26 +138,25 @@ async def submit(request: web.Request) -> web.Response:
     parsed = parse_openai_request("chat/completions", body)
     headers = {name: value for name in ROUTING_HEADERS if (value := request.headers.get(name)) is not None}
     # What would be refused later is refused now: unknown model, bad policy or priority headers.
-    model_chain(router.state, parsed, CIMultiDictProxy(CIMultiDict(headers)))
+    model_chain(request.app[STATE], parsed, CIMultiDictProxy(CIMultiDict(headers)))
     queue_priority(headers)
     if callback_url is not None:
-        refusal = callback_refusal(callback_url, settings.callback_allowed_hosts, has_secret=runtime.callback_signing)
+        refusal = callback_refusal(callback_url, settings.callback_allowed_hosts, has_secret=jobs.callback_signing)
         if refusal is not None:
             raise ClientError(400, refusal, param="callback_url", code="callback_not_allowed")
     job_id = f"job_{uuid.uuid4().hex}"
     state = new_job(job_id, now_ms=now_ms(), max_attempts=settings.max_attempts,
                     callback_max_attempts=settings.callback_max_attempts if callback_url else 0)
     try:
-        await store.submit(state, JobRequest("chat/completions", body, headers, client_identity(request.headers),
-                                             callback_url))
+        await jobs.store.submit(state, JobRequest("chat/completions", body, headers,
+                                                  client_identity(request.headers), callback_url))
     except JobsUnavailable as error:
         log.warning(event("job_submit_refused", model=parsed.model, reason=str(error)))
         raise ClientError(503, f"asynchronous jobs are unavailable: {error}; the job was NOT accepted, retry later",
                           code="jobs_unavailable", headers={"Retry-After": "1"}) from error
     except QueueFull as error:
         raise ClientError(429, f"{error}; retry later", code="job_queue_full", headers={"Retry-After": "5"}) from error
-    if runtime.worker is not None:
-        runtime.worker.wake()
+    jobs.worker.wake()
     log.info(event("job_submitted", job=job_id, model=parsed.model, callback=callback_url is not None))
     poll_url = f"/v1/async/{job_id}"
     return web.json_response({"id": job_id, "object": "async.job", "status": "queued", "poll_url": poll_url},
@@ -127,12 +164,12 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def poll(request: web.Request) -> web.Response:
-    _, _, _, job = await _visible_job(request)
+    _, job = await _visible_job(request)
     return web.Response(body=job.document(), content_type="application/json")
 
 
 async def cancel(request: web.Request) -> web.Response:
-    router, runtime, store, job = await _visible_job(request)
+    jobs, job = await _visible_job(request)
     for _ in range(_CANCEL_TRIES):
         try:
             cancelled = apply(job.state, Cancel(), now_ms())
@@ -140,25 +177,24 @@ async def cancel(request: web.Request) -> web.Response:
             raise ClientError(409, f"job {job.state.id} is already {job.state.status}: nothing to cancel",
                               code="job_not_cancellable") from error
         try:
-            if await store.commit(job.state, cancelled):
+            if await jobs.store.commit(job.state, cancelled):
                 log.info(event("job_cancelled", job=job.state.id, was=job.state.status, owner=job.state.owner))
-                if runtime.worker is not None:
-                    runtime.worker.wake_callbacks()
+                jobs.worker.wake_callbacks()
                 return web.Response(body=StoredJob(cancelled, job.request, job.result).document(),
                                     content_type="application/json")
-            reloaded = await store.load(job.state.id)
+            reloaded = await jobs.store.load(job.state.id)
         except JobsUnavailable as error:
             raise _unavailable(error) from error
         if reloaded is None:
-            raise _not_found(router, job.state.id)
+            raise _not_found(request.app[CONFIG].region, job.state.id)
         job = reloaded
     raise ClientError(409, f"job {job.state.id} kept changing while being cancelled; retry",
                       code="job_busy", headers={"Retry-After": "1"})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    router, _, store = _jobs(request)
-    router.credentials.check_admin(request)
+    jobs = _jobs(request)
+    request.app[CREDENTIALS].check_admin(request)
     status_text = request.query.get("status")
     try:
         status = JobStatus(status_text) if status_text else None
@@ -172,7 +208,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if not 1 <= limit <= _MAX_LIST:
         raise ClientError(400, f"limit must be an integer from 1 to {_MAX_LIST}", param="limit", code="invalid_limit")
     try:
-        states = await store.recent(limit, status)
+        states = await jobs.store.recent(limit, status)
     except JobsUnavailable as error:
         raise _unavailable(error) from error
     data: list[dict[str, Any]] = [
@@ -181,16 +217,39 @@ async def list_jobs(request: web.Request) -> web.Response:
          "callback": None if s.callback_max_attempts == 0 else str(s.callback_status)}
         for s in states
     ]
-    return web.json_response({"object": "list", "region": router.config.region, "data": data})
+    return web.json_response({"object": "list", "region": request.app[CONFIG].region, "data": data})
 
 
 def add_routes(app: web.Application) -> None:
-    """The endpoints, and the runtime they read (filled by `jobs_context`, which app.py runs last)."""
-    app[JOBS] = JobsRuntime()
     app.router.add_post("/v1/async/chat/completions", submit)
     app.router.add_get("/v1/async", list_jobs)
     app.router.add_get("/v1/async/{job_id}", poll)
     app.router.add_delete("/v1/async/{job_id}", cancel)
 
 
-__all__ = ["add_routes", "jobs_context"]
+async def jobs_context(app: web.Application) -> AsyncIterator[None]:
+    """Starts the worker when jobs are enabled and Redis keeps them, and sets `JOBS` either way."""
+    config = app[CONFIG]
+    settings = config.jobs
+    if not settings.enabled:
+        app[JOBS] = JobsOff("asynchronous jobs are disabled on this router", 404)
+        yield
+        return
+    if config.redis_url is None:
+        app[JOBS] = JobsOff("asynchronous jobs need Redis to be kept: this router has no redis_url", 503)
+        yield
+        return
+    store = JobStore(config.redis_url, config.region, result_ttl_s=settings.result_ttl_s,
+                     max_queued=settings.max_queued)
+    secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
+    deliverer = CallbackDeliverer(store, app[SESSION], CallbackSettings(
+        secret.encode(), settings.callback_max_attempts, int(settings.callback_backoff_s * 1000),
+        settings.callback_timeout_s)) if secret else None
+    worker = JobWorker(app[SERVING], app[ROUTER_ID], store, settings, deliverer)
+    app[JOBS] = JobsRunning(store, worker, settings, callback_signing=deliverer is not None)
+    task = asyncio.create_task(worker.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await worker.stop()
+    await store.close()

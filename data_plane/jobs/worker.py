@@ -1,7 +1,7 @@
 """Runs the region's asynchronous jobs on this router: claims queued jobs up to `jobs.concurrency`, runs
 each through the same path as a synchronous request (`serving.serve_parsed`), renews its lease
 while it runs, and records the answer. A sweeper takes over jobs whose owner stopped renewing (it died),
-and a third loop delivers due callbacks. One cleanup context starts and stops all of it.
+and a third loop delivers due callbacks.
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,9 +16,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from data_plane.config import JobsConfig
-from data_plane.context import ROUTER, RouterContext
 from data_plane.errors import ClientError, error_body
-from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings
+from data_plane.jobs.callbacks import CallbackDeliverer
 from data_plane.jobs.state import (
     Expire,
     Fail,
@@ -37,7 +33,7 @@ from data_plane.jobs.state import (
     retryable,
 )
 from data_plane.jobs.store import JobRequest, JobResult, JobStore, JobsUnavailable, StoredJob, now_ms
-from data_plane.serving.pipeline import serve_parsed
+from data_plane.serving.pipeline import Serving, serve_parsed
 from data_plane.serving.request_parsing import parse_openai_request
 from meridian_common.logging_setup import event
 
@@ -48,13 +44,12 @@ _CALLBACK_LIMIT = 8    # callbacks posted at once per router
 _FINISH_TRIES = 6      # writes of a finished job's answer while Redis is failing (about 6 s in all)
 
 
-async def execute(router: RouterContext, request: JobRequest) -> JobResult:
+async def execute(serving: Serving, request: JobRequest) -> JobResult:
     """The job's answer, exactly as `POST /v1/{endpoint}` would have sent it (an error in OpenAI's shape)."""
     try:
         parsed = parse_openai_request(request.endpoint, request.body)
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        response = await serve_parsed(router, parsed, headers, identity=request.identity,
-                                                      request=None)
+        response = await serve_parsed(serving, parsed, headers, identity=request.identity, request=None)
     except ClientError as error:
         return JobResult(error.status, error_body(error.status, error.message, code=error.code, param=error.param),
                          _meridian_headers(error.headers))
@@ -77,13 +72,13 @@ def _reason(result: JobResult) -> tuple[str, str | None]:
 
 
 class JobWorker:
-    def __init__(self, router: RouterContext, store: JobStore, settings: JobsConfig,
+    def __init__(self, serving: Serving, router_id: str, store: JobStore, settings: JobsConfig,
                  deliverer: CallbackDeliverer | None) -> None:
-        self._router = router
+        self._serving = serving
         self._store = store
         self._settings = settings
         self._deliverer = deliverer
-        self._me = router.router_id
+        self._me = router_id
         self._lease_ms = int(settings.lease_s * 1000)
         self._renew_s = settings.lease_s / 5
         self._sweep_s = min(1.0, settings.lease_s / 2)
@@ -160,7 +155,7 @@ class JobWorker:
 
     async def _run(self, job: StoredJob) -> None:
         state: JobState | None = job.state
-        execution = asyncio.create_task(execute(self._router, job.request))
+        execution = asyncio.create_task(execute(self._serving, job.request))
         try:
             while not execution.done():
                 await asyncio.wait({execution}, timeout=self._renew_s)
@@ -295,56 +290,3 @@ class JobWorker:
                     self._store_failed(outcome)
                 elif isinstance(outcome, Exception):
                     log.error(event("job_callback_error", error=type(outcome).__name__, detail=str(outcome)))
-
-
-@dataclass
-class JobsRuntime:
-    """Set up empty by `create_app`, filled by `jobs_context` when jobs run on this router."""
-
-    store: JobStore | None = None
-    worker: JobWorker | None = None
-    settings: JobsConfig = field(default_factory=JobsConfig)
-    callback_signing: bool = False
-    disabled_reason: str = "asynchronous jobs are not started on this router"
-    disabled_status: int = 503
-
-    def status(self) -> dict[str, Any]:
-        worker = self.worker
-        if worker is None:
-            return {"enabled": False, "reason": self.disabled_reason}
-        return {"enabled": True, "concurrency": self.settings.concurrency, "running_here": worker.running,
-                "queue_length": worker.queue_length, "store": "unreachable" if worker.store_error else "reachable",
-                "store_error": worker.store_error, "callbacks": self.callback_signing}
-
-
-JOBS = web.AppKey("jobs", JobsRuntime)
-
-
-async def jobs_context(app: web.Application) -> AsyncIterator[None]:
-    router, runtime = app[ROUTER], app[JOBS]
-    settings = router.config.jobs
-    runtime.settings = settings
-    if not settings.enabled:
-        runtime.disabled_reason, runtime.disabled_status = "asynchronous jobs are disabled on this router", 404
-        yield
-        return
-    if router.config.redis_url is None:
-        runtime.disabled_reason = "asynchronous jobs need Redis to be kept: this router has no redis_url"
-        yield
-        return
-    assert router.session is not None, "the client session context must come first"
-    store = JobStore(router.config.redis_url, router.config.region, result_ttl_s=settings.result_ttl_s,
-                     max_queued=settings.max_queued)
-    secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
-    deliverer = CallbackDeliverer(store, router.session, CallbackSettings(
-        secret.encode(), settings.callback_max_attempts, int(settings.callback_backoff_s * 1000),
-        settings.callback_timeout_s)) if secret else None
-    worker = JobWorker(router, store, settings, deliverer)
-    runtime.store, runtime.worker, runtime.callback_signing = store, worker, deliverer is not None
-    task = asyncio.create_task(worker.run())
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await worker.stop()
-    runtime.store = runtime.worker = None
-    await store.close()

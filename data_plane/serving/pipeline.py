@@ -7,19 +7,21 @@ import hashlib
 import math
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from data_plane.context import RouterContext
 from data_plane.errors import ClientError
 from data_plane.limits.admission_queue import DEFAULT_QUEUE_PRIORITY, QUEUE_PRIORITIES
-from data_plane.limits.waiting_room import QUEUED, QueueRejected, Ticket
+from data_plane.limits.waiting_room import QUEUED, QueueRejected, Ticket, WaitingRooms
+from data_plane.live_state import RouterState
+from data_plane.metrics import RouterMetrics
 from data_plane.policies import RouteRequest
-from data_plane.serving.forwarding import Saturated
+from data_plane.serving.forwarding import Forwarder, Saturated
 from data_plane.serving.outcome import UsageSink
 from data_plane.serving.request_parsing import ParsedRequest
-from data_plane.serving.response_cache import CachedResponse, cache_key, should_cache
+from data_plane.serving.response_cache import CachedResponse, ResponseCache, cache_key, should_cache
 from data_plane.serving.route_planning import ModelDecision, attempts, model_chain
 from data_plane.serving.usage import Usage, estimate_tokens
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec
@@ -27,6 +29,19 @@ from data_plane.table.snapshot import DeploymentSpec, ModelSpec
 QUEUE_PRIORITY_HEADER = "x-meridian-queue-priority"
 DEADLINE_HEADER = "x-meridian-deadline-ms"
 QUEUE_WAIT_HEADER = "x-meridian-queue-wait-ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What serving a parsed request uses, built once at start-up when the forwarder and the cache exist."""
+
+    region: str
+    request_timeout_s: float
+    state: RouterState
+    metrics: RouterMetrics
+    queues: WaitingRooms
+    forwarder: Forwarder
+    cache: ResponseCache
 
 
 def client_identity(headers: Mapping[str, str]) -> str:
@@ -57,18 +72,18 @@ def queue_priority(headers: Mapping[str, str]) -> int:
     return QUEUE_PRIORITIES.index(name)
 
 
-def _check_client_limits(router: RouterContext, identity: str, model: ModelSpec, tokens: int,
+def _check_client_limits(serving: Serving, identity: str, model: ModelSpec, tokens: int,
                          headers: dict[str, str]) -> str | None:
     """Charges the client's buckets (adding the x-ratelimit-* headers), or raises 429; returns the client's
     identity when it has limits, for the settlement with the real usage."""
-    limits = router.state.rate_limits
+    limits = serving.state.rate_limits
     if limits is None or not (model.client_rpm or model.client_tpm):
         return None
     verdict = limits.check_client(model.name, identity, tokens, time.monotonic())
     headers.update(verdict.headers)
     if verdict.allowed:
         return identity
-    router.metrics.rate_limited.labels(router.config.region, model.name, "client").inc()
+    serving.metrics.rate_limited.labels(serving.region, model.name, "client").inc()
     wait_s = verdict.retry_after_s
     raise ClientError(
         429, f"rate limit reached for model {model.name!r} ({verdict.reason} per client key); "
@@ -77,18 +92,18 @@ def _check_client_limits(router: RouterContext, identity: str, model: ModelSpec,
     )
 
 
-async def _forward_through_queue(router: RouterContext, request: web.Request | None, parsed: ParsedRequest,
+async def _forward_through_queue(serving: Serving, request: web.Request | None, parsed: ParsedRequest,
                                  chain: list[tuple[ModelSpec, RouteRequest]], request_headers: Mapping[str, str],
                                  headers: dict[str, str], deadline: float, on_usage: UsageSink | None
                                  ) -> web.StreamResponse:
     """Forwards, and when every deployment is busy waits in the model's queue for a slot, deciding again
     each time one frees. Newcomers queue behind anyone already waiting."""
-    forwarder = router.require_forwarder()
+    forwarder = serving.forwarder
     model = chain[0][0]
-    room = router.queues.get(model.name)
+    room = serving.queues.get(model.name)
     priority = queue_priority(request_headers)
     ticket: Ticket | None = None
-    metrics = router.metrics
+    metrics = serving.metrics
 
     def observed(chain_attempts: Iterator[tuple[ModelDecision, DeploymentSpec | None]]
                  ) -> Iterator[tuple[ModelDecision, DeploymentSpec | None]]:
@@ -96,7 +111,7 @@ async def _forward_through_queue(router: RouterContext, request: web.Request | N
         for model_decision, spec in chain_attempts:
             if model_decision.model.name not in decided:
                 decided.add(model_decision.model.name)
-                metrics.bound(metrics.decision_time, router.config.region, model_decision.request.policy).observe(
+                metrics.bound(metrics.decision_time, serving.region, model_decision.request.policy).observe(
                     model_decision.decision_s)
             yield model_decision, spec
 
@@ -114,7 +129,7 @@ async def _forward_through_queue(router: RouterContext, request: web.Request | N
                 await room.wait(ticket, min(deadline, ticket.joined_at + room.timeout_s), headers)
             try:
                 return await forwarder.forward(request, parsed,
-                                               observed(attempts(router.state, chain)), headers,
+                                               observed(attempts(serving.state, chain)), headers,
                                                deadline=deadline, on_admit=admitted, on_usage=on_usage)
             except Saturated:
                 if room is None or room.size <= 0:
@@ -124,15 +139,15 @@ async def _forward_through_queue(router: RouterContext, request: web.Request | N
                 else:
                     room.requeue(ticket)
     except (Saturated, QueueRejected) as error:
-        router.metrics.queue_rejected.labels(router.config.region, model.name, error.code or "busy").inc()
-        router.metrics.requests.labels(router.config.region, model.name, "none", "none", model.policy, "503").inc()
+        metrics.queue_rejected.labels(serving.region, model.name, error.code or "busy").inc()
+        metrics.requests.labels(serving.region, model.name, "none", "none", model.policy, "503").inc()
         raise
     finally:
         if ticket is not None and room is not None:
             room.leave(ticket)
 
 
-async def serve_parsed(router: RouterContext, parsed: ParsedRequest, request_headers: CIMultiDictProxy[str], *,
+async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers: CIMultiDictProxy[str], *,
                        identity: str, request: web.Request | None) -> web.StreamResponse:
     """Serves a parsed request as the endpoint does (limits, cache, queue, forwarding) and returns the
     response; asynchronous jobs call it without a client request, for non-streamed requests only."""
@@ -140,32 +155,32 @@ async def serve_parsed(router: RouterContext, parsed: ParsedRequest, request_hea
         raise ValueError("a streamed request needs the client's request to stream to")
     endpoint = parsed.endpoint
     started = time.monotonic()
-    chain = model_chain(router.state, parsed, request_headers)
+    chain = model_chain(serving.state, parsed, request_headers)
     primary = chain[0][0]
-    deadline = request_deadline(request_headers, started, router.config.request_timeout_s)
-    base_headers = {"x-meridian-table-version": str(router.state.table.version)}
+    deadline = request_deadline(request_headers, started, serving.request_timeout_s)
+    base_headers = {"x-meridian-table-version": str(serving.state.table.version)}
     prompt_tokens = estimate_tokens(parsed.prompt)
-    identity_limited = _check_client_limits(router, identity, primary, prompt_tokens, base_headers)
+    identity_limited = _check_client_limits(serving, identity, primary, prompt_tokens, base_headers)
 
     def settle(usage: Usage) -> None:
-        limits = router.state.rate_limits
+        limits = serving.state.rate_limits
         if identity_limited is not None and limits is not None:
             limits.settle_client(primary.name, identity_limited, prompt_tokens, usage.total_tokens, time.monotonic())
 
     key = None
     if endpoint != "embeddings" and should_cache(parsed.body, request_headers, model_opted_in=primary.cache_enabled):
         key = cache_key(endpoint, parsed.body)
-        hit = await router.cache.lookup(key)
-        router.metrics.cache.labels(router.config.region, primary.name, "hit" if hit else "miss").inc()
+        hit = await serving.cache.lookup(key)
+        serving.metrics.cache.labels(serving.region, primary.name, "hit" if hit else "miss").inc()
         if hit is not None:
             return web.Response(status=hit.status, body=hit.body, content_type=hit.content_type,
                                 headers={**base_headers, "x-meridian-cache": "hit"})
         base_headers["x-meridian-cache"] = "miss"
-    response = await _forward_through_queue(router, request, parsed, chain, request_headers, base_headers, deadline,
-                                            settle if identity_limited is not None else None)
+    response = await _forward_through_queue(serving, request, parsed, chain, request_headers, base_headers,
+                                            deadline, settle if identity_limited is not None else None)
     if key is not None and isinstance(response, web.Response) and response.status == 200:
         assert response.body is not None
-        await router.cache.store.set(
+        await serving.cache.store.set(
             key, CachedResponse(200, bytes(response.body), response.content_type), primary.cache_ttl_s
         )
     return response

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from data_plane.api import regions_directory
 from data_plane.api.regions_directory import PeerProbe, directory_json, is_fresh, peer_urls
-from data_plane.app import build_context, create_app
+from data_plane.app import create_app
 from data_plane.config import RouterConfig
 from meridian_common.service_process import pick_free_port
 
@@ -62,7 +62,7 @@ async def _directory(peers_alive: int) -> tuple[dict[str, Any], int]:
     async with TestServer(peer_app, host="127.0.0.1") as peer:
         alive = str(peer.make_url("")).rstrip("/")
         dead = f"http://127.0.0.1:{pick_free_port()}"
-        app = create_app(build_context(_router_config({"us-east": [SELF], "eu-west": [alive, dead]})))
+        app = create_app(_router_config({"us-east": [SELF], "eu-west": [alive, dead]}))
         if not any(r.resource is not None and r.resource.canonical == "/v1/regions" for r in app.router.routes()):
             regions_directory.add_routes(app)  # until data_plane/app.py wires it
         async with TestServer(app, host="127.0.0.1") as router:
