@@ -173,6 +173,25 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
+@pytest.mark.parametrize("plane", PLANES)
+def test_no_cycle_between_the_parts_of_a_plane(plane: str) -> None:
+    """A part is a subpackage or a module directly in the plane's folder (`data_plane.serving`,
+    `data_plane.app_keys`); the plane's own __init__ is left out, every part imports it."""
+
+    def part(module: str) -> str | None:
+        pieces = module.split(".")
+        return ".".join(pieces[:2]) if pieces[0] == plane and len(pieces) > 1 else None
+
+    graph: dict[str, set[str]] = {}
+    for module, edges in _import_graph().items():
+        source = part(module)
+        if source is not None:
+            graph.setdefault(source, set()).update(
+                target for target in map(part, edges) if target is not None and target != source)
+    cycle = _find_cycle(graph)
+    assert cycle is None, f"parts of {plane} import each other in a circle: {' -> '.join(cycle or [])}"
+
+
 @pytest.mark.parametrize(("plane", "other"), [PLANES, PLANES[::-1]])
 def test_planes_do_not_import_each_other(plane: str, other: str) -> None:
     offenders = sorted(module for module, edges in _import_graph().items()
