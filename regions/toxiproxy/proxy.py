@@ -13,7 +13,7 @@ import random
 import socket
 
 from meridian_common.logging_setup import event
-from regions.toxiproxy.addresses import is_ip_literal, join_host_port, split_host_port
+from regions.toxiproxy.addresses import is_ip_literal, join_host_port, listen_target, split_host_port
 from regions.toxiproxy.api_error import ApiError
 from regions.toxiproxy.api_json import ProxyInput
 from regions.toxiproxy.connection import Connection
@@ -25,15 +25,14 @@ UPSTREAM_CONNECT_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
 
-async def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+async def _resolve(host: str, port: int) -> str:
     """Go's choice for a host name: its first IPv4 address if it has one."""
     if is_ip_literal(host):
-        return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
+        return host
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"lookup {host}: no such host")
-    family, _, _, _, sockaddr = next((info for info in infos if info[0] == socket.AF_INET), infos[0])
-    return socket.AddressFamily(family), str(sockaddr[0])
+    return str(next((info for info in infos if info[0] == socket.AF_INET), infos[0])[4][0])
 
 
 async def normalize_listen(listen: str) -> str:
@@ -41,20 +40,17 @@ async def normalize_listen(listen: str) -> str:
     host, port = split_host_port(listen)
     if not host:
         return f":{port}"
-    return join_host_port((await _resolve(host, port))[1], port)
+    return join_host_port(await _resolve(host, port), port)
 
 
 async def _bind(listen: str) -> socket.socket:
     host, port = split_host_port(listen)
-    if not host:
-        # Go listens on every interface, IPv4 and IPv6, with one socket.
-        family, address = (socket.AF_INET6, "::") if socket.has_ipv6 else (socket.AF_INET, "0.0.0.0")
-    else:
-        family, address = await _resolve(host, port)
+    ip = await _resolve(host, port) if host else ""
+    family, address, dual_stack = listen_target(ip, socket.has_ipv6)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not host:
+        if dual_stack:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((address, port))
         sock.setblocking(False)

@@ -245,6 +245,28 @@ def test_create_duplicate_is_409(toxiproxy_url: str, echo_port: int) -> None:
     assert (status, body) == (409, {"error": "proxy already exists", "status": 409})
 
 
+def test_create_with_an_empty_port_binds_a_free_one(toxiproxy_url: str, echo_port: int) -> None:
+    proxy = create_proxy(toxiproxy_url, echo_port, listen=f"{HOST}:")
+    assert proxy["listen"].startswith(f"{HOST}:") and listen_port(proxy) > 0
+    with connect(proxy) as sock:
+        assert round_trip_s(sock) < IO_TIMEOUT_S
+
+
+def test_no_listen_address_is_not_an_error(toxiproxy_url: str, echo_port: int, http_port: int) -> None:
+    # Enabled, such a proxy listens on every interface (Go's net.Listen("tcp", "")); these tests only ever
+    # listen on 127.0.0.1, so it stays disabled while its empty address is read.
+    name = unique("nolisten")
+    status, proxy = api(toxiproxy_url, "POST", "/proxies",
+                        {"name": name, "upstream": f"{HOST}:{echo_port}", "enabled": False})
+    assert status == 201 and (proxy["listen"], proxy["enabled"]) == ("", False)
+    status, updated = api(toxiproxy_url, "PATCH", f"/proxies/{name}", {"upstream": f"{HOST}:{http_port}"})
+    assert status == 200 and (updated["listen"], updated["upstream"]) == ("", f"{HOST}:{http_port}")
+    status, moved = api(toxiproxy_url, "PATCH", f"/proxies/{name}", {"listen": f"{HOST}:", "enabled": True})
+    assert status == 200 and moved["enabled"] is True and listen_port(moved) > 0
+    status, emptied = api(toxiproxy_url, "PATCH", f"/proxies/{name}", {"listen": "", "enabled": False})
+    assert status == 200 and (emptied["listen"], emptied["enabled"]) == ("", False)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

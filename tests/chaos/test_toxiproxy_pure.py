@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regions.toxiproxy import api_json
-from regions.toxiproxy.addresses import join_host_port, split_host_port
+from regions.toxiproxy.addresses import join_host_port, listen_target, split_host_port
 from regions.toxiproxy.api_error import ApiError
 from regions.toxiproxy.toxicity import draw_active
 from regions.toxiproxy.toxics import REGISTRY, Chunk, StreamClosed, Toxic
@@ -207,6 +208,32 @@ def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
 def test_split_host_port_rejects(address: str) -> None:
     with pytest.raises(ValueError):
         split_host_port(address)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("", ("", 0)), ("127.0.0.1:", ("127.0.0.1", 0)), ("[::1]:", ("::1", 0)), (":", ("", 0))],
+)
+def test_no_address_or_no_port_is_port_0(address: str, expected: tuple[str, int]) -> None:
+    # Go's net.Listen: "" is every interface on a free port, and an empty port is port 0.
+    assert split_host_port(address) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "has_ipv6", "expected"),
+    [
+        ("", True, (socket.AF_INET6, "::", True)),
+        ("0.0.0.0", True, (socket.AF_INET6, "::", True)),
+        ("::", True, (socket.AF_INET6, "::", True)),
+        ("", False, (socket.AF_INET, "0.0.0.0", False)),
+        ("0.0.0.0", False, (socket.AF_INET, "0.0.0.0", False)),
+        ("127.0.0.1", True, (socket.AF_INET, "127.0.0.1", False)),
+        ("::1", True, (socket.AF_INET6, "::1", False)),
+    ],
+)
+def test_wildcards_listen_on_every_interface_in_one_socket(ip: str, has_ipv6: bool,
+                                                           expected: tuple[socket.AddressFamily, str, bool]) -> None:
+    assert listen_target(ip, has_ipv6) == expected
 
 
 @given(st.integers(min_value=0, max_value=2**32))
