@@ -1,7 +1,7 @@
 """Toxiproxy's API bodies, without I/O: request JSON parsed into frozen values, values shaped into JSON.
 
-Follows Go's encoding/json as Toxiproxy uses it: unknown keys and nulls are ignored, a wrong type is
-"bad request body: ...", missing names are "missing required field: ...".
+Follows Go's encoding/json as Toxiproxy uses it: unknown keys and nulls are ignored (a null body too), a wrong
+type is "bad request body: ...", missing names are "missing required field: ...".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
+from regions.toxiproxy import go_json
 from regions.toxiproxy.api_error import (
     BAD_REQUEST_BODY,
     INVALID_STREAM,
@@ -49,15 +50,15 @@ class ToxicSpec:
 
 
 def parse_body(raw: bytes) -> Any:
-    if not raw.strip():
-        raise BAD_REQUEST_BODY.joined("EOF")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        return go_json.decode(raw)
+    except ValueError as error:
         raise BAD_REQUEST_BODY.joined(str(error)) from error
 
 
 def _object(doc: Any, where: str) -> Mapping[str, Any]:
+    if doc is None:
+        return {}
     if not isinstance(doc, Mapping):
         raise BAD_REQUEST_BODY.joined(f"{where}: expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -102,6 +103,8 @@ def parse_proxy_update(doc: Any, current: ProxyInput) -> ProxyInput:
 
 def parse_populate(doc: Any) -> list[ProxyInput]:
     """Validates every proxy before any is created, as Toxiproxy does."""
+    if doc is None:
+        return []
     if not isinstance(doc, list):
         raise BAD_REQUEST_BODY.joined(f"populate: expected a JSON array of proxies, got {type(doc).__name__}")
     proxies = []

@@ -70,7 +70,7 @@ def _remove_test_proxies(toxiproxy_url: str) -> Iterator[None]:
     assert status == 200
     for name in proxies:
         if name.startswith(PREFIX):
-            api(toxiproxy_url, "DELETE", f"/proxies/{name}")
+            api(toxiproxy_url, "DELETE", f"/proxies/{urllib.parse.quote(name)}")
 
 
 class _EchoHandler(socketserver.BaseRequestHandler):
@@ -243,6 +243,57 @@ def test_create_duplicate_is_409(toxiproxy_url: str, echo_port: int) -> None:
     status, body = api(toxiproxy_url, "POST", "/proxies",
                        {"name": proxy["name"], "listen": f"{HOST}:0", "upstream": f"{HOST}:{echo_port}"})
     assert (status, body) == (409, {"error": "proxy already exists", "status": 409})
+
+
+def test_duplicate_is_409_before_listen_is_read(toxiproxy_url: str, echo_port: int) -> None:
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    conflict = (409, {"error": "proxy already exists", "status": 409})
+    for listen in ["not an address", proxy["listen"], ""]:
+        body = {"name": proxy["name"], "listen": listen, "upstream": f"{HOST}:{echo_port}"}
+        assert api(toxiproxy_url, "POST", "/proxies", body) == conflict
+    # Toxiproxy's decoder reads the first JSON value and never looks at what follows it.
+    raw = json.dumps({"name": proxy["name"], "upstream": f"{HOST}:{echo_port}"}).encode() + b" and more"
+    assert api(toxiproxy_url, "POST", "/proxies", raw=raw) == conflict
+
+
+def test_duplicate_is_checked_after_decoding_and_required_fields(toxiproxy_url: str, echo_port: int) -> None:
+    # api.go ProxyCreate: decode (400), name and upstream (400), then ProxyCollection.Add (409).
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    status, error = api(toxiproxy_url, "POST", "/proxies", {"name": proxy["name"]})
+    assert (status, error) == (400, {"error": "missing required field: upstream", "status": 400})
+    status, error = api(toxiproxy_url, "POST", "/proxies",
+                        {"name": proxy["name"], "upstream": f"{HOST}:{echo_port}", "enabled": "yes"})
+    assert status == 400 and error["error"].startswith("bad request body: ")
+
+
+def test_null_bodies_are_empty_ones(toxiproxy_url: str, echo_port: int) -> None:
+    assert api(toxiproxy_url, "POST", "/proxies", raw=b"null") == (
+        400, {"error": "missing required field: name", "status": 400})
+    assert api(toxiproxy_url, "POST", "/populate", raw=b"null") == (201, {"proxies": None})
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    assert api(toxiproxy_url, "POST", f"/proxies/{proxy['name']}", raw=b"null") == (200, proxy)
+    toxic = add_toxic(toxiproxy_url, proxy, type="latency", attributes={"latency": 5})
+    path = f"/proxies/{proxy['name']}/toxics/{toxic['name']}"
+    assert api(toxiproxy_url, "PATCH", path, raw=b"null") == (200, toxic)
+    assert api(toxiproxy_url, "POST", f"/proxies/{proxy['name']}/toxics", raw=b"null") == (
+        400, {"error": "invalid toxic type", "status": 400})
+
+
+def test_nan_is_not_json(toxiproxy_url: str, echo_port: int) -> None:
+    raw = b'{"name": "%s", "upstream": "%s:%d", "extra": NaN}' % (unique("nan").encode(), HOST.encode(), echo_port)
+    status, error = api(toxiproxy_url, "POST", "/proxies", raw=raw)
+    assert status == 400 and error["error"].startswith("bad request body: ")
+
+
+def test_invalid_text_in_a_name_becomes_replacement_characters(toxiproxy_url: str, echo_port: int) -> None:
+    # Go's decoder turns a lone surrogate escape into U+FFFD; keeping it made every later answer fail to encode.
+    raw = b'{"name": "%s\\ud800", "listen": "%s:0", "upstream": "%s:%d"}' % (
+        unique("text").encode(), HOST.encode(), HOST.encode(), echo_port)
+    status, proxy = api(toxiproxy_url, "POST", "/proxies", raw=raw)
+    assert status == 201 and proxy["name"].endswith("\ufffd")
+    status, listing = api(toxiproxy_url, "GET", "/proxies")
+    assert status == 200 and listing[proxy["name"]] == proxy
+    assert api(toxiproxy_url, "DELETE", f"/proxies/{urllib.parse.quote(proxy['name'])}")[0] == 204
 
 
 def test_create_with_an_empty_port_binds_a_free_one(toxiproxy_url: str, echo_port: int) -> None:

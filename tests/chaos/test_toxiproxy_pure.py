@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regions.toxiproxy import api_json
+from regions.toxiproxy import api_json, go_json
 from regions.toxiproxy.addresses import join_host_port, listen_target, split_host_port
 from regions.toxiproxy.api_error import ApiError
 from regions.toxiproxy.toxicity import draw_active
@@ -186,10 +186,46 @@ def test_populate_json_shapes() -> None:
                                                               "proxies": [{"name": "a"}]}
 
 
-@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff"])
+@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff", b'{"a": NaN}', b"[Infinity]", b"-Infinity"])
 def test_parse_body_errors(raw: bytes) -> None:
     with pytest.raises(ApiError, match="bad request body"):
         api_json.parse_body(raw)
+
+
+def test_parse_body_too_deep_is_a_bad_body() -> None:
+    with pytest.raises(ApiError, match="bad request body: exceeded max depth"):
+        api_json.parse_body(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"a": 1} and then anything', {"a": 1}),  # Go's Decoder reads the first value only
+        (b' \r\n\t[1] [2]', [1]),
+        (b"null", None),
+        (b'{"a": "x\\ud800y", "\\udfff": 1}', {"a": "x\ufffdy", "\ufffd": 1}),
+        (b'{"a": "\xff\xe2\x82"}', {"a": "\ufffd\ufffd\ufffd"}),  # one U+FFFD per invalid byte, as Go
+        (b'{"a": "\\ud83d\\ude00"}', {"a": "\U0001f600"}),
+    ],
+)
+def test_go_json_decode(raw: bytes, expected: Any) -> None:
+    assert go_json.decode(raw) == expected
+
+
+def test_go_json_repeated_key_takes_its_last_place() -> None:
+    assert list(go_json.decode(b'{"a": 1, "b": 2, "a": 3}').items()) == [("b", 2), ("a", 3)]
+
+
+def test_null_bodies_change_nothing() -> None:
+    with pytest.raises(ApiError, match="missing required field: name"):
+        api_json.parse_proxy_create(None)
+    current = api_json.ProxyInput(name="a", listen="127.0.0.1:4000", upstream="b:1", enabled=False)
+    assert api_json.parse_proxy_update(None, current) == current
+    assert api_json.parse_populate(None) == []
+    with pytest.raises(ApiError, match="invalid toxic type"):
+        api_json.parse_toxic_create(None, existing_names=[])
+    spec = api_json.parse_toxic_create({"type": "latency", "attributes": {"latency": 3}}, [])
+    assert api_json.parse_toxic_update(None, spec) == spec
 
 
 # --- addresses, toxicity ---------------------------------------------------------------------------------
