@@ -1,7 +1,7 @@
 """Toxiproxy's API bodies, without I/O: request JSON parsed into frozen values, values shaped into JSON.
 
-Follows Go's encoding/json as Toxiproxy uses it: unknown keys and nulls are ignored (a null body too), a wrong
-type is "bad request body: ...", missing names are "missing required field: ...".
+Follows Go's encoding/json as Toxiproxy uses it: keys match field names ignoring case, unknown keys and nulls are
+ignored (a null body too), a wrong type is "bad request body: ...", missing names are "missing required field: ...".
 """
 
 from __future__ import annotations
@@ -65,14 +65,22 @@ def _object(doc: Any, where: str) -> Mapping[str, Any]:
 
 
 def _field(doc: Mapping[str, Any], name: str, kind: type[T], default: T) -> T:
-    value = doc.get(name)
-    if value is None:
-        return default
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise BAD_REQUEST_BODY.joined(f"{name}: expected {kind.__name__}, got {json.dumps(value)}")
+    value = default
+    for found in go_json.values(doc, name):
+        if kind is float and isinstance(found, int) and not isinstance(found, bool):
+            found = float(found)
+        if not isinstance(found, kind) or (kind is not bool and isinstance(found, bool)):
+            raise BAD_REQUEST_BODY.joined(f"{name}: expected {kind.__name__}, got {json.dumps(found)}")
+        value = found
     return value
+
+
+def _attributes(body: Mapping[str, Any], toxic_class: type[Toxic], base: Toxic | None) -> Toxic:
+    # Go decodes every "attributes" key (in any case) into the same toxic, one after the other.
+    toxic = base if base is not None else attributes_from_json(toxic_class, None)
+    for raw in go_json.values(body, "attributes"):
+        toxic = attributes_from_json(toxic_class, raw, base=toxic)
+    return toxic
 
 
 def parse_proxy_create(doc: Any) -> ProxyInput:
@@ -147,14 +155,14 @@ def parse_toxic_create(doc: Any, existing_names: Collection[str]) -> ToxicSpec:
         raise INVALID_TOXIC_TYPE
     if name in existing_names:
         raise TOXIC_ALREADY_EXISTS
-    toxic = attributes_from_json(toxic_class, body.get("attributes"))
+    toxic = _attributes(body, toxic_class, None)
     return ToxicSpec(name=name, type=type_name, stream=stream, toxicity=toxicity, toxic=toxic)
 
 
 def parse_toxic_update(doc: Any, current: ToxicSpec) -> ToxicSpec:
     """Only attributes and toxicity change; attributes not in the body keep their values."""
     body = _object(doc, "toxic")
-    toxic = attributes_from_json(type(current.toxic), body.get("attributes"), base=current.toxic)
+    toxic = _attributes(body, type(current.toxic), current.toxic)
     return dataclasses.replace(current, toxicity=_toxicity(body, current.toxicity), toxic=toxic)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _GO_WHITESPACE = " \t\r\n"
@@ -56,3 +57,13 @@ def decode(raw: bytes) -> Any:
     except RecursionError as error:
         raise ValueError("exceeded max depth") from error
 
+
+def fold(key: str) -> str:
+    """Go's case folding of an object key, as far as it can make a key equal to an ASCII field name."""
+    return key.replace("\u212a", "k").replace("\u017f", "s").lower()
+
+
+def values(doc: Mapping[str, Any], name: str) -> list[Any]:
+    """What Go decodes into the field `name`, in document order: every non-null value under a key equal to
+    `name` ignoring case (the last one stays). Go leaves a field untouched for a null."""
+    return [value for key, value in doc.items() if value is not None and fold(key) == name]

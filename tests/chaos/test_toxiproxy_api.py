@@ -251,7 +251,9 @@ def test_duplicate_is_409_before_listen_is_read(toxiproxy_url: str, echo_port: i
     for listen in ["not an address", proxy["listen"], ""]:
         body = {"name": proxy["name"], "listen": listen, "upstream": f"{HOST}:{echo_port}"}
         assert api(toxiproxy_url, "POST", "/proxies", body) == conflict
-    # Toxiproxy's decoder reads the first JSON value and never looks at what follows it.
+    # Go's decoder matches keys to fields ignoring case, and reads the first JSON value, never what follows it.
+    assert api(toxiproxy_url, "POST", "/proxies", {"Name": proxy["name"], "UPSTREAM": f"{HOST}:{echo_port}"}) == (
+        conflict)
     raw = json.dumps({"name": proxy["name"], "upstream": f"{HOST}:{echo_port}"}).encode() + b" and more"
     assert api(toxiproxy_url, "POST", "/proxies", raw=raw) == conflict
 
@@ -294,6 +296,18 @@ def test_invalid_text_in_a_name_becomes_replacement_characters(toxiproxy_url: st
     status, listing = api(toxiproxy_url, "GET", "/proxies")
     assert status == 200 and listing[proxy["name"]] == proxy
     assert api(toxiproxy_url, "DELETE", f"/proxies/{urllib.parse.quote(proxy['name'])}")[0] == 204
+
+
+def test_keys_match_ignoring_case(toxiproxy_url: str, echo_port: int) -> None:
+    name = unique("case")
+    status, proxy = api(toxiproxy_url, "POST", "/proxies",
+                        {"Name": name, "LISTEN": f"{HOST}:0", "Upstream": f"{HOST}:{echo_port}", "ENABLED": False})
+    assert status == 201 and (proxy["name"], proxy["enabled"]) == (name, False) and proxy["listen"] == f"{HOST}:0"
+    toxic = add_toxic(toxiproxy_url, proxy, Type="latency", STREAM="upstream", Attributes={"Latency": 7})
+    assert (toxic["name"], toxic["attributes"]) == ("latency_upstream", {"latency": 7, "jitter": 0})
+    status, updated = api(toxiproxy_url, "PATCH", f"/proxies/{name}/toxics/latency_upstream",
+                          {"ATTRIBUTES": {"JITTER": 3}, "Toxicity": 0.5})
+    assert status == 200 and (updated["attributes"], updated["toxicity"]) == ({"latency": 7, "jitter": 3}, 0.5)
 
 
 def test_create_with_an_empty_port_binds_a_free_one(toxiproxy_url: str, echo_port: int) -> None:

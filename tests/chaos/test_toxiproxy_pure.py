@@ -212,6 +212,23 @@ def test_go_json_decode(raw: bytes, expected: Any) -> None:
     assert go_json.decode(raw) == expected
 
 
+def test_go_json_keys_match_fields_ignoring_case() -> None:
+    doc = {"Name": "a", "NAME": None, "nAmE": "b", "names": "c"}
+    assert go_json.values(doc, "name") == ["a", "b"]
+    assert go_json.values({"\u212aey": 1, "\u017ftream": 2}, "key") == [1]  # Kelvin sign folds to k, as in Go
+    assert go_json.values({"\u017ftream": 2}, "stream") == [2]  # and long s to s
+
+
+def test_request_fields_match_ignoring_case() -> None:
+    assert api_json.parse_proxy_create({"Name": "a", "UPSTREAM": "b:1", "Enabled": False}) == api_json.ProxyInput(
+        name="a", listen="", upstream="b:1", enabled=False)
+    spec = api_json.parse_toxic_create(
+        {"TYPE": "latency", "Stream": "upstream", "Attributes": {"Latency": 5}, "attributes": {"JITTER": 2}}, [])
+    assert (spec.name, spec.toxic) == ("latency_upstream", LatencyToxic(5, 2))
+    with pytest.raises(ApiError, match="bad request body: name"):
+        api_json.parse_proxy_create({"name": "a", "NAME": 5, "upstream": "b:1"})
+
+
 def test_go_json_repeated_key_takes_its_last_place() -> None:
     assert list(go_json.decode(b'{"a": 1, "b": 2, "a": 3}').items()) == [("b", 2), ("a", 3)]
 
