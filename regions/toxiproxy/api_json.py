@@ -132,20 +132,24 @@ def parse_populate(doc: Any) -> list[ProxyInput]:
     return proxies
 
 
-def _toxicity(body: Mapping[str, Any], default: float) -> float:
-    toxicity = _field(body, "toxicity", float, default)
+def _probability(toxicity: float) -> float:
+    # Stricter than Toxiproxy, which stores any number; checked last so that every answer Toxiproxy gives comes first.
     if not 0.0 <= toxicity <= 1.0:
         raise BAD_REQUEST_BODY.joined(f"toxicity: must be between 0 and 1, got {toxicity}")
     return toxicity
 
 
 def parse_toxic_create(doc: Any, existing_names: Collection[str]) -> ToxicSpec:
-    """Checks in Toxiproxy's order: body, stream, type, duplicate name, then the type's attributes."""
+    """Checks in Toxiproxy's order (AddToxicJson): the body's fields, stream, type, duplicate name, then the
+    type's attributes."""
     body = _object(doc, "toxic")
     stream = _field(body, "stream", str, "downstream")
-    toxicity = _toxicity(body, 1.0)
+    toxicity = _field(body, "toxicity", float, 1.0)
     type_name = _field(body, "type", str, "")
     name = _field(body, "name", str, "")
+    # Go's first pass decodes "attributes" into an empty struct: its values wait, but it must be an object.
+    for raw in go_json.values(body, "attributes"):
+        _object(raw, "attributes")
     if stream.lower() not in STREAMS:
         raise INVALID_STREAM
     if not name:
@@ -156,14 +160,15 @@ def parse_toxic_create(doc: Any, existing_names: Collection[str]) -> ToxicSpec:
     if name in existing_names:
         raise TOXIC_ALREADY_EXISTS
     toxic = _attributes(body, toxic_class, None)
-    return ToxicSpec(name=name, type=type_name, stream=stream, toxicity=toxicity, toxic=toxic)
+    return ToxicSpec(name=name, type=type_name, stream=stream, toxicity=_probability(toxicity), toxic=toxic)
 
 
 def parse_toxic_update(doc: Any, current: ToxicSpec) -> ToxicSpec:
     """Only attributes and toxicity change; attributes not in the body keep their values."""
     body = _object(doc, "toxic")
+    toxicity = _field(body, "toxicity", float, current.toxicity)
     toxic = _attributes(body, type(current.toxic), current.toxic)
-    return dataclasses.replace(current, toxicity=_toxicity(body, current.toxicity), toxic=toxic)
+    return dataclasses.replace(current, toxicity=_probability(toxicity), toxic=toxic)
 
 
 def _number(value: float) -> float | int:

@@ -453,6 +453,20 @@ def test_bad_toxic_is_400(toxiproxy_url: str, echo_port: int, toxic: dict[str, A
     assert got_status == status and error["error"].startswith(message)
 
 
+def test_toxic_checks_come_in_toxiproxys_order(toxiproxy_url: str, echo_port: int) -> None:
+    # toxic_collection.go AddToxicJson: decode (attributes must be an object), stream, type, duplicate name.
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    base = f"/proxies/{proxy['name']}/toxics"
+    status, error = api(toxiproxy_url, "POST", base, {"type": "nonsense", "stream": "sideways", "attributes": [1]})
+    assert status == 400 and error["error"].startswith("bad request body")
+    add_toxic(toxiproxy_url, proxy, type="latency")
+    # Meridian refuses a toxicity outside [0, 1], which Toxiproxy stores; Toxiproxy's own answers come first.
+    assert api(toxiproxy_url, "POST", base, {"type": "latency", "toxicity": 2}) == (
+        409, {"error": "toxic already exists", "status": 409})
+    assert api(toxiproxy_url, "POST", base, {"type": "nonsense", "toxicity": -1}) == (
+        400, {"error": "invalid toxic type", "status": 400})
+
+
 def test_reset_enables_proxies_and_removes_toxics(client: Toxiproxy, toxiproxy_url: str, echo_port: int) -> None:
     first = create_proxy(toxiproxy_url, echo_port)
     second = create_proxy(toxiproxy_url, echo_port, enabled=False)

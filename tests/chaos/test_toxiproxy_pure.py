@@ -120,6 +120,9 @@ def test_stream_is_case_insensitive_but_kept_as_written() -> None:
         ({"type": "nope"}, [], 400, "invalid toxic type"),
         ({"type": "latency"}, ["latency_downstream"], 409, "toxic already exists"),
         ({"type": "latency", "name": "x"}, ["x"], 409, "toxic already exists"),
+        ({"type": "nope", "stream": "sideways", "attributes": 5}, [], 400, "bad request body: attributes"),
+        ({"type": "nope", "toxicity": 2}, [], 400, "invalid toxic type"),  # Toxiproxy's answers first
+        ({"type": "latency", "toxicity": -1}, ["latency_downstream"], 409, "toxic already exists"),
         ({"type": "latency", "toxicity": 1.5}, [], 400, "bad request body: toxicity"),
         ({"type": "latency", "toxicity": "high"}, [], 400, "bad request body: toxicity"),
         ({"type": "latency", "attributes": {"latency": "x"}}, [], 400, "bad request body: attributes.latency"),
@@ -130,6 +133,12 @@ def test_toxic_create_errors(doc: Any, existing: list[str], status: int, message
     with pytest.raises(ApiError) as error:
         api_json.parse_toxic_create(doc, existing_names=existing)
     assert error.value.status == status and error.value.message.startswith(message)
+
+
+def test_toxic_update_rejects_toxicity_out_of_range() -> None:
+    spec = api_json.parse_toxic_create({"type": "latency"}, [])
+    with pytest.raises(ApiError, match="bad request body: toxicity"):
+        api_json.parse_toxic_update({"toxicity": 1.01}, spec)
 
 
 def test_toxic_update_merges_attributes_and_toxicity() -> None:
