@@ -467,6 +467,16 @@ def test_toxic_checks_come_in_toxiproxys_order(toxiproxy_url: str, echo_port: in
         400, {"error": "invalid toxic type", "status": 400})
 
 
+def test_attribute_beyond_int64_is_400_and_stores_nothing(toxiproxy_url: str, echo_port: int) -> None:
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    base = f"/proxies/{proxy['name']}/toxics"
+    status, error = api(toxiproxy_url, "POST", base, {"type": "latency", "attributes": {"latency": 2**63}})
+    assert status == 400 and error["error"].startswith("bad request body")
+    largest = add_toxic(toxiproxy_url, proxy, type="bandwidth", attributes={"rate": 2**63 - 1})
+    assert api(toxiproxy_url, "GET", base) == (200, [largest])
+    assert api(toxiproxy_url, "GET", "/proxies")[0] == 200
+
+
 def test_reset_enables_proxies_and_removes_toxics(client: Toxiproxy, toxiproxy_url: str, echo_port: int) -> None:
     first = create_proxy(toxiproxy_url, echo_port)
     second = create_proxy(toxiproxy_url, echo_port, enabled=False)

@@ -83,12 +83,16 @@ def test_attributes_defaults_and_ignored_keys(raw: Any, expected: LatencyToxic) 
     assert attributes_from_json(LatencyToxic, raw) == expected
 
 
+def test_attributes_take_any_int64() -> None:
+    assert attributes_from_json(BandwidthToxic, {"rate": 2**63 - 1}) == BandwidthToxic(rate=2**63 - 1)
+
+
 def test_attributes_update_keeps_unmentioned_fields() -> None:
     base = SlicerToxic(average_size=10, size_variation=2, delay=5)
     assert attributes_from_json(SlicerToxic, {"delay": 9}, base=base) == SlicerToxic(10, 2, 9)
 
 
-@pytest.mark.parametrize("value", [True, 1.5, 100.0, "10", [1], -1])
+@pytest.mark.parametrize("value", [True, 1.5, 100.0, "10", [1], -1, 2**63])
 def test_attributes_reject_non_integers_and_negatives(value: Any) -> None:
     with pytest.raises(ApiError) as error:
         attributes_from_json(BandwidthToxic, {"rate": value})

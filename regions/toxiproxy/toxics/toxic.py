@@ -75,6 +75,9 @@ class Toxic:
 
 ToxicT = TypeVar("ToxicT", bound=type[Toxic])
 
+# Toxiproxy's attributes are Go int64s (or ints, 64 bits on its builds): a larger number does not decode.
+MAX_ATTRIBUTE = 2**63 - 1
+
 REGISTRY: dict[str, type[Toxic]] = {}
 
 
@@ -100,6 +103,8 @@ def attributes_from_json(cls: type[Toxic], raw: object, base: Toxic | None = Non
             if isinstance(value, bool) or not isinstance(value, int):
                 raise BAD_REQUEST_BODY.joined(
                     f"attributes.{field.name}: expected an integer for {cls.type_name}, got {value!r}")
+            if value > MAX_ATTRIBUTE:
+                raise BAD_REQUEST_BODY.joined(f"attributes.{field.name}: {value} overflows a 64-bit integer")
             if value < 0:
                 raise BAD_REQUEST_BODY.joined(f"attributes.{field.name}: must be >= 0, got {value}")
             values[field.name] = value
