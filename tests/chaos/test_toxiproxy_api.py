@@ -425,6 +425,19 @@ def test_toxic_crud_for_every_type(toxiproxy_url: str, echo_port: int, toxic_typ
     assert [t["name"] for t in api(toxiproxy_url, "GET", base)[1]] == [upstream["name"]]
 
 
+def test_noop_toxic(toxiproxy_url: str, echo_port: int) -> None:
+    # toxics/noop.go registers "noop" like every other type.
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    created = add_toxic(toxiproxy_url, proxy, type="noop", stream="upstream", attributes={"ignored": 1})
+    assert created == {"attributes": {}, "name": "noop_upstream", "type": "noop", "stream": "upstream",
+                       "toxicity": 1}
+    with connect(proxy) as sock:
+        assert round_trip_s(sock) < IO_TIMEOUT_S
+    path = f"/proxies/{proxy['name']}/toxics/noop_upstream"
+    assert api(toxiproxy_url, "PATCH", path, {"toxicity": 0.5}) == (200, {**created, "toxicity": 0.5})
+    assert api(toxiproxy_url, "DELETE", path)[0] == 204
+
+
 def test_toxic_through_client(client: Toxiproxy, toxiproxy_url: str, echo_port: int) -> None:
     proxy = client.get_proxy(create_proxy(toxiproxy_url, echo_port)["name"])
     proxy.add_toxic(type="latency", attributes={"latency": 100, "jitter": 10})

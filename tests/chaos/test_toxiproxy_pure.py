@@ -67,7 +67,13 @@ def run_pipe(toxic: Toxic, stub: FakeStub, chunk: Chunk) -> list[tuple[bytes, fl
 
 def test_every_toxiproxy_type_is_registered() -> None:
     assert set(REGISTRY) == {"latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data",
-                             "slicer"}
+                             "slicer", "noop"}
+
+
+def test_noop_has_no_attributes_and_passes_data_on() -> None:
+    toxic = attributes_from_json(REGISTRY["noop"], {"anything": 5})
+    stub = FakeStub(toxic)
+    assert run_pipe(toxic, stub, Chunk(b"as is", stub.clock)) == [(b"as is", 100.0)] and stub.sleeps == []
 
 
 @pytest.mark.parametrize(
