@@ -110,7 +110,8 @@ def parse_proxy_update(doc: Any, current: ProxyInput) -> ProxyInput:
 
 
 def parse_populate(doc: Any) -> list[ProxyInput]:
-    """Validates every proxy before any is created, as Toxiproxy does."""
+    """Validates every proxy before any is created, as Toxiproxy does: the whole array is decoded (a wrong type
+    anywhere is a bad body) before any proxy's required fields are checked."""
     if doc is None:
         return []
     if not isinstance(doc, list):
@@ -118,17 +119,17 @@ def parse_populate(doc: Any) -> list[ProxyInput]:
     proxies = []
     for index, item in enumerate(doc, start=1):
         body = _object(item, f"proxy {index}")
-        proxy = ProxyInput(
+        proxies.append(ProxyInput(
             name=_field(body, "name", str, ""),
             listen=_field(body, "listen", str, ""),
             upstream=_field(body, "upstream", str, ""),
             enabled=_field(body, "enabled", bool, True),
-        )
+        ))
+    for index, proxy in enumerate(proxies, start=1):
         if not proxy.name:
             raise MISSING_FIELD.joined(f"name at proxy {index}")
         if not proxy.upstream:
             raise MISSING_FIELD.joined(f"upstream at proxy {index}")
-        proxies.append(proxy)
     return proxies
 
 

@@ -529,6 +529,10 @@ def test_populate_creates_keeps_and_replaces(toxiproxy_url: str, echo_port: int,
     assert status == 400 and error["status"] == 400
     assert error["error"] == "missing required field: upstream at proxy 1" and not error["proxies"]
     assert api(toxiproxy_url, "POST", "/populate", {"not": "a list"})[0] == 400
+    # proxy_collection.go PopulateJson decodes the whole array before checking any proxy's fields.
+    status, error = api(toxiproxy_url, "POST", "/populate",
+                        [{"name": unique("pop_d")}, {"name": unique("pop_e"), "upstream": 5}])
+    assert status == 400 and error["error"].startswith("bad request body") and error["proxies"] is None
 
 
 def test_populate_through_client(client: Toxiproxy, echo_port: int) -> None:

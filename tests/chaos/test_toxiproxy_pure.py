@@ -196,6 +196,11 @@ def test_populate_validates_every_proxy_before_any() -> None:
         api_json.parse_populate([{"name": "a", "upstream": "b:1"}, {"name": "c"}])
     with pytest.raises(ApiError, match="bad request body"):
         api_json.parse_populate({"name": "a"})
+    # A wrong type anywhere fails the decoding, before any proxy's required fields are looked at.
+    with pytest.raises(ApiError, match="bad request body"):
+        api_json.parse_populate([{"name": "a"}, {"name": "c", "upstream": "b:1", "enabled": "yes"}])
+    with pytest.raises(ApiError, match="missing required field: name at proxy 2"):
+        api_json.parse_populate([{"name": "a", "upstream": "b:1"}, None])
 
 
 def test_populate_json_shapes() -> None:
