@@ -198,6 +198,8 @@ def proxy_json(proxy: ProxyInput, toxics: Sequence[ToxicSpec]) -> dict[str, Any]
         "listen": proxy.listen,
         "upstream": proxy.upstream,
         "enabled": proxy.enabled,
+        # Toxiproxy's Proxy struct has an exported, untagged zerolog Logger: Go encodes it as an empty object.
+        "Logger": {},
         "toxics": [toxic_json(spec) for spec in toxics_in_api_order(toxics)],
     }
 

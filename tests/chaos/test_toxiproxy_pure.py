@@ -203,6 +203,11 @@ def test_populate_validates_every_proxy_before_any() -> None:
         api_json.parse_populate([{"name": "a", "upstream": "b:1"}, None])
 
 
+def test_proxy_json_has_toxiproxys_keys_in_its_order() -> None:
+    proxy = api_json.ProxyInput(name="a", listen="127.0.0.1:4000", upstream="b:1", enabled=True)
+    assert list(api_json.proxy_json(proxy, [])) == ["name", "listen", "upstream", "enabled", "Logger", "toxics"]
+
+
 def test_populate_json_shapes() -> None:
     assert api_json.populate_json([], None) == {"proxies": None}
     error = ApiError("boom", 500)
