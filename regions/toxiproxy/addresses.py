@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    """Splits `host:port`, `[v6]:port` or `:port`; raises ValueError naming what is wrong.
-
-    As Go's net.Listen and net.Dial read an address: "" is no host and port 0, and so is an empty port.
+    """Splits `host:port`, `[v6]:port` or `:port` as Go's net.SplitHostPort and LookupPort do, raising ValueError
+    with Go's text. As net.Listen and net.Dial read an address, "" is no host and port 0, and so is an empty port.
     """
     if not address:
         return "", 0
-    host, sep, port_text = address.rpartition(":")
-    if not sep:
+    colon = address.rfind(":")
+    if colon < 0:
         raise ValueError(f"address {address}: missing port in address")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"address {address}: too many colons in address")
-    if not port_text:
-        return host, 0
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"address {address}: invalid port")
-    return host, int(port_text)
+    start, end = 0, 0
+    if address[0] == "[":
+        close = address.find("]")
+        if close < 0:
+            raise ValueError(f"address {address}: missing ']' in address")
+        if close + 1 != colon:
+            why = "too many colons" if close + 1 < len(address) and address[close + 1] == ":" else "missing port"
+            raise ValueError(f"address {address}: {why} in address")
+        host = address[1:close]
+        start, end = 1, close + 1
+    else:
+        host = address[:colon]
+        if ":" in host:
+            raise ValueError(f"address {address}: too many colons in address")
+    if "[" in address[start:]:
+        raise ValueError(f"address {address}: unexpected '[' in address")
+    if "]" in address[end:]:
+        raise ValueError(f"address {address}: unexpected ']' in address")
+    return host, _port(address[colon + 1:])
+
+
+def _port(text: str) -> int:
+    sign = text[:1] if text[:1] in ("+", "-") else ""
+    digits = text[len(sign):]
+    if not re.fullmatch("[0-9]*", digits):
+        # Go would look a service name up in /etc/services; the numbers are all that Toxiproxy's clients send.
+        raise ValueError(f"lookup tcp/{text}: unknown port")
+    port = int(digits or "0")
+    if sign == "-":
+        port = -port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"address {text}: invalid port")
+    return port
 
 
 def join_host_port(host: str, port: int) -> str:

@@ -35,27 +35,54 @@ async def _resolve(host: str, port: int) -> str:
     return str(next((info for info in infos if info[0] == socket.AF_INET), infos[0])[4][0])
 
 
+def _os_text(error: OSError) -> str:
+    # Go's syscall errors are the C library's texts with a lower-case first letter.
+    if isinstance(error, socket.gaierror) and error.errno == socket.EAI_NONAME:
+        return "no such host"
+    text = error.strerror or str(error)
+    return text[:1].lower() + text[1:]
+
+
 async def normalize_listen(listen: str) -> str:
-    """The listen address as Go's ResolveTCPAddr prints it, to compare with a bound proxy's."""
-    host, port = split_host_port(listen)
-    if not host:
-        return f":{port}"
-    return join_host_port(await _resolve(host, port), port)
+    """The listen address as Go's ResolveTCPAddr prints it, to compare with a bound proxy's; errors are 500s
+    worded as Go's, which Toxiproxy answers with as they are."""
+    try:
+        host, port = split_host_port(listen)
+        return join_host_port(await _resolve(host, port), port) if host else f":{port}"
+    except ValueError as error:
+        raise ApiError(str(error), 500) from error
+    except OSError as error:
+        raise ApiError(f"lookup {host}: {_os_text(error)}", 500) from error
 
 
 async def _bind(listen: str) -> socket.socket:
-    host, port = split_host_port(listen)
-    ip = await _resolve(host, port) if host else ""
+    """A bound socket for `listen`, or a 500 worded as Go's net.Listen error."""
+    try:
+        host, port = split_host_port(listen)
+    except ValueError as error:
+        raise ApiError(f"listen tcp: {error}", 500) from error
+    try:
+        ip = await _resolve(host, port) if host else ""
+    except OSError as error:
+        raise ApiError(f"listen tcp: lookup {host}: {_os_text(error)}", 500) from error
     family, address, dual_stack = listen_target(ip, socket.has_ipv6)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    where = join_host_port(ip, port)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as error:
+        raise ApiError(f"listen tcp {where}: socket: {_os_text(error)}", 500) from error
+    step = "setsockopt"
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if dual_stack:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        step = "bind"
         sock.bind((address, port))
         sock.setblocking(False)
-    except BaseException:
+    except BaseException as error:
         sock.close()
+        if isinstance(error, OSError):
+            raise ApiError(f"listen tcp {where}: {step}: {_os_text(error)}", 500) from error
         raise
     return sock
 
@@ -80,11 +107,12 @@ class Proxy:
         """Listens; a failure (bad address, port in use) is a 500, as in Toxiproxy, and leaves it disabled."""
         if self.enabled:
             return
+        sock = await _bind(self.listen)
         try:
-            sock = await _bind(self.listen)
             self._server = await asyncio.start_server(self._accept, sock=sock)
-        except (OSError, ValueError) as error:
-            raise ApiError(f"listen tcp {self.listen}: {error}", 500) from error
+        except OSError as error:
+            sock.close()
+            raise ApiError(f"listen tcp {self.listen}: listen: {_os_text(error)}", 500) from error
         host, port = sock.getsockname()[:2]
         self.listen = join_host_port(host, port)
         self.enabled = True
@@ -109,11 +137,7 @@ class Proxy:
         log.info(event("toxiproxy.proxy_stopped", proxy=self.name, listen=self.listen))
 
     async def differs(self, other: ProxyInput) -> bool:
-        try:
-            listen = await normalize_listen(other.listen)
-        except (OSError, ValueError) as error:
-            raise ApiError(f"resolve {other.listen}: {error}", 500) from error
-        return listen != self.listen or other.upstream != self.upstream
+        return await normalize_listen(other.listen) != self.listen or other.upstream != self.upstream
 
     async def update(self, new: ProxyInput) -> None:
         """Toxiproxy's Update: a new listen or upstream restarts the proxy, then `enabled` is applied."""

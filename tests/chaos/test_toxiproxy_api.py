@@ -311,6 +311,24 @@ def test_keys_match_ignoring_case(toxiproxy_url: str, echo_port: int) -> None:
     assert status == 200 and (updated["attributes"], updated["toxicity"]) == ({"latency": 7, "jitter": 3}, 0.5)
 
 
+def test_listen_failures_are_500_in_gos_words(toxiproxy_url: str, echo_port: int) -> None:
+    with socket.socket() as held:
+        held.bind((HOST, 0))
+        held.listen()
+        port = held.getsockname()[1]
+        status, error = api(toxiproxy_url, "POST", "/proxies",
+                            {"name": unique("busy"), "listen": f"{HOST}:{port}", "upstream": f"{HOST}:{echo_port}"})
+        assert (status, error) == (500, {"error": f"listen tcp {HOST}:{port}: bind: address already in use",
+                                         "status": 500})
+    status, error = api(toxiproxy_url, "POST", "/proxies",
+                        {"name": unique("bogus"), "listen": "bogus", "upstream": f"{HOST}:{echo_port}"})
+    assert (status, error) == (500, {"error": "listen tcp: address bogus: missing port in address", "status": 500})
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    # Update resolves the new address first (proxy.go Differs) and answers with that error as it is.
+    assert api(toxiproxy_url, "PATCH", f"/proxies/{proxy['name']}", {"listen": "bogus"}) == (
+        500, {"error": "address bogus: missing port in address", "status": 500})
+
+
 def test_create_with_an_empty_port_binds_a_free_one(toxiproxy_url: str, echo_port: int) -> None:
     proxy = create_proxy(toxiproxy_url, echo_port, listen=f"{HOST}:")
     assert proxy["listen"].startswith(f"{HOST}:") and listen_port(proxy) > 0

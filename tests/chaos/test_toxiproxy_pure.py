@@ -286,10 +286,30 @@ def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
     assert join_host_port(*expected) == address
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "a:b", "a:70000", "::1:80", "a:-1"])
-def test_split_host_port_rejects(address: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1", "address 127.0.0.1: missing port in address"),
+        ("a:b", "lookup tcp/b: unknown port"),
+        ("a:70000", "address 70000: invalid port"),
+        ("a:-1", "address -1: invalid port"),
+        ("::1:80", "address ::1:80: too many colons in address"),
+        ("[::1", "address [::1: missing ']' in address"),
+        ("[::1]", "address [::1]: missing port in address"),
+        ("[::1]80", "address [::1]80: missing port in address"),
+        ("[::1]:1:2", "address [::1]:1:2: too many colons in address"),
+        ("a]:1", "address a]:1: unexpected ']' in address"),
+        ("a[:1", "address a[:1: unexpected '[' in address"),
+    ],
+)
+def test_split_host_port_rejects_with_gos_words(address: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
         split_host_port(address)
+    assert str(error.value) == message
+
+
+def test_split_host_port_takes_a_signed_port_as_go_does() -> None:
+    assert split_host_port("a:+80") == ("a", 80) and split_host_port("a:-0") == ("a", 0)
 
 
 @pytest.mark.parametrize(
