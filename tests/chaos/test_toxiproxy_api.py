@@ -138,6 +138,17 @@ def api(base_url: str, method: str, path: str, body: Any = None, raw: bytes | No
     return status, (json.loads(text) if text.strip() else None)
 
 
+def raw_request(base_url: str, method: str, path: str,
+                user_agent: str = "Python-urllib") -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) exactly as sent; never raises on HTTP errors."""
+    request = urllib.request.Request(base_url + path, method=method, headers={"User-Agent": user_agent})
+    try:
+        with urllib.request.urlopen(request, timeout=IO_TIMEOUT_S) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
 def unique(name: str) -> str:
     return f"{PREFIX}{name}_{uuid.uuid4().hex[:8]}"
 
@@ -561,11 +572,23 @@ def test_populate_through_client(client: Toxiproxy, echo_port: int) -> None:
     assert client.get_proxy(name) is not None
 
 
+def test_unknown_routes_and_methods_answer_as_gorilla_mux(toxiproxy_url: str) -> None:
+    status, headers, body = raw_request(toxiproxy_url, "GET", "/nope")
+    assert (status, body) == (404, b"404 page not found\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    for method, path in [("PUT", "/proxies"), ("HEAD", "/version"), ("PUT", f"/proxies/{PREFIX}x/toxics")]:
+        assert raw_request(toxiproxy_url, method, path)[::2] == (405, b"")
+
+
+def test_version_answer(toxiproxy_url: str) -> None:
+    status, headers, body = raw_request(toxiproxy_url, "GET", "/version")
+    assert status == 200 and headers["Content-Type"] == "application/json;charset=utf-8"
+    assert body.startswith(b'{"version": "') and body.endswith(b'"}\n')
+
+
 def test_browsers_are_refused(toxiproxy_url: str) -> None:
-    request = urllib.request.Request(toxiproxy_url + "/proxies", headers={"User-Agent": "Mozilla/5.0"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=IO_TIMEOUT_S)
-    assert refused.value.code == 403
+    status, headers, body = raw_request(toxiproxy_url, "GET", "/proxies", user_agent="Mozilla/5.0")
+    assert (status, body, headers["X-Content-Type-Options"]) == (403, b"User agent not allowed\n", "nosniff")
 
 
 # --- behaviour ------------------------------------------------------------------------------------------
