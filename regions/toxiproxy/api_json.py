@@ -68,7 +68,10 @@ def _field(doc: Mapping[str, Any], name: str, kind: type[T], default: T) -> T:
     value = default
     for found in go_json.values(doc, name):
         if kind is float and isinstance(found, int) and not isinstance(found, bool):
-            found = float(found)
+            try:
+                found = float(found)
+            except OverflowError:
+                raise BAD_REQUEST_BODY.joined(f"{name}: {found} overflows a number") from None
         if not isinstance(found, kind) or (kind is not bool and isinstance(found, bool)):
             raise BAD_REQUEST_BODY.joined(f"{name}: expected {kind.__name__}, got {json.dumps(found)}")
         value = found

@@ -508,6 +508,9 @@ def test_toxic_checks_come_in_toxiproxys_order(toxiproxy_url: str, echo_port: in
         409, {"error": "toxic already exists", "status": 409})
     assert api(toxiproxy_url, "POST", base, {"type": "nonsense", "toxicity": -1}) == (
         400, {"error": "invalid toxic type", "status": 400})
+    # A number too large for any float is a decoding error in Go (it was a 500 here).
+    status, error = api(toxiproxy_url, "POST", base, raw=b'{"type": "timeout", "toxicity": 1%s}' % (b"0" * 400))
+    assert status == 400 and error["error"].startswith("bad request body")
 
 
 def test_attribute_beyond_int64_is_400_and_stores_nothing(toxiproxy_url: str, echo_port: int) -> None:

@@ -135,6 +135,7 @@ def test_stream_is_case_insensitive_but_kept_as_written() -> None:
         ({"type": "latency", "toxicity": -1}, ["latency_downstream"], 409, "toxic already exists"),
         ({"type": "latency", "toxicity": 1.5}, [], 400, "bad request body: toxicity"),
         ({"type": "latency", "toxicity": "high"}, [], 400, "bad request body: toxicity"),
+        ({"type": "latency", "toxicity": 10**400}, [], 400, "bad request body: toxicity"),
         ({"type": "latency", "attributes": {"latency": "x"}}, [], 400, "bad request body: attributes.latency"),
         (["not", "an", "object"], [], 400, "bad request body"),
     ],
