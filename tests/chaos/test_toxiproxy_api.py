@@ -426,6 +426,21 @@ def test_update_upstream_and_listen(toxiproxy_url: str, echo_port: int, http_por
     assert status == 200 and moved["enabled"] is True and listen_port(moved) != 0
 
 
+def test_updates_change_only_what_toxiproxy_lets_them(toxiproxy_url: str, echo_port: int) -> None:
+    # proxy.go Update takes listen, upstream and enabled; UpdateToxicJson takes attributes and toxicity.
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    other = unique("renamed")
+    status, updated = api(toxiproxy_url, "PATCH", f"/proxies/{proxy['name']}", {"name": other, "toxics": [1]})
+    assert (status, updated) == (200, proxy)
+    assert api(toxiproxy_url, "GET", f"/proxies/{other}")[0] == 404
+    toxic = add_toxic(toxiproxy_url, proxy, type="latency", attributes={"latency": 5})
+    path = f"/proxies/{proxy['name']}/toxics/{toxic['name']}"
+    status, kept = api(toxiproxy_url, "PATCH", path,
+                       {"name": "other", "type": "timeout", "stream": "upstream", "attributes": {"timeout": 9}})
+    assert (status, kept) == (200, toxic)
+    assert api(toxiproxy_url, "GET", f"/proxies/{proxy['name']}/toxics") == (200, [toxic])
+
+
 @pytest.mark.parametrize("toxic_type", sorted(DEFAULT_ATTRIBUTES))
 def test_toxic_crud_for_every_type(toxiproxy_url: str, echo_port: int, toxic_type: str) -> None:
     proxy = create_proxy(toxiproxy_url, echo_port)
