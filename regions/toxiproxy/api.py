@@ -31,12 +31,16 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _error(error: ApiError) -> web.Response:
-    # Toxiproxy writes the JSON with Go's http.Error: text/plain and a trailing newline.
-    response = web.Response(text=orjson.dumps(error.to_json()).decode() + "\n", status=error.status,
-                            content_type="text/plain", charset="utf-8")
+def _http_error(text: str, status: int) -> web.Response:
+    """Go's http.Error: text/plain, nosniff, and the text with a trailing newline."""
+    response = web.Response(text=text + "\n", status=status, content_type="text/plain", charset="utf-8")
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _error(error: ApiError) -> web.Response:
+    # Toxiproxy writes its JSON errors with http.Error too.
+    return _http_error(orjson.dumps(error.to_json()).decode(), error.status)
 
 
 def _proxy_json(proxy: Proxy) -> dict[str, Any]:
@@ -47,7 +51,7 @@ def _proxy_json(proxy: Proxy) -> dict[str, Any]:
 async def _stop_browsers(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Toxiproxy refuses browsers so that a web page cannot drive it (CSRF against localhost).
     if request.headers.get("User-Agent", "").startswith("Mozilla/"):
-        return web.Response(text="User agent not allowed\n", status=403)
+        return _http_error("User agent not allowed", 403)
     return await handler(request)
 
 
@@ -61,6 +65,10 @@ async def _api_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if error.status >= 500:
             log.warning(event("toxiproxy.api_error", method=request.method, path=request.path, error=error.message))
         return _error(error)
+    except web.HTTPNotFound:
+        return _http_error("404 page not found", 404)  # Go's http.NotFound, gorilla/mux's default
+    except web.HTTPMethodNotAllowed:
+        return web.Response(status=405)  # gorilla/mux writes the status alone
     except web.HTTPException:
         raise
     except Exception as error:
@@ -147,7 +155,8 @@ async def toxic_delete(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return web.Response(text=f'{{"version": "{VERSION}"}}\n', content_type="application/json", charset="utf-8")
+    return web.Response(body=f'{{"version": "{VERSION}"}}\n'.encode(),
+                        headers={"Content-Type": "application/json;charset=utf-8"})
 
 
 async def _proxies_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,7 @@
 """Toxiproxy's API bodies, without I/O: request JSON parsed into frozen values, values shaped into JSON.
 
-Follows Go's encoding/json as Toxiproxy uses it: unknown keys and nulls are ignored, a wrong type is
-"bad request body: ...", missing names are "missing required field: ...".
+Follows Go's encoding/json as Toxiproxy uses it: keys match field names ignoring case, unknown keys and nulls are
+ignored (a null body too), a wrong type is "bad request body: ...", missing names are "missing required field: ...".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
+from regions.toxiproxy import go_json
 from regions.toxiproxy.api_error import (
     BAD_REQUEST_BODY,
     INVALID_STREAM,
@@ -49,29 +50,40 @@ class ToxicSpec:
 
 
 def parse_body(raw: bytes) -> Any:
-    if not raw.strip():
-        raise BAD_REQUEST_BODY.joined("EOF")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        return go_json.decode(raw)
+    except ValueError as error:
         raise BAD_REQUEST_BODY.joined(str(error)) from error
 
 
 def _object(doc: Any, where: str) -> Mapping[str, Any]:
+    if doc is None:
+        return {}
     if not isinstance(doc, Mapping):
         raise BAD_REQUEST_BODY.joined(f"{where}: expected a JSON object, got {type(doc).__name__}")
     return doc
 
 
 def _field(doc: Mapping[str, Any], name: str, kind: type[T], default: T) -> T:
-    value = doc.get(name)
-    if value is None:
-        return default
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise BAD_REQUEST_BODY.joined(f"{name}: expected {kind.__name__}, got {json.dumps(value)}")
+    value = default
+    for found in go_json.values(doc, name):
+        if kind is float and isinstance(found, int) and not isinstance(found, bool):
+            try:
+                found = float(found)
+            except OverflowError:
+                raise BAD_REQUEST_BODY.joined(f"{name}: {found} overflows a number") from None
+        if not isinstance(found, kind) or (kind is not bool and isinstance(found, bool)):
+            raise BAD_REQUEST_BODY.joined(f"{name}: expected {kind.__name__}, got {json.dumps(found)}")
+        value = found
     return value
+
+
+def _attributes(body: Mapping[str, Any], toxic_class: type[Toxic], base: Toxic | None) -> Toxic:
+    # Go decodes every "attributes" key (in any case) into the same toxic, one after the other.
+    toxic = base if base is not None else attributes_from_json(toxic_class, None)
+    for raw in go_json.values(body, "attributes"):
+        toxic = attributes_from_json(toxic_class, raw, base=toxic)
+    return toxic
 
 
 def parse_proxy_create(doc: Any) -> ProxyInput:
@@ -101,40 +113,47 @@ def parse_proxy_update(doc: Any, current: ProxyInput) -> ProxyInput:
 
 
 def parse_populate(doc: Any) -> list[ProxyInput]:
-    """Validates every proxy before any is created, as Toxiproxy does."""
+    """Validates every proxy before any is created, as Toxiproxy does: the whole array is decoded (a wrong type
+    anywhere is a bad body) before any proxy's required fields are checked."""
+    if doc is None:
+        return []
     if not isinstance(doc, list):
         raise BAD_REQUEST_BODY.joined(f"populate: expected a JSON array of proxies, got {type(doc).__name__}")
     proxies = []
     for index, item in enumerate(doc, start=1):
         body = _object(item, f"proxy {index}")
-        proxy = ProxyInput(
+        proxies.append(ProxyInput(
             name=_field(body, "name", str, ""),
             listen=_field(body, "listen", str, ""),
             upstream=_field(body, "upstream", str, ""),
             enabled=_field(body, "enabled", bool, True),
-        )
+        ))
+    for index, proxy in enumerate(proxies, start=1):
         if not proxy.name:
             raise MISSING_FIELD.joined(f"name at proxy {index}")
         if not proxy.upstream:
             raise MISSING_FIELD.joined(f"upstream at proxy {index}")
-        proxies.append(proxy)
     return proxies
 
 
-def _toxicity(body: Mapping[str, Any], default: float) -> float:
-    toxicity = _field(body, "toxicity", float, default)
+def _probability(toxicity: float) -> float:
+    # Stricter than Toxiproxy, which stores any number; checked last so that every answer Toxiproxy gives comes first.
     if not 0.0 <= toxicity <= 1.0:
         raise BAD_REQUEST_BODY.joined(f"toxicity: must be between 0 and 1, got {toxicity}")
     return toxicity
 
 
 def parse_toxic_create(doc: Any, existing_names: Collection[str]) -> ToxicSpec:
-    """Checks in Toxiproxy's order: body, stream, type, duplicate name, then the type's attributes."""
+    """Checks in Toxiproxy's order (AddToxicJson): the body's fields, stream, type, duplicate name, then the
+    type's attributes."""
     body = _object(doc, "toxic")
     stream = _field(body, "stream", str, "downstream")
-    toxicity = _toxicity(body, 1.0)
+    toxicity = _field(body, "toxicity", float, 1.0)
     type_name = _field(body, "type", str, "")
     name = _field(body, "name", str, "")
+    # Go's first pass decodes "attributes" into an empty struct: its values wait, but it must be an object.
+    for raw in go_json.values(body, "attributes"):
+        _object(raw, "attributes")
     if stream.lower() not in STREAMS:
         raise INVALID_STREAM
     if not name:
@@ -144,15 +163,16 @@ def parse_toxic_create(doc: Any, existing_names: Collection[str]) -> ToxicSpec:
         raise INVALID_TOXIC_TYPE
     if name in existing_names:
         raise TOXIC_ALREADY_EXISTS
-    toxic = attributes_from_json(toxic_class, body.get("attributes"))
-    return ToxicSpec(name=name, type=type_name, stream=stream, toxicity=toxicity, toxic=toxic)
+    toxic = _attributes(body, toxic_class, None)
+    return ToxicSpec(name=name, type=type_name, stream=stream, toxicity=_probability(toxicity), toxic=toxic)
 
 
 def parse_toxic_update(doc: Any, current: ToxicSpec) -> ToxicSpec:
     """Only attributes and toxicity change; attributes not in the body keep their values."""
     body = _object(doc, "toxic")
-    toxic = attributes_from_json(type(current.toxic), body.get("attributes"), base=current.toxic)
-    return dataclasses.replace(current, toxicity=_toxicity(body, current.toxicity), toxic=toxic)
+    toxicity = _field(body, "toxicity", float, current.toxicity)
+    toxic = _attributes(body, type(current.toxic), current.toxic)
+    return dataclasses.replace(current, toxicity=_probability(toxicity), toxic=toxic)
 
 
 def _number(value: float) -> float | int:
@@ -181,6 +201,8 @@ def proxy_json(proxy: ProxyInput, toxics: Sequence[ToxicSpec]) -> dict[str, Any]
         "listen": proxy.listen,
         "upstream": proxy.upstream,
         "enabled": proxy.enabled,
+        # Toxiproxy's Proxy struct has an exported, untagged zerolog Logger: Go encodes it as an empty object.
+        "Logger": {},
         "toxics": [toxic_json(spec) for spec in toxics_in_api_order(toxics)],
     }
 

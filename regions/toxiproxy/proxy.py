@@ -13,7 +13,7 @@ import random
 import socket
 
 from meridian_common.logging_setup import event
-from regions.toxiproxy.addresses import is_ip_literal, join_host_port, split_host_port
+from regions.toxiproxy.addresses import is_ip_literal, join_host_port, listen_target, split_host_port
 from regions.toxiproxy.api_error import ApiError
 from regions.toxiproxy.api_json import ProxyInput
 from regions.toxiproxy.connection import Connection
@@ -25,41 +25,64 @@ UPSTREAM_CONNECT_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
 
-async def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+async def _resolve(host: str, port: int) -> str:
     """Go's choice for a host name: its first IPv4 address if it has one."""
     if is_ip_literal(host):
-        return (socket.AF_INET6 if ":" in host else socket.AF_INET), host
+        return host
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"lookup {host}: no such host")
-    family, _, _, _, sockaddr = next((info for info in infos if info[0] == socket.AF_INET), infos[0])
-    return socket.AddressFamily(family), str(sockaddr[0])
+    return str(next((info for info in infos if info[0] == socket.AF_INET), infos[0])[4][0])
+
+
+def _os_text(error: OSError) -> str:
+    # Go's syscall errors are the C library's texts with a lower-case first letter.
+    if isinstance(error, socket.gaierror) and error.errno == socket.EAI_NONAME:
+        return "no such host"
+    text = error.strerror or str(error)
+    return text[:1].lower() + text[1:]
 
 
 async def normalize_listen(listen: str) -> str:
-    """The listen address as Go's ResolveTCPAddr prints it, to compare with a bound proxy's."""
-    host, port = split_host_port(listen)
-    if not host:
-        return f":{port}"
-    return join_host_port((await _resolve(host, port))[1], port)
+    """The listen address as Go's ResolveTCPAddr prints it, to compare with a bound proxy's; errors are 500s
+    worded as Go's, which Toxiproxy answers with as they are."""
+    try:
+        host, port = split_host_port(listen)
+        return join_host_port(await _resolve(host, port), port) if host else f":{port}"
+    except ValueError as error:
+        raise ApiError(str(error), 500) from error
+    except OSError as error:
+        raise ApiError(f"lookup {host}: {_os_text(error)}", 500) from error
 
 
 async def _bind(listen: str) -> socket.socket:
-    host, port = split_host_port(listen)
-    if not host:
-        # Go listens on every interface, IPv4 and IPv6, with one socket.
-        family, address = (socket.AF_INET6, "::") if socket.has_ipv6 else (socket.AF_INET, "0.0.0.0")
-    else:
-        family, address = await _resolve(host, port)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """A bound socket for `listen`, or a 500 worded as Go's net.Listen error."""
+    try:
+        host, port = split_host_port(listen)
+    except ValueError as error:
+        raise ApiError(f"listen tcp: {error}", 500) from error
+    try:
+        ip = await _resolve(host, port) if host else ""
+    except OSError as error:
+        raise ApiError(f"listen tcp: lookup {host}: {_os_text(error)}", 500) from error
+    family, address, dual_stack = listen_target(ip, socket.has_ipv6)
+    where = join_host_port(ip, port)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as error:
+        raise ApiError(f"listen tcp {where}: socket: {_os_text(error)}", 500) from error
+    step = "setsockopt"
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not host:
+        if dual_stack:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        step = "bind"
         sock.bind((address, port))
         sock.setblocking(False)
-    except BaseException:
+    except BaseException as error:
         sock.close()
+        if isinstance(error, OSError):
+            raise ApiError(f"listen tcp {where}: {step}: {_os_text(error)}", 500) from error
         raise
     return sock
 
@@ -84,11 +107,12 @@ class Proxy:
         """Listens; a failure (bad address, port in use) is a 500, as in Toxiproxy, and leaves it disabled."""
         if self.enabled:
             return
+        sock = await _bind(self.listen)
         try:
-            sock = await _bind(self.listen)
             self._server = await asyncio.start_server(self._accept, sock=sock)
-        except (OSError, ValueError) as error:
-            raise ApiError(f"listen tcp {self.listen}: {error}", 500) from error
+        except OSError as error:
+            sock.close()
+            raise ApiError(f"listen tcp {self.listen}: listen: {_os_text(error)}", 500) from error
         host, port = sock.getsockname()[:2]
         self.listen = join_host_port(host, port)
         self.enabled = True
@@ -113,11 +137,7 @@ class Proxy:
         log.info(event("toxiproxy.proxy_stopped", proxy=self.name, listen=self.listen))
 
     async def differs(self, other: ProxyInput) -> bool:
-        try:
-            listen = await normalize_listen(other.listen)
-        except (OSError, ValueError) as error:
-            raise ApiError(f"resolve {other.listen}: {error}", 500) from error
-        return listen != self.listen or other.upstream != self.upstream
+        return await normalize_listen(other.listen) != self.listen or other.upstream != self.upstream
 
     async def update(self, new: ProxyInput) -> None:
         """Toxiproxy's Update: a new listen or upstream restarts the proxy, then `enabled` is applied."""

@@ -70,7 +70,7 @@ def _remove_test_proxies(toxiproxy_url: str) -> Iterator[None]:
     assert status == 200
     for name in proxies:
         if name.startswith(PREFIX):
-            api(toxiproxy_url, "DELETE", f"/proxies/{name}")
+            api(toxiproxy_url, "DELETE", f"/proxies/{urllib.parse.quote(name)}")
 
 
 class _EchoHandler(socketserver.BaseRequestHandler):
@@ -136,6 +136,17 @@ def api(base_url: str, method: str, path: str, body: Any = None, raw: bytes | No
     except urllib.error.HTTPError as error:
         status, text = error.code, error.read()
     return status, (json.loads(text) if text.strip() else None)
+
+
+def raw_request(base_url: str, method: str, path: str,
+                user_agent: str = "Python-urllib") -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) exactly as sent; never raises on HTTP errors."""
+    request = urllib.request.Request(base_url + path, method=method, headers={"User-Agent": user_agent})
+    try:
+        with urllib.request.urlopen(request, timeout=IO_TIMEOUT_S) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
 
 
 def unique(name: str) -> str:
@@ -230,8 +241,9 @@ def test_proxy_lifecycle_through_client(client: Toxiproxy, echo_port: int) -> No
 
 def test_proxy_json_shape_and_listing(toxiproxy_url: str, echo_port: int) -> None:
     proxy = create_proxy(toxiproxy_url, echo_port)
-    assert list(proxy) == ["name", "listen", "upstream", "enabled", "toxics"]
-    assert proxy["enabled"] is True and proxy["toxics"] == []
+    # "Logger" is Toxiproxy's (proxy.go: an exported, untagged field that Go encodes as {}).
+    assert list(proxy) == ["name", "listen", "upstream", "enabled", "Logger", "toxics"]
+    assert proxy["enabled"] is True and proxy["Logger"] == {} and proxy["toxics"] == []
     status, shown = api(toxiproxy_url, "GET", f"/proxies/{proxy['name']}")
     assert (status, shown) == (200, proxy)
     status, listing = api(toxiproxy_url, "GET", "/proxies")
@@ -243,6 +255,111 @@ def test_create_duplicate_is_409(toxiproxy_url: str, echo_port: int) -> None:
     status, body = api(toxiproxy_url, "POST", "/proxies",
                        {"name": proxy["name"], "listen": f"{HOST}:0", "upstream": f"{HOST}:{echo_port}"})
     assert (status, body) == (409, {"error": "proxy already exists", "status": 409})
+
+
+def test_duplicate_is_409_before_listen_is_read(toxiproxy_url: str, echo_port: int) -> None:
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    conflict = (409, {"error": "proxy already exists", "status": 409})
+    for listen in ["not an address", proxy["listen"], ""]:
+        body = {"name": proxy["name"], "listen": listen, "upstream": f"{HOST}:{echo_port}"}
+        assert api(toxiproxy_url, "POST", "/proxies", body) == conflict
+    # Go's decoder matches keys to fields ignoring case, and reads the first JSON value, never what follows it.
+    assert api(toxiproxy_url, "POST", "/proxies", {"Name": proxy["name"], "UPSTREAM": f"{HOST}:{echo_port}"}) == (
+        conflict)
+    raw = json.dumps({"name": proxy["name"], "upstream": f"{HOST}:{echo_port}"}).encode() + b" and more"
+    assert api(toxiproxy_url, "POST", "/proxies", raw=raw) == conflict
+
+
+def test_duplicate_is_checked_after_decoding_and_required_fields(toxiproxy_url: str, echo_port: int) -> None:
+    # api.go ProxyCreate: decode (400), name and upstream (400), then ProxyCollection.Add (409).
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    status, error = api(toxiproxy_url, "POST", "/proxies", {"name": proxy["name"]})
+    assert (status, error) == (400, {"error": "missing required field: upstream", "status": 400})
+    status, error = api(toxiproxy_url, "POST", "/proxies",
+                        {"name": proxy["name"], "upstream": f"{HOST}:{echo_port}", "enabled": "yes"})
+    assert status == 400 and error["error"].startswith("bad request body: ")
+
+
+def test_null_bodies_are_empty_ones(toxiproxy_url: str, echo_port: int) -> None:
+    assert api(toxiproxy_url, "POST", "/proxies", raw=b"null") == (
+        400, {"error": "missing required field: name", "status": 400})
+    assert api(toxiproxy_url, "POST", "/populate", raw=b"null") == (201, {"proxies": None})
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    assert api(toxiproxy_url, "POST", f"/proxies/{proxy['name']}", raw=b"null") == (200, proxy)
+    toxic = add_toxic(toxiproxy_url, proxy, type="latency", attributes={"latency": 5})
+    path = f"/proxies/{proxy['name']}/toxics/{toxic['name']}"
+    assert api(toxiproxy_url, "PATCH", path, raw=b"null") == (200, toxic)
+    assert api(toxiproxy_url, "POST", f"/proxies/{proxy['name']}/toxics", raw=b"null") == (
+        400, {"error": "invalid toxic type", "status": 400})
+
+
+def test_nan_is_not_json(toxiproxy_url: str, echo_port: int) -> None:
+    raw = b'{"name": "%s", "upstream": "%s:%d", "extra": NaN}' % (unique("nan").encode(), HOST.encode(), echo_port)
+    status, error = api(toxiproxy_url, "POST", "/proxies", raw=raw)
+    assert status == 400 and error["error"].startswith("bad request body: ")
+
+
+def test_invalid_text_in_a_name_becomes_replacement_characters(toxiproxy_url: str, echo_port: int) -> None:
+    # Go's decoder turns a lone surrogate escape into U+FFFD; keeping it made every later answer fail to encode.
+    raw = b'{"name": "%s\\ud800", "listen": "%s:0", "upstream": "%s:%d"}' % (
+        unique("text").encode(), HOST.encode(), HOST.encode(), echo_port)
+    status, proxy = api(toxiproxy_url, "POST", "/proxies", raw=raw)
+    assert status == 201 and proxy["name"].endswith("\ufffd")
+    status, listing = api(toxiproxy_url, "GET", "/proxies")
+    assert status == 200 and listing[proxy["name"]] == proxy
+    assert api(toxiproxy_url, "DELETE", f"/proxies/{urllib.parse.quote(proxy['name'])}")[0] == 204
+
+
+def test_keys_match_ignoring_case(toxiproxy_url: str, echo_port: int) -> None:
+    name = unique("case")
+    status, proxy = api(toxiproxy_url, "POST", "/proxies",
+                        {"Name": name, "LISTEN": f"{HOST}:0", "Upstream": f"{HOST}:{echo_port}", "ENABLED": False})
+    assert status == 201 and (proxy["name"], proxy["enabled"]) == (name, False) and proxy["listen"] == f"{HOST}:0"
+    toxic = add_toxic(toxiproxy_url, proxy, Type="latency", STREAM="upstream", Attributes={"Latency": 7})
+    assert (toxic["name"], toxic["attributes"]) == ("latency_upstream", {"latency": 7, "jitter": 0})
+    status, updated = api(toxiproxy_url, "PATCH", f"/proxies/{name}/toxics/latency_upstream",
+                          {"ATTRIBUTES": {"JITTER": 3}, "Toxicity": 0.5})
+    assert status == 200 and (updated["attributes"], updated["toxicity"]) == ({"latency": 7, "jitter": 3}, 0.5)
+
+
+def test_listen_failures_are_500_in_gos_words(toxiproxy_url: str, echo_port: int) -> None:
+    with socket.socket() as held:
+        held.bind((HOST, 0))
+        held.listen()
+        port = held.getsockname()[1]
+        status, error = api(toxiproxy_url, "POST", "/proxies",
+                            {"name": unique("busy"), "listen": f"{HOST}:{port}", "upstream": f"{HOST}:{echo_port}"})
+        assert (status, error) == (500, {"error": f"listen tcp {HOST}:{port}: bind: address already in use",
+                                         "status": 500})
+    status, error = api(toxiproxy_url, "POST", "/proxies",
+                        {"name": unique("bogus"), "listen": "bogus", "upstream": f"{HOST}:{echo_port}"})
+    assert (status, error) == (500, {"error": "listen tcp: address bogus: missing port in address", "status": 500})
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    # Update resolves the new address first (proxy.go Differs) and answers with that error as it is.
+    assert api(toxiproxy_url, "PATCH", f"/proxies/{proxy['name']}", {"listen": "bogus"}) == (
+        500, {"error": "address bogus: missing port in address", "status": 500})
+
+
+def test_create_with_an_empty_port_binds_a_free_one(toxiproxy_url: str, echo_port: int) -> None:
+    proxy = create_proxy(toxiproxy_url, echo_port, listen=f"{HOST}:")
+    assert proxy["listen"].startswith(f"{HOST}:") and listen_port(proxy) > 0
+    with connect(proxy) as sock:
+        assert round_trip_s(sock) < IO_TIMEOUT_S
+
+
+def test_no_listen_address_is_not_an_error(toxiproxy_url: str, echo_port: int, http_port: int) -> None:
+    # Enabled, such a proxy listens on every interface (Go's net.Listen("tcp", "")); these tests only ever
+    # listen on 127.0.0.1, so it stays disabled while its empty address is read.
+    name = unique("nolisten")
+    status, proxy = api(toxiproxy_url, "POST", "/proxies",
+                        {"name": name, "upstream": f"{HOST}:{echo_port}", "enabled": False})
+    assert status == 201 and (proxy["listen"], proxy["enabled"]) == ("", False)
+    status, updated = api(toxiproxy_url, "PATCH", f"/proxies/{name}", {"upstream": f"{HOST}:{http_port}"})
+    assert status == 200 and (updated["listen"], updated["upstream"]) == ("", f"{HOST}:{http_port}")
+    status, moved = api(toxiproxy_url, "PATCH", f"/proxies/{name}", {"listen": f"{HOST}:", "enabled": True})
+    assert status == 200 and moved["enabled"] is True and listen_port(moved) > 0
+    status, emptied = api(toxiproxy_url, "PATCH", f"/proxies/{name}", {"listen": "", "enabled": False})
+    assert status == 200 and (emptied["listen"], emptied["enabled"]) == ("", False)
 
 
 @pytest.mark.parametrize(
@@ -309,6 +426,21 @@ def test_update_upstream_and_listen(toxiproxy_url: str, echo_port: int, http_por
     assert status == 200 and moved["enabled"] is True and listen_port(moved) != 0
 
 
+def test_updates_change_only_what_toxiproxy_lets_them(toxiproxy_url: str, echo_port: int) -> None:
+    # proxy.go Update takes listen, upstream and enabled; UpdateToxicJson takes attributes and toxicity.
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    other = unique("renamed")
+    status, updated = api(toxiproxy_url, "PATCH", f"/proxies/{proxy['name']}", {"name": other, "toxics": [1]})
+    assert (status, updated) == (200, proxy)
+    assert api(toxiproxy_url, "GET", f"/proxies/{other}")[0] == 404
+    toxic = add_toxic(toxiproxy_url, proxy, type="latency", attributes={"latency": 5})
+    path = f"/proxies/{proxy['name']}/toxics/{toxic['name']}"
+    status, kept = api(toxiproxy_url, "PATCH", path,
+                       {"name": "other", "type": "timeout", "stream": "upstream", "attributes": {"timeout": 9}})
+    assert (status, kept) == (200, toxic)
+    assert api(toxiproxy_url, "GET", f"/proxies/{proxy['name']}/toxics") == (200, [toxic])
+
+
 @pytest.mark.parametrize("toxic_type", sorted(DEFAULT_ATTRIBUTES))
 def test_toxic_crud_for_every_type(toxiproxy_url: str, echo_port: int, toxic_type: str) -> None:
     proxy = create_proxy(toxiproxy_url, echo_port)
@@ -338,6 +470,19 @@ def test_toxic_crud_for_every_type(toxiproxy_url: str, echo_port: int, toxic_typ
     assert [t["name"] for t in api(toxiproxy_url, "GET", base)[1]] == [upstream["name"]]
 
 
+def test_noop_toxic(toxiproxy_url: str, echo_port: int) -> None:
+    # toxics/noop.go registers "noop" like every other type.
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    created = add_toxic(toxiproxy_url, proxy, type="noop", stream="upstream", attributes={"ignored": 1})
+    assert created == {"attributes": {}, "name": "noop_upstream", "type": "noop", "stream": "upstream",
+                       "toxicity": 1}
+    with connect(proxy) as sock:
+        assert round_trip_s(sock) < IO_TIMEOUT_S
+    path = f"/proxies/{proxy['name']}/toxics/noop_upstream"
+    assert api(toxiproxy_url, "PATCH", path, {"toxicity": 0.5}) == (200, {**created, "toxicity": 0.5})
+    assert api(toxiproxy_url, "DELETE", path)[0] == 204
+
+
 def test_toxic_through_client(client: Toxiproxy, toxiproxy_url: str, echo_port: int) -> None:
     proxy = client.get_proxy(create_proxy(toxiproxy_url, echo_port)["name"])
     proxy.add_toxic(type="latency", attributes={"latency": 100, "jitter": 10})
@@ -364,6 +509,33 @@ def test_bad_toxic_is_400(toxiproxy_url: str, echo_port: int, toxic: dict[str, A
     proxy = create_proxy(toxiproxy_url, echo_port)
     got_status, error = api(toxiproxy_url, "POST", f"/proxies/{proxy['name']}/toxics", toxic)
     assert got_status == status and error["error"].startswith(message)
+
+
+def test_toxic_checks_come_in_toxiproxys_order(toxiproxy_url: str, echo_port: int) -> None:
+    # toxic_collection.go AddToxicJson: decode (attributes must be an object), stream, type, duplicate name.
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    base = f"/proxies/{proxy['name']}/toxics"
+    status, error = api(toxiproxy_url, "POST", base, {"type": "nonsense", "stream": "sideways", "attributes": [1]})
+    assert status == 400 and error["error"].startswith("bad request body")
+    add_toxic(toxiproxy_url, proxy, type="latency")
+    # Meridian refuses a toxicity outside [0, 1], which Toxiproxy stores; Toxiproxy's own answers come first.
+    assert api(toxiproxy_url, "POST", base, {"type": "latency", "toxicity": 2}) == (
+        409, {"error": "toxic already exists", "status": 409})
+    assert api(toxiproxy_url, "POST", base, {"type": "nonsense", "toxicity": -1}) == (
+        400, {"error": "invalid toxic type", "status": 400})
+    # A number too large for any float is a decoding error in Go (it was a 500 here).
+    status, error = api(toxiproxy_url, "POST", base, raw=b'{"type": "timeout", "toxicity": 1%s}' % (b"0" * 400))
+    assert status == 400 and error["error"].startswith("bad request body")
+
+
+def test_attribute_beyond_int64_is_400_and_stores_nothing(toxiproxy_url: str, echo_port: int) -> None:
+    proxy = create_proxy(toxiproxy_url, echo_port)
+    base = f"/proxies/{proxy['name']}/toxics"
+    status, error = api(toxiproxy_url, "POST", base, {"type": "latency", "attributes": {"latency": 2**63}})
+    assert status == 400 and error["error"].startswith("bad request body")
+    largest = add_toxic(toxiproxy_url, proxy, type="bandwidth", attributes={"rate": 2**63 - 1})
+    assert api(toxiproxy_url, "GET", base) == (200, [largest])
+    assert api(toxiproxy_url, "GET", "/proxies")[0] == 200
 
 
 def test_reset_enables_proxies_and_removes_toxics(client: Toxiproxy, toxiproxy_url: str, echo_port: int) -> None:
@@ -405,6 +577,10 @@ def test_populate_creates_keeps_and_replaces(toxiproxy_url: str, echo_port: int,
     assert status == 400 and error["status"] == 400
     assert error["error"] == "missing required field: upstream at proxy 1" and not error["proxies"]
     assert api(toxiproxy_url, "POST", "/populate", {"not": "a list"})[0] == 400
+    # proxy_collection.go PopulateJson decodes the whole array before checking any proxy's fields.
+    status, error = api(toxiproxy_url, "POST", "/populate",
+                        [{"name": unique("pop_d")}, {"name": unique("pop_e"), "upstream": 5}])
+    assert status == 400 and error["error"].startswith("bad request body") and error["proxies"] is None
 
 
 def test_populate_through_client(client: Toxiproxy, echo_port: int) -> None:
@@ -414,11 +590,23 @@ def test_populate_through_client(client: Toxiproxy, echo_port: int) -> None:
     assert client.get_proxy(name) is not None
 
 
+def test_unknown_routes_and_methods_answer_as_gorilla_mux(toxiproxy_url: str) -> None:
+    status, headers, body = raw_request(toxiproxy_url, "GET", "/nope")
+    assert (status, body) == (404, b"404 page not found\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    for method, path in [("PUT", "/proxies"), ("HEAD", "/version"), ("PUT", f"/proxies/{PREFIX}x/toxics")]:
+        assert raw_request(toxiproxy_url, method, path)[::2] == (405, b"")
+
+
+def test_version_answer(toxiproxy_url: str) -> None:
+    status, headers, body = raw_request(toxiproxy_url, "GET", "/version")
+    assert status == 200 and headers["Content-Type"] == "application/json;charset=utf-8"
+    assert body.startswith(b'{"version": "') and body.endswith(b'"}\n')
+
+
 def test_browsers_are_refused(toxiproxy_url: str) -> None:
-    request = urllib.request.Request(toxiproxy_url + "/proxies", headers={"User-Agent": "Mozilla/5.0"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=IO_TIMEOUT_S)
-    assert refused.value.code == 403
+    status, headers, body = raw_request(toxiproxy_url, "GET", "/proxies", user_agent="Mozilla/5.0")
+    assert (status, body, headers["X-Content-Type-Options"]) == (403, b"User agent not allowed\n", "nosniff")
 
 
 # --- behaviour ------------------------------------------------------------------------------------------

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regions.toxiproxy import api_json
-from regions.toxiproxy.addresses import join_host_port, split_host_port
+from regions.toxiproxy import api_json, go_json
+from regions.toxiproxy.addresses import join_host_port, listen_target, split_host_port
 from regions.toxiproxy.api_error import ApiError
 from regions.toxiproxy.toxicity import draw_active
 from regions.toxiproxy.toxics import REGISTRY, Chunk, StreamClosed, Toxic
@@ -66,7 +67,13 @@ def run_pipe(toxic: Toxic, stub: FakeStub, chunk: Chunk) -> list[tuple[bytes, fl
 
 def test_every_toxiproxy_type_is_registered() -> None:
     assert set(REGISTRY) == {"latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data",
-                             "slicer"}
+                             "slicer", "noop"}
+
+
+def test_noop_has_no_attributes_and_passes_data_on() -> None:
+    toxic = attributes_from_json(REGISTRY["noop"], {"anything": 5})
+    stub = FakeStub(toxic)
+    assert run_pipe(toxic, stub, Chunk(b"as is", stub.clock)) == [(b"as is", 100.0)] and stub.sleeps == []
 
 
 @pytest.mark.parametrize(
@@ -82,12 +89,16 @@ def test_attributes_defaults_and_ignored_keys(raw: Any, expected: LatencyToxic) 
     assert attributes_from_json(LatencyToxic, raw) == expected
 
 
+def test_attributes_take_any_int64() -> None:
+    assert attributes_from_json(BandwidthToxic, {"rate": 2**63 - 1}) == BandwidthToxic(rate=2**63 - 1)
+
+
 def test_attributes_update_keeps_unmentioned_fields() -> None:
     base = SlicerToxic(average_size=10, size_variation=2, delay=5)
     assert attributes_from_json(SlicerToxic, {"delay": 9}, base=base) == SlicerToxic(10, 2, 9)
 
 
-@pytest.mark.parametrize("value", [True, 1.5, 100.0, "10", [1], -1])
+@pytest.mark.parametrize("value", [True, 1.5, 100.0, "10", [1], -1, 2**63])
 def test_attributes_reject_non_integers_and_negatives(value: Any) -> None:
     with pytest.raises(ApiError) as error:
         attributes_from_json(BandwidthToxic, {"rate": value})
@@ -119,8 +130,12 @@ def test_stream_is_case_insensitive_but_kept_as_written() -> None:
         ({"type": "nope"}, [], 400, "invalid toxic type"),
         ({"type": "latency"}, ["latency_downstream"], 409, "toxic already exists"),
         ({"type": "latency", "name": "x"}, ["x"], 409, "toxic already exists"),
+        ({"type": "nope", "stream": "sideways", "attributes": 5}, [], 400, "bad request body: attributes"),
+        ({"type": "nope", "toxicity": 2}, [], 400, "invalid toxic type"),  # Toxiproxy's answers first
+        ({"type": "latency", "toxicity": -1}, ["latency_downstream"], 409, "toxic already exists"),
         ({"type": "latency", "toxicity": 1.5}, [], 400, "bad request body: toxicity"),
         ({"type": "latency", "toxicity": "high"}, [], 400, "bad request body: toxicity"),
+        ({"type": "latency", "toxicity": 10**400}, [], 400, "bad request body: toxicity"),
         ({"type": "latency", "attributes": {"latency": "x"}}, [], 400, "bad request body: attributes.latency"),
         (["not", "an", "object"], [], 400, "bad request body"),
     ],
@@ -129,6 +144,12 @@ def test_toxic_create_errors(doc: Any, existing: list[str], status: int, message
     with pytest.raises(ApiError) as error:
         api_json.parse_toxic_create(doc, existing_names=existing)
     assert error.value.status == status and error.value.message.startswith(message)
+
+
+def test_toxic_update_rejects_toxicity_out_of_range() -> None:
+    spec = api_json.parse_toxic_create({"type": "latency"}, [])
+    with pytest.raises(ApiError, match="bad request body: toxicity"):
+        api_json.parse_toxic_update({"toxicity": 1.01}, spec)
 
 
 def test_toxic_update_merges_attributes_and_toxicity() -> None:
@@ -176,6 +197,16 @@ def test_populate_validates_every_proxy_before_any() -> None:
         api_json.parse_populate([{"name": "a", "upstream": "b:1"}, {"name": "c"}])
     with pytest.raises(ApiError, match="bad request body"):
         api_json.parse_populate({"name": "a"})
+    # A wrong type anywhere fails the decoding, before any proxy's required fields are looked at.
+    with pytest.raises(ApiError, match="bad request body"):
+        api_json.parse_populate([{"name": "a"}, {"name": "c", "upstream": "b:1", "enabled": "yes"}])
+    with pytest.raises(ApiError, match="missing required field: name at proxy 2"):
+        api_json.parse_populate([{"name": "a", "upstream": "b:1"}, None])
+
+
+def test_proxy_json_has_toxiproxys_keys_in_its_order() -> None:
+    proxy = api_json.ProxyInput(name="a", listen="127.0.0.1:4000", upstream="b:1", enabled=True)
+    assert list(api_json.proxy_json(proxy, [])) == ["name", "listen", "upstream", "enabled", "Logger", "toxics"]
 
 
 def test_populate_json_shapes() -> None:
@@ -185,10 +216,63 @@ def test_populate_json_shapes() -> None:
                                                               "proxies": [{"name": "a"}]}
 
 
-@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff"])
+@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff", b'{"a": NaN}', b"[Infinity]", b"-Infinity"])
 def test_parse_body_errors(raw: bytes) -> None:
     with pytest.raises(ApiError, match="bad request body"):
         api_json.parse_body(raw)
+
+
+def test_parse_body_too_deep_is_a_bad_body() -> None:
+    with pytest.raises(ApiError, match="bad request body: exceeded max depth"):
+        api_json.parse_body(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"a": 1} and then anything', {"a": 1}),  # Go's Decoder reads the first value only
+        (b' \r\n\t[1] [2]', [1]),
+        (b"null", None),
+        (b'{"a": "x\\ud800y", "\\udfff": 1}', {"a": "x\ufffdy", "\ufffd": 1}),
+        (b'{"a": "\xff\xe2\x82"}', {"a": "\ufffd\ufffd\ufffd"}),  # one U+FFFD per invalid byte, as Go
+        (b'{"a": "\\ud83d\\ude00"}', {"a": "\U0001f600"}),
+    ],
+)
+def test_go_json_decode(raw: bytes, expected: Any) -> None:
+    assert go_json.decode(raw) == expected
+
+
+def test_go_json_keys_match_fields_ignoring_case() -> None:
+    doc = {"Name": "a", "NAME": None, "nAmE": "b", "names": "c"}
+    assert go_json.values(doc, "name") == ["a", "b"]
+    assert go_json.values({"\u212aey": 1, "\u017ftream": 2}, "key") == [1]  # Kelvin sign folds to k, as in Go
+    assert go_json.values({"\u017ftream": 2}, "stream") == [2]  # and long s to s
+
+
+def test_request_fields_match_ignoring_case() -> None:
+    assert api_json.parse_proxy_create({"Name": "a", "UPSTREAM": "b:1", "Enabled": False}) == api_json.ProxyInput(
+        name="a", listen="", upstream="b:1", enabled=False)
+    spec = api_json.parse_toxic_create(
+        {"TYPE": "latency", "Stream": "upstream", "Attributes": {"Latency": 5}, "attributes": {"JITTER": 2}}, [])
+    assert (spec.name, spec.toxic) == ("latency_upstream", LatencyToxic(5, 2))
+    with pytest.raises(ApiError, match="bad request body: name"):
+        api_json.parse_proxy_create({"name": "a", "NAME": 5, "upstream": "b:1"})
+
+
+def test_go_json_repeated_key_takes_its_last_place() -> None:
+    assert list(go_json.decode(b'{"a": 1, "b": 2, "a": 3}').items()) == [("b", 2), ("a", 3)]
+
+
+def test_null_bodies_change_nothing() -> None:
+    with pytest.raises(ApiError, match="missing required field: name"):
+        api_json.parse_proxy_create(None)
+    current = api_json.ProxyInput(name="a", listen="127.0.0.1:4000", upstream="b:1", enabled=False)
+    assert api_json.parse_proxy_update(None, current) == current
+    assert api_json.parse_populate(None) == []
+    with pytest.raises(ApiError, match="invalid toxic type"):
+        api_json.parse_toxic_create(None, existing_names=[])
+    spec = api_json.parse_toxic_create({"type": "latency", "attributes": {"latency": 3}}, [])
+    assert api_json.parse_toxic_update(None, spec) == spec
 
 
 # --- addresses, toxicity ---------------------------------------------------------------------------------
@@ -203,10 +287,56 @@ def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
     assert join_host_port(*expected) == address
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "a:b", "a:70000", "::1:80", "a:-1"])
-def test_split_host_port_rejects(address: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1", "address 127.0.0.1: missing port in address"),
+        ("a:b", "lookup tcp/b: unknown port"),
+        ("a:70000", "address 70000: invalid port"),
+        ("a:-1", "address -1: invalid port"),
+        ("::1:80", "address ::1:80: too many colons in address"),
+        ("[::1", "address [::1: missing ']' in address"),
+        ("[::1]", "address [::1]: missing port in address"),
+        ("[::1]80", "address [::1]80: missing port in address"),
+        ("[::1]:1:2", "address [::1]:1:2: too many colons in address"),
+        ("a]:1", "address a]:1: unexpected ']' in address"),
+        ("a[:1", "address a[:1: unexpected '[' in address"),
+    ],
+)
+def test_split_host_port_rejects_with_gos_words(address: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
         split_host_port(address)
+    assert str(error.value) == message
+
+
+def test_split_host_port_takes_a_signed_port_as_go_does() -> None:
+    assert split_host_port("a:+80") == ("a", 80) and split_host_port("a:-0") == ("a", 0)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("", ("", 0)), ("127.0.0.1:", ("127.0.0.1", 0)), ("[::1]:", ("::1", 0)), (":", ("", 0))],
+)
+def test_no_address_or_no_port_is_port_0(address: str, expected: tuple[str, int]) -> None:
+    # Go's net.Listen: "" is every interface on a free port, and an empty port is port 0.
+    assert split_host_port(address) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "has_ipv6", "expected"),
+    [
+        ("", True, (socket.AF_INET6, "::", True)),
+        ("0.0.0.0", True, (socket.AF_INET6, "::", True)),
+        ("::", True, (socket.AF_INET6, "::", True)),
+        ("", False, (socket.AF_INET, "0.0.0.0", False)),
+        ("0.0.0.0", False, (socket.AF_INET, "0.0.0.0", False)),
+        ("127.0.0.1", True, (socket.AF_INET, "127.0.0.1", False)),
+        ("::1", True, (socket.AF_INET6, "::1", False)),
+    ],
+)
+def test_wildcards_listen_on_every_interface_in_one_socket(ip: str, has_ipv6: bool,
+                                                           expected: tuple[socket.AddressFamily, str, bool]) -> None:
+    assert listen_target(ip, has_ipv6) == expected
 
 
 @given(st.integers(min_value=0, max_value=2**32))

@@ -6,6 +6,7 @@ from regions.toxiproxy.toxics import (  # noqa: F401  (imported to register)
     bandwidth,
     latency,
     limit_data,
+    noop,
     reset_peer,
     slicer,
     slow_close,

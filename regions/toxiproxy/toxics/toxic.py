@@ -12,6 +12,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from regions.toxiproxy import go_json
 from regions.toxiproxy.api_error import BAD_REQUEST_BODY
 
 
@@ -74,6 +75,9 @@ class Toxic:
 
 ToxicT = TypeVar("ToxicT", bound=type[Toxic])
 
+# Toxiproxy's attributes are Go int64s (or ints, 64 bits on its builds): a larger number does not decode.
+MAX_ATTRIBUTE = 2**63 - 1
+
 REGISTRY: dict[str, type[Toxic]] = {}
 
 
@@ -85,8 +89,9 @@ def register(cls: ToxicT) -> ToxicT:
 def attributes_from_json(cls: type[Toxic], raw: object, base: Toxic | None = None) -> Toxic:
     """Builds a toxic's attributes from its JSON object, starting from `base` (update) or the defaults.
 
-    Every Toxiproxy attribute is an integer; like Go's decoder, unknown keys and nulls are ignored and
-    non-integers rejected. Negative values are rejected too (Toxiproxy accepts them and then misbehaves).
+    Every Toxiproxy attribute is an integer; like Go's decoder, keys match ignoring case, unknown keys and nulls
+    are ignored and non-integers rejected. Negative values are rejected too (Toxiproxy accepts them and then
+    misbehaves).
     """
     if raw is None:
         raw = {}
@@ -94,15 +99,15 @@ def attributes_from_json(cls: type[Toxic], raw: object, base: Toxic | None = Non
         raise BAD_REQUEST_BODY.joined(f"attributes: expected an object, got {type(raw).__name__}")
     values: dict[str, int] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = raw.get(field.name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BAD_REQUEST_BODY.joined(
-                f"attributes.{field.name}: expected an integer for {cls.type_name}, got {value!r}")
-        if value < 0:
-            raise BAD_REQUEST_BODY.joined(f"attributes.{field.name}: must be >= 0, got {value}")
-        values[field.name] = value
+        for value in go_json.values(raw, field.name):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BAD_REQUEST_BODY.joined(
+                    f"attributes.{field.name}: expected an integer for {cls.type_name}, got {value!r}")
+            if value > MAX_ATTRIBUTE:
+                raise BAD_REQUEST_BODY.joined(f"attributes.{field.name}: {value} overflows a 64-bit integer")
+            if value < 0:
+                raise BAD_REQUEST_BODY.joined(f"attributes.{field.name}: must be >= 0, got {value}")
+            values[field.name] = value
     if base is not None:
         return dataclasses.replace(base, **values)  # type: ignore[type-var]
     return cls(**values)
