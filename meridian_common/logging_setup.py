@@ -15,12 +15,21 @@ def configure_logging(process: str, level: str | None = None) -> None:
     )
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(text: str) -> str:
+    return "".join(_ESCAPES.get(c) or (c if c.isprintable() else f"\\x{ord(c):02x}") for c in text)
+
+
 def event(name: str, **fields: Any) -> str:
-    """Formats one log line: `name key=value ...`; values with spaces are quoted."""
+    """Formats one log line: `name key=value ...`. A value that is empty or holds a space, a quote or any
+    character that is not printable is quoted with those escaped, so that no value (a request path, a
+    backend's error text) can start a forged line or hide text from a terminal."""
     parts = [name]
     for key, value in fields.items():
         text = str(value)
-        if not text or any(c.isspace() for c in text) or '"' in text:
-            text = '"' + text.replace('"', '\\"') + '"'
+        if not text or not text.isprintable() or " " in text or '"' in text:
+            text = '"' + _escaped(text) + '"'
         parts.append(f"{key}={text}")
     return " ".join(parts)

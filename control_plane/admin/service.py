@@ -116,7 +116,7 @@ class AdminService:
             raise AdminError(ErrorKind.INVALID, "nothing to set", (f"{region}/{model}: give at least one field",))
 
         def edit(current: policy_pb2.PolicyDocument) -> policy_pb2.PolicyDocument:
-            return set_field(current, region, model, catalog=self._config, **changes)
+            return set_field(current, region, model, self._config, **changes)
 
         return await self._change(edit, dry_run=dry_run, author=author, retries=SET_RETRIES)
 

@@ -337,14 +337,15 @@ def set_field(
     document: policy_pb2.PolicyDocument,
     region: str,
     model: str,
-    *,
     catalog: ControlPlaneConfig,
+    /,
     **changes: Any,
 ) -> policy_pb2.PolicyDocument:
     """A copy of `document` with the entry of (region, model) changed, validated like a pushed document.
 
     `changes` use the YAML field names (`policy=`, `latency_budget_ms=`, `client_limits={"rpm": 600}`...)
     plus the shorthands rpm, tpm (client limits), deployment_rpm and deployment_tpm; None removes a field.
+    The other parameters are positional-only, so that no name a client sends can collide with them.
     An entry left with no field is dropped. Version, author and time are copied for the caller to restamp.
     """
     replaced = sorted(set(changes) & set(_REPLACED))
@@ -390,7 +391,7 @@ def merge_model_policy(
     """`set_field` for the admin API's SetPolicyFieldRequest: every set field of `changes` is changed."""
     data = _entry_data(changes)
     region, model = data.pop("region"), data.pop("model")
-    return set_field(document, region, model, catalog=catalog, **data)
+    return set_field(document, region, model, catalog, **data)
 
 
 def policy_diff(old: policy_pb2.PolicyDocument, new: policy_pb2.PolicyDocument) -> str:

@@ -153,9 +153,9 @@ def test_validate_a_stored_document_against_a_changed_catalog() -> None:
 def test_set_field_then_yaml_round_trip() -> None:
     document = parse_policy_document(EXAMPLE, CATALOG)
     document.version, document.author = 7, "alice"
-    changed = set_field(document, "eu-west", LLAMA, catalog=CATALOG, policy="latency-first", rpm=900,
+    changed = set_field(document, "eu-west", LLAMA, CATALOG, policy="latency-first", rpm=900,
                         latency_budget_ms=None)
-    changed = set_field(changed, "us-east", SMALL, catalog=CATALOG, policy="weighted", deployment_tpm=5000)
+    changed = set_field(changed, "us-east", SMALL, CATALOG, policy="weighted", deployment_tpm=5000)
     entry, added = changed.models
     assert (entry.policy, entry.latency_budget_ms, entry.client_limits.rpm, entry.client_limits.tpm) == (
         "latency-first", 0, 900, 100_000)
@@ -169,34 +169,37 @@ def test_set_field_then_yaml_round_trip() -> None:
 def test_set_field_is_validated_like_a_document() -> None:
     document = parse_policy_document(EXAMPLE, CATALOG)
     with pytest.raises(PolicyError, match=r"models\[0\] \(eu-west/llama-3.3-70b\): unknown policy 'fastest'"):
-        set_field(document, "eu-west", LLAMA, catalog=CATALOG, policy="fastest")
+        set_field(document, "eu-west", LLAMA, CATALOG, policy="fastest")
     with pytest.raises(PolicyError, match="unknown region 'mars'"):
-        set_field(document, "mars", LLAMA, catalog=CATALOG, policy="weighted")
+        set_field(document, "mars", LLAMA, CATALOG, policy="weighted")
     with pytest.raises(PolicyError, match="cannot set \\['latency_budget'\\]"):
-        set_field(document, "eu-west", LLAMA, catalog=CATALOG, latency_budget=5)
+        set_field(document, "eu-west", LLAMA, CATALOG, latency_budget=5)
+    # Names of set_field's own parameters are fields like any other, not a way to replace its arguments.
+    with pytest.raises(PolicyError, match="cannot set \\['catalog', 'document'\\]"):
+        set_field(document, "eu-west", LLAMA, CATALOG, document="x", catalog="y")
 
 
 def test_set_field_refuses_the_replaced_p95_threshold_naming_its_replacements() -> None:
     with pytest.raises(PolicyError) as caught:
-        set_field(policy_pb2.PolicyDocument(), "eu-west", LLAMA, catalog=CATALOG, max_p95_ms=5000)
+        set_field(policy_pb2.PolicyDocument(), "eu-west", LLAMA, CATALOG, max_p95_ms=5000)
     (problem,) = caught.value.problems
     assert problem.startswith(f"eu-west/{LLAMA}: max_p95_ms is no longer supported")
     assert "max_ttft_p95_ms" in problem and "max_tpot_p95_ms" in problem and "length" in problem
 
 
 def test_set_field_sets_and_clears_the_latency_thresholds() -> None:
-    document = set_field(policy_pb2.PolicyDocument(), "eu-west", LLAMA, catalog=CATALOG, max_ttft_p95_ms=1500,
+    document = set_field(policy_pb2.PolicyDocument(), "eu-west", LLAMA, CATALOG, max_ttft_p95_ms=1500,
                          max_tpot_p95_ms=60)
     (entry,) = document.models
     assert (entry.max_ttft_p95_ms, entry.max_tpot_p95_ms) == (1500, 60)
-    (entry,) = set_field(document, "eu-west", LLAMA, catalog=CATALOG, max_ttft_p95_ms=None).models
+    (entry,) = set_field(document, "eu-west", LLAMA, CATALOG, max_ttft_p95_ms=None).models
     assert (entry.max_ttft_p95_ms, entry.max_tpot_p95_ms) == (0, 60)
 
 
 def test_clearing_every_field_drops_the_entry() -> None:
-    document = set_field(policy_pb2.PolicyDocument(), "eu-west", SMALL, catalog=CATALOG, policy="weighted")
+    document = set_field(policy_pb2.PolicyDocument(), "eu-west", SMALL, CATALOG, policy="weighted")
     assert len(document.models) == 1
-    assert list(set_field(document, "eu-west", SMALL, catalog=CATALOG, policy=None).models) == []
+    assert list(set_field(document, "eu-west", SMALL, CATALOG, policy=None).models) == []
 
 
 def test_merge_model_policy_changes_the_set_fields_only() -> None:
@@ -281,6 +284,6 @@ def test_table_diff_of_a_new_region_lists_it_whole() -> None:
 
 def test_policy_diff() -> None:
     old = parse_policy_document(EXAMPLE, CATALOG)
-    new = set_field(old, "eu-west", LLAMA, catalog=CATALOG, latency_budget_ms=900)
+    new = set_field(old, "eu-west", LLAMA, CATALOG, latency_budget_ms=900)
     assert "-  latency_budget_ms: 800\n+  latency_budget_ms: 900" in policy_diff(old, new)
     assert policy_diff(old, old) == "no changes"
