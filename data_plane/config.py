@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, HttpUrl, model_validator
 
+from data_plane.callback_rules import HostPattern
 from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
 from meridian_common.config_loading import load_config
 from meridian_common.table_hash import content_hash
@@ -97,7 +98,10 @@ class JobsConfig(FrozenModel):
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="environment variable holding the HMAC-SHA256 key that signs callbacks")
     callback_allowed_hosts: tuple[str, ...] = Field(
-        (), description="hosts a callback_url may name: exact, or *.domain for its subdomains")
+        (), description="hosts a callback_url may name: exact, or *.domain for its subdomains, each with an optional "
+                        ":port (without one, only the scheme's default port)")
+    callback_private_addresses: bool = Field(
+        False, description="let callbacks reach loopback, link-local and private addresses (off: public only)")
     callback_max_attempts: int = Field(5, ge=1)
     callback_backoff_s: float = Field(1.0, gt=0, description="first retry delay of a callback, doubled each time")
     callback_timeout_s: float = Field(5.0, gt=0)
@@ -105,11 +109,15 @@ class JobsConfig(FrozenModel):
     @model_validator(mode="after")
     def _host_patterns(self) -> JobsConfig:
         for pattern in self.callback_allowed_hosts:
-            bare = pattern[2:] if pattern.startswith("*.") else pattern
-            if not bare or "*" in bare or "/" in bare or (bare.count(":") == 1 and not bare.startswith("[")):
-                raise ValueError(f"callback_allowed_hosts: {pattern!r} is not a host name or *.domain "
-                                 "(no scheme, port or path)")
+            try:
+                HostPattern.parse(pattern)
+            except ValueError as error:
+                raise ValueError(f"callback_allowed_hosts: {error}") from error
         return self
+
+    @property
+    def callback_host_patterns(self) -> tuple[HostPattern, ...]:
+        return tuple(HostPattern.parse(pattern) for pattern in self.callback_allowed_hosts)
 
 
 class RouterConfig(FrozenModel):

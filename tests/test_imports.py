@@ -32,6 +32,7 @@ PURE_MODULES = [
     "data_plane.limits.token_bucket",
     "data_plane.limits.admission_queue",
     "data_plane.telemetry.accumulator",
+    "data_plane.callback_rules",
     # the table and its distribution
     "data_plane.table.snapshot",
     "data_plane.table.sync",

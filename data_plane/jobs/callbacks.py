@@ -1,5 +1,5 @@
-"""Callbacks of asynchronous jobs: which URLs a job may name, the HMAC signature, and the delivery of a
-finished job's document to its callback_url, retried with backoff a bounded number of times.
+"""Delivery of a finished job's document to its callback_url, signed, to public addresses only unless allowed,
+retried with backoff a bounded number of times; the rules it applies are in `data_plane/callback_rules.py`.
 
 Whether a callback is due, being delivered or done lives in the job's record (`job_state`), so the
 router that delivers it need not be the one that ran the job, and a takeover never posts a delivered
@@ -8,15 +8,17 @@ callback again.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-from collections.abc import Sequence
+import socket
+import time
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from data_plane.callback_rules import is_ip_literal, public_address, sign
 from data_plane.jobs.state import (
     CallbackDelivered,
     CallbackFailed,
@@ -36,42 +38,30 @@ SIGNATURE_HEADER = "x-meridian-signature"
 JOB_ID_HEADER = "x-meridian-job-id"
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+class PublicAddressResolver(AbstractResolver):
+    """Resolves a callback's host and keeps only public addresses, so that the connection goes where the
+    check said (a name that resolves to 127.0.0.1 or 169.254.169.254 cannot be used to reach the router's
+    own network, even if it changes between the check and the connection)."""
+
+    def __init__(self) -> None:
+        self._resolver = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        public = [result for result in found if public_address(result["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to no public address (jobs.callback_private_addresses is off)")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
 
 
-def signature_valid(secret: bytes, body: bytes, header: str) -> bool:
-    return hmac.compare_digest(sign(secret, body), header)
-
-
-def host_allowed(host: str, patterns: Sequence[str]) -> bool:
-    """Exact host names, or `*.domain` for any subdomain of it (not the domain itself); case-insensitive."""
-    host = host.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().rstrip(".")
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
-def callback_refusal(url: str, patterns: Sequence[str], *, has_secret: bool) -> str | None:
-    """Why a submit may not name this callback_url, or None when it may."""
-    if not has_secret:
-        return ("callbacks are disabled on this router: it has no signing secret "
-                "(set jobs.callback_secret_env and that variable)")
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return f"callback_url {url!r} is not a URL"
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return f"callback_url must be an absolute http or https URL, got {url!r}"
-    if not host_allowed(parsed.host, patterns):
-        allowed = ", ".join(patterns) or "none"
-        return f"callback host {parsed.host!r} is not allowed (jobs.callback_allowed_hosts: {allowed})"
-    return None
+def callback_session(private_addresses: bool) -> aiohttp.ClientSession:
+    """The session callbacks are posted with: public addresses only, unless the operator allowed others."""
+    resolver = None if private_addresses else PublicAddressResolver()
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +70,7 @@ class CallbackSettings:
     max_attempts: int
     backoff_ms: int
     timeout_s: float
+    private_addresses: bool
 
 
 class CallbackDeliverer:
@@ -114,8 +105,12 @@ class CallbackDeliverer:
             recorded=committed))
 
     async def _post(self, url: str, job_id: str, body: bytes) -> tuple[bool, str]:
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._settings.secret, body),
-                   JOB_ID_HEADER: job_id}
+        host = URL(url).host or ""
+        if not self._settings.private_addresses and is_ip_literal(host) and not public_address(host):
+            # Refused at submit; checked again in case the router's settings changed since.
+            return False, "not_public_address"
+        headers = {"Content-Type": "application/json", JOB_ID_HEADER: job_id,
+                   SIGNATURE_HEADER: sign(self._settings.secret, body, int(time.time()))}
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s)
         try:
             async with self._session.post(url, data=body, headers=headers, timeout=timeout,
@@ -124,3 +119,4 @@ class CallbackDeliverer:
                 return 200 <= response.status < 300, f"http_{response.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             return False, type(error).__name__
+

@@ -13,14 +13,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from data_plane.app_keys import CONFIG, CREDENTIALS, ROUTER_ID, SERVING, SESSION, STATE
+from data_plane.app_keys import CONFIG, CREDENTIALS, ROUTER_ID, SERVING, STATE
 from data_plane.auth import Credentials
+from data_plane.callback_rules import callback_refusal
 from data_plane.config import JobsConfig
 from data_plane.errors import ClientError
-from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings, callback_refusal
+from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings, callback_session
 from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, new_job
 from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
 from data_plane.jobs.worker import JobWorker
@@ -141,7 +143,8 @@ async def submit(request: web.Request) -> web.Response:
     model_chain(request.app[STATE], parsed, CIMultiDictProxy(CIMultiDict(headers)))
     queue_priority(headers)
     if callback_url is not None:
-        refusal = callback_refusal(callback_url, settings.callback_allowed_hosts, has_secret=jobs.callback_signing)
+        refusal = callback_refusal(callback_url, settings.callback_host_patterns, has_secret=jobs.callback_signing,
+                                   private_addresses=settings.callback_private_addresses)
         if refusal is not None:
             raise ClientError(400, refusal, param="callback_url", code="callback_not_allowed")
     job_id = f"job_{uuid.uuid4().hex}"
@@ -242,9 +245,13 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
     store = JobStore(config.redis_url, config.region, result_ttl_s=settings.result_ttl_s,
                      max_queued=settings.max_queued)
     secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
-    deliverer = CallbackDeliverer(store, app[SESSION], CallbackSettings(
-        secret.encode(), settings.callback_max_attempts, int(settings.callback_backoff_s * 1000),
-        settings.callback_timeout_s)) if secret else None
+    callbacks: aiohttp.ClientSession | None = None
+    deliverer: CallbackDeliverer | None = None
+    if secret:
+        callbacks = callback_session(settings.callback_private_addresses)
+        deliverer = CallbackDeliverer(store, callbacks, CallbackSettings(
+            secret.encode(), settings.callback_max_attempts, int(settings.callback_backoff_s * 1000),
+            settings.callback_timeout_s, settings.callback_private_addresses))
     worker = JobWorker(app[SERVING], app[ROUTER_ID], store, settings, deliverer)
     app[JOBS] = JobsRunning(store, worker, settings, callback_signing=deliverer is not None)
     task = asyncio.create_task(worker.run())
@@ -253,3 +260,5 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
     await worker.stop()
     await store.close()
+    if callbacks is not None:
+        await callbacks.close()

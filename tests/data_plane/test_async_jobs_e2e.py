@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from data_plane.jobs.callbacks import SIGNATURE_HEADER, signature_valid
+from data_plane.callback_rules import signature_valid
+from data_plane.jobs.callbacks import SIGNATURE_HEADER
 from meridian_cli.main import main as meridian_main
 from meridian_common.service_process import LOOPBACK, ManagedProcess, ServiceProcess, pick_free_port, spawn, wait_ready
 from regions.local_services import redis_executable
@@ -117,7 +118,7 @@ def receiver() -> Iterator[CallbackReceiver]:
     server.server_close()
 
 
-def _config(name: str, redis_url: str, fast: str, slow: str) -> str:
+def _config(name: str, redis_url: str, fast: str, slow: str, callback_port: int) -> str:
     return f"""region: jobs
 router_id: {name}
 listen: {{host: 127.0.0.1, port: 0}}
@@ -129,7 +130,8 @@ jobs:
   poll_interval_s: 0.1
   retry_backoff_s: 0.2
   callback_secret_env: JOBS_CALLBACK_SECRET
-  callback_allowed_hosts: ["127.0.0.1"]
+  callback_allowed_hosts: ["127.0.0.1:{callback_port}"]
+  callback_private_addresses: true  # the receiver is on loopback
   callback_backoff_s: 0.2
   callback_timeout_s: 2
 models:
@@ -150,11 +152,12 @@ class Region:
 
 
 @pytest.fixture(scope="module")
-def region(redis: DurableRedis, start_simulator: StartSimulator, start_router: StartRouter) -> Region:
+def region(redis: DurableRedis, receiver: CallbackReceiver, start_simulator: StartSimulator,
+           start_router: StartRouter) -> Region:
     fast = start_simulator("jobs-fast", "--model", "m", "--ttft-ms", "2", "--itl-ms", "1", "--output-tokens", "4")
     slow = start_simulator("jobs-slow", "--model", "m", "--ttft-ms", str(SLOW_TTFT_MS), "--itl-ms", "1",
                            "--output-tokens", "4")
-    routers = [start_router(name, _config(name, redis.url, fast.url, slow.url), env=ENV)
+    routers = [start_router(name, _config(name, redis.url, fast.url, slow.url, receiver.port), env=ENV)
                for name in ("jobs-a", "jobs-b")]
     return Region(routers, slow)
 
@@ -258,7 +261,7 @@ def test_a_callback_arrives_signed_and_is_delivered_once(region: Region, receive
     time.sleep(1.0)  # several sweeps and callback polls of both routers later
     assert [status for status, _, _ in receiver.received] == [500, 200]
     for _, headers, body in receiver.received:
-        assert signature_valid(CALLBACK_SECRET.encode(), body, headers[SIGNATURE_HEADER])
+        assert signature_valid(CALLBACK_SECRET.encode(), body, headers[SIGNATURE_HEADER], now_s=time.time())
         assert headers["x-meridian-job-id"] == job_id
     delivered = json.loads(receiver.received[-1][2])
     assert delivered["id"] == job_id and delivered["status"] == "succeeded"
