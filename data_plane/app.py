@@ -137,12 +137,14 @@ async def _health_checks(app: web.Application) -> AsyncIterator[None]:
 async def _response_cache(app: web.Application) -> AsyncIterator[None]:
     redis_url = app[CONFIG].redis_url
     if redis_url is None:
-        app[CACHE] = ResponseCache(MemoryCacheStore())
+        cache = app[CACHE] = ResponseCache(MemoryCacheStore())
         yield
+        await cache.drain()
         return
     client = redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25)
-    app[CACHE] = ResponseCache(RedisCacheStore(client))
+    cache = app[CACHE] = ResponseCache(RedisCacheStore(client))
     yield
+    await cache.drain()
     await client.aclose()
 
 

@@ -23,21 +23,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _run(args: argparse.Namespace) -> int:
     from data_plane.app import create_app, serve
+    from data_plane.app_keys import CONFIG
     from data_plane.config import load_router_config
 
     configure_logging("router")
     try:
-        config = load_router_config(args.config)
+        app = create_app(load_router_config(args.config))
     except ConfigError as error:
         print(f"meridian router: {error}", file=sys.stderr)
         return 2
-    app = create_app(config)
     # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
     # which otherwise stall the request path for tens of milliseconds at a time.
     gc.collect()
     gc.freeze()
-    host = args.host or config.listen.host
-    port = config.listen.port if args.port is None else args.port
+    listen = app[CONFIG].listen
+    host = args.host or listen.host
+    port = listen.port if args.port is None else args.port
     return run(serve(app, host, port, args.port_file))
 
 

@@ -8,25 +8,25 @@ from functools import partial
 from aiohttp import web
 
 from data_plane.app_keys import CONFIG, CREDENTIALS, SERVING, STATE
-from data_plane.serving.pipeline import client_identity, serve_parsed
+from data_plane.serving.pipeline import serve_parsed
 from data_plane.serving.request_parsing import ParsedRequest, parse_openai_request, read_json_body
 from data_plane.serving.route_planning import decide_model, decision_json, model_chain
 
 
-async def _parsed(request: web.Request, endpoint: str) -> ParsedRequest:
-    request.app[CREDENTIALS].check_client(request)
+async def _parsed(request: web.Request, endpoint: str) -> tuple[str, ParsedRequest]:
+    """The client's identity and its parsed request."""
+    identity = request.app[CREDENTIALS].authenticate(request)
     body = await read_json_body(request, request.app[CONFIG].max_body_bytes)
-    return parse_openai_request(endpoint, body)
+    return identity, parse_openai_request(endpoint, body)
 
 
 async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
-    parsed = await _parsed(request, endpoint)
-    return await serve_parsed(request.app[SERVING], parsed, request.headers, identity=client_identity(request.headers),
-                              request=request)
+    identity, parsed = await _parsed(request, endpoint)
+    return await serve_parsed(request.app[SERVING], parsed, request.headers, identity=identity, request=request)
 
 
 async def route_dry_run(request: web.Request) -> web.Response:
-    parsed = await _parsed(request, "chat/completions")
+    _, parsed = await _parsed(request, "chat/completions")
     state, now = request.app[STATE], time.monotonic()
     decisions = [decide_model(state, model, route_request, now)
                  for model, route_request in model_chain(state, parsed, request.headers)]
@@ -38,7 +38,7 @@ async def route_dry_run(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    request.app[CREDENTIALS].check_client(request)
+    request.app[CREDENTIALS].authenticate(request)
     table = request.app[STATE].table
     created = int(table.computed_at_unix_ms / 1000)
     return web.json_response({

@@ -5,7 +5,6 @@ the cleanup context that starts the worker, or says why jobs do not run here."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import uuid
@@ -26,7 +25,7 @@ from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings, callb
 from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, new_job
 from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
 from data_plane.jobs.worker import JobWorker
-from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, client_identity, queue_priority
+from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, queue_priority
 from data_plane.serving.request_parsing import (
     BUDGET_HEADER,
     POLICY_HEADER,
@@ -40,7 +39,7 @@ from meridian_common.logging_setup import event
 log = logging.getLogger(__name__)
 
 # Request headers a job keeps, to be routed as the synchronous request would have been. Authorization is
-# not kept: only its digest (the client's identity) is stored.
+# not kept: only the client's identity (a digest of its key, or its address) is stored.
 ROUTING_HEADERS = (POLICY_HEADER, BUDGET_HEADER, PRIORITY_HEADER, QUEUE_PRIORITY_HEADER, "x-meridian-cache",
                    "x-meridian-deterministic")
 _CANCEL_TRIES = 5
@@ -90,19 +89,11 @@ def _jobs(request: web.Request) -> JobsRunning:
     return jobs
 
 
-def _is_admin(credentials: Credentials, request: web.Request) -> bool:
-    token = credentials.admin_token
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return token is not None and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                                                      token.encode())
-
-
 def _caller(credentials: Credentials, request: web.Request) -> str | None:
     """None for the admin (sees every job), else the client's identity (sees only its own jobs)."""
-    if _is_admin(credentials, request):
+    if credentials.is_admin(request):
         return None
-    credentials.check_client(request)
-    return client_identity(request.headers)
+    return credentials.authenticate(request)
 
 
 def _not_found(region: str, job_id: str) -> ClientError:
@@ -128,7 +119,7 @@ async def _visible_job(request: web.Request) -> tuple[JobsRunning, StoredJob]:
 
 async def submit(request: web.Request) -> web.Response:
     jobs = _jobs(request)
-    request.app[CREDENTIALS].check_client(request)
+    identity = request.app[CREDENTIALS].authenticate(request)
     settings = jobs.settings
     body = await read_json_body(request, request.app[CONFIG].max_body_bytes)
     callback_url = body.pop("callback_url", None)
@@ -152,7 +143,7 @@ async def submit(request: web.Request) -> web.Response:
                     callback_max_attempts=settings.callback_max_attempts if callback_url else 0)
     try:
         await jobs.store.submit(state, JobRequest("chat/completions", body, headers,
-                                                  client_identity(request.headers), callback_url))
+                                                  identity, callback_url))
     except JobsUnavailable as error:
         log.warning(event("job_submit_refused", model=parsed.model, reason=str(error)))
         raise ClientError(503, f"asynchronous jobs are unavailable: {error}; the job was NOT accepted, retry later",

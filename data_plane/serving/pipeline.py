@@ -3,7 +3,6 @@ forwarding): the endpoints call it with the client's request, asynchronous jobs 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from data_plane.auth import keyed
 from data_plane.errors import ClientError
 from data_plane.limits.admission_queue import DEFAULT_QUEUE_PRIORITY, QUEUE_PRIORITIES
 from data_plane.limits.waiting_room import QUEUED, QueueRejected, Ticket, WaitingRooms
@@ -42,12 +42,6 @@ class Serving:
     queues: WaitingRooms
     forwarder: Forwarder
     cache: ResponseCache
-
-
-def client_identity(headers: Mapping[str, str]) -> str:
-    """The client's bucket key: a digest of its bearer token, so no API key is ever held or shown."""
-    token = headers.get("Authorization", "").partition(" ")[2].strip()
-    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else "anonymous"
 
 
 def request_deadline(headers: Mapping[str, str], started: float, timeout_s: float) -> float:
@@ -169,7 +163,7 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
 
     key = None
     if endpoint != "embeddings" and should_cache(parsed.body, request_headers, model_opted_in=primary.cache_enabled):
-        key = cache_key(endpoint, parsed.body)
+        key = cache_key(endpoint, parsed.body, identity if keyed(identity) else "")
         hit = await serving.cache.lookup(key)
         serving.metrics.cache.labels(serving.region, primary.name, "hit" if hit else "miss").inc()
         if hit is not None:
@@ -180,7 +174,6 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
                                             deadline, settle if identity_limited is not None else None)
     if key is not None and isinstance(response, web.Response) and response.status == 200:
         assert response.body is not None
-        await serving.cache.store.set(
-            key, CachedResponse(200, bytes(response.body), response.content_type), primary.cache_ttl_s
-        )
+        serving.cache.store_later(key, CachedResponse(200, bytes(response.body), response.content_type),
+                                  primary.cache_ttl_s)
     return response

@@ -1,11 +1,13 @@
-"""Opt-in response cache for deterministic requests: in-memory LRU, or Redis when configured.
+"""Response cache for deterministic requests to models that opted in: in-memory LRU, or Redis when configured.
+Entries are kept per client when clients have keys, so that a hit never tells one tenant what another asked.
 
 A Redis failure is a miss, never a failed request; after one, Redis is skipped for a cool-down so a dead
-Redis costs no latency on every request.
+Redis costs no latency on every request. Answers are written after the response is handed back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -34,18 +36,18 @@ class CachedResponse:
     content_type: str
 
 
-def cache_key(endpoint: str, body: dict[str, Any]) -> str:
+def cache_key(endpoint: str, body: dict[str, Any], scope: str) -> str:
+    """`scope` is the client's identity when clients have keys, "" for a cache shared by every client."""
     normalised = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS}
-    digest = hashlib.sha256(endpoint.encode())
+    digest = hashlib.sha256(scope.encode() + b"\0" + endpoint.encode())
     digest.update(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
 
 
 def should_cache(body: dict[str, Any], headers: Any, *, model_opted_in: bool) -> bool:
-    """Opted in (by the model or `x-meridian-cache: on`), not streamed, and deterministic
-    (temperature 0, or `x-meridian-deterministic: true`)."""
-    opt_in = headers.get(OPT_IN_HEADER, "").lower()
-    if opt_in == "off" or not (model_opted_in or opt_in == "on") or body.get("stream"):
+    """The model opted in (a client may only opt out, with `x-meridian-cache: off`), not streamed, and
+    deterministic (temperature 0, or `x-meridian-deterministic: true`)."""
+    if not model_opted_in or headers.get(OPT_IN_HEADER, "").lower() == "off" or body.get("stream"):
         return False
     if headers.get(DETERMINISM_HEADER, "").lower() == "true":
         return True
@@ -119,15 +121,15 @@ class RedisCacheStore:
             return None
         if raw is None:
             return None
-        stored = orjson.loads(raw)
-        return CachedResponse(stored["status"], stored["body"].encode(), stored["content_type"])
+        meta, _, body = raw.partition(b"\n")
+        stored = orjson.loads(meta)
+        return CachedResponse(stored["status"], body, stored["content_type"])
 
     async def set(self, key: str, value: CachedResponse, ttl_s: float) -> None:
         if not self._available():
             return
-        payload = orjson.dumps(
-            {"status": value.status, "body": value.body.decode(), "content_type": value.content_type}
-        )
+        # The body as it came, whatever its encoding, after one line of JSON (which never holds a newline).
+        payload = orjson.dumps({"status": value.status, "content_type": value.content_type}) + b"\n" + value.body
         try:
             await self._client.set(self._prefix + key, payload, px=max(1, int(ttl_s * 1000)))
         except (RedisError, OSError) as error:
@@ -147,12 +149,23 @@ class RedisCacheStore:
 
 
 class ResponseCache:
-    """Counts hits and misses in front of a store."""
+    """Counts hits and misses in front of a store, and writes answers in the background."""
 
     def __init__(self, store: CacheStore) -> None:
         self.store = store
         self.hits = 0
         self.misses = 0
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def store_later(self, key: str, value: CachedResponse, ttl_s: float) -> None:
+        """Writes the answer without holding back the response it belongs to."""
+        task = asyncio.create_task(self.store.set(key, value, ttl_s))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        """Waits for the writes still running (at shutdown, before the store is closed)."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def lookup(self, key: str) -> CachedResponse | None:
         value = await self.store.get(key)

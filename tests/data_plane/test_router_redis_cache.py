@@ -3,12 +3,15 @@ few tokens on purpose: the cache's behaviour does not depend on their length."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis_asyncio
 
+from data_plane.serving.response_cache import CachedResponse, RedisCacheStore, ResponseCache
 from regions.local_services import start_redis
 from tests.data_plane.conftest import StartRouter, StartSimulator, deployment_yaml
 
@@ -44,5 +47,27 @@ models:
         for _ in range(3):
             status, headers, payload = _post(url, {**body, "max_tokens": 4})
             assert status == 200 and headers["x-meridian-cache"] == "miss" and payload["choices"]
+    finally:
+        redis.stop()
+
+
+def test_any_body_round_trips_and_is_written_after_the_answer(tmp_path: Path) -> None:
+    """A backend's body need not be UTF-8 (it was decoded, and a 200 became a 500); the write runs in the
+    background and is done once drained."""
+    redis = start_redis(tmp_path / "redis-data", tmp_path / "redis.log")
+
+    async def scenario() -> None:
+        client = redis_asyncio.Redis.from_url(redis.url)
+        cache = ResponseCache(RedisCacheStore(client))
+        try:
+            body = b'{"text": "caf\xe9 \xff\xfe"}\n{"second line": 1}'
+            cache.store_later("k", CachedResponse(200, body, "application/json"), ttl_s=30)
+            await cache.drain()
+            assert await cache.lookup("k") == CachedResponse(200, body, "application/json")
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
     finally:
         redis.stop()

@@ -22,6 +22,8 @@ from tests.data_plane.conftest import StartRouter, StartSimulator, deployment_ya
 pytestmark = pytest.mark.integration
 
 RPM = 120  # a bucket of 120 that refills 2 per second
+# Limits are per authenticated client: each test hammers as a client of its own key.
+CLIENT_KEYS = {"SHARED_CLIENT_KEYS": "client-one,client-two,client-three"}
 
 
 def _config(redis_url: str, sim: str, name: str) -> str:
@@ -29,6 +31,7 @@ def _config(redis_url: str, sim: str, name: str) -> str:
 router_id: {name}
 listen: {{host: 127.0.0.1, port: 0}}
 redis_url: {redis_url}
+client_api_keys_env: SHARED_CLIENT_KEYS
 rate_limits: {{sync_interval_s: 0.2, heartbeat_ttl_s: 1.5}}
 health_check: {{interval_s: 5}}
 models:
@@ -50,7 +53,8 @@ def redis(workdir: Path) -> Iterator[RunningService]:
 def routers(redis: RunningService, start_simulator: StartSimulator, start_router: StartRouter
             ) -> list[ServiceProcess]:
     sim = start_simulator("sim", "--model", "m", "--ttft-ms", "0", "--itl-ms", "0", "--output-tokens", "1")
-    started = [start_router(name, _config(redis.url, sim.url, name)) for name in ("router-a", "router-b")]
+    started = [start_router(name, _config(redis.url, sim.url, name), env=CLIENT_KEYS)
+               for name in ("router-a", "router-b")]
     _wait_for(started, lambda status: status["mode"] == "shared" and status["routers"] == 2)
     return started
 
