@@ -133,6 +133,8 @@ class RouterConfig(FrozenModel):
         None, description="environment variable holding comma-separated client API keys"
     )
     admin_token_env: str | None = Field(None, description="environment variable holding the admin token")
+    ops_auth: bool = Field(False, description="/routing and /metrics require the admin token too (/health and "
+                                              "/ready stay open for probes)")
     redis_url: str | None = Field(None, description="telemetry, and the response cache")
     control_plane: ControlPlaneLink | None = None
     state_dir: Path | None = Field(None, description="where the last good table is persisted")

@@ -136,7 +136,13 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if table.models else 503)
 
 
+def _check_ops(request: web.Request) -> None:
+    if request.app[CONFIG].ops_auth:
+        request.app[CREDENTIALS].check_admin(request)
+
+
 async def routing(request: web.Request) -> web.Response:
+    _check_ops(request)
     body = routing_json(request.app)
     jobs = request.app.get(JOBS)
     body["jobs"] = jobs.status() if jobs is not None else None
@@ -144,6 +150,7 @@ async def routing(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    _check_ops(request)
     router_metrics = request.app[METRICS]
     router_metrics.table_age.labels(request.app[CONFIG].region).set(table_age_s(request.app[STATE]))
     return web.Response(body=generate_latest(router_metrics.registry),

@@ -270,6 +270,18 @@ def test_a_callback_arrives_signed_and_is_delivered_once(region: Region, receive
     assert callback == {"url": url, "status": "delivered", "attempts": 2}
 
 
+def test_routing_counts_running_jobs_without_naming_them(region: Region) -> None:
+    job_id = _submit(region, region.routers[0], _chat("slow"))
+
+    def running_somewhere() -> list[dict[str, Any]] | None:
+        answers = [_http("GET", f"{router.url}/routing")[2] for router in region.routers]
+        return answers if any(a["jobs"]["running_here"] for a in answers) else None
+
+    answers = _until(running_somewhere, 5, "the slow job running on a router")
+    assert all(isinstance(a["jobs"]["running_here"], int) for a in answers)
+    assert job_id not in json.dumps(answers), "a job id is its client's to see, not every reader of /routing"
+
+
 def test_the_operators_cli_lists_shows_and_cancels(region: Region, capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     a = region.routers[0]

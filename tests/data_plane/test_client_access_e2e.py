@@ -1,6 +1,7 @@
-"""Who a client is, end to end: a router told to check client keys refuses to start without them, per-client
-limits hold against made-up tokens, and cached answers are kept per client and only for models that opted
-in. Answers are a few tokens on purpose: identity is decided per request, whatever its size."""
+"""Who a client is and what it may see, end to end: a router told to check client keys refuses to start without
+them, per-client limits hold against made-up tokens, cached answers are kept per client and only for models
+that opted in, and the operator endpoints can be put behind the admin token. Answers are a few tokens on
+purpose: identity is decided per request, whatever its size."""
 
 from __future__ import annotations
 
@@ -100,3 +101,25 @@ def test_cached_answers_are_kept_per_client_and_only_where_the_model_opted_in(st
         "a hit would tell beta what alpha asked"
     status, headers = _chat(router, "uncached", "key-alpha", temperature=0, headers={"x-meridian-cache": "on"})
     assert status == 200 and "x-meridian-cache" not in headers, "a client cannot turn caching on"
+
+
+def _get(router: ServiceProcess, path: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{router.url}{path}", headers=headers),
+                                    timeout=10) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        error.read()
+        return error.code
+
+
+def test_operator_endpoints_can_require_the_admin_token(start_router: StartRouter, sim_url: str) -> None:
+    config = _config(sim_url, keys_env=None) + "admin_token_env: IDENTITY_ADMIN_TOKEN\nops_auth: true\n"
+    router = start_router("identity-ops", config, env={"IDENTITY_ADMIN_TOKEN": "ops-secret"})
+    for path in ("/routing", "/metrics"):
+        assert _get(router, path) == 401
+        assert _get(router, path, "wrong") == 401
+        assert _get(router, path, "ops-secret") == 200
+    assert _get(router, "/health") == 200 and _get(router, "/ready") == 200, "probes stay open"
