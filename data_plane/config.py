@@ -92,6 +92,10 @@ class JobsConfig(FrozenModel):
     result_ttl_s: float = Field(86_400.0, gt=0, description="how long a job is kept after its last change")
     max_attempts: int = Field(3, ge=1, description="runs of a job (takeovers and retried failures) before it fails")
     max_queued: int = Field(10_000, ge=1, description="queued jobs of the region; a submit above it gets 429")
+    max_queued_per_client: int = Field(100, ge=1, description="queued jobs of one client; a submit above it gets "
+                                                                "429, so that no client can fill the region's queue")
+    max_body_bytes: int = Field(1 << 20, gt=0, description="largest job body: each is kept in Redis until "
+                                                            "result_ttl_s")
     poll_interval_s: float = Field(0.2, gt=0, description="how often an idle router looks at the queue")
     retry_backoff_s: float = Field(1.0, gt=0, description="wait before a failed run's next attempt, doubled each time")
     callback_secret_env: str | None = Field(

@@ -25,7 +25,7 @@ from data_plane.jobs.callbacks import CallbackDeliverer, CallbackSettings, callb
 from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, new_job
 from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
 from data_plane.jobs.worker import JobWorker
-from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, queue_priority
+from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, charge_client, queue_priority
 from data_plane.serving.request_parsing import (
     BUDGET_HEADER,
     POLICY_HEADER,
@@ -34,6 +34,7 @@ from data_plane.serving.request_parsing import (
     read_json_body,
 )
 from data_plane.serving.route_planning import model_chain
+from data_plane.serving.usage import estimate_tokens
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ async def submit(request: web.Request) -> web.Response:
     jobs = _jobs(request)
     identity = request.app[CREDENTIALS].authenticate(request)
     settings = jobs.settings
-    body = await read_json_body(request, request.app[CONFIG].max_body_bytes)
+    body = await read_json_body(request, min(settings.max_body_bytes, request.app[CONFIG].max_body_bytes))
     callback_url = body.pop("callback_url", None)
     if callback_url is not None and not isinstance(callback_url, str):
         raise ClientError(400, "callback_url must be a string", param="callback_url", code="invalid_callback_url")
@@ -130,9 +131,11 @@ async def submit(request: web.Request) -> web.Response:
     body.pop("stream_options", None)
     parsed = parse_openai_request("chat/completions", body)
     headers = {name: value for name in ROUTING_HEADERS if (value := request.headers.get(name)) is not None}
-    # What would be refused later is refused now: unknown model, bad policy or priority headers.
-    model_chain(request.app[STATE], parsed, CIMultiDictProxy(CIMultiDict(headers)))
+    # What would be refused later is refused now: unknown model, bad policy or priority headers, and a client
+    # over its limits (charged now, so that a flood of submissions is refused as a flood of requests would be).
+    chain = model_chain(request.app[STATE], parsed, CIMultiDictProxy(CIMultiDict(headers)))
     queue_priority(headers)
+    charge_client(request.app[SERVING], identity, chain[0][0], estimate_tokens(parsed.prompt), {})
     if callback_url is not None:
         refusal = callback_refusal(callback_url, settings.callback_host_patterns, has_secret=jobs.callback_signing,
                                    private_addresses=settings.callback_private_addresses)
@@ -234,7 +237,7 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     store = JobStore(config.redis_url, config.region, result_ttl_s=settings.result_ttl_s,
-                     max_queued=settings.max_queued)
+                     max_queued=settings.max_queued, max_queued_per_client=settings.max_queued_per_client)
     secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
     callbacks: aiohttp.ClientSession | None = None
     deliverer: CallbackDeliverer | None = None

@@ -27,11 +27,13 @@ from data_plane.jobs.state import CallbackStatus, Claim, JobState, JobStatus, ap
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 
-# KEYS: record, pending, leases, callbacks, index.
+# KEYS: record, pending, leases, callbacks, index, and on a submit the client's queued set.
 # ARGV: id, expected version ('' = the record must not exist), new version, pending op (push, remove, keep),
 # lease score ('' = none), callback score ('' = none), ttl ms, max queued (0 = no check), index score
-# ('' = leave), then field/value pairs of the record.
-# Returns 1 when written, 0 when the version did not match, -1 when the queue is full.
+# ('' = leave), max queued for this client (0 = no check), the record key prefix, then field/value pairs of
+# the record.
+# Returns 1 when written, 0 when the version did not match, -1 when the region's queue is full, -2 when the
+# client's is.
 COMMIT_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if ARGV[2] == '' then
@@ -39,19 +41,38 @@ if ARGV[2] == '' then
 elseif current ~= ARGV[2] then
   return 0
 end
+local ttl = tonumber(ARGV[7])
 local max_queued = tonumber(ARGV[8])
 if ARGV[4] == 'push' and max_queued > 0 and redis.call('LLEN', KEYS[2]) >= max_queued then return -1 end
-redis.call('HSET', KEYS[1], 'version', ARGV[3], unpack(ARGV, 10))
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
+local client_max = tonumber(ARGV[10])
+if ARGV[4] == 'push' and client_max > 0 then
+  -- The client's set holds the ids it queued; those no longer queued (run, cancelled, expired) leave it.
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+    if redis.call('HGET', ARGV[11] .. id, 'queued') ~= '1' then redis.call('ZREM', KEYS[6], id) end
+  end
+  if redis.call('ZCARD', KEYS[6]) >= client_max then return -2 end
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[3], unpack(ARGV, 12))
+redis.call('PEXPIRE', KEYS[1], ttl)
 if ARGV[4] == 'push' then
   redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[1], 'queued', '1')
+  if client_max > 0 then
+    redis.call('ZADD', KEYS[6], ARGV[9], ARGV[1])
+    redis.call('PEXPIRE', KEYS[6], ttl)
+  end
 elseif ARGV[4] == 'remove' then
   redis.call('LREM', KEYS[2], 0, ARGV[1])
+  redis.call('HSET', KEYS[1], 'queued', '0')
 end
 if ARGV[5] == '' then redis.call('ZREM', KEYS[3], ARGV[1]) else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1]) end
 if ARGV[6] == '' then redis.call('ZREM', KEYS[4], ARGV[1]) else redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1]) end
-if ARGV[9] ~= '' then redis.call('ZADD', KEYS[5], ARGV[9], ARGV[1]) end
-for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+if ARGV[9] ~= '' then
+  -- Trimmed on every submit, so that the index never holds much more than the records still kept.
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[9]) - 2 * ttl)
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[1])
+end
+for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return 1
 """
 
@@ -64,7 +85,7 @@ class JobsUnavailable(Exception):
 
 
 class QueueFull(Exception):
-    pass
+    """The region's queue, or the client's share of it, is full; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +194,7 @@ def unavailable(error: BaseException) -> JobsUnavailable:
 
 class JobStore:
     def __init__(self, redis_url: str, region: str, *, result_ttl_s: float, max_queued: int,
-                 socket_timeout_s: float = 1.0) -> None:
+                 max_queued_per_client: int = 0, socket_timeout_s: float = 1.0) -> None:
         # One immediate retry only: it reconnects after a Redis restart, and a dead Redis answers a submit
         # with 503 at once instead of after redis-py's default backoff.
         self._client = redis_asyncio.Redis.from_url(
@@ -182,6 +203,7 @@ class JobStore:
         self._prefix = f"meridian:jobs:{region}:"
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_queued = max_queued
+        self._max_queued_per_client = max_queued_per_client
         self.region = region
 
     def key(self, job_id: str) -> str:
@@ -195,23 +217,32 @@ class JobStore:
         await self._client.aclose()
 
     async def _write(self, old: JobState | None, new: JobState, fields: dict[str, bytes], *,
-                     limit_queue: bool = False) -> int:
+                     submitted_by: str | None = None) -> int:
+        """`submitted_by`: the client's identity on a submit, whose queue limits then apply."""
         where = placement(old, new)
+        submit = submitted_by is not None
         args: list[Any] = [new.id, "" if old is None else str(old.version), str(new.version), where.pending,
                            where.lease_score, where.callback_score, self._ttl_ms,
-                           self._max_queued if limit_queue else 0, str(new.created_ms) if old is None else ""]
+                           self._max_queued if submit else 0, str(new.created_ms) if old is None else "",
+                           self._max_queued_per_client if submit else 0, self._prefix]
         for name, value in {"state": orjson.dumps(new.as_dict()), **fields}.items():
             args += [name, value]
+        keys = [self.key(new.id), *self._keys]
+        if submit:
+            keys.append(f"{self._prefix}queued:{submitted_by}")
         try:
-            return int(await self._commit(keys=[self.key(new.id), *self._keys], args=args))
+            return int(await self._commit(keys=keys, args=args))
         except REDIS_ERRORS as error:
             raise unavailable(error) from error
 
     async def submit(self, state: JobState, request: JobRequest) -> None:
         """Writes the record and queues it in one step; returns only once Redis holds both."""
-        written = await self._write(None, state, {"request": request.as_json()}, limit_queue=True)
+        written = await self._write(None, state, {"request": request.as_json()}, submitted_by=request.identity)
         if written == -1:
             raise QueueFull(f"the region's job queue holds {self._max_queued} jobs already")
+        if written == -2:
+            raise QueueFull(f"this client has {self._max_queued_per_client} jobs queued already "
+                            "(jobs.max_queued_per_client)")
         if written != 1:
             raise JobsUnavailable(f"job id {state.id} already exists")
 
@@ -301,7 +332,6 @@ class JobStore:
         """The newest jobs first (at most `limit` looked at); index entries of expired records are dropped."""
         index = self._keys[3]
         try:
-            await self._client.zremrangebyscore(index, "-inf", now_ms() - self._ttl_ms * 2)
             ids = [_decode(v) for v in await self._client.zrevrange(index, 0, limit - 1)]
         except REDIS_ERRORS as error:
             raise unavailable(error) from error

@@ -49,7 +49,8 @@ async def execute(serving: Serving, request: JobRequest) -> JobResult:
     try:
         parsed = parse_openai_request(request.endpoint, request.body)
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        response = await serve_parsed(serving, parsed, headers, identity=request.identity, request=None)
+        response = await serve_parsed(serving, parsed, headers, identity=request.identity, request=None,
+                                      client_charged=True)
     except ClientError as error:
         return JobResult(error.status, error_body(error.status, error.message, code=error.code, param=error.param),
                          _meridian_headers(error.headers))

@@ -66,17 +66,20 @@ def queue_priority(headers: Mapping[str, str]) -> int:
     return QUEUE_PRIORITIES.index(name)
 
 
-def _check_client_limits(serving: Serving, identity: str, model: ModelSpec, tokens: int,
-                         headers: dict[str, str]) -> str | None:
-    """Charges the client's buckets (adding the x-ratelimit-* headers), or raises 429; returns the client's
-    identity when it has limits, for the settlement with the real usage."""
+def _client_limited(serving: Serving, model: ModelSpec) -> bool:
+    return serving.state.rate_limits is not None and bool(model.client_rpm or model.client_tpm)
+
+
+def charge_client(serving: Serving, identity: str, model: ModelSpec, tokens: int, headers: dict[str, str]) -> None:
+    """Charges the client's buckets for a request of `tokens` estimated prompt tokens (adding the x-ratelimit-*
+    headers), or raises 429; nothing when the model has no client limits."""
     limits = serving.state.rate_limits
-    if limits is None or not (model.client_rpm or model.client_tpm):
-        return None
+    if limits is None or not _client_limited(serving, model):
+        return
     verdict = limits.check_client(model.name, identity, tokens, time.monotonic())
     headers.update(verdict.headers)
     if verdict.allowed:
-        return identity
+        return
     serving.metrics.rate_limited.labels(serving.region, model.name, "client").inc()
     wait_s = verdict.retry_after_s
     raise ClientError(
@@ -142,9 +145,11 @@ async def _forward_through_queue(serving: Serving, request: web.Request | None, 
 
 
 async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers: CIMultiDictProxy[str], *,
-                       identity: str, request: web.Request | None) -> web.StreamResponse:
+                       identity: str, request: web.Request | None, client_charged: bool = False
+                       ) -> web.StreamResponse:
     """Serves a parsed request as the endpoint does (limits, cache, queue, forwarding) and returns the
-    response; asynchronous jobs call it without a client request, for non-streamed requests only."""
+    response; asynchronous jobs call it without a client request, for non-streamed requests only, and with
+    `client_charged`: their client's limits were charged when the job was submitted."""
     if request is None and parsed.streaming:
         raise ValueError("a streamed request needs the client's request to stream to")
     endpoint = parsed.endpoint
@@ -154,7 +159,9 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
     deadline = request_deadline(request_headers, started, serving.request_timeout_s)
     base_headers = {"x-meridian-table-version": str(serving.state.table.version)}
     prompt_tokens = estimate_tokens(parsed.prompt)
-    identity_limited = _check_client_limits(serving, identity, primary, prompt_tokens, base_headers)
+    if not client_charged:
+        charge_client(serving, identity, primary, prompt_tokens, base_headers)
+    identity_limited = identity if _client_limited(serving, primary) else None
 
     def settle(usage: Usage) -> None:
         limits = serving.state.rate_limits

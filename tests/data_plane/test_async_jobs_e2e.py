@@ -141,6 +141,10 @@ models:
   slow:
     deployments:
 {deployment_yaml("slow", slow)}
+  limited:
+    client_limits: {{rpm: 3}}
+    deployments:
+{deployment_yaml("limited-fast", fast)}
 """
 
 
@@ -268,6 +272,19 @@ def test_a_callback_arrives_signed_and_is_delivered_once(region: Region, receive
     assert delivered["result"]["object"] == "chat.completion"
     callback = _poll(region.routers[0], job_id)["callback"]
     assert callback == {"url": url, "status": "delivered", "attempts": 2}
+
+
+def test_submissions_count_against_the_clients_limits(region: Region) -> None:
+    statuses = []
+    for _ in range(6):
+        status, _, answer = _http("POST", f"{region.routers[0].url}/v1/async/chat/completions", _chat("limited"))
+        statuses.append(status)
+        if status == 202:
+            region.accepted.append(answer["id"])
+        else:
+            assert status == 429 and answer["error"]["code"] == "rate_limit_exceeded", answer
+    # rpm 3 for the region, of which this router holds its share: never more than 3, and the flood is refused.
+    assert 1 <= statuses.count(202) <= 3 and statuses[-1] == 429, statuses
 
 
 def test_routing_counts_running_jobs_without_naming_them(region: Region) -> None:
