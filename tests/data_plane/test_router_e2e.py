@@ -46,7 +46,8 @@ listen: {{host: 127.0.0.1, port: 0}}
 max_body_bytes: 65536
 max_attempts: 3
 admin_token_env: TEST_ADMIN_TOKEN
-health_check: {{interval_s: 0.3, timeout_s: 0.5, healthy_after: 2, unhealthy_after: 2}}
+# No latency probes: the dry-run test counts the completions the simulators serve.
+health_check: {{interval_s: 0.3, timeout_s: 0.5, healthy_after: 2, unhealthy_after: 2, latency_probe_tokens: 0}}
 models:
   m:
     policy: latency-first
