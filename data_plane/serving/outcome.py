@@ -102,7 +102,7 @@ class OutcomeRecorder:
               on_usage: UsageSink | None = None) -> None:
         if outcome.kind is OutcomeKind.ABANDONED:
             live.stats.abandon(outcome.started)
-            live.breaker.abandon(outcome.ended)
+            live.breaker.abandon(outcome.started)
             return
         if outcome.kind is OutcomeKind.ANSWERED:
             self._answered(live, outcome, policy, on_usage)
