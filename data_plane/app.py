@@ -55,6 +55,7 @@ from data_plane.telemetry.accumulator import TelemetryAccumulators
 from data_plane.telemetry.publisher import TelemetryPublisher
 from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
+from meridian_common.supervision import supervise
 from meridian_proto import routing_pb2, telemetry_pb2
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,13 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def _supervised(app: web.Application, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    return asyncio.create_task(supervise(name, run, on_restart=app[METRICS].restarts(app[CONFIG].region)))
+
+
 async def _health_checks(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_health_checks(app[SESSION], app[STATE], app[METRICS], app[OUTCOMES]))
+    session, state, metrics, outcomes = app[SESSION], app[STATE], app[METRICS], app[OUTCOMES]
+    task = _supervised(app, "health_checks", lambda: run_health_checks(session, state, metrics, outcomes))
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -190,7 +196,7 @@ async def _shared_limits(app: web.Application) -> AsyncIterator[None]:
     settings = config.rate_limits
     shared = SharedLimits(config.redis_url, limits, router_id=app[ROUTER_ID],
                           interval_s=settings.sync_interval_s, heartbeat_ttl_s=settings.heartbeat_ttl_s)
-    task = asyncio.create_task(shared.run())
+    task = _supervised(app, "shared_limits", shared.run)
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -229,9 +235,10 @@ async def _telemetry(app: web.Application) -> AsyncIterator[None]:
                                    buffer_max_batches=settings.buffer_max_batches,
                                    stream_maxlen=settings.stream_maxlen, collect=collect)
     app[TELEMETRY_PUBLISHER] = publisher
-    task = asyncio.create_task(publisher.run())
+    task = _supervised(app, "telemetry_publisher", publisher.run)
     yield
     await publisher.close()
+    task.cancel()  # a no-op once the last tick ended run; stops a restart that was waiting out its backoff
     await asyncio.gather(task, return_exceptions=True)
 
 

@@ -30,6 +30,14 @@ class LiveDeployment:
     stats: DeploymentStats
     breaker: CircuitBreaker
     health: DeploymentHealth
+    saturated_until: float = -math.inf  # monotonic: the backend's last 429 asked for no request before then
+    misconfigured_status: int = 0  # the status of its last misconfigured answer (401, 404...); 0 once it answers
+
+    def saturation(self, now: float) -> str | None:
+        """Why the deployment is no candidate for its backend's Retry-After, or None."""
+        if now >= self.saturated_until:
+            return None
+        return f"backend saturated: answered 429, no request for {self.saturated_until - now:.1f}s"
 
 
 @dataclass(slots=True)
@@ -74,6 +82,7 @@ class RouterState:
                             healthy_after=self.health_settings.healthy_after,
                             unhealthy_after=self.health_settings.unhealthy_after,
                         ),
+                        saturated_until=previous.saturated_until if previous else -math.inf,
                     )
         self.policy_states = {
             name: self.policy_states.get(name) or PolicyState() for name in table.models
@@ -108,6 +117,7 @@ class RouterState:
                 local=local,
                 rate_limited=limits.deployment_block(model.name, spec.name, tokens, now)
                 if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None,
+                backend_saturated=entry.saturation(now),
                 trial=self._trial_due(entry, breaker_state, view, local, now),
             ))
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,10 @@ class RouterMetrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def restarts(self, region: str) -> Callable[[str], None]:
+        """Counts the restarts of the router's supervised background loops (`meridian_common.supervision`)."""
+        return lambda loop: self.background_restarts.labels(region, loop).inc()
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -94,6 +99,10 @@ class RouterMetrics:
         self.rate_limited = Counter(
             "meridian_rate_limited", "Rate limit refusals: scope 'client' is a 429, 'deployment' a deployment "
             "passed over.", ("region", "model", "scope"), registry=r)
+        self.background_restarts = Counter(
+            "meridian_background_restarts", "Background loops (health checks, shared limits, telemetry, jobs) "
+            "started again after an unexpected exception, logged as background_loop_failed.", ("region", "loop"),
+            registry=r)
         self.decision_time = Histogram(
             "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"),
             buckets=_DECISION_BUCKETS_S, registry=r)

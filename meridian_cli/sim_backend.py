@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,14 +43,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "their median (default %(default)s)")
     parser.add_argument("--output-tokens-sigma", type=float, default=_DEFAULTS.output_tokens_sigma,
                         help="log-normal spread of that length; 0 = always --output-tokens (default %(default)s)")
+    parser.add_argument("--throttle-rate", type=float, default=_DEFAULTS.throttle_rate,
+                        help="probability that a request gets HTTP 429 (default %(default)s)")
+    parser.add_argument("--retry-after-s", type=float, default=None,
+                        help="the Retry-After those 429s carry, in seconds (default: none)")
+    parser.add_argument("--api-key-env", metavar="VAR",
+                        help="environment variable holding the key every /v1 request must send as a bearer "
+                             "token (default: no key)")
     parser.set_defaults(handler=_run)
 
 
 def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise SettingsError("api_key_env", f"the environment variable {args.api_key_env!r} is unset or empty")
     return SimulatorSettings(
         model=args.model, profile=Profile(args.profile), ttft_ms=args.ttft_ms, itl_ms=args.itl_ms,
         capacity=args.capacity, error_rate=args.error_rate, output_tokens=args.output_tokens,
         output_tokens_sigma=args.output_tokens_sigma, usage_format=UsageFormat(args.usage_format), seed=args.seed,
+        throttle_rate=args.throttle_rate, retry_after_s=args.retry_after_s, api_key=api_key,
     )
 
 

@@ -18,7 +18,7 @@ _ID_PREFIXES = {GenerationKind.CHAT: "chatcmpl", GenerationKind.COMPLETION: "cmp
 
 class SimulatorState:
     __slots__ = ("_id_stem", "_issued", "admission", "cancelled", "errors", "rejected", "rng", "served",
-                 "settings", "started_unix")
+                 "settings", "started_unix", "throttled")
 
     def __init__(self, settings: SimulatorSettings, started_unix: int) -> None:
         self.settings = settings
@@ -27,7 +27,8 @@ class SimulatorState:
         self.started_unix = started_unix
         self.served = 0
         self.errors = 0  # simulated failures (HTTP 500)
-        self.rejected = 0  # invalid requests (HTTP 4xx)
+        self.rejected = 0  # invalid or unauthorised requests (HTTP 4xx)
+        self.throttled = 0  # simulated saturation (HTTP 429)
         self.cancelled = 0  # clients that went away before the answer was complete
         # Ids only need to be unique, not secret: a per-process stem and a counter are enough and cheap.
         self._id_stem = os.urandom(4).hex()
@@ -38,7 +39,13 @@ class SimulatorState:
         self.admission.set_capacity(settings.capacity)
 
     def draw_error(self) -> bool:
-        rate = self.settings.error_rate
+        return self._draw(self.settings.error_rate)
+
+    def draw_throttle(self) -> bool:
+        return self._draw(self.settings.throttle_rate)
+
+    def _draw(self, rate: float) -> bool:
+        # No draw at 0 or 1, so that a seeded run's sequence does not depend on settings that never fire.
         return rate >= 1.0 or (rate > 0.0 and self.rng.random() < rate)
 
     def load(self) -> float:
@@ -78,5 +85,6 @@ class SimulatorState:
             "served": self.served,
             "errors": self.errors,
             "rejected": self.rejected,
+            "throttled": self.throttled,
             "cancelled": self.cancelled,
         }

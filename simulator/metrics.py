@@ -40,7 +40,7 @@ class SimulatorCollector(Collector):
         requests = CounterMetricFamily("sim_requests", "Requests by outcome.",
                                        labels=["model_name", "outcome"])
         outcomes = (("served", state.served), ("error", state.errors), ("rejected", state.rejected),
-                    ("cancelled", state.cancelled))
+                    ("throttled", state.throttled), ("cancelled", state.cancelled))
         for outcome, count in outcomes:
             requests.add_metric([model, outcome], count)
         yield from (running, waiting, capacity, peak, success, requests)

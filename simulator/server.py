@@ -4,6 +4,7 @@ profile's latency model says and writes the bodies that `responses` builds."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,19 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
                                code="internal_error")
 
 
+@web.middleware
+async def api_key_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With an api key set, a /v1 request without it is refused before anything else, as vLLM does."""
+    state = request.app[SIMULATOR]
+    key = state.settings.api_key
+    if key is not None and request.path.startswith("/v1/"):
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+            state.rejected += 1
+            raise RequestError(401, "invalid api key: send Authorization: Bearer <key>", code="invalid_api_key")
+    return await handler(request)
+
+
 async def _read_body(request: web.Request) -> dict[str, object]:
     return decode_json_body(await request.read())
 
@@ -103,11 +117,20 @@ class _Slot:
 
 
 def _simulated_failure(state: SimulatorState) -> web.Response | None:
-    """The error a failing server sends before any byte of an answer, when the draw says so."""
+    """The refusal a saturated server (429) or the error a failing one (500) sends before any byte of an
+    answer, when the draws say so."""
+    settings = state.settings
+    if state.draw_throttle():
+        state.throttled += 1
+        response = _error_response(429, f"simulated saturation (throttle_rate={settings.throttle_rate})",
+                                   code="rate_limit_exceeded")
+        if settings.retry_after_s is not None:
+            response.headers["Retry-After"] = f"{settings.retry_after_s:g}"
+        return response
     if not state.draw_error():
         return None
     state.errors += 1
-    return _error_response(500, f"simulated backend failure (error_rate={state.settings.error_rate})",
+    return _error_response(500, f"simulated backend failure (error_rate={settings.error_rate})",
                            code="simulated_error")
 
 
@@ -255,7 +278,7 @@ async def post_sim_config(request: web.Request) -> web.Response:
 
 
 def create_app(settings: SimulatorSettings) -> web.Application:
-    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[openai_errors, api_key_check], client_max_size=MAX_BODY_BYTES)
     state = SimulatorState(settings, started_unix=int(time.time()))
     app[SIMULATOR] = state
     app[METRICS_REGISTRY] = build_registry(state)
@@ -277,6 +300,7 @@ async def serve(app: web.Application, host: str, port: int, *, port_file: Path |
     settings = app[SIMULATOR].settings
     log.info(event("starting", server="sim-backend", model=settings.model, profile=settings.profile.value,
                    ttft_ms=settings.ttft_ms, itl_ms=settings.itl_ms, capacity=settings.capacity,
-                   error_rate=settings.error_rate, usage_format=settings.usage_format.value))
+                   error_rate=settings.error_rate, usage_format=settings.usage_format.value,
+                   throttle_rate=settings.throttle_rate, api_key_required=settings.api_key is not None))
     await serve_until_cancelled(app, host, port, port_file=port_file, name="sim-backend",
                                 handler_cancellation=True, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)

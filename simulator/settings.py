@@ -18,6 +18,7 @@ MAX_OUTPUT_TOKENS = 65_536
 MAX_DELAY_MS = 600_000.0
 # A spread of 4 already puts the 99th percentile 10,000 times above the median; more says nothing new.
 MAX_OUTPUT_TOKENS_SIGMA = 4.0
+MAX_RETRY_AFTER_S = 3600.0
 
 
 class UsageFormat(StrEnum):
@@ -48,6 +49,13 @@ class SimulatorSettings:
     """0: every answer without max_tokens has `output_tokens`; above, a log-normal length with that median."""
     usage_format: UsageFormat = UsageFormat.OPENAI
     seed: int | None = None
+    throttle_rate: float = 0.0
+    """Probability that a request gets 429 before any byte, as a saturated or rate-limited server answers."""
+    retry_after_s: float | None = None
+    """The Retry-After (seconds) those 429s carry; None: no such header."""
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    """When set, every /v1 request must carry `Authorization: Bearer <api_key>` (401 otherwise), as vLLM's
+    `--api-key` asks. Never shown."""
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -62,8 +70,16 @@ class SimulatorSettings:
                 raise SettingsError(name, f"expected milliseconds from 0 to {MAX_DELAY_MS:.0f}, got {value}")
         if self.capacity < 1:
             raise SettingsError("capacity", f"expected 1 or more concurrent requests, got {self.capacity}")
-        if not (math.isfinite(self.error_rate) and 0.0 <= self.error_rate <= 1.0):
-            raise SettingsError("error_rate", f"expected a probability from 0 to 1, got {self.error_rate}")
+        for name in ("error_rate", "throttle_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise SettingsError(name, f"expected a probability from 0 to 1, got {value}")
+        if self.retry_after_s is not None and not (
+                math.isfinite(self.retry_after_s) and 0.0 <= self.retry_after_s <= MAX_RETRY_AFTER_S):
+            raise SettingsError("retry_after_s", f"expected seconds from 0 to {MAX_RETRY_AFTER_S:.0f}, or none, got "
+                                f"{self.retry_after_s}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise SettingsError("api_key", "must not be empty")
         if not 1 <= self.output_tokens <= MAX_OUTPUT_TOKENS:
             raise SettingsError("output_tokens",
                                 f"expected 1 to {MAX_OUTPUT_TOKENS} tokens, got {self.output_tokens}")
@@ -84,10 +100,13 @@ class SimulatorSettings:
             "output_tokens_sigma": self.output_tokens_sigma,
             "usage_format": self.usage_format.value,
             "seed": self.seed,
+            "throttle_rate": self.throttle_rate,
+            "retry_after_s": self.retry_after_s,
+            "api_key_required": self.api_key is not None,
         }
 
 
-RUNTIME_FIELDS = ("error_rate", "ttft_ms", "itl_ms", "capacity", "profile")
+RUNTIME_FIELDS = ("error_rate", "ttft_ms", "itl_ms", "capacity", "profile", "throttle_rate", "retry_after_s")
 
 
 def _number(field: str, value: object) -> float:
@@ -102,6 +121,8 @@ def _runtime_value(field: str, value: object) -> Any:
         if not isinstance(value, str) or value not in {p.value for p in Profile}:
             raise SettingsError(field, f"expected one of {[p.value for p in Profile]}, got {value!r}")
         return Profile(value)
+    if field == "retry_after_s" and value is None:
+        return None
     if field == "capacity":
         if isinstance(value, bool) or not isinstance(value, int):
             raise SettingsError(field, f"expected a whole number of requests, got {value!r}")

@@ -60,6 +60,9 @@ def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
         "api_key_env": spec.api_key_env or None,
         "breaker": str(live.breaker.state_at(now)),
         "healthy": live.health.healthy,
+        "unhealthy_reason": live.health.reason,
+        "saturated": live.saturation(now),
+        "misconfigured_status": live.misconfigured_status or None,
         "table_figures": {"ttft_ms": spec.ttft_ms, "tpot_ms": spec.tpot_ms, "error_rate": spec.error_rate},
         "stats": {
             "requests": view.requests, "errors": view.errors, "error_rate": round(view.error_rate, 4),

@@ -156,10 +156,18 @@ class CircuitBreaker:
         self._trial_started_at = now
         return True, None
 
-    def abandon(self, now: float) -> None:
-        """An admitted request ended with no verdict on the backend: a half-open trial slot is freed."""
-        if self._state is BreakerState.HALF_OPEN:
+    def abandon(self, started: float) -> None:
+        """The request sent at `started` ended with no verdict on the backend: when it was the half-open trial,
+        the trial slot is freed. One sent before the trial (admitted while closed, or an earlier trial given up
+        after `trial_timeout_s`) leaves the trial outstanding: freeing it would let a second trial through."""
+        if self._state is BreakerState.HALF_OPEN and self._is_trial(started):
             self._trial_started_at = None
+
+    def _is_trial(self, started: float) -> bool:
+        """Sent at or after the trial's admission: the trial itself, since half-open admits no other (a panic
+        pick sent alongside it counts as one, as it does for the verdict)."""
+        trial_started = self._trial_started_at
+        return trial_started is not None and started >= trial_started
 
     def record(self, now: float, *, ok: bool, slow: str | None = None, may_open: bool = True,
                started: float | None = None, ttft_measured: bool = True) -> Transition | TripHeld | None:
@@ -169,11 +177,13 @@ class CircuitBreaker:
         A whole answer (`ttft_measured` False) cannot show a slow first token: while half-open with a TTFT
         threshold, its passing is no verdict, and the trial slot is freed for one that can tell."""
         state = self._state
-        if (now if started is None else started) < self._judging_since:
+        sent = now if started is None else started
+        if sent < self._judging_since:
             return None
         if state is BreakerState.HALF_OPEN:
             if ok and slow is None and not ttft_measured and self.settings.ttft_p95_threshold_ms > 0:
-                self._trial_started_at = None
+                if self._is_trial(sent):
+                    self._trial_started_at = None
                 return None
             # The first request sent since half-open to finish is the verdict: the trial, or one admitted
             # alongside it.

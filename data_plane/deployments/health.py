@@ -39,7 +39,7 @@ class HealthChange:
 class DeploymentHealth:
     """Starts healthy, so a fresh router serves before its first probe round."""
 
-    __slots__ = ("healthy_after", "unhealthy_after", "_state", "_failures", "_probe_successes")
+    __slots__ = ("healthy_after", "unhealthy_after", "_state", "_failures", "_probe_successes", "_last_failure")
 
     def __init__(self, healthy_after: int, unhealthy_after: int) -> None:
         if healthy_after < 1 or unhealthy_after < 1:
@@ -50,6 +50,7 @@ class DeploymentHealth:
         self._state = HealthState.HEALTHY
         self._failures = 0
         self._probe_successes = 0
+        self._last_failure = ""
 
     @property
     def state(self) -> HealthState:
@@ -59,9 +60,15 @@ class DeploymentHealth:
     def healthy(self) -> bool:
         return self._state is HealthState.HEALTHY
 
-    def record_probe(self, ok: bool) -> HealthChange | None:
-        if not ok:
-            return self._failure("probe")
+    @property
+    def reason(self) -> str | None:
+        """Why the deployment is unhealthy: its latest failure, probe or live. None while healthy."""
+        return None if self.healthy else self._last_failure
+
+    def record_probe(self, failure: str | None) -> HealthChange | None:
+        """A probe passed (`failure` None) or failed, saying why."""
+        if failure is not None:
+            return self._failure(f"probe: {failure}")
         if self._state is HealthState.HEALTHY:
             self._failures = 0
             return None
@@ -70,22 +77,24 @@ class DeploymentHealth:
             return self.fire(HealthEvent.PROBES_PASSED, f"{self._probe_successes} consecutive probes ok")
         return None
 
-    def record_live_failure(self) -> HealthChange | None:
-        """A live request could not reach the backend (connect error, reset, timeout)."""
-        return self._failure("live")
+    def record_live_failure(self, failure: str) -> HealthChange | None:
+        """A live request could not reach the backend (connect error, reset, timeout), or its answer says the
+        deployment is misconfigured (a wrong key, model or url): `failure` says which."""
+        return self._failure(f"live: {failure}")
 
     def record_live_success(self) -> None:
         # Only resets the failure run: an unhealthy deployment rejoins through probes alone.
         if self._state is HealthState.HEALTHY:
             self._failures = 0
 
-    def _failure(self, source: str) -> HealthChange | None:
+    def _failure(self, failure: str) -> HealthChange | None:
         self._probe_successes = 0
+        self._last_failure = failure
         if self._state is HealthState.UNHEALTHY:
             return None
         self._failures += 1
         if self._failures >= self.unhealthy_after:
-            reason = f"{self._failures} consecutive failures, last {source}"
+            reason = f"{self._failures} consecutive failures, last {failure}"
             return self.fire(HealthEvent.FAILURES_REACHED, reason)
         return None
 

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from data_plane.app_keys import CONFIG, CREDENTIALS, ROUTER_ID, SERVING, STATE
+from data_plane.app_keys import CONFIG, CREDENTIALS, METRICS, ROUTER_ID, SERVING, STATE
 from data_plane.auth import Credentials
 from data_plane.callback_rules import callback_refusal
 from data_plane.config import JobsConfig
@@ -248,7 +248,7 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
             settings.callback_timeout_s, settings.callback_private_addresses))
     worker = JobWorker(app[SERVING], app[ROUTER_ID], store, settings, deliverer)
     app[JOBS] = JobsRunning(store, worker, settings, callback_signing=deliverer is not None)
-    task = asyncio.create_task(worker.run())
+    task = asyncio.create_task(worker.run(app[METRICS].restarts(config.region)))
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -36,6 +36,7 @@ from data_plane.jobs.store import JobRequest, JobResult, JobStore, JobsUnavailab
 from data_plane.serving.pipeline import Serving, serve_parsed
 from data_plane.serving.request_parsing import parse_openai_request
 from meridian_common.logging_setup import event
+from meridian_common.supervision import RestartHook, supervise
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,13 @@ class JobWorker:
     def wake_callbacks(self) -> None:
         self._callbacks_wake.set()
 
-    async def run(self) -> None:
-        loops = [self._claim_loop(), self._sweep_loop()]
+    async def run(self, on_restart: RestartHook | None = None) -> None:
+        """Runs the claim, sweep and callback loops until cancelled, each supervised on its own: one that fails
+        unexpectedly is logged and restarted (`on_restart` counts it) while the others go on."""
+        loops = {"jobs_claim": self._claim_loop, "jobs_sweep": self._sweep_loop}
         if self._deliverer is not None:
-            loops.append(self._callback_loop())
-        await asyncio.gather(*loops)
+            loops["jobs_callbacks"] = self._callback_loop
+        await asyncio.gather(*(supervise(name, loop, on_restart=on_restart) for name, loop in loops.items()))
 
     async def stop(self) -> None:
         """Abandons the jobs running here: their leases lapse and another router takes them over."""

@@ -31,6 +31,7 @@ class Candidate(NamedTuple):
     healthy: bool
     local: bool  # in the router's own region
     rate_limited: str | None = None  # why the deployment's rpm/tpm cannot take this request now
+    backend_saturated: str | None = None  # the backend answered 429 and its Retry-After has not passed: for how long
     trial: TrialReason | None = None
 
 

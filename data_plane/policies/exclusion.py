@@ -10,13 +10,15 @@ class ExclusionKind(StrEnum):
     EJECTED = "ejected by the control plane"
     UNHEALTHY = "failing health checks"
     BREAKER_OPEN = "circuit breaker open"
+    BACKEND_SATURATED = "backend saturated (429)"
     AT_CAPACITY = "at capacity"
     RATE_LIMITED = "rate limited"
 
     @property
     def is_saturation(self) -> bool:
-        """Passes with time (a slot frees, a bucket refills), unlike a broken backend: worth queueing for."""
-        return self in (ExclusionKind.AT_CAPACITY, ExclusionKind.RATE_LIMITED)
+        """Passes with time (the backend's Retry-After, a slot frees, a bucket refills), unlike a broken
+        backend: worth queueing for."""
+        return self in (ExclusionKind.BACKEND_SATURATED, ExclusionKind.AT_CAPACITY, ExclusionKind.RATE_LIMITED)
 
     @property
     def reachable(self) -> bool:

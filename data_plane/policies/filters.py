@@ -28,6 +28,14 @@ def breaker_not_open(candidate: Candidate) -> Exclusion | None:
     return _BREAKER_OPEN if candidate.breaker_state is BreakerState.OPEN else None
 
 
+def backend_not_saturated(candidate: Candidate) -> Exclusion | None:
+    return saturation_exclusion(candidate.backend_saturated)
+
+
+def saturation_exclusion(detail: str | None) -> Exclusion | None:
+    return Exclusion(ExclusionKind.BACKEND_SATURATED, detail) if detail is not None else None
+
+
 def has_capacity(candidate: Candidate) -> Exclusion | None:
     return capacity_exclusion(candidate.stats.in_flight, candidate.deployment.max_concurrency)
 
@@ -46,7 +54,8 @@ def rate_limit_exclusion(detail: str | None) -> Exclusion | None:
     return Exclusion(ExclusionKind.RATE_LIMITED, detail) if detail is not None else None
 
 
-FILTERS: tuple[Filter, ...] = (not_ejected, healthy, breaker_not_open, has_capacity, within_rate_limit)
+FILTERS: tuple[Filter, ...] = (not_ejected, healthy, breaker_not_open, backend_not_saturated, has_capacity,
+                               within_rate_limit)
 
 
 def exclusion(candidate: Candidate) -> Exclusion | None:

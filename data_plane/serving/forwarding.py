@@ -1,8 +1,10 @@
 """Sends a request to its deployments in preference order and relays the answer.
 
-The attempt plan says what to try next; a connection error, timeout or 5xx before the first byte reaches
-the client moves on to the next candidate, within `max_attempts` and the request's deadline. Once a byte
-has reached the client nothing is retried. Every attempt ends in one Outcome, applied in one place
+The attempt plan says what to try next; a connection error, a timeout, or an answer whose status means the
+deployment failed, is misconfigured or is saturated (`backend_answer`), before the first byte reaches the
+client, moves on to the next candidate, within `max_attempts` and the request's deadline; a client error
+(400, 413, 422...) reaches the client as the backend sent it. Once a byte has reached the client nothing is
+retried. Every attempt ends in one Outcome, applied in one place
 (`outcome.OutcomeRecorder`). Cancelling the handler (the client went away) closes the upstream request.
 """
 
@@ -25,9 +27,10 @@ from data_plane.limits.rate_limits import RateLimits
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
 from data_plane.policies.exclusion import Exclusion, ExclusionKind
-from data_plane.policies.filters import capacity_exclusion, rate_limit_exclusion
+from data_plane.policies.filters import capacity_exclusion, rate_limit_exclusion, saturation_exclusion
 from data_plane.serving.answer_timing import overdue_after_ms
 from data_plane.serving.attempt_plan import AttemptPlan, Ending
+from data_plane.serving.backend_answer import AnswerMeaning, BackendAnswer, classify
 from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder, UsageSink
 from data_plane.serving.relay import PASSED_THROUGH_HEADERS, RetryableFailure, relay_stream, relay_whole
 from data_plane.serving.request_parsing import ParsedRequest
@@ -59,6 +62,14 @@ def upstream_headers(spec: DeploymentSpec) -> dict[str, str]:
         if key:
             headers["Authorization"] = f"Bearer {key}"
     return headers
+
+
+def _refusal(answer: BackendAnswer, body: bytes) -> str:
+    """Why an answer made the attempt fall back, as the log and a final 503 show it. Only a failing backend's own
+    words are quoted: a 401's may echo part of the key it refused."""
+    if answer.meaning is AnswerMeaning.SERVER_FAILURE:
+        return f"http_{answer.status} {body[:200].decode(errors='replace')}"
+    return f"http_{answer.status} {answer.hint}"
 
 
 class _OverdueVerdict:
@@ -166,15 +177,18 @@ class Forwarder:
                 plan.failed(spec.name, failure.reason)
                 self._metrics.fallbacks.labels(self._settings.region, live.model, spec.name, spec.architecture,
                                                failure.reason.split(" ")[0]).inc()
-                log.info(event("attempt_failed", model=live.model, deployment=spec.name,
-                               reason=failure.reason, attempt=attempt))
+                # Misconfigured and saturated answers are logged by the outcome recorder, once per change.
+                if failure.answer is None or failure.answer.meaning is AnswerMeaning.SERVER_FAILURE:
+                    log.info(event("attempt_failed", model=live.model, deployment=spec.name,
+                                   reason=failure.reason, attempt=attempt))
         raise self._exhausted(plan, parsed, last_model, response_headers)
 
     def _blocked(self, live: LiveDeployment, tokens: int, now: float) -> Exclusion | None:
         spec, limits = live.spec, self._rate_limits
-        return capacity_exclusion(live.stats.in_flight, spec.max_concurrency) or (
-            rate_limit_exclusion(limits.deployment_block(live.model, spec.name, tokens, now))
-            if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None)
+        return (saturation_exclusion(live.saturation(now))
+                or capacity_exclusion(live.stats.in_flight, spec.max_concurrency)
+                or (rate_limit_exclusion(limits.deployment_block(live.model, spec.name, tokens, now))
+                    if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None))
 
     def _count_pick(self, model_decision: ModelDecision, spec: DeploymentSpec) -> None:
         decision, labels = model_decision.decision, (self._settings.region, model_decision.model.name, spec.name)
@@ -217,9 +231,11 @@ class Forwarder:
         try:
             async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=orjson.dumps(body),
                                           headers=upstream_headers(spec), timeout=timeout) as upstream:
-                if upstream.status >= 500:
-                    detail = (await upstream.read())[:200].decode(errors="replace")
-                    raise RetryableFailure(f"http_{upstream.status} {detail}")
+                answer = classify(upstream.status, upstream.headers.get("Retry-After"), now_unix=time.time())
+                if answer.meaning.falls_back:
+                    outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), answer,
+                                      estimated_prompt_tokens=tokens)
+                    raise RetryableFailure(_refusal(answer, await upstream.read()), answer)
                 for name in PASSED_THROUGH_HEADERS:
                     if name in upstream.headers:
                         headers.setdefault(name, upstream.headers[name])
@@ -234,16 +250,16 @@ class Forwarder:
                     if kind is not OutcomeKind.ANSWERED:
                         log.info(event("stream_ended_early", model=live.model, deployment=spec.name, outcome=kind,
                                        error=relayed.broken))
-                    outcome = Outcome(kind, started, time.monotonic(), 200, relayed.usage, relayed.first_token_at,
-                                      tokens)
+                    outcome = Outcome(kind, started, time.monotonic(), answer if kind is OutcomeKind.ANSWERED else None,
+                                      relayed.usage, relayed.first_token_at, tokens)
                     return relayed.response
                 response, usage = await relay_whole(parsed, upstream, headers)
-                outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), upstream.status, usage,
+                outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), answer, usage,
                                   estimated_prompt_tokens=tokens)
                 return response
         except RetryableFailure:
-            # The backend answered (a 5xx, or a stream closed before its first byte): it is up, and failing.
-            outcome = Outcome(OutcomeKind.FAILED, started, time.monotonic(), estimated_prompt_tokens=tokens)
+            # Its answer's status when that was the failure; else a stream closed before its first byte.
+            outcome = outcome or Outcome(OutcomeKind.FAILED, started, time.monotonic(), estimated_prompt_tokens=tokens)
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             outcome = Outcome(OutcomeKind.UNREACHABLE, started, time.monotonic(), estimated_prompt_tokens=tokens)

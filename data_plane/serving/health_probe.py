@@ -1,15 +1,15 @@
-"""Active health checks: a periodic `GET {url}/models` per backend, fed into the same health state as live
-traffic, and a short streamed answer whose TTFT and TPOT refresh the estimates of a deployment that gets
-little or no traffic (so one that recovered is seen to have recovered). Backends shared by several models are
-probed once."""
+"""Active health checks: a periodic `GET {url}/models` per backend, which must answer 2xx and list each
+deployment's served model, fed into the same health state as live traffic; and a short streamed answer whose
+TTFT and TPOT refresh the estimates of a deployment that gets little or no traffic (so one that recovered is
+seen to have recovered). Backends shared by several models are probed once."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,25 +19,36 @@ from data_plane.config import HealthCheckConfig
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
 from data_plane.serving.answer_timing import AnswerTiming, streamed_timing
+from data_plane.serving.backend_answer import listed_models, models_probe_failure
 from data_plane.serving.forwarding import upstream_headers
-from data_plane.serving.outcome import OutcomeRecorder
+from data_plane.serving.outcome import OutcomeRecorder, report_health
 from data_plane.serving.sse_usage import StreamUsageScanner
-from meridian_common.logging_setup import event
-
-log = logging.getLogger(__name__)
 
 _LATENCY_PROBE_PROMPT = "Count from one to ten."
 _MIN_READS_FOR_TPOT = 3
 
 
-async def probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float) -> bool:
+@dataclass(frozen=True, slots=True)
+class ModelsProbe:
+    """One backend's answer to `GET {url}/models`, or why there was none."""
+
+    status: int = 0
+    listed: frozenset[str] | None = None
+    error: str = ""
+
+    def failure(self, served_model: str) -> str | None:
+        """Why a deployment of this backend serving `served_model` is unhealthy, or None."""
+        return self.error or models_probe_failure(self.status, self.listed, served_model)
+
+
+async def probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float) -> ModelsProbe:
     try:
         async with session.get(f"{url}/models", headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-            await response.read()
-            return response.status < 500
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return False
+            return ModelsProbe(response.status, listed_models(await response.read()))
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        # The type alone: some errors' text holds the whole url, and with it any credentials in it.
+        return ModelsProbe(error=f"GET /models failed: {type(error).__name__}")
 
 
 async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: str, headers: dict[str, str],
@@ -83,6 +94,9 @@ async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeplo
     spec = group[0].spec
     if any(0 < live.spec.max_concurrency <= live.stats.in_flight for live in group):
         return  # full: live answers say enough, and a probe must not take a slot from a client
+    now = time.monotonic()
+    if any(live.saturation(now) is not None for live in group):
+        return  # the backend answered 429: it asked for no request until its Retry-After, probes included
     # The probe holds a slot while it runs, so that clients' requests and it never exceed max_concurrency, and
     # counts as a stream awaiting its first token: a probe stuck in a saturated backend's queue shows at once.
     started = time.monotonic()
@@ -119,13 +133,9 @@ async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics:
         probe(session, url, upstream_headers(group[0].spec), settings.timeout_s)
         for (url, _), group in by_backend.items()
     ))
-    for group, ok in zip(by_backend.values(), results, strict=True):
+    for group, answer in zip(by_backend.values(), results, strict=True):
         for live in group:
-            was_healthy = live.health.healthy
-            live.health.record_probe(ok)
-            if live.health.healthy != was_healthy:
-                log.warning(event("health_changed", model=live.model, deployment=live.spec.name,
-                                  healthy=live.health.healthy))
+            report_health(metrics, state.region, live, live.health.record_probe(answer.failure(live.spec.served_model)))
             metrics.health_state.labels(state.region, live.model, live.spec.name,
                                         live.spec.architecture).set(1 if live.health.healthy else 0)
     if latency is not None and outcomes is not None and settings.latency_probe_tokens:

@@ -1,5 +1,6 @@
 """What one attempt on a deployment came to, as one value, and the one place it is applied: statistics,
-circuit breaker, health, telemetry, rate-limit settlement and metrics all learn of it here, in this order."""
+circuit breaker, health, telemetry, rate-limit settlement and metrics all learn of it here, in this order.
+What a backend's status means (`backend_answer`) decides which of them count it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from data_plane.deployments.breaker import BreakerState, Transition, TripHeld
+from data_plane.deployments.health import HealthChange
 from data_plane.limits.rate_limits import RateLimits
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import BREAKER_STATE_VALUES, RouterMetrics
 from data_plane.policies.prediction import known_figures
 from data_plane.serving.answer_timing import AnswerTiming, slowness, streamed_timing, whole_answer_timing
+from data_plane.serving.backend_answer import AnswerMeaning, BackendAnswer
 from data_plane.serving.usage import Usage
 from data_plane.telemetry.accumulator import TelemetryAccumulators
 from meridian_common.logging_setup import event
@@ -24,8 +27,8 @@ UsageSink = Callable[[Usage], None]
 
 
 class OutcomeKind(StrEnum):
-    ANSWERED = "answered"  # the backend answered (a status below 500) and the answer reached the client
-    FAILED = "failed"  # the backend answered 5xx: it is up, and failing
+    ANSWERED = "answered"  # the backend answered with a status; `answer` says what it means
+    FAILED = "failed"  # the backend closed a stream before its first byte: it is up, and failing
     UNREACHABLE = "unreachable"  # connection refused or reset, or a timeout, before any byte reached the client
     STREAM_BROKEN = "stream broken"  # the stream broke after bytes reached the client
     ABANDONED = "abandoned"  # the client went away: no verdict on the backend
@@ -36,15 +39,24 @@ class Outcome:
     kind: OutcomeKind
     started: float  # monotonic seconds
     ended: float
-    status: int = 0
+    answer: BackendAnswer | None = None  # ANSWERED only
     usage: Usage | None = None  # answers only
     first_token_at: float | None = None  # streams only: when their first byte arrived
     estimated_prompt_tokens: int = 0  # what the rate limits were charged before the answer
     breaker_judged: bool = False  # the breaker already counted it slow: it was overdue
 
+    def __post_init__(self) -> None:
+        if (self.kind is OutcomeKind.ANSWERED) != (self.answer is not None):
+            raise ValueError(f"an outcome has an answer exactly when it is {OutcomeKind.ANSWERED.value!r}, got "
+                             f"kind {self.kind.value!r} with answer {self.answer}")
+
     @property
     def total_ms(self) -> float:
         return max(0.0, (self.ended - self.started) * 1000)
+
+    @property
+    def status(self) -> int:
+        return self.answer.status if self.answer is not None else 0
 
 
 def _slowness(live: LiveDeployment, timing: AnswerTiming) -> str | None:
@@ -55,6 +67,15 @@ def _slowness(live: LiveDeployment, timing: AnswerTiming) -> str | None:
 
 def _labels(region: str, live: LiveDeployment) -> tuple[str, str, str, str]:
     return region, live.model, live.spec.name, live.spec.architecture
+
+
+def report_health(metrics: RouterMetrics, region: str, live: LiveDeployment, change: HealthChange | None) -> None:
+    """A deployment's health changed (through a probe or a live answer): logged with why, and its gauge set."""
+    if change is None:
+        return
+    log.warning(event("health_changed", model=live.model, deployment=live.spec.name, healthy=live.health.healthy,
+                      reason=change.reason))
+    metrics.health_state.labels(*_labels(region, live)).set(1 if live.health.healthy else 0)
 
 
 class OutcomeRecorder:
@@ -100,22 +121,63 @@ class OutcomeRecorder:
 
     def apply(self, live: LiveDeployment, outcome: Outcome, *, policy: str,
               on_usage: UsageSink | None = None) -> None:
-        if outcome.kind is OutcomeKind.ABANDONED:
-            live.stats.abandon(outcome.started)
-            live.breaker.abandon(outcome.ended)
+        answer = outcome.answer
+        if answer is None:
+            if outcome.kind is OutcomeKind.ABANDONED:
+                self._no_verdict(live, outcome)
+            else:
+                # A stream closed before its first byte proves the backend is up: only an unreachable one (or a
+                # stream cut) counts against its health.
+                self._failed(live, outcome, None if outcome.kind is OutcomeKind.FAILED else str(outcome.kind))
             return
-        if outcome.kind is OutcomeKind.ANSWERED:
-            self._answered(live, outcome, policy, on_usage)
-            return
+        meaning = answer.meaning
+        if meaning is AnswerMeaning.OK:
+            self._answered(live, outcome, answer, policy, on_usage)
+        elif meaning is AnswerMeaning.CLIENT_ERROR:
+            # The request was at fault: the client has the backend's answer, which says nothing of the backend.
+            self._no_verdict(live, outcome)
+            self._metrics.bound(self._metrics.requests, *_labels(self._region, live), policy,
+                                str(answer.status)).inc()
+        elif meaning is AnswerMeaning.SATURATED:
+            # Saturation is not brokenness: no breaker or health verdict, only no request until its Retry-After.
+            self._no_verdict(live, outcome)
+            self._saturated(live, outcome.ended, answer)
+        elif meaning is AnswerMeaning.MISCONFIGURED:
+            self._misconfigured(live, answer)
+            self._failed(live, outcome, f"answered {answer.status} ({meaning})")
+        else:
+            self._failed(live, outcome, None)  # a failure of a backend that is up: the breaker's business
+
+    def _no_verdict(self, live: LiveDeployment, outcome: Outcome) -> None:
+        live.stats.abandon(outcome.started)
+        live.breaker.abandon(outcome.started)
+
+    def _failed(self, live: LiveDeployment, outcome: Outcome, health_failure: str | None) -> None:
+        """A failure for the breaker and the error rate; with `health_failure`, for health too."""
         now, latency_ms = outcome.ended, outcome.total_ms
         if not outcome.breaker_judged:
             self.report(live, live.breaker.record(now, ok=False, started=outcome.started,
                                                   may_open=self._state.may_open(live.model, live.spec.name, now)))
         live.stats.end(now, started=outcome.started, ok=False, latency_ms=latency_ms)
         self._telemetry.record(live.model, live.spec.name, ok=False, latency_ms=latency_ms)
-        # A 5xx proves the backend is up: only an unreachable one (or a stream cut) counts against its health.
-        if outcome.kind is not OutcomeKind.FAILED:
-            live.health.record_live_failure()
+        if health_failure is not None:
+            report_health(self._metrics, self._region, live, live.health.record_live_failure(health_failure))
+
+    def _saturated(self, live: LiveDeployment, now: float, answer: BackendAnswer) -> None:
+        until = now + answer.retry_after_s
+        if until <= live.saturated_until:
+            return
+        if now >= live.saturated_until:  # logged when a pause starts, not each time one is extended
+            log.warning(event("deployment_saturated", model=live.model, deployment=live.spec.name,
+                              status=answer.status, retry_after_s=round(answer.retry_after_s, 3)))
+        live.saturated_until = until
+
+    def _misconfigured(self, live: LiveDeployment, answer: BackendAnswer) -> None:
+        # Once per deployment and status, not per request: a wrong key would otherwise log every request.
+        if live.misconfigured_status != answer.status:
+            live.misconfigured_status = answer.status
+            log.warning(event("deployment_misconfigured", model=live.model, deployment=live.spec.name,
+                              status=answer.status, hint=answer.hint))
 
     def timing(self, live: LiveDeployment, outcome: Outcome, completion_tokens: int) -> AnswerTiming:
         if outcome.first_token_at is not None:
@@ -124,9 +186,14 @@ class OutcomeRecorder:
         estimate = known_figures(live.stats.view(outcome.ended), live.spec).ttft_ms
         return whole_answer_timing(outcome.total_ms, completion_tokens, estimate)
 
-    def _answered(self, live: LiveDeployment, outcome: Outcome, policy: str, on_usage: UsageSink | None) -> None:
+    def _answered(self, live: LiveDeployment, outcome: Outcome, answer: BackendAnswer, policy: str,
+                  on_usage: UsageSink | None) -> None:
         usage = outcome.usage or Usage(outcome.estimated_prompt_tokens, 0, estimated=True)
         now, latency_ms, spec = outcome.ended, outcome.total_ms, live.spec
+        if live.misconfigured_status:
+            log.info(event("deployment_answering", model=live.model, deployment=spec.name,
+                           after_status=live.misconfigured_status, status=answer.status))
+            live.misconfigured_status = 0
         timing = self.timing(live, outcome, usage.completion_tokens)
         if not outcome.breaker_judged:
             self.report(live, live.breaker.record(now, ok=True, slow=_slowness(live, timing), started=outcome.started,

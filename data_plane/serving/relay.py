@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from data_plane.serving.backend_answer import BackendAnswer
 from data_plane.serving.request_parsing import ParsedRequest
 from data_plane.serving.sse_usage import StreamUsageScanner
 from data_plane.serving.usage import Usage, completion_text, estimate_tokens, normalise, reported_usage
@@ -19,11 +20,13 @@ PASSED_THROUGH_HEADERS = ("Content-Type", "openai-processing-ms", "x-request-id"
 
 
 class RetryableFailure(Exception):
-    """The attempt failed before any byte reached the client: the next candidate may take it."""
+    """The attempt failed before any byte reached the client: the next candidate may take it. `answer` is the
+    backend's when its status was the failure."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, answer: BackendAnswer | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.answer = answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,10 +149,12 @@ class TelemetryPublisher:
         return self._last_flush_unix_ms
 
     async def run(self) -> None:
-        """Collects and flushes every `interval_s` until `close()`; never raises but CancelledError."""
-        if self._running or self._closed:
-            raise RuntimeError("TelemetryPublisher.run() is already running or the publisher is closed")
+        """Collects and flushes every `interval_s` until `close()`, at once if it was closed already; never
+        raises but CancelledError. After a failure it may be run again (it runs supervised)."""
+        if self._running:
+            raise RuntimeError("TelemetryPublisher.run() is already running")
         self._running = True
+        self._finished.clear()
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._interval_s
         log.info(event("telemetry_publisher_started", stream=self._stream, redis=self._endpoint,
@@ -169,6 +171,7 @@ class TelemetryPublisher:
                     # Unexpected (not a Redis or network error): keep the task alive, try again next tick.
                     log.exception(event("telemetry_publish_failed", stream=self._stream))
         finally:
+            self._running = False
             self._finished.set()
 
     async def publish_once(self) -> None:

@@ -27,8 +27,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start_simulator(workdir: Path) -> Iterator[StartSimulator]:
     started: list[ServiceProcess] = []
 
-    def start(name: str, *flags: str) -> ServiceProcess:
-        service = start_service(name, meridian("sim-backend", "--port", "0", *flags), workdir)
+    def start(name: str, *flags: str, env: Mapping[str, str] | None = None) -> ServiceProcess:
+        service = start_service(name, meridian("sim-backend", "--port", "0", *flags), workdir, env=env)
         started.append(service)
         return service
 

@@ -35,8 +35,8 @@ def view(*, ttft: float | None = None, tpot: float | None = None, ttft_p95: floa
 def candidate(name: str = "a", *, ttft: float | None = None, tpot: float | None = None, in_flight: int = 0,
               waiting_first_token_ms: float = 0.0, error_rate: float = 0.0,
               breaker: BreakerState = BreakerState.CLOSED, healthy: bool = True, local: bool = True,
-              rate_limited: str | None = None, trial: TrialReason | None = None,
-              **spec_fields: object) -> Candidate:
+              rate_limited: str | None = None, backend_saturated: str | None = None,
+              trial: TrialReason | None = None, **spec_fields: object) -> Candidate:
     if "region" not in spec_fields:
         spec_fields["region"] = "us-east" if local else "eu-west"
     return Candidate(
@@ -47,6 +47,7 @@ def candidate(name: str = "a", *, ttft: float | None = None, tpot: float | None 
         healthy=healthy,
         local=local,
         rate_limited=rate_limited,
+        backend_saturated=backend_saturated,
         trial=trial,
     )
 

@@ -167,10 +167,52 @@ def test_a_lost_trial_frees_its_slot_on_abandon_or_after_the_trial_timeout() -> 
     for _ in range(5):
         breaker.record(0.0, ok=False)
     assert breaker.admit(5.0)[0]
-    breaker.abandon(6.0)
+    breaker.abandon(5.0)
     assert breaker.admit(6.0) == (True, None)
     assert breaker.admit(35.9) == (False, None)
     assert breaker.admit(36.0) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("abandoned_started", "trial_freed"),
+    [
+        (5.0, True),  # the trial itself
+        (5.2, True),  # a panic pick sent alongside the trial
+        (0.5, False),  # a straggler admitted while closed, before the breaker opened
+        (4.0, False),  # one sent while open (a panic pick) before the trial
+        (-1.0, False),
+    ],
+)
+def test_in_half_open_only_abandoning_the_trial_frees_its_slot(abandoned_started: float,
+                                                              trial_freed: bool) -> None:
+    breaker = _tripped(now=0.0)
+    assert breaker.admit(5.0)[0]  # the trial, sent at 5.0
+    breaker.abandon(abandoned_started)
+    assert breaker.trial_outstanding(6.0) is not trial_freed
+    assert breaker.admit(6.0) == (trial_freed, None)
+
+
+def test_abandoning_a_trial_given_up_on_leaves_the_next_trial_outstanding() -> None:
+    breaker = CircuitBreaker("a", SETTINGS, trial_timeout_s=10.0)
+    for _ in range(5):
+        breaker.record(0.0, ok=False)
+    assert breaker.admit(5.0)[0]  # lost: its outcome never comes in time
+    assert breaker.admit(15.0)[0]  # the next trial
+    breaker.abandon(5.0)  # the first one's client finally leaves
+    assert breaker.admit(16.0) == (False, None)
+    breaker.abandon(15.0)
+    assert breaker.admit(16.0) == (True, None)
+
+
+@pytest.mark.parametrize(("started", "trial_freed"), [(5.0, True), (0.5, False)])
+def test_a_whole_answer_frees_the_trial_slot_only_when_it_was_the_trial(started: float, trial_freed: bool) -> None:
+    """With a TTFT threshold a whole answer is no verdict; only the trial's own frees the slot for one that can
+    tell."""
+    breaker = _tripped(now=0.0)
+    assert breaker.admit(5.0)[0]
+    assert breaker.record(6.0, ok=True, started=started, ttft_measured=False) is None
+    assert breaker.state is HALF_OPEN
+    assert breaker.admit(6.0) == (trial_freed, None)
 
 
 def test_records_while_open_are_ignored() -> None:
@@ -206,11 +248,12 @@ def test_every_state_has_a_way_out() -> None:
 @dataclass(frozen=True)
 class Step:
     advance_s: float
-    action: str  # admit, ok, fail, slow, abandon
+    action: str  # admit, ok, fail, slow, abandon (the last admitted request), abandon-straggler
 
 
 steps = st.builds(Step, st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.5, 6.0, 12.0, 40.0]),
-                  st.sampled_from(["admit", "admit", "ok", "fail", "fail", "slow", "abandon"]))
+                  st.sampled_from(["admit", "admit", "ok", "fail", "fail", "slow", "abandon",
+                                   "abandon-straggler"]))
 legal_pairs = {(state, target) for state, events in TRANSITIONS.items() for target in events.values()}
 
 
@@ -220,6 +263,7 @@ def test_random_event_sequences_keep_every_invariant(script: list[Step]) -> None
     breaker = CircuitBreaker("a", SETTINGS, trial_timeout_s=30.0)
     now = 0.0
     trial_at: float | None = None  # when the outstanding half-open trial was admitted
+    last_admitted: float | None = None
     opened_at = 0.0
     for step in script:
         now += step.advance_s
@@ -235,12 +279,19 @@ def test_random_event_sequences_keep_every_invariant(script: list[Step]) -> None
             else:
                 # Trial exclusivity: a second trial only once the first is answered, abandoned or lost.
                 assert admitted == (trial_at is None or now - trial_at >= 30.0)
+            if admitted:
+                last_admitted = now
             if admitted and breaker.state is HALF_OPEN:
                 trial_at = now
         elif step.action == "abandon":
-            breaker.abandon(now)
+            if last_admitted is not None:
+                breaker.abandon(last_admitted)
+                if last_admitted == trial_at:
+                    trial_at = None
             transition = None
-            trial_at = None
+        elif step.action == "abandon-straggler":
+            breaker.abandon(-1.0)  # sent before anything here: never the trial
+            transition = None
         else:
             change = breaker.record(now, ok=step.action != "fail", slow="slow" if step.action == "slow" else None)
             assert not isinstance(change, TripHeld)

@@ -22,11 +22,11 @@ def _feed(health: DeploymentHealth, script: str) -> list[bool]:
     seen = []
     for event in script:
         if event in "Pp":
-            health.record_probe(event == "P")
+            health.record_probe(None if event == "P" else "GET /models answered 503 (server failure)")
         elif event == "L":
             health.record_live_success()
         else:
-            health.record_live_failure()
+            health.record_live_failure("unreachable")
         seen.append(health.healthy)
     return seen
 
@@ -55,15 +55,18 @@ def test_health_scripts(script: str, expected: str) -> None:
     assert "".join("Y" if h else "N" for h in _feed(health, script)) == expected
 
 
-def test_changes_are_reported_once_with_a_reason() -> None:
+def test_changes_are_reported_once_with_a_reason_and_the_latest_failure_says_why_it_is_out() -> None:
     health = DeploymentHealth(healthy_after=2, unhealthy_after=2)
-    assert health.record_probe(False) is None
-    left = HealthChange(HEALTHY, UNHEALTHY, "2 consecutive failures, last live")
-    assert health.record_live_failure() == left
-    assert health.record_probe(False) is None
-    assert health.record_probe(True) is None
-    assert health.record_probe(True) == HealthChange(UNHEALTHY, HEALTHY, "2 consecutive probes ok")
-    assert health.state is HEALTHY
+    assert health.record_probe("GET /models answered 401 (misconfigured)") is None
+    assert health.reason is None  # still healthy
+    left = HealthChange(HEALTHY, UNHEALTHY, "2 consecutive failures, last live: answered 401 (misconfigured)")
+    assert health.record_live_failure("answered 401 (misconfigured)") == left
+    assert health.reason == "live: answered 401 (misconfigured)"
+    assert health.record_probe("GET /models does not list served_model 'x' (it lists: m)") is None
+    assert health.reason == "probe: GET /models does not list served_model 'x' (it lists: m)"
+    assert health.record_probe(None) is None
+    assert health.record_probe(None) == HealthChange(UNHEALTHY, HEALTHY, "2 consecutive probes ok")
+    assert health.state is HEALTHY and health.reason is None
 
 
 def test_thresholds_must_be_positive() -> None:
@@ -79,7 +82,7 @@ ILLEGAL = [(state, event) for state in HealthState for event in HealthEvent
 def test_illegal_events_raise_and_change_nothing(state: HealthState, event: HealthEvent) -> None:
     health = DeploymentHealth(healthy_after=1, unhealthy_after=1)
     if state is UNHEALTHY:
-        health.record_probe(False)
+        health.record_probe("GET /models answered 404 (misconfigured)")
     assert health.state is state
     with pytest.raises(HealthProtocolError, match="is illegal in state"):
         health.fire(event, "illegal")

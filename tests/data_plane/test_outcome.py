@@ -3,6 +3,8 @@ breaker with its ejection cap, health, telemetry and metrics, on a real router s
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
@@ -10,6 +12,7 @@ from data_plane.deployments.breaker import BreakerState
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
 from data_plane.serving.answer_timing import AnswerTiming
+from data_plane.serving.backend_answer import classify
 from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder
 from data_plane.serving.usage import Usage
 from data_plane.table.snapshot import snapshot_from_proto
@@ -41,7 +44,8 @@ def _live(state: RouterState, name: str = "a") -> LiveDeployment:
 def _answer(recorder: OutcomeRecorder, live: LiveDeployment, started: float, total_s: float, tokens: int,
             first_token_s: float | None = None) -> None:
     live.stats.begin(started)
-    recorder.apply(live, Outcome(OutcomeKind.ANSWERED, started, started + total_s, 200, Usage(100, tokens, False),
+    recorder.apply(live, Outcome(OutcomeKind.ANSWERED, started, started + total_s, classify(200),
+                                 Usage(100, tokens, False),
                                  None if first_token_s is None else started + first_token_s, 100), policy="p")
 
 
@@ -149,3 +153,109 @@ def test_an_abandoned_request_only_frees_its_slot() -> None:
     assert (view.in_flight, view.requests, view.waiting_first_token_ms) == (0, 0, 0.0)
     assert telemetry.drain(router_id="r", region="us-east", table_version=0, now_unix_ms=1, in_flight={},
                            breaker_states={}, deployment_regions={}) == []
+
+
+def _answered_with(recorder: OutcomeRecorder, live: LiveDeployment, started: float, status: int,
+                   retry_after: str | None = None) -> None:
+    live.stats.begin(started)
+    recorder.apply(live, Outcome(OutcomeKind.ANSWERED, started, started + 0.01, classify(status, retry_after)),
+                   policy="p")
+
+
+@pytest.mark.parametrize(
+    ("status", "breaker_failures", "errors", "health_failures", "counted_as_served", "saturated_s"),
+    [
+        (400, 0, 0, 0, 1, 0.0),  # the client's fault: passed through, nothing against the backend
+        (413, 0, 0, 0, 1, 0.0),
+        (422, 0, 0, 0, 1, 0.0),
+        (401, 1, 1, 1, 0, 0.0),  # misconfigured: a failure for the breaker and for health
+        (403, 1, 1, 1, 0, 0.0),
+        (404, 1, 1, 1, 0, 0.0),
+        (429, 0, 0, 0, 0, 1.0),  # saturated: no verdict, no candidate until its Retry-After (1 s by default)
+        (500, 1, 1, 0, 0, 0.0),  # a failure of a backend that is up: the breaker's, not health's
+        (503, 1, 1, 0, 0, 0.0),
+        (408, 1, 1, 0, 0, 0.0),
+    ],
+)
+def test_what_an_answers_status_counts_against_its_deployment(status: int, breaker_failures: int, errors: int,
+                                                              health_failures: int, counted_as_served: int,
+                                                              saturated_s: float) -> None:
+    recorder, state, metrics, telemetry = _recorder()
+    live = _live(state)
+    _answered_with(recorder, live, 1.0, status)
+    view = live.stats.view(1.1)
+    assert view.in_flight == 0
+    assert (view.requests, view.errors) == (errors, errors)
+    assert live.breaker._failures_in_a_row == breaker_failures  # noqa: SLF001
+    assert live.health._failures == health_failures  # noqa: SLF001
+    labels = {"region": "us-east", "model": "m", "deployment": "a", "architecture": "dense", "policy": "p",
+              "status": str(status)}
+    assert _metric(metrics, "meridian_requests_total", **labels) == counted_as_served
+    assert live.saturated_until == (1.01 + saturated_s if saturated_s else float("-inf"))
+    samples = telemetry.drain(router_id="r", region="us-east", table_version=0, now_unix_ms=1, in_flight={},
+                              breaker_states={}, deployment_regions={})
+    assert sum(sample.errors for sample in samples) == errors
+
+
+def test_misconfigured_answers_trip_the_breaker_take_health_out_and_say_why() -> None:
+    recorder, state, _, _ = _recorder()  # consecutive_failures 2; health unhealthy_after 2 by default
+    live = _live(state)
+    for i in range(2):
+        _answered_with(recorder, live, float(i), 404)
+    assert live.breaker.state is BreakerState.OPEN
+    assert not live.health.healthy
+    assert live.health.reason == "live: answered 404 (misconfigured)"
+
+
+def test_a_misconfigured_deployment_is_logged_once_per_status_change(caplog: pytest.LogCaptureFixture) -> None:
+    recorder, state, _, _ = _recorder()
+    live = _live(state, "b")
+    with caplog.at_level(logging.INFO, logger="data_plane.serving.outcome"):
+        for i, status in enumerate([404, 404, 404, 401, 401, 200, 200, 404]):
+            _answered_with(recorder, live, i * 100.0, status)  # far apart: the breaker is closed again each time
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deployment_")]
+    assert [line.split(" hint=")[0] for line in lines] == [
+        "deployment_misconfigured model=m deployment=b status=404",
+        "deployment_misconfigured model=m deployment=b status=401",
+        "deployment_answering model=m deployment=b after_status=401 status=200",
+        "deployment_misconfigured model=m deployment=b status=404",
+    ]
+    assert lines[1].endswith("hint=\"the backend refused the router's credentials: check the deployment's "
+                             "api_key_env\"")
+
+
+def test_a_429_keeps_the_deployment_out_until_its_retry_after_and_logs_when_a_pause_starts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    recorder, state, _, _ = _recorder()
+    live, other = _live(state, "a"), _live(state, "b")
+    model = state.table.models["m"]
+    with caplog.at_level(logging.WARNING, logger="data_plane.serving.outcome"):
+        _answered_with(recorder, live, 1.0, 429, "3")
+        _answered_with(recorder, live, 1.5, 429, "1")  # a shorter wait never shortens the pause
+        _answered_with(recorder, live, 2.0, 429, "5")  # a longer one extends it, without a second log line
+    assert live.saturated_until == pytest.approx(7.01)
+    a, b = state.candidates(model, 6.0)
+    assert a.backend_saturated == "backend saturated: answered 429, no request for 1.0s"
+    assert b.backend_saturated is None and other.saturated_until == float("-inf")
+    assert state.candidates(model, 7.02)[0].backend_saturated is None
+    assert live.breaker.state is BreakerState.CLOSED and live.health.healthy
+    saturated = [r.getMessage() for r in caplog.records if "deployment_saturated" in r.getMessage()]
+    assert saturated == ["deployment_saturated model=m deployment=a status=429 retry_after_s=3.0"]
+
+
+@pytest.mark.parametrize("status", [400, 429])
+def test_an_answer_that_is_no_verdict_frees_the_half_open_trial(status: int) -> None:
+    recorder, state, _, _ = _recorder()
+    live = _live(state)
+    for i in range(2):
+        _answered_with(recorder, live, float(i), 500)
+    assert live.breaker.state is BreakerState.OPEN and live.breaker.admit(10.0)[0]
+    _answered_with(recorder, live, 10.0, status)
+    assert live.breaker.state is BreakerState.HALF_OPEN and not live.breaker.trial_outstanding(10.5)
+
+
+def test_an_answered_outcome_needs_its_answer() -> None:
+    with pytest.raises(ValueError, match="an outcome has an answer exactly when it is 'answered'"):
+        Outcome(OutcomeKind.ANSWERED, 1.0, 2.0)
+    with pytest.raises(ValueError, match="got kind 'failed' with answer"):
+        Outcome(OutcomeKind.FAILED, 1.0, 2.0, classify(502))

@@ -37,6 +37,12 @@ def _order(candidates: list[Candidate], policy: str, state: PolicyState | None =
         (candidate(in_flight=500, max_concurrency=0), None, None),  # 0 = unlimited
         (candidate(rate_limited="rate limited: rpm 3 reached"), "rate limited: rpm 3 reached",
          ExclusionKind.RATE_LIMITED),
+        (candidate(backend_saturated="backend saturated: answered 429, no request for 1.5s"),
+         "backend saturated: answered 429, no request for 1.5s", ExclusionKind.BACKEND_SATURATED),
+        (candidate(backend_saturated="backend saturated", in_flight=8, max_concurrency=8), "backend saturated",
+         ExclusionKind.BACKEND_SATURATED),
+        (candidate(backend_saturated="backend saturated", healthy=False), "failing health checks",
+         ExclusionKind.UNHEALTHY),
         (candidate(ejected=True, healthy=False), "ejected by the control plane", ExclusionKind.EJECTED),
     ],
 )
@@ -47,7 +53,8 @@ def test_filters(entry: Candidate, reason: str | None, kind: ExclusionKind | Non
 
 
 def test_exclusion_kinds_say_what_to_do() -> None:
-    assert {k for k in ExclusionKind if k.is_saturation} == {ExclusionKind.AT_CAPACITY, ExclusionKind.RATE_LIMITED}
+    assert {k for k in ExclusionKind if k.is_saturation} == {ExclusionKind.BACKEND_SATURATED,
+                                                             ExclusionKind.AT_CAPACITY, ExclusionKind.RATE_LIMITED}
     assert {k for k in ExclusionKind if k.reachable} == {ExclusionKind.EJECTED, ExclusionKind.BREAKER_OPEN}
 
 
@@ -75,6 +82,19 @@ def test_no_panic_while_a_deployment_is_only_busy() -> None:
     candidates = [candidate("a", breaker=BreakerState.OPEN), candidate("b", in_flight=4, max_concurrency=4)]
     decision = decide(candidates, request(names.LATENCY_FIRST), PolicyState(), random.Random(0))
     assert decision.ordered == () and not decision.panic and decision.saturated
+
+
+def test_a_backend_that_answered_429_is_passed_over_and_waited_for_not_panicked_over() -> None:
+    saturated = "backend saturated: answered 429, no request for 2.0s"
+    candidates = [candidate("a", ttft=10, tpot=1, backend_saturated=saturated), candidate("b", ttft=100, tpot=5)]
+    decision = decide(candidates, request(names.LATENCY_FIRST), PolicyState(), random.Random(0))
+    assert [d.name for d in decision.ordered] == ["b"]
+    (a, _) = decision.figures
+    assert str(a.exclusion) == saturated
+    alone = decide(candidates[:1] + [candidate("b", breaker=BreakerState.OPEN)], request(names.LATENCY_FIRST),
+                   PolicyState(), random.Random(0))
+    assert alone.ordered == () and not alone.panic and alone.saturated
+    assert alone.reason == f"no eligible deployment of 2: a {saturated}; b circuit breaker open"
 
 
 def test_unknown_policy_and_priority_raise() -> None:

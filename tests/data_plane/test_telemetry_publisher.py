@@ -258,6 +258,25 @@ def test_a_failing_collect_does_not_stop_the_publisher(redis_server: RunningServ
     run(scenario())
 
 
+def test_a_run_that_died_may_be_run_again_and_a_closed_publisher_runs_no_more() -> None:
+    """What its supervisor needs: a restart after an unexpected failure, and no restart loop after close."""
+    async def scenario() -> None:
+        url = f"redis://{LOOPBACK}:{pick_free_port()}/0"
+        publisher = TelemetryPublisher(url, unique_region(), interval_s=0.01, collect=Source())
+        first = asyncio.create_task(publisher.run())
+        await asyncio.sleep(0.05)
+        first.cancel()  # as an unexpected exception would, it ends run without close()
+        await asyncio.gather(first, return_exceptions=True)
+        second = asyncio.create_task(publisher.run())
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        await publisher.close()
+        await asyncio.wait_for(second, 5)
+        await asyncio.wait_for(publisher.run(), 5)  # closed: returns at once
+
+    run(scenario())
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[list[RunningService]]:
     """A Redis for one test, which it may kill and restart; every incarnation is stopped at the end."""

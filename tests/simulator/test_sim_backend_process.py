@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import subprocess
 import sys
 import time
@@ -382,6 +383,10 @@ def test_invalid_flags_fail_fast_with_the_flag_named(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "meridian_cli.main", "sim-backend", "--capacity", "0"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--capacity" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "meridian_cli.main", "sim-backend", "--api-key-env",
+                             "MERIDIAN_TEST_UNSET_KEY"], capture_output=True, text=True, timeout=30,
+                            env={k: v for k, v in os.environ.items() if k != "MERIDIAN_TEST_UNSET_KEY"})
+    assert result.returncode == 2 and "--api-key-env" in result.stderr and "MERIDIAN_TEST_UNSET_KEY" in result.stderr
     with pytest.raises(ServiceStartError, match="error-rate"):
         start_simulator(["--error-rate", "2"], tmp_path / "bad.log", timeout_s=10)
 
@@ -395,3 +400,40 @@ def test_natural_lengths_spread_around_output_tokens(sims: dict[str, RunningSimu
     capped = json.loads(_http("POST", url, _chat(max_tokens=3))[1])
     assert (capped["usage"]["completion_tokens"], capped["choices"][0]["finish_reason"]) == (3, "length")
     assert read_sim_config(sims["spread"].url)["output_tokens_sigma"] == 0.8
+
+
+def test_with_an_api_key_every_v1_request_must_carry_it(tmp_path: Path) -> None:
+    with start_simulator(["--model", "m", "--ttft-ms", "0", "--itl-ms", "0", "--api-key-env", "SIM_TEST_KEY"],
+                         tmp_path / "keyed.log", env={"SIM_TEST_KEY": "sk-sim-secret"}) as sim:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=sim.base_url, api_key="wrong", max_retries=0).models.list()
+        status, raw = _http("POST", f"{sim.base_url}/chat/completions", _chat())
+        assert status == 401 and json.loads(raw)["error"]["code"] == "invalid_api_key"
+        client = openai.OpenAI(base_url=sim.base_url, api_key="sk-sim-secret", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["m"]
+        assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}]).choices
+        assert _http("GET", f"{sim.url}/health")[0] == 200  # only /v1 asks for the key
+        view = read_sim_config(sim.url)
+        assert view["api_key_required"] is True and view["rejected"] == 2
+        assert "sk-sim-secret" not in json.dumps(view) and "sk-sim-secret" not in sim.log_path.read_text()
+
+
+def test_a_throttled_request_gets_429_with_the_retry_after_until_changed(sims: dict[str, RunningSimulator]) -> None:
+    main = sims["main"]
+    url = f"{main.base_url}/chat/completions"
+    before = read_sim_config(main.url)["throttled"]
+    try:
+        change_sim_config(main.url, throttle_rate=1.0, retry_after_s=3)
+        request = urllib.request.Request(url, data=_chat(), method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=10)
+        assert raised.value.code == 429 and raised.value.headers["Retry-After"] == "3"
+        assert json.loads(raised.value.read())["error"]["code"] == "rate_limit_exceeded"
+        change_sim_config(main.url, retry_after_s=None)
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=10)
+        assert raised.value.code == 429 and "Retry-After" not in raised.value.headers
+    finally:
+        change_sim_config(main.url, throttle_rate=0.0, retry_after_s=None)
+    assert _http("POST", url, _chat())[0] == 200
+    assert read_sim_config(main.url)["throttled"] == before + 2

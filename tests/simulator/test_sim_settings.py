@@ -31,6 +31,12 @@ def test_defaults_are_valid() -> None:
         ({"output_tokens_sigma": math.nan}, "output_tokens_sigma"),
         ({"output_tokens_sigma": 4.5}, "output_tokens_sigma"),
         ({"profile": "transformer"}, "profile"),
+        ({"throttle_rate": 1.01}, "throttle_rate"),
+        ({"throttle_rate": math.nan}, "throttle_rate"),
+        ({"retry_after_s": -1.0}, "retry_after_s"),
+        ({"retry_after_s": 3601.0}, "retry_after_s"),
+        ({"retry_after_s": math.inf}, "retry_after_s"),
+        ({"api_key": " "}, "api_key"),
     ],
 )
 def test_invalid_settings_name_their_field(changes: dict[str, Any], field: str) -> None:
@@ -41,9 +47,18 @@ def test_invalid_settings_name_their_field(changes: dict[str, Any], field: str) 
 
 def test_runtime_changes_apply_together() -> None:
     changed = with_runtime_changes(SimulatorSettings(), {"error_rate": 1, "ttft_ms": 0, "itl_ms": 2.5,
-                                                         "capacity": 3, "profile": "moe"})
-    assert (changed.error_rate, changed.ttft_ms, changed.itl_ms, changed.capacity, changed.profile) == (
-        1.0, 0.0, 2.5, 3, Profile.MOE)
+                                                         "capacity": 3, "profile": "moe", "throttle_rate": 0.5,
+                                                         "retry_after_s": 2})
+    assert (changed.error_rate, changed.ttft_ms, changed.itl_ms, changed.capacity, changed.profile,
+            changed.throttle_rate, changed.retry_after_s) == (1.0, 0.0, 2.5, 3, Profile.MOE, 0.5, 2.0)
+    assert with_runtime_changes(changed, {"retry_after_s": None}).retry_after_s is None
+
+
+def test_the_api_key_is_never_shown() -> None:
+    settings = SimulatorSettings(api_key="sk-secret")
+    assert "sk-secret" not in repr(settings)
+    view = settings.runtime_view()
+    assert view["api_key_required"] is True and "sk-secret" not in str(view)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +76,9 @@ def test_runtime_changes_apply_together() -> None:
         ({"profile": 3}, "profile"),
         ({"profile": "mamba"}, "profile"),
         ({"itl_ms": 1, "capacity": -1}, "capacity"),
+        ({"api_key": "x"}, "api_key"),  # fixed at start
+        ({"throttle_rate": None}, "throttle_rate"),
+        ({"retry_after_s": "soon"}, "retry_after_s"),
     ],
 )
 def test_invalid_runtime_changes_are_refused_whole(body: object, field: str) -> None:
