@@ -174,9 +174,9 @@ class Forwarder:
             try:
                 return await self._attempt(request, parsed, live, headers, plan.deadline, tokens, on_usage)
             except RetryableFailure as failure:
-                plan.failed(spec.name, failure.reason)
+                plan.failed(spec.name, failure.code)
                 self._metrics.fallbacks.labels(self._settings.region, live.model, spec.name, spec.architecture,
-                                               failure.reason.split(" ")[0]).inc()
+                                               failure.code).inc()
                 # Misconfigured and saturated answers are logged by the outcome recorder, once per change.
                 if failure.answer is None or failure.answer.meaning is AnswerMeaning.SERVER_FAILURE:
                     log.info(event("attempt_failed", model=live.model, deployment=spec.name,

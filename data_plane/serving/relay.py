@@ -28,6 +28,12 @@ class RetryableFailure(Exception):
         self.reason = reason
         self.answer = answer
 
+    @property
+    def code(self) -> str:
+        """What kind of failure, without its detail (`http_502`, `ClientConnectorError`...): what a client may
+        see and metrics label. The detail (a backend's body, a host and port) is for the log only."""
+        return self.reason.split(" ", 1)[0]
+
 
 @dataclass(frozen=True, slots=True)
 class StreamRelay:

@@ -77,6 +77,9 @@ models:
   nothing:
     deployments:
 {deployment_yaml("nowhere", "http://127.0.0.1:9")}
+  failing:
+    deployments:
+{deployment_yaml("broken", broken)}
 """
 
 
@@ -230,6 +233,18 @@ def test_no_healthy_deployment_is_503_with_retry_after(stack: Stack) -> None:
     assert status == 503
     assert int(headers["Retry-After"]) >= 1
     assert json.loads(body)["error"]["code"] == "no_healthy_deployment"
+
+
+def test_errors_keep_the_backends_details_to_the_log(stack: Stack) -> None:
+    """Which host refused, and what a failing backend said, are for operators: the log has them, the client's
+    503 names only the kind of failure."""
+    for model, detail in (("nothing", "127.0.0.1"), ("failing", "simulated backend failure")):
+        status, _, body = _http("POST", f"{stack.base_url}/chat/completions", _chat(model),
+                                {"Content-Type": "application/json"})
+        assert status == 503, body
+        message = json.loads(body)["error"]["message"]
+        assert detail not in message and "Cannot connect" not in message, message
+    assert "simulated backend failure" in stack.router.log_path.read_text()
 
 
 def test_usage_is_normalised_or_estimated(stack: Stack) -> None:
