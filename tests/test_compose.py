@@ -31,6 +31,7 @@ from data_plane.config import RouterConfig, load_router_config
 from data_plane.metrics import RouterMetrics
 from meridian_cli.main import build_parser
 from meridian_common.service_process import ServiceProcess, start_service
+from regions import local_services
 from regions.toxiproxy.api_json import parse_populate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +278,17 @@ def test_compose_file_is_well_formed() -> None:
             test = healthcheck["test"]
             assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL", "NONE"), (
                 f"service {name}: healthcheck.test must be a list starting with CMD, CMD-SHELL or NONE")
+
+
+def test_etcd_compacts_its_history_as_the_launcher_does() -> None:
+    """Without compaction etcd keeps every revision until its quota raises NOSPACE."""
+    command = command_of(services()["etcd"])
+    assert option(command, "--auto-compaction-mode") == "periodic"
+    retention = option(command, "--auto-compaction-retention") or "0"
+    match = re.fullmatch(r"(\d+)([smh])", retention)
+    assert match, f"--auto-compaction-retention={retention}: expected a duration such as 5m"
+    seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    assert seconds == local_services.COMPACTION_RETENTION_S, "compose and `meridian up` keep the same history"
 
 
 def test_every_required_component_is_a_service() -> None:
