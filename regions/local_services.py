@@ -62,7 +62,8 @@ def start_etcd(
     compaction_retention_s: float = COMPACTION_RETENTION_S,
 ) -> RunningService:
     """A single-member etcd cluster on free client and peer ports, its data under `data_dir/etcd`, that compacts
-    its history to the last `compaction_retention_s` seconds (etcd's periodic auto-compaction)."""
+    its history to the last `compaction_retention_s` seconds (etcd's periodic auto-compaction; 0 turns it off,
+    which only `meridian bench etcd-growth` does, to show what compaction prevents)."""
     member_dir = data_dir / "etcd"
     fresh = not member_dir.exists()
     last_error: ServiceStartError | None = None

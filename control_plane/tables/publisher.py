@@ -191,7 +191,7 @@ class TablePublisher:
         return tables
 
     async def _follow_policy(self, first: asyncio.Future[None]) -> None:
-        store = PolicyStore(self._client, self._keys)
+        store = PolicyStore(self._client, self._keys, versions_kept=self._config.policy_versions_kept)
         try:
             async with contextlib.aclosing(store.observe()) as documents:
                 async for document in documents:
