@@ -184,7 +184,7 @@ class TablePublisher:
         tables = {}
         for kv in found:
             try:
-                table = decode_table(kv.value, int(kv.mod_revision))
+                table = decode_table(kv.value, int(kv.mod_revision), int(found.header.cluster_id))
             except DecodeError:
                 continue
             tables[self._keys.region_of(kv.key)] = table
