@@ -20,11 +20,13 @@ from google.protobuf.message import DecodeError
 from control_plane.distribution.table_cache import InconsistentTableError, StaleTableError, TableCache
 from control_plane.etcd_keys import EtcdKeys, decode_table
 from meridian_common.logging_setup import event
+from meridian_proto import routing_pb2
 
 log = logging.getLogger(__name__)
 
 RETRY_INITIAL_S = 0.1
 RETRY_MAX_S = 2.0
+READ_NEWEST_TIMEOUT_S = 2.0
 
 
 class TableFollower:
@@ -54,6 +56,19 @@ class TableFollower:
                 failures = 0
             ceiling = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** min(failures, 10))
             await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+
+    async def read_newest(self, region: str) -> routing_pb2.RoutingTable | None:
+        """The region's table as etcd holds it now (a linearizable read); None when there is none, or when etcd
+        did not answer within READ_NEWEST_TIMEOUT_S (logged)."""
+        key = self._keys.table(region)
+        try:
+            found = await asyncio.wait_for(self._client.get_range(key, key + b"\0"), READ_NEWEST_TIMEOUT_S)
+            if not found:
+                return None
+            return decode_table(found[0].value, int(found[0].mod_revision), int(found.header.cluster_id))
+        except (aetcd.ClientError, TimeoutError, OSError, DecodeError) as error:
+            log.warning(event("table_read_failed", region=region, error=type(error).__name__))
+            return None
 
     async def _follow(self) -> None:
         found = await self._client.get_prefix(self._keys.tables)

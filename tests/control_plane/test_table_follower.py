@@ -49,6 +49,18 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"not within 5 s: {what}")
 
 
+def test_read_newest_gives_the_version_and_cluster_of_the_read(etcd: RunningService) -> None:
+    async def body(follower: TableFollower, cache: TableCache, client: aetcd.Client, keys: EtcdKeys) -> None:
+        assert await follower.read_newest("eu-west") is None
+        put = await client.put(keys.table("eu-west"), encode_table(make_table()))
+        newest = await follower.read_newest("eu-west")
+        assert newest is not None
+        assert (newest.version, newest.cluster_id) == (put.header.revision, put.header.cluster_id)
+        assert newest.cluster_id != 0
+
+    with_follower(etcd, body)
+
+
 @pytest.mark.parametrize(("cached_cluster", "said"), [("same", "table_history_rewound"),
                                                       ("other", "table_cluster_changed")])
 def test_a_cached_table_etcd_never_wrote_gives_way(
