@@ -110,6 +110,9 @@ class ControlPlaneConfig(FrozenModel):
     lease_ttl_s: float = Field(3.0, gt=0)
     tick_s: float = Field(1.0, gt=0)
     telemetry_window_s: float = Field(10.0, gt=0)
+    policy_versions_kept: int = Field(
+        100, ge=1, description="policy versions kept in etcd, the one in force included; each push deletes the "
+        "older ones (rollback reaches only these)")
     compute: ComputeSettings = ComputeSettings()
     regions: dict[str, RegionConfig] = Field(min_length=1)
     models: dict[str, ModelConfig] = Field(min_length=1)

@@ -9,7 +9,8 @@
 
 Tables and the current policy are stored with version 0: the version of what a key holds is the key's
 mod_revision, which only etcd knows once the write committed. Whoever reads the key sets it. That makes a
-version unique per write, monotonic across leaders, and impossible to forge by writing a number.
+version unique per write, monotonic across leaders, and impossible to forge by writing a number. A table's
+cluster_id is set the same way, from the header of the read: versions compare only within one etcd cluster.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ class EtcdKeys:
         return self.routers + replica_id.encode()
 
 
-def decode_table(value: bytes, mod_revision: int) -> routing_pb2.RoutingTable:
-    """A stored table with its version set from the key's mod_revision. Raises DecodeError."""
+def decode_table(value: bytes, mod_revision: int, cluster_id: int) -> routing_pb2.RoutingTable:
+    """A stored table with its version set from the key's mod_revision and its cluster_id from the header of the
+    read. Raises DecodeError."""
     table = routing_pb2.RoutingTable()
     table.ParseFromString(value)
     table.version = mod_revision
+    table.cluster_id = cluster_id
     return table
 
 
@@ -81,6 +84,7 @@ def encode_table(table: routing_pb2.RoutingTable) -> bytes:
     stored = routing_pb2.RoutingTable()
     stored.CopyFrom(table)
     stored.version = 0
+    stored.cluster_id = 0
     return stored.SerializeToString(deterministic=True)
 
 

@@ -198,9 +198,10 @@ class Replica:
         tasks: list[asyncio.Task[None]] = []
         try:
             grpc_server, grpc_port = await start_distribution_server(
-                self.cache, config.grpc.host, _port(self._ports.grpc, config.grpc.port), tls=distribution_tls)
+                self.cache, config.grpc.host, _port(self._ports.grpc, config.grpc.port), tls=distribution_tls,
+                read_newest=self.follower.read_newest)
             servers.append(grpc_server)
-            store = PolicyStore(self.client, self.keys)
+            store = PolicyStore(self.client, self.keys, versions_kept=config.policy_versions_kept)
             service = AdminService(config, store, self.cache, self.status, clock=self._clock)
             admin_grpc_server, admin_grpc_port = await start_admin_grpc_server(
                 service, self.cache, config.admin.host, _port(self._ports.admin_grpc, config.admin.grpc_port),

@@ -48,7 +48,7 @@ from data_plane.serving.health_probe import run_health_checks
 from data_plane.serving.outcome import OutcomeRecorder
 from data_plane.serving.pipeline import Serving
 from data_plane.serving.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
-from data_plane.table.snapshot import InvalidTable, TableSnapshot, snapshot_from_proto
+from data_plane.table.snapshot import InvalidTable, KeyEnvAllowlist, TableSnapshot, snapshot_from_proto
 from data_plane.table.store import TableStore
 from data_plane.table.subscriber import ClientTlsSettings, TableSubscriber
 from data_plane.telemetry.accumulator import TelemetryAccumulators
@@ -91,16 +91,21 @@ def _record_table(metrics: RouterMetrics, region: str) -> Callable[[TableSnapsho
     return record
 
 
+def key_env_allowlist(config: RouterConfig) -> KeyEnvAllowlist:
+    return KeyEnvAllowlist(config.backend_keys.env_prefixes, config.backend_key_env_names())
+
+
 def _initial_table(config: RouterConfig, store: TableStore | None) -> TableSnapshot:
     """The persisted table when there is a valid one (a restart while the control plane is down still
     routes as it last did), else the config file's."""
+    key_envs = key_env_allowlist(config)
     persisted = store.load() if store is not None else None
     if persisted is not None:
         try:
-            return snapshot_from_proto(persisted, expected_region=config.region)
+            return snapshot_from_proto(persisted, expected_region=config.region, key_envs=key_envs)
         except InvalidTable as error:
             log.warning(event("persisted_table_ignored", reason=str(error)))
-    return snapshot_from_proto(bootstrap_table(config), expected_region=config.region)
+    return snapshot_from_proto(bootstrap_table(config), expected_region=config.region, key_envs=key_envs)
 
 
 def _queues(metrics: RouterMetrics, region: str) -> WaitingRooms:
@@ -169,9 +174,10 @@ async def _table_subscriber(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     validated: list[TableSnapshot] = []
+    key_envs = key_env_allowlist(config)
 
     def validate(table: routing_pb2.RoutingTable) -> None:
-        validated.append(snapshot_from_proto(table, expected_region=config.region))
+        validated.append(snapshot_from_proto(table, expected_region=config.region, key_envs=key_envs))
 
     def apply(table: routing_pb2.RoutingTable) -> None:
         # The subscriber calls apply right after a successful validate, in the same loop step.

@@ -6,18 +6,20 @@ protobuf table the control plane streams, so the router has a single way to read
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from data_plane.callback_rules import HostPattern
 from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
-from meridian_common.config_loading import load_config
+from meridian_common.config_loading import FieldReferenceError, load_config
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
 MiB = 1024 * 1024
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 class Listen(FrozenModel):
@@ -124,6 +126,36 @@ class JobsConfig(FrozenModel):
         return tuple(HostPattern.parse(pattern) for pattern in self.callback_allowed_hosts)
 
 
+class BackendKeys(FrozenModel):
+    """Which environment variables a table from the control plane may name as a deployment's `api_key_env`.
+
+    The router sends that variable's value as a bearer token to the deployment's URL, both from the table:
+    without this list, whoever serves the table stream could read any variable of the router's environment.
+    Besides these, a table may name every variable the router's own `models` section names.
+    """
+
+    env_prefixes: tuple[str, ...] = Field(
+        ("MERIDIAN_BACKEND_",), description="a variable whose name starts with one of these may be named")
+    env_names: tuple[str, ...] = Field((), description="further variables that may be named, exactly")
+
+    @field_validator("env_prefixes")
+    @classmethod
+    def _prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in value:
+            if not re.fullmatch(_ENV_NAME, prefix):
+                raise ValueError(f"{prefix!r} is not the start of a variable name (an empty prefix would let a "
+                                 "table name any variable)")
+        return value
+
+    @field_validator("env_names")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(_ENV_NAME, name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
+
+
 class RouterConfig(FrozenModel):
     region: str = Field(min_length=1)
     listen: Listen = Listen()
@@ -151,6 +183,20 @@ class RouterConfig(FrozenModel):
     statistics: StatisticsConfig = StatisticsConfig()
     rate_limits: RateLimitSettings = RateLimitSettings()
     jobs: JobsConfig = JobsConfig()
+    backend_keys: BackendKeys = BackendKeys()
+
+    @model_validator(mode="after")
+    def _own_secrets_stay_home(self) -> RouterConfig:
+        # A variable a table may name goes, as a bearer token, to a URL the table names too.
+        for path, name in (("admin_token_env", self.admin_token_env),
+                           ("client_api_keys_env", self.client_api_keys_env),
+                           ("jobs.callback_secret_env", self.jobs.callback_secret_env)):
+            if name is not None and self.backend_key_env_allowed(name):
+                raise FieldReferenceError(
+                    path, f"{name} holds one of this router's own secrets, but backend_keys (or a deployment's "
+                    "api_key_env) lets a routing table name it as a backend key, to be sent to any URL: rename "
+                    "the variable or narrow backend_keys")
+        return self
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> RouterConfig:
@@ -161,6 +207,15 @@ class RouterConfig(FrozenModel):
             if name in model.fallbacks:
                 raise ValueError(f"model {name!r} names itself as a fallback")
         return self
+
+
+    def backend_key_env_names(self) -> frozenset[str]:
+        """The variables a table may name exactly: `backend_keys.env_names` and those of the `models` section."""
+        named = {d.api_key_env for model in self.models.values() for d in model.deployments if d.api_key_env}
+        return frozenset(self.backend_keys.env_names) | named
+
+    def backend_key_env_allowed(self, name: str) -> bool:
+        return name in self.backend_key_env_names() or name.startswith(self.backend_keys.env_prefixes)
 
 
 def load_router_config(path: str | Path) -> RouterConfig:

@@ -73,6 +73,14 @@ def _burst(args: argparse.Namespace) -> int:
     return 0
 
 
+def _etcd_growth(args: argparse.Namespace) -> int:
+    from benchmarks.etcd_growth import etcd_growth_table, run_etcd_growth
+
+    figures = run_etcd_growth(args.pushes, args.versions_kept, args.compaction_retention_s, _progress(args.json))
+    _print(args, figures, etcd_growth_table)
+    return 0
+
+
 def _print(args: argparse.Namespace, figures: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:
     print(json.dumps(figures, indent=None if args.json else 2) if args.json else table(figures))
 
@@ -110,3 +118,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     failover.add_argument("--strict", action="store_true", help="exit 1 on a client error or a slow failover")
     failover.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     failover.set_defaults(handler=_failover)
+
+    growth = benches.add_parser("etcd-growth", help="policy pushes -> etcd's db size, compacted and not")
+    growth.add_argument("--pushes", type=int, default=10_000)
+    growth.add_argument("--versions-kept", type=int, default=100, help="policy versions kept (default 100)")
+    growth.add_argument("--compaction-retention-s", type=float, default=5.0,
+                        help="etcd's periodic auto-compaction window (default 5; the stacks run 300)")
+    growth.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    growth.set_defaults(handler=_etcd_growth)

@@ -31,6 +31,7 @@ from data_plane.config import RouterConfig, load_router_config
 from data_plane.metrics import RouterMetrics
 from meridian_cli.main import build_parser
 from meridian_common.service_process import ServiceProcess, start_service
+from regions import local_services
 from regions.toxiproxy.api_json import parse_populate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,9 @@ IMAGE_PORTS: Mapping[str, frozenset[int]] = {
 }
 _CONTAINER_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _METRIC_NAME = re.compile(r"\b(?:meridian_[a-zA-Z0-9_]+|vllm:[a-zA-Z0-9_:]+|sim_[a-zA-Z0-9_]+)")
-_COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+_COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+# What a user must set before `docker compose up` (the file gives these no default), as the tests set them.
+REQUIRED_ENVIRONMENT: Mapping[str, str] = {"MERIDIAN_ADMIN_TOKEN": "compose-test-admin-token"}
 
 
 # --- reading the compose file -------------------------------------------------------------------------------
@@ -69,9 +72,25 @@ def load_compose() -> dict[str, Any]:
     return document
 
 
-def compose_value(text: str) -> str:
-    """Compose's own interpolation of `${VAR}` / `${VAR:-default}`, with no variable set (defaults only)."""
-    return _COMPOSE_VARIABLE.sub(lambda m: m.group("default") or "", text).replace("$$", "$")
+class UnsetVariable(ValueError):
+    """`${VAR:?message}` (or `${VAR?message}`) with VAR unset: compose refuses to start."""
+
+
+def compose_value(text: str, environment: Mapping[str, str] = REQUIRED_ENVIRONMENT) -> str:
+    """Compose's own interpolation of `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}` and
+    `${VAR?error}` with only `environment` set (the colon forms treat an empty value as unset)."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match.group("name"), match.group("op") or "", match.group("arg") or ""
+        value = environment.get(name)
+        unset = value is None or (op.startswith(":") and not value)
+        if unset and op.endswith("?"):
+            raise UnsetVariable(f"{name}: {arg}")
+        if unset and op.endswith("-"):
+            return arg
+        return value or ""
+
+    return _COMPOSE_VARIABLE.sub(substitute, text).replace("$$", "$")
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -277,6 +296,33 @@ def test_compose_file_is_well_formed() -> None:
             test = healthcheck["test"]
             assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL", "NONE"), (
                 f"service {name}: healthcheck.test must be a list starting with CMD, CMD-SHELL or NONE")
+
+
+def test_the_admin_token_has_no_default() -> None:
+    """A default would be a token everyone knows, opening the admin API and the routers' /cache endpoints."""
+    holders = [name for name in meridian_services()
+               if "MERIDIAN_ADMIN_TOKEN" in (services()[name].get("environment") or {})]
+    assert set(router_services()) | set(control_plane_services()) <= set(holders)
+    for name in holders:
+        raw = str(services()[name]["environment"]["MERIDIAN_ADMIN_TOKEN"])
+        with pytest.raises(UnsetVariable, match="MERIDIAN_ADMIN_TOKEN"):
+            compose_value(raw, {})
+        with pytest.raises(UnsetVariable, match="MERIDIAN_ADMIN_TOKEN"):
+            compose_value(raw, {"MERIDIAN_ADMIN_TOKEN": ""})
+        assert compose_value(raw, {"MERIDIAN_ADMIN_TOKEN": "s3cret"}) == "s3cret"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".env" in ignored, ".env holds the token: it must stay out of the image's build context"
+
+
+def test_etcd_compacts_its_history_as_the_launcher_does() -> None:
+    """Without compaction etcd keeps every revision until its quota raises NOSPACE."""
+    command = command_of(services()["etcd"])
+    assert option(command, "--auto-compaction-mode") == "periodic"
+    retention = option(command, "--auto-compaction-retention") or "0"
+    match = re.fullmatch(r"(\d+)([smh])", retention)
+    assert match, f"--auto-compaction-retention={retention}: expected a duration such as 5m"
+    seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    assert seconds == local_services.COMPACTION_RETENTION_S, "compose and `meridian up` keep the same history"
 
 
 def test_every_required_component_is_a_service() -> None:

@@ -67,8 +67,8 @@ def _leader_json(leader: LeaderInfo | None) -> dict[str, Any] | None:
 def _table_json(table: routing_pb2.RoutingTable, now_unix_s: float) -> dict[str, Any]:
     age = max(0.0, now_unix_s - table.computed_at_unix_ms / 1000) if table.computed_at_unix_ms else None
     return {"region": table.region, "version": table.version, "epoch": table.epoch,
-            "age_s": None if age is None else round(age, 3), "content_hash": table.content_hash,
-            "source": table.source}
+            "cluster_id": f"{table.cluster_id:x}", "age_s": None if age is None else round(age, 3),
+            "content_hash": table.content_hash, "source": table.source}
 
 
 def _backends(tables: Iterable[routing_pb2.RoutingTable]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,14 +64,19 @@ class _EndOfStream:
 
 _Inbound = distribution_pb2.SubscribeRequest | routing_pb2.RoutingTable | _EndOfStream
 
+# The region's table as etcd holds it now (None: none, or etcd could not say).
+ReadNewest = Callable[[str], Awaitable[routing_pb2.RoutingTable | None]]
+
 
 class TableDistributionServicer(distribution_pb2_grpc.TableDistributionServicer):
     def __init__(
-        self, cache: TableCache, *, hello_timeout_s: float = 10.0, clock: Callable[[], float] = time.time
+        self, cache: TableCache, *, hello_timeout_s: float = 10.0, clock: Callable[[], float] = time.time,
+        read_newest: ReadNewest | None = None,
     ) -> None:
         self._cache = cache
         self._hello_timeout_s = hello_timeout_s
         self._clock = clock
+        self._read_newest = read_newest
 
     async def Subscribe(  # noqa: N802 - the generated servicer's method name
         self,
@@ -106,7 +111,10 @@ class TableDistributionServicer(distribution_pb2_grpc.TableDistributionServicer)
                     outcome = "closed by router"
                     return
                 try:
-                    response = self._handle(session, item, stream_id)
+                    if isinstance(item, routing_pb2.RoutingTable) and session.needs_check(item):
+                        response = await self._offer_checked(session, item, stream_id)
+                    else:
+                        response = self._handle(session, item, stream_id)
                 except SessionProtocolError as error:
                     outcome = f"protocol error: {error}"
                     await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
@@ -125,6 +133,22 @@ class TableDistributionServicer(distribution_pb2_grpc.TableDistributionServicer)
                 log.info(event("router_disconnected", router=session.hello.router_id, region=session.region,
                                acked_version=session.acked_version, reason=outcome, stream=stream_id))
             session.close()
+
+    async def _offer_checked(
+        self, session: DistributionSession, table: routing_pb2.RoutingTable, stream_id: int
+    ) -> distribution_pb2.SubscribeResponse | None:
+        """The router holds a higher version of this table's cluster than this replica serves: etcd says whether
+        this replica lags or the router's table is not of this cluster."""
+        newest = await self._read_newest(session.region) if self._read_newest is not None else None
+        if newest is None:
+            return session.offer(table)  # nothing can be proven: the router keeps what it holds
+        held = session.acked_version
+        response = session.offer_newest(newest)
+        if response is not None and response.newest_in_cluster:
+            log.warning(event("router_beyond_cluster", router=session.record().router_id, region=session.region,
+                              held_version=held, newest_version=newest.version,
+                              cluster=f"{newest.cluster_id:x}", stream=stream_id))
+        return response
 
     def _handle(
         self, session: DistributionSession, item: _Inbound, stream_id: int
@@ -167,13 +191,16 @@ async def _pump_tables(watch: RegionWatch, inbox: asyncio.Queue[_Inbound]) -> No
 
 
 async def start_distribution_server(
-    cache: TableCache, host: str, port: int, *, tls: ServerTlsSettings | None, hello_timeout_s: float = 10.0
+    cache: TableCache, host: str, port: int, *, tls: ServerTlsSettings | None, hello_timeout_s: float = 10.0,
+    read_newest: ReadNewest | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Starts serving TableDistribution; `tls=None` means plaintext, which only the caller's config may ask
-    for. Returns the server (stop it with `await server.stop(grace_s)`) and the bound port (for port 0)."""
+    for. `read_newest` reads a region's table from etcd, for routers that hold a higher version than the cache
+    (without it they keep theirs). Returns the server (stop it with `await server.stop(grace_s)`) and the bound
+    port (for port 0)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     distribution_pb2_grpc.add_TableDistributionServicer_to_server(
-        TableDistributionServicer(cache, hello_timeout_s=hello_timeout_s), server
+        TableDistributionServicer(cache, hello_timeout_s=hello_timeout_s, read_newest=read_newest), server
     )
     address = f"{host}:{port}"
     if tls is None:

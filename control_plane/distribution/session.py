@@ -76,12 +76,16 @@ class DistributionSession:
         self.replica_id = replica_id
         self.state = SessionState.AWAITING_HELLO
         self.hello: distribution_pb2.RouterHello | None = None
-        # The router's hello counts as an acknowledgement of the version it says it holds.
+        # The router's hello counts as an acknowledgement of the version it says it holds, and of its cluster:
+        # versions compare only within one etcd cluster.
         self.acked_version = 0
+        self.acked_cluster_id = 0
         self.acked_at = 0.0
         self.last_nack: NackRecord | None = None
         self.in_flight: routing_pb2.RoutingTable | None = None
         self.pending: routing_pb2.RoutingTable | None = None
+        self._refused: tuple[int, int] | None = None  # (cluster_id, version) of the last table NACKed
+        self._checked_version: int | None = None  # the acked version etcd was last asked about
 
     @property
     def region(self) -> str:
@@ -109,7 +113,7 @@ class DistributionSession:
             raise SessionProtocolError("hello must name router_id and region")
         self._transition(SessionEvent.HELLO)
         self.hello = hello
-        self.acked_version, self.acked_at = hello.version_held, now
+        self.acked_version, self.acked_cluster_id, self.acked_at = hello.version_held, hello.cluster_id_held, now
 
     def offer(self, table: routing_pb2.RoutingTable) -> distribution_pb2.SubscribeResponse | None:
         """The current table of the router's region changed; returns it if it is to be sent now."""
@@ -120,16 +124,42 @@ class DistributionSession:
             if newest is None or table.version > newest.version:
                 self.pending = table
             return None
-        event = SessionEvent.SEND if self.hello is not None and self._newer(table) else SessionEvent.SKIP
+        event = SessionEvent.SEND if self.hello is not None and self._worth_sending(table) else SessionEvent.SKIP
         self._require(event)
         self._require_region(table)
         self._transition(event)
         return self._send(table) if event is SessionEvent.SEND else None
 
+    def needs_check(self, table: routing_pb2.RoutingTable) -> bool:
+        """Whether only etcd can say what to do with `table`: the router holds a higher version of the same
+        cluster than the one offered, because this replica lags (the router got it from another) or because the
+        router's table never came from this cluster (etcd restored from a backup, a table from elsewhere). The
+        caller then reads the region's table from etcd and hands it to `offer_newest`; asked once per version
+        the router holds."""
+        return (self.state is SessionState.IDLE and self.hello is not None and table.cluster_id != 0
+                and table.cluster_id == self.acked_cluster_id and table.version < self.acked_version
+                and self._checked_version != self.acked_version)
+
+    def offer_newest(self, table: routing_pb2.RoutingTable) -> distribution_pb2.SubscribeResponse | None:
+        """The region's table as etcd holds it now, read after `needs_check`. If the router holds a higher version
+        of its cluster, the cluster never wrote that version: the table goes out marked `newest_in_cluster`, and
+        the router gives way to it."""
+        self._checked_version = self.acked_version
+        if table.cluster_id != self.acked_cluster_id or table.version >= self.acked_version or self._was_refused(table):
+            return self.offer(table)
+        self._require(SessionEvent.SEND)
+        self._require_region(table)
+        self._transition(SessionEvent.SEND)
+        response = self._send(table)
+        response.newest_in_cluster = True
+        return response
+
     def receive_ack(self, version: int, now: float) -> distribution_pb2.SubscribeResponse | None:
         self._answering(SessionEvent.ACK, version)
         self._transition(SessionEvent.ACK)
-        self.acked_version, self.acked_at, self.in_flight = version, now, None
+        assert self.in_flight is not None
+        self.acked_version, self.acked_cluster_id, self.acked_at = version, self.in_flight.cluster_id, now
+        self.in_flight = None
         return self._send_pending()
 
     def receive_nack(
@@ -137,6 +167,8 @@ class DistributionSession:
     ) -> distribution_pb2.SubscribeResponse | None:
         self._answering(SessionEvent.NACK, version)
         self._transition(SessionEvent.NACK)
+        assert self.in_flight is not None
+        self._refused = (self.in_flight.cluster_id, version)
         self.last_nack, self.in_flight = NackRecord(version, reason, now), None
         return self._send_pending()
 
@@ -158,10 +190,18 @@ class DistributionSession:
             last_nack=self.last_nack,
         )
 
-    def _newer(self, table: routing_pb2.RoutingTable) -> bool:
-        # A NACKed version is not offered again: only a newer one can fix what the router refused.
-        floor = max(self.acked_version, self.last_nack.version if self.last_nack else 0)
-        return table.version > floor
+    def _worth_sending(self, table: routing_pb2.RoutingTable) -> bool:
+        if self._was_refused(table):
+            return False
+        # A table of another cluster than the router's (or the first with one) is a new start for it.
+        if table.cluster_id and table.cluster_id != self.acked_cluster_id:
+            return True
+        return table.version > self.acked_version
+
+    def _was_refused(self, table: routing_pb2.RoutingTable) -> bool:
+        # A NACKed version is not offered again: only a newer one (or another cluster's) can fix what the router
+        # refused.
+        return self._refused is not None and self._refused[0] == table.cluster_id and table.version <= self._refused[1]
 
     def _send(self, table: routing_pb2.RoutingTable) -> distribution_pb2.SubscribeResponse:
         self.in_flight = table

@@ -52,6 +52,7 @@ class RegionWatch:
     def __init__(self, cache: TableCache, region: str, known_version: int | None) -> None:
         self.region = region
         self.known_version = known_version
+        self._known_cluster_id: int | None = None  # None: a table of known_version in any cluster is known
         self._cache = cache
         self._event = asyncio.Event()
 
@@ -62,8 +63,8 @@ class RegionWatch:
     async def next(self) -> routing_pb2.RoutingTable:
         while True:
             table = self._cache.get(self.region)
-            if table is not None and table.version != self.known_version:
-                self.known_version = table.version
+            if table is not None and not self._knows(table):
+                self.known_version, self._known_cluster_id = table.version, table.cluster_id
                 return table
             self._event.clear()
             await self._event.wait()
@@ -79,8 +80,12 @@ class RegionWatch:
     ) -> None:
         self.close()
 
-    def _notify(self, version: int) -> None:
-        if version != self.known_version:
+    def _knows(self, table: routing_pb2.RoutingTable) -> bool:
+        # Versions restart with a cluster: the same number from another one is another table.
+        return table.version == self.known_version and self._known_cluster_id in (None, table.cluster_id)
+
+    def _notify(self, table: routing_pb2.RoutingTable) -> None:
+        if not self._knows(table):
             self._event.set()
 
 
@@ -95,8 +100,13 @@ class TableCache:
         self._routers: dict[int, _RouterEntry] = {}
         self._stream_ids = itertools.count(1)
 
-    def set_table(self, table: routing_pb2.RoutingTable) -> bool:
-        """Stores the region's new table and wakes its watches; False when it is the table already held."""
+    def set_table(self, table: routing_pb2.RoutingTable, *, newest: bool = False) -> bool:
+        """Stores the region's new table and wakes its watches; False when it is the table already held.
+
+        Versions compare within one etcd cluster: a table of another cluster replaces the cached one whatever its
+        version. `newest=True` says the table was just read from etcd as the region's current one: it replaces
+        a cached table of the same cluster with a higher version, one the cluster as it is never wrote (etcd
+        restored from a backup)."""
         if not table.region:
             raise InconsistentTableError(f"table version {table.version} has no region")
         expected = content_hash(table.models)
@@ -106,8 +116,8 @@ class TableCache:
                 f"{table.content_hash!r} does not match its models ({expected!r})"
             )
         current = self._tables.get(table.region)
-        if current is not None:
-            if table.version < current.version:
+        if current is not None and current.cluster_id == table.cluster_id:
+            if table.version < current.version and not newest:
                 raise StaleTableError(
                     f"table version {table.version} of region {table.region!r} is older than the cached "
                     f"version {current.version}"
@@ -123,7 +133,7 @@ class TableCache:
         stored.CopyFrom(table)
         self._tables[table.region] = stored
         for watch in self._watches.get(table.region, ()):
-            watch._notify(stored.version)
+            watch._notify(stored)
         return True
 
     def get(self, region: str) -> routing_pb2.RoutingTable | None:

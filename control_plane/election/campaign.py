@@ -361,6 +361,16 @@ class Election:
                 finally:
                     with contextlib.suppress(aetcd.ClientError):
                         await watch.cancel()
+            except aetcd.RevisionCompactedError:
+                # etcd compacted what this watch would replay (a re-watch late in a long term): what matters is
+                # whether the key is still ours now, and the watch goes on from there.
+                with contextlib.suppress(aetcd.ClientError):
+                    found = await self._client.get_range(self._key, self._key + b"\0")
+                    if not found or found[0].create_revision != epoch:
+                        self._deposed(epoch, "leader key deleted or re-created while its history was compacted")
+                        return
+                    next_revision = int(found.header.revision) + 1
+                    continue
             except aetcd.ClientError as error:
                 log.warning(event("leader_guard_watch_failed", key=self._key.decode(), epoch=epoch,
                                   error=type(error).__name__))

@@ -4,7 +4,8 @@ Any replica may write (operators may reach any of them); the leader picks a new 
 watch. A write is one transaction that checks the current key's mod_revision is still the one the writer
 read, so two operators cannot clobber each other: the second gets PolicyConflict and nothing is written.
 The same transaction moves the superseded document to `policy/history/<its revision>`, so the history has
-no gap even if a replica dies mid-way. Validation is the caller's job and happens before `write`.
+no gap even if a replica dies mid-way, and deletes the versions beyond the newest `versions_kept`, so that
+etcd does not grow with every push. Validation is the caller's job and happens before `write`.
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ def _stamped(document: policy_pb2.PolicyDocument, author: str, now_unix_ms: int)
 
 
 class PolicyStore:
-    def __init__(self, client: aetcd.Client, keys: EtcdKeys) -> None:
+    """`versions_kept` counts the document in force: 100 keeps it and the 99 it superseded last."""
+
+    def __init__(self, client: aetcd.Client, keys: EtcdKeys, *, versions_kept: int) -> None:
+        if versions_kept < 1:
+            raise ValueError(f"versions_kept must be >= 1 (the document in force), got {versions_kept}")
         self._client = client
         self._keys = keys
+        self._versions_kept = versions_kept
 
     async def current(self) -> policy_pb2.PolicyDocument:
         """The document in force with its version; an empty document with version 0 when none was pushed."""
@@ -91,9 +97,17 @@ class PolicyStore:
         tx = self._client.transactions
         key = self._keys.policy_current
         success = [tx.put(key, _stamped(document, author, now_unix_ms))]
-        if previous.version:
+        older_kept = self._versions_kept - 1  # history entries once this write is done
+        if previous.version and older_kept:
             success.append(tx.put(self._keys.policy_version(previous.version),
                                   previous.SerializeToString(deterministic=True)))
+            older_kept -= 1
+        # Read before the transaction: only a policy write changes the history, and a concurrent one fails
+        # the compare below, so the history read here is the one this transaction prunes.
+        history = await self._client.get_prefix(self._keys.policy_history, sort_order="descend", keys_only=True)
+        if len(history) > older_kept:
+            newest_dropped = history[older_kept].key
+            success.append(tx.delete(self._keys.policy_history, range_end=newest_dropped + b"\0"))
         succeeded, responses = await self._client.transaction(
             compare=[tx.mod(key) == previous.version],
             success=[*success, tx.get(key)],

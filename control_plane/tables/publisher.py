@@ -184,14 +184,14 @@ class TablePublisher:
         tables = {}
         for kv in found:
             try:
-                table = decode_table(kv.value, int(kv.mod_revision))
+                table = decode_table(kv.value, int(kv.mod_revision), int(found.header.cluster_id))
             except DecodeError:
                 continue
             tables[self._keys.region_of(kv.key)] = table
         return tables
 
     async def _follow_policy(self, first: asyncio.Future[None]) -> None:
-        store = PolicyStore(self._client, self._keys)
+        store = PolicyStore(self._client, self._keys, versions_kept=self._config.policy_versions_kept)
         try:
             async with contextlib.aclosing(store.observe()) as documents:
                 async for document in documents:

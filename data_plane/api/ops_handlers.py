@@ -103,6 +103,7 @@ def routing_json(app: web.Application) -> dict[str, Any]:
         "rate_limits": state.rate_limits.status() if state.rate_limits is not None else None,
         "table": {
             "version": table.version, "epoch": table.epoch, "source": table.source,
+            "cluster_id": f"{table.proto.cluster_id:x}",  # the etcd cluster its version counts in; 0 = unknown
             "content_hash": table.content_hash, "computed_at_unix_ms": table.computed_at_unix_ms,
             "age_s": round(table_age_s(state), 3),
         },

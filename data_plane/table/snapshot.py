@@ -82,7 +82,25 @@ class InvalidTable(ValueError):
     """The table cannot be applied; the message is the reason sent back in the NACK."""
 
 
-def snapshot_from_proto(table: routing_pb2.RoutingTable, *, expected_region: str) -> TableSnapshot:
+@dataclass(frozen=True, slots=True)
+class KeyEnvAllowlist:
+    """The environment variables a table may name as a deployment's `api_key_env`: the router sends that
+    variable's value as a bearer token to the deployment's URL, and both come from whoever serves the table."""
+
+    prefixes: tuple[str, ...]
+    names: frozenset[str]
+
+    def allows(self, name: str) -> bool:
+        return name in self.names or name.startswith(self.prefixes)
+
+    def describe(self) -> str:
+        allowed = [f"{prefix}*" for prefix in self.prefixes] + sorted(self.names)
+        return ", ".join(allowed) or "none"
+
+
+def snapshot_from_proto(
+    table: routing_pb2.RoutingTable, *, expected_region: str, key_envs: KeyEnvAllowlist
+) -> TableSnapshot:
     if table.region != expected_region:
         raise InvalidTable(f"table is for region {table.region!r}, this router serves {expected_region!r}")
     expected_hash = content_hash(table.models)
@@ -98,7 +116,7 @@ def snapshot_from_proto(table: routing_pb2.RoutingTable, *, expected_region: str
     for route in table.models:
         if route.model in models:
             raise InvalidTable(f"model {route.model!r} appears more than once")
-        models[route.model] = _model_spec(route, names)
+        models[route.model] = _model_spec(route, names, key_envs)
     copy = routing_pb2.RoutingTable()
     copy.CopyFrom(table)
     return TableSnapshot(
@@ -113,7 +131,7 @@ def snapshot_from_proto(table: routing_pb2.RoutingTable, *, expected_region: str
     )
 
 
-def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelSpec:
+def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str], key_envs: KeyEnvAllowlist) -> ModelSpec:
     name = route.model
     if not name:
         raise InvalidTable("a model has an empty name")
@@ -146,7 +164,7 @@ def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str]) -> ModelS
         if deployment.name in seen:
             raise InvalidTable(f"{where}: deployment name {deployment.name!r} is repeated")
         seen.add(deployment.name)
-        deployments.append(_deployment_spec(where, deployment))
+        deployments.append(_deployment_spec(where, deployment, key_envs))
     cache_enabled = route.cache.enabled
     cache_ttl_s = route.cache.ttl_s if route.HasField("cache") else DEFAULT_CACHE_TTL_S
     if cache_enabled and not (math.isfinite(cache_ttl_s) and cache_ttl_s > 0):
@@ -184,11 +202,19 @@ def _score_weights(where: str, route: routing_pb2.ModelRoute) -> tuple[float, fl
     return weights
 
 
-def _deployment_spec(model_where: str, deployment: routing_pb2.Deployment) -> DeploymentSpec:
+def _deployment_spec(
+    model_where: str, deployment: routing_pb2.Deployment, key_envs: KeyEnvAllowlist
+) -> DeploymentSpec:
     if not deployment.name:
         raise InvalidTable(f"{model_where}: a deployment has an empty name")
     where = f"{model_where} deployment {deployment.name!r}"
     _check_url(where, deployment.url)
+    if deployment.api_key_env and not key_envs.allows(deployment.api_key_env):
+        raise InvalidTable(
+            f"{where}: api_key_env {deployment.api_key_env!r} is not a variable this router lets a table name "
+            f"(allowed: {key_envs.describe()}); give the variable an allowed name, or list it in the router "
+            "config's backend_keys"
+        )
     for field in ("served_model", "region"):
         if not getattr(deployment, field):
             raise InvalidTable(f"{where}: {field} is empty")

@@ -17,7 +17,7 @@ from types import TracebackType
 import grpc
 
 from data_plane.table.store import TableStore
-from data_plane.table.sync import HeldTable, Outcome, RouterIdentity, SyncState, TableSyncSession, Validate
+from data_plane.table.sync import RULES, HeldTable, Outcome, RouterIdentity, SyncState, TableSyncSession, Validate
 from meridian_common.logging_setup import event
 from meridian_common.table_distribution import REPLICA_METADATA_KEY
 from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
@@ -234,7 +234,8 @@ class TableSubscriber:
         self, call: grpc.aio.StreamStreamCall, response: distribution_pb2.SubscribeResponse
     ) -> None:
         table = response.table
-        verdict = self._session.receive(table)
+        held = self._session.held
+        verdict = self._session.receive(table, newest_in_cluster=response.newest_in_cluster)
         applied = False
         if verdict.outcome is Outcome.APPLY:
             try:
@@ -245,8 +246,15 @@ class TableSubscriber:
             else:
                 reply = self._session.applied()
                 applied = True
+                resync = RULES[verdict.relation].resync
+                if resync:
+                    # The held table gives way to one that does not follow it: say so, with what it was.
+                    clusters = ({"cluster": f"{table.cluster_id:x}"} if held.cluster_id == table.cluster_id else
+                                {"old_cluster": f"{held.cluster_id:x}", "new_cluster": f"{table.cluster_id:x}"})
+                    log.warning(event(resync, **clusters, held_version=held.version, version=table.version,
+                                      replica=response.replica_id))
                 log.info(event("table_ack", version=table.version, epoch=table.epoch,
-                               replica=response.replica_id))
+                               cluster=f"{table.cluster_id:x}", replica=response.replica_id))
         else:
             assert verdict.reply is not None
             reply = verdict.reply

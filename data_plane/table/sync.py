@@ -61,10 +61,56 @@ class Outcome(enum.Enum):
 class HeldTable:
     version: int
     content_hash: str
+    cluster_id: int = 0  # 0: unknown (the bootstrap table, or one persisted before tables carried it)
 
     @classmethod
     def of(cls, table: routing_pb2.RoutingTable) -> HeldTable:
-        return cls(table.version, table.content_hash)
+        return cls(table.version, table.content_hash, table.cluster_id)
+
+
+class Relation(enum.Enum):
+    """How a received table stands to the held one. Versions are etcd revisions: they order tables of one etcd
+    cluster only."""
+
+    NEWER = "newer"  # a higher version of the same cluster
+    SAME = "same"  # the held table again
+    CONFLICTING = "conflicting"  # the held version with other content
+    OLDER = "older"  # a lower version of the same cluster
+    FIRST_CLUSTER = "first-cluster"  # the held table names no cluster: the first that does is taken
+    OTHER_CLUSTER = "other-cluster"  # another etcd cluster (rebuilt, or another one): its versions start anew
+    BEYOND_CLUSTER = "beyond-cluster"  # lower, but the newest the cluster holds: the held one never came from it
+
+
+def relation(held: HeldTable, table: routing_pb2.RoutingTable, newest_in_cluster: bool) -> Relation:
+    """`newest_in_cluster`: the replica read `table` from etcd just now as the region's newest (its word)."""
+    # A table without a cluster (from a control plane that predates it) is judged by its version alone.
+    if table.cluster_id and table.cluster_id != held.cluster_id:
+        return Relation.FIRST_CLUSTER if held.cluster_id == 0 else Relation.OTHER_CLUSTER
+    if table.version > held.version:
+        return Relation.NEWER
+    if table.version == held.version:
+        return Relation.SAME if table.content_hash == held.content_hash else Relation.CONFLICTING
+    return Relation.BEYOND_CLUSTER if newest_in_cluster and table.cluster_id else Relation.OLDER
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    outcome: Outcome  # APPLY still goes through the region check and the validator first
+    resync: str = ""  # the event logged when a table replaces one it does not follow
+
+
+# Every relation's rule; docs/distribution.md has this table. The three that take a table not newer than the
+# one held are how a router recovers without an operator from a rebuilt or restored etcd, and from a table
+# with a huge version that some other server streamed.
+RULES: dict[Relation, Rule] = {
+    Relation.NEWER: Rule(Outcome.APPLY),
+    Relation.FIRST_CLUSTER: Rule(Outcome.APPLY),
+    Relation.OTHER_CLUSTER: Rule(Outcome.APPLY, resync="table_cluster_changed"),
+    Relation.BEYOND_CLUSTER: Rule(Outcome.APPLY, resync="table_history_rewound"),
+    Relation.SAME: Rule(Outcome.ALREADY_HELD),
+    Relation.CONFLICTING: Rule(Outcome.REFUSED),
+    Relation.OLDER: Rule(Outcome.REFUSED),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +128,7 @@ class TableVerdict:
     version: int
     reply: distribution_pb2.SubscribeRequest | None
     reason: str = ""
+    relation: Relation = Relation.NEWER
 
 
 def _ack(version: int) -> distribution_pb2.SubscribeRequest:
@@ -110,13 +157,14 @@ class TableSyncSession:
             region=self.identity.region,
             version_held=self.held.version,
             url=self.identity.url,
+            cluster_id_held=self.held.cluster_id,
         )
         return distribution_pb2.SubscribeRequest(hello=hello)
 
-    def receive(self, table: routing_pb2.RoutingTable) -> TableVerdict:
+    def receive(self, table: routing_pb2.RoutingTable, *, newest_in_cluster: bool = False) -> TableVerdict:
         # Checked before judging so that an illegal table never reaches the validator.
         self._require(SyncEvent.TABLE_ACCEPTED, SyncEvent.TABLE_ANSWERED)
-        verdict = self._judge(table)
+        verdict = self._judge(table, relation(self.held, table, newest_in_cluster))
         if verdict.outcome is Outcome.APPLY:
             self._transition(SyncEvent.TABLE_ACCEPTED)
             self._applying = HeldTable.of(table)
@@ -142,27 +190,27 @@ class TableSyncSession:
     def disconnect(self) -> None:
         self._transition(SyncEvent.DISCONNECT)
 
-    def _judge(self, table: routing_pb2.RoutingTable) -> TableVerdict:
-        held, version = self.held, table.version
-        if version < held.version or (version == held.version and table.content_hash != held.content_hash):
-            return self._refusal(Outcome.REFUSED, version, f"older than held version {held.version}")
-        if version == held.version:
-            return TableVerdict(Outcome.ALREADY_HELD, version, _ack(version))
+    def _judge(self, table: routing_pb2.RoutingTable, related: Relation) -> TableVerdict:
+        version, rule = table.version, RULES[related]
+        if rule.outcome is Outcome.REFUSED:
+            return self._refusal(Outcome.REFUSED, version, f"older than held version {self.held.version}", related)
+        if rule.outcome is Outcome.ALREADY_HELD:
+            return TableVerdict(Outcome.ALREADY_HELD, version, _ack(version), relation=related)
         if table.region != self.identity.region:
             reason = f"table is for region {table.region!r}, this router serves {self.identity.region!r}"
-            return self._refusal(Outcome.INVALID, version, reason)
+            return self._refusal(Outcome.INVALID, version, reason, related)
         try:
             self._validate(table)
         except ValueError as error:
-            return self._refusal(Outcome.INVALID, version, str(error) or type(error).__name__)
+            return self._refusal(Outcome.INVALID, version, str(error) or type(error).__name__, related)
         except Exception as error:  # a validator bug must cost one NACK, not the subscription
             reason = f"validator failed: {type(error).__name__}: {error}"
-            return self._refusal(Outcome.INVALID, version, reason)
-        return TableVerdict(Outcome.APPLY, version, None)
+            return self._refusal(Outcome.INVALID, version, reason, related)
+        return TableVerdict(Outcome.APPLY, version, None, relation=related)
 
     @staticmethod
-    def _refusal(outcome: Outcome, version: int, reason: str) -> TableVerdict:
-        return TableVerdict(outcome, version, _nack(version, reason), reason)
+    def _refusal(outcome: Outcome, version: int, reason: str, related: Relation) -> TableVerdict:
+        return TableVerdict(outcome, version, _nack(version, reason), reason, related)
 
     def _require(self, *events: SyncEvent) -> None:
         allowed = TRANSITIONS[self.state]

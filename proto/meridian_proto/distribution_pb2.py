@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from meridian_proto import routing_pb2 as meridian__proto_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!meridian_proto/distribution.proto\x12\x0bmeridian.v1\x1a\x1cmeridian_proto/routing.proto\"S\n\x0bRouterHello\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x14\n\x0cversion_held\x18\x03 \x01(\x04\x12\x0b\n\x03url\x18\x04 \x01(\t\"\x16\n\x03\x41\x63k\x12\x0f\n\x07version\x18\x01 \x01(\x04\"\'\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x89\x01\n\x10SubscribeRequest\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.meridian.v1.RouterHelloH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.meridian.v1.AckH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.meridian.v1.NackH\x00\x42\x06\n\x04kind\"Q\n\x11SubscribeResponse\x12(\n\x05table\x18\x01 \x01(\x0b\x32\x19.meridian.v1.RoutingTable\x12\x12\n\nreplica_id\x18\x02 \x01(\t2c\n\x11TableDistribution\x12N\n\tSubscribe\x12\x1d.meridian.v1.SubscribeRequest\x1a\x1e.meridian.v1.SubscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!meridian_proto/distribution.proto\x12\x0bmeridian.v1\x1a\x1cmeridian_proto/routing.proto\"l\n\x0bRouterHello\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x14\n\x0cversion_held\x18\x03 \x01(\x04\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x17\n\x0f\x63luster_id_held\x18\x05 \x01(\x04\"\x16\n\x03\x41\x63k\x12\x0f\n\x07version\x18\x01 \x01(\x04\"\'\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x89\x01\n\x10SubscribeRequest\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.meridian.v1.RouterHelloH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.meridian.v1.AckH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.meridian.v1.NackH\x00\x42\x06\n\x04kind\"l\n\x11SubscribeResponse\x12(\n\x05table\x18\x01 \x01(\x0b\x32\x19.meridian.v1.RoutingTable\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x19\n\x11newest_in_cluster\x18\x03 \x01(\x08\x32\x63\n\x11TableDistribution\x12N\n\tSubscribe\x12\x1d.meridian.v1.SubscribeRequest\x1a\x1e.meridian.v1.SubscribeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meridian_proto.distribution
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUTERHELLO']._serialized_start=80
-  _globals['_ROUTERHELLO']._serialized_end=163
-  _globals['_ACK']._serialized_start=165
-  _globals['_ACK']._serialized_end=187
-  _globals['_NACK']._serialized_start=189
-  _globals['_NACK']._serialized_end=228
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=231
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=368
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=370
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=451
-  _globals['_TABLEDISTRIBUTION']._serialized_start=453
-  _globals['_TABLEDISTRIBUTION']._serialized_end=552
+  _globals['_ROUTERHELLO']._serialized_end=188
+  _globals['_ACK']._serialized_start=190
+  _globals['_ACK']._serialized_end=212
+  _globals['_NACK']._serialized_start=214
+  _globals['_NACK']._serialized_end=253
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=256
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=393
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=395
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=503
+  _globals['_TABLEDISTRIBUTION']._serialized_start=505
+  _globals['_TABLEDISTRIBUTION']._serialized_end=604
 # @@protoc_insertion_point(module_scope)

@@ -131,7 +131,7 @@ class ModelRoute(_message.Message):
     def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., score_weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., typical_output_tokens: _Optional[int] = ..., locality_margin: _Optional[float] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
-    __slots__ = ("version", "epoch", "region", "content_hash", "computed_at_unix_ms", "models", "source")
+    __slots__ = ("version", "epoch", "region", "content_hash", "computed_at_unix_ms", "models", "source", "cluster_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class RoutingTable(_message.Message):
     COMPUTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     epoch: int
     region: str
@@ -146,4 +147,5 @@ class RoutingTable(_message.Message):
     computed_at_unix_ms: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRoute]
     source: str
-    def __init__(self, version: _Optional[int] = ..., epoch: _Optional[int] = ..., region: _Optional[str] = ..., content_hash: _Optional[str] = ..., computed_at_unix_ms: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+    cluster_id: int
+    def __init__(self, version: _Optional[int] = ..., epoch: _Optional[int] = ..., region: _Optional[str] = ..., content_hash: _Optional[str] = ..., computed_at_unix_ms: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., source: _Optional[str] = ..., cluster_id: _Optional[int] = ...) -> None: ...

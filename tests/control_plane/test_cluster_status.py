@@ -90,14 +90,17 @@ def test_only_material_changes_are_published_and_stamped_with_the_epoch() -> Non
     assert sorted(tables_to_publish(first, again, epoch=12)) == ["eu-west", "us-east"]  # a new leader announces
 
 
-def test_a_stored_table_takes_its_version_from_the_key() -> None:
+def test_a_stored_table_takes_its_version_from_the_key_and_its_cluster_from_the_read() -> None:
     keys = EtcdKeys("/meridian")
     assert keys.table("eu-west") == b"/meridian/tables/eu-west" and keys.region_of(keys.table("eu-west")) == "eu-west"
     assert keys.revision_of(keys.policy_version(42)) == 42
     config = parse_control_plane_config(config_document("http://127.0.0.1:1", "redis://127.0.0.1:2/0", "/p"), "t")
     table = compute_tables(config, policy_pb2.PolicyDocument(), {}, ComputeState(), 1.0)[0]["eu-west"]
-    table.version = 123
-    assert decode_table(encode_table(table), 77).version == 77
+    table.version, table.cluster_id = 123, 0xAB
+    stored = routing_pb2.RoutingTable.FromString(encode_table(table))
+    assert (stored.version, stored.cluster_id) == (0, 0), "neither is stored: etcd's read says what they are"
+    read = decode_table(encode_table(table), 77, 0xC1)
+    assert (read.version, read.cluster_id) == (77, 0xC1)
 
 
 @pytest.mark.parametrize(("header", "expected", "ok"), [

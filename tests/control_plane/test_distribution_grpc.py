@@ -27,10 +27,10 @@ REGION = "eu-west"
 FAST = Backoff(initial_s=0.02, max_s=0.2)
 
 
-def make_table(version: int, *, bad: bool = False, region: str = REGION) -> routing_pb2.RoutingTable:
+def make_table(version: int, *, bad: bool = False, region: str = REGION, cluster: int = 0) -> routing_pb2.RoutingTable:
     models = [routing_pb2.ModelRoute(model="bad" if bad else "m", policy="latency-first")]
     return routing_pb2.RoutingTable(version=version, epoch=1, region=region, models=models,
-                                    content_hash=content_hash(models), source="control-plane")
+                                    content_hash=content_hash(models), source="control-plane", cluster_id=cluster)
 
 
 def run(coroutine: Coroutine[Any, Any, None], timeout_s: float = 15.0) -> None:
@@ -63,9 +63,10 @@ class Router:
 
 
 def subscriber(targets: list[str], router: Router, *, initial: int = 0, router_id: str = "router-1",
-               tls: ClientTlsSettings | None = None, store: TableStore | None = None) -> TableSubscriber:
+               tls: ClientTlsSettings | None = None, store: TableStore | None = None, cluster: int = 0
+               ) -> TableSubscriber:
     return TableSubscriber(targets, router_id=router_id, region=REGION, url=f"http://{router_id}:8080",
-                           initial=make_table(initial), validate=Router.validate, apply=router.apply,
+                           initial=make_table(initial, cluster=cluster), validate=Router.validate, apply=router.apply,
                            store=store, tls=tls, backoff=FAST, connect_timeout_s=2.0)
 
 
@@ -149,6 +150,35 @@ def test_a_router_holding_a_newer_version_gets_nothing_older() -> None:
             await server.stop(0)
 
     run(body())
+
+
+def test_a_router_beyond_its_cluster_gets_the_newest_table_etcd_holds(caplog: pytest.LogCaptureFixture) -> None:
+    """The router holds a huge version of the cluster: the servicer asks etcd (here a stand-in), which holds
+    version 6; the router takes it, and the next table as usual."""
+    reads: list[str] = []
+
+    async def read_newest(region: str) -> routing_pb2.RoutingTable:
+        reads.append(region)
+        return make_table(6, cluster=0xC1)
+
+    async def body() -> None:
+        cache = TableCache("cp-1")
+        cache.set_table(make_table(4, cluster=0xC1))
+        server, port = await start_distribution_server(cache, "127.0.0.1", 0, tls=None, read_newest=read_newest)
+        router = Router()
+        try:
+            async with subscriber([f"127.0.0.1:{port}"], router, initial=2**62, cluster=0xC1):
+                await eventually(lambda: router.versions == [6], "etcd's newest applied")
+                cache.set_table(make_table(7, cluster=0xC1))
+                await eventually(lambda: router.versions == [6, 7], "the next table applied")
+                assert reads == [REGION]
+        finally:
+            await server.stop(0)
+
+    with caplog.at_level(logging.INFO):
+        run(body())
+    assert "router_beyond_cluster router=router-1" in caplog.text and f"held_version={2**62}" in caplog.text
+    assert f"table_history_rewound cluster=c1 held_version={2**62} version=6" in caplog.text
 
 
 class OlderTableServicer(distribution_pb2_grpc.TableDistributionServicer):

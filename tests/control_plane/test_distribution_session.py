@@ -1,4 +1,5 @@
-"""The control plane's distribution session driven directly, then wired to a router session in memory."""
+"""The control plane's distribution session driven directly, then wired to a router session in memory. Versions
+compare within one etcd cluster; a router holding a version its cluster never wrote is given the newest table."""
 
 from __future__ import annotations
 
@@ -20,17 +21,21 @@ from meridian_common.table_hash import content_hash
 from meridian_proto import distribution_pb2, routing_pb2
 
 REGION = "eu-west"
+C1, C2 = 0xC1, 0xC2  # two etcd clusters
+HUGE = 2**63
 
 
-def make_table(version: int, *, region: str = REGION, bad: bool = False) -> routing_pb2.RoutingTable:
+def make_table(version: int, *, region: str = REGION, bad: bool = False, cluster: int = C1
+               ) -> routing_pb2.RoutingTable:
     models = [routing_pb2.ModelRoute(model="bad" if bad else "m", policy="latency-first")]
     return routing_pb2.RoutingTable(version=version, epoch=1, region=region, models=models,
-                                    content_hash=content_hash(models), source="control-plane")
+                                    content_hash=content_hash(models), source="control-plane", cluster_id=cluster)
 
 
-def hello(version_held: int = 5) -> distribution_pb2.SubscribeRequest:
+def hello(version_held: int = 5, cluster: int = C1) -> distribution_pb2.SubscribeRequest:
     return distribution_pb2.SubscribeRequest(hello=distribution_pb2.RouterHello(
-        router_id="router-1", region=REGION, version_held=version_held, url="http://r1:8080"))
+        router_id="router-1", region=REGION, version_held=version_held, url="http://r1:8080",
+        cluster_id_held=cluster))
 
 
 def ack(version: int) -> distribution_pb2.SubscribeRequest:
@@ -192,6 +197,91 @@ def test_nack_sends_the_coalesced_newer_table() -> None:
     assert response is not None and response.table.version == 9
 
 
+def idle_holding(version: int, cluster: int = C1) -> DistributionSession:
+    session = DistributionSession("cp-1")
+    session.receive(hello(version, cluster), now=100.0)
+    return session
+
+
+@pytest.mark.parametrize(
+    ("held", "offered", "sent"),
+    [
+        ((5, C1), (4, C2), True), ((5, C1), (5, C2), True), ((5, C1), (9, C2), True),
+        ((5, 0), (4, C1), True),  # a router with the bootstrap table, or one stored before clusters
+        ((5, C1), (4, 0), False), ((5, C1), (6, 0), True),  # a table without a cluster: by version
+        ((HUGE, C2), (4, C1), True),
+    ],
+)
+def test_a_table_of_another_cluster_than_the_routers_is_sent_whatever_its_version(
+    held: tuple[int, int], offered: tuple[int, int], sent: bool
+) -> None:
+    session = idle_holding(*held)
+    response = session.offer(make_table(offered[0], cluster=offered[1]))
+    assert (response is not None) is sent
+    if response is not None:
+        assert not response.newest_in_cluster
+        session.receive(ack(offered[0]), now=101.0)
+        assert (session.acked_version, session.acked_cluster_id) == offered
+
+
+@pytest.mark.parametrize(
+    ("held", "offered", "checked"),
+    [
+        ((9, C1), (4, C1), True),
+        ((HUGE, C1), (4, C1), True),
+        ((9, C1), (9, C1), False), ((9, C1), (12, C1), False),
+        ((9, C1), (4, C2), False), ((9, C1), (4, 0), False), ((9, 0), (4, C1), False),
+    ],
+)
+def test_etcd_is_asked_only_when_the_router_holds_a_higher_version_of_the_same_cluster(
+    held: tuple[int, int], offered: tuple[int, int], checked: bool
+) -> None:
+    assert idle_holding(*held).needs_check(make_table(offered[0], cluster=offered[1])) is checked
+
+
+def test_a_router_beyond_its_cluster_gets_the_newest_table_marked_as_such() -> None:
+    session = idle_holding(HUGE)
+    assert session.needs_check(make_table(4)) and session.offer(make_table(4)) is None
+    response = session.offer_newest(make_table(6))
+    assert response == distribution_pb2.SubscribeResponse(table=make_table(6), replica_id="cp-1",
+                                                          newest_in_cluster=True)
+    assert not session.needs_check(make_table(4)), "asked once per version the router holds"
+    session.receive(ack(6), now=101.0)
+    assert (session.acked_version, session.acked_cluster_id) == (6, C1)
+    assert session.offer(make_table(7)) is not None
+
+
+@pytest.mark.parametrize(
+    ("newest", "expected"),
+    [((12, C1), "sent"), ((9, C1), "nothing"), ((4, C2), "sent"), ((6, C1), "sent as newest")],
+    ids=["this-replica-lags", "router-holds-the-newest", "etcd-is-another-cluster-now", "router-beyond"],
+)
+def test_what_etcd_says_decides(newest: tuple[int, int], expected: str) -> None:
+    session = idle_holding(9)
+    assert session.needs_check(make_table(4))
+    response = session.offer_newest(make_table(newest[0], cluster=newest[1]))
+    outcome = "nothing" if response is None else "sent as newest" if response.newest_in_cluster else "sent"
+    assert outcome == expected
+    assert not session.needs_check(make_table(4))
+
+
+def test_a_refused_newest_table_is_not_offered_again() -> None:
+    session = idle_holding(HUGE)
+    assert session.offer_newest(make_table(6)) is not None
+    session.receive(nack(6, "model 'm' is broken"), now=101.0)
+    assert session.offer_newest(make_table(6)) is None
+    assert session.offer(make_table(7)) is None, "still below what the router holds: only etcd can say more"
+    response = session.offer_newest(make_table(7))
+    assert response is not None and response.newest_in_cluster
+
+
+def test_nothing_is_checked_while_a_table_is_in_flight() -> None:
+    session = in_state(SessionState.IN_FLIGHT)
+    assert not session.needs_check(make_table(3))
+    with pytest.raises(SessionProtocolError):
+        session.offer_newest(make_table(3))
+
+
 # In-memory wiring: the control-plane session and the router session exchange messages with no I/O.
 
 
@@ -201,21 +291,25 @@ def refuse_bad(table: routing_pb2.RoutingTable) -> None:
 
 
 class Wire:
-    def __init__(self, held: int = 0) -> None:
+    def __init__(self, held: int = 0, cluster: int = C1) -> None:
         self.router = TableSyncSession(RouterIdentity("router-1", REGION, "http://r1:8080"),
-                                       HeldTable.of(make_table(held)), refuse_bad)
+                                       HeldTable.of(make_table(held, cluster=cluster)), refuse_bad)
         self.server = DistributionSession("cp-1")
         self.applied: list[int] = []
         self.now = 0.0
         assert self.server.receive(self.router.connect(), self.now) is None
 
-    def publish(self, table: routing_pb2.RoutingTable) -> None:
-        response = self.server.offer(table)
+    def publish(self, table: routing_pb2.RoutingTable, etcd_newest: routing_pb2.RoutingTable | None = None) -> None:
+        """The cache's new table; `etcd_newest` is what a read of etcd would give, as the servicer asks it."""
+        if self.server.needs_check(table) and etcd_newest is not None:
+            response = self.server.offer_newest(etcd_newest)
+        else:
+            response = self.server.offer(table)
         # Bounded: each round trip either ends or sends a strictly newer table.
         for _ in range(100):
             if response is None:
                 return
-            verdict = self.router.receive(response.table)
+            verdict = self.router.receive(response.table, newest_in_cluster=response.newest_in_cluster)
             if verdict.reply is None:
                 self.applied.append(response.table.version)
                 reply = self.router.applied()
@@ -243,6 +337,24 @@ def test_wired_router_holding_a_newer_version_is_sent_nothing() -> None:
     wire = Wire(held=9)
     wire.publish(make_table(4))
     assert wire.applied == [] and wire.server.in_flight is None and wire.server.acked_version == 9
+    wire.publish(make_table(4), etcd_newest=make_table(12))  # this replica lagged: etcd has a newer one
+    assert wire.applied == [12]
+
+
+def test_wired_router_with_a_huge_version_recovers_when_etcd_says_so() -> None:
+    wire = Wire(held=HUGE)
+    wire.publish(make_table(4), etcd_newest=make_table(4))
+    assert wire.applied == [4] and wire.router.held.version == 4 == wire.server.acked_version
+    wire.publish(make_table(5))
+    assert wire.applied == [4, 5]
+
+
+def test_wired_router_follows_a_rebuilt_etcd() -> None:
+    wire = Wire(held=900, cluster=C1)
+    wire.publish(make_table(3, cluster=C2))
+    assert wire.applied == [3] and wire.router.held.cluster_id == C2
+    wire.publish(make_table(4, cluster=C2))
+    assert wire.applied == [3, 4]
 
 
 @settings(max_examples=150, deadline=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control_plane.election.campaign import (
+    GUARD_RETRY_S,
     DeleteOp,
     Election,
     Fence,
@@ -32,6 +34,10 @@ from control_plane.election.identity import CandidateIdentity
 from control_plane.election.lease_session import LeaseClock, LeaseSession, SessionLost
 from control_plane.election.machine import ElectionMachine, IllegalTransition, Role, Transition, Trigger
 from regions.local_services import RunningService, start_etcd
+from regions.proxies import _call as proxy_call
+from regions.proxies import create_proxy
+from regions.stack_config import ProxySpec
+from regions.toxiproxy.launcher import start_toxiproxy
 
 TTL_S = 2
 CANDIDATE_SCRIPT = Path(__file__).with_name("election_candidate.py")
@@ -290,6 +296,42 @@ def test_deleted_leader_key_deposes_at_once(etcd: RunningService) -> None:
             assert await a.campaign(timeout_s=5) > first
 
     run(scenario())
+
+
+def test_the_guard_watches_on_after_etcd_compacted_its_term(etcd: RunningService, tmp_path: Path) -> None:
+    """A leader whose link to etcd breaks after etcd compacted past its epoch (a long term under auto-compaction)
+    cannot replay its key's history: its guard reads the key and watches on, so a deletion still deposes it at
+    once instead of going unnoticed until the next fenced write."""
+    prefix = new_prefix()
+    toxiproxy = start_toxiproxy(tmp_path / "toxiproxy.log")
+    try:
+        listen = create_proxy(toxiproxy.url, ProxySpec("etcd", f"{etcd.host}:{etcd.port}", "etcd"))
+        via_proxy = dataclasses.replace(etcd, port=int(listen.rsplit(":", 1)[1]))
+
+        async def set_link(enabled: bool) -> None:
+            await asyncio.to_thread(proxy_call, toxiproxy.url, "POST", "/proxies/etcd", {"enabled": enabled})
+
+        async def scenario() -> None:
+            async with candidate(via_proxy, prefix, "a", ttl_s=5) as a, etcd_client(etcd) as kv:
+                epoch = await a.campaign(timeout_s=5)
+                for _ in range(3):
+                    await kv.put(f"{prefix}/filler".encode(), b"x")
+                compacted = (await kv.get_range(a.key, a.key + b"\0")).header.revision
+                await kv.compact(compacted, physical=True)
+                assert compacted > epoch + 1
+                await set_link(False)
+                await asyncio.sleep(0.3)
+                await set_link(True)
+                await asyncio.sleep(3 * GUARD_RETRY_S)  # the guard's watch broke; it watches again meanwhile
+                assert a.is_leader
+                async with contextlib.aclosing(a.transitions()) as changes:
+                    await kv.delete(a.key)
+                    change = await asyncio.wait_for(anext(changes), timeout=2)
+                assert (change.trigger, change.epoch) == (Trigger.DEPOSED, epoch)
+
+        run(scenario())
+    finally:
+        toxiproxy.stop()
 
 
 def test_resign_hands_over_promptly(etcd: RunningService) -> None:

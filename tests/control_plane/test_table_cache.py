@@ -14,11 +14,13 @@ from meridian_common.table_distribution import NackRecord
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
+C1, C2 = 0xC1, 0xC2  # two etcd clusters
 
-def make_table(version: int, region: str = "eu", model: str = "m") -> routing_pb2.RoutingTable:
+
+def make_table(version: int, region: str = "eu", model: str = "m", cluster: int = C1) -> routing_pb2.RoutingTable:
     models = [routing_pb2.ModelRoute(model=model, policy="latency-first")]
     return routing_pb2.RoutingTable(version=version, epoch=1, region=region, models=models,
-                                    content_hash=content_hash(models), source="control-plane")
+                                    content_hash=content_hash(models), source="control-plane", cluster_id=cluster)
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -56,6 +58,46 @@ def test_same_version_is_a_no_op_unless_its_content_differs() -> None:
     assert cache.set_table(make_table(5)) is False
     with pytest.raises(StaleTableError, match="differs from the cached table of the same version"):
         cache.set_table(make_table(5, model="other"))
+
+
+@pytest.mark.parametrize(
+    ("cached", "offered", "newest", "taken"),
+    [
+        ((5, C1), (4, C2), False, True),  # etcd rebuilt: its versions start anew
+        ((5, C1), (5, C2, "other"), False, True),
+        ((5, C1), (4, C1), True, True),  # read from etcd just now: the cluster no longer has version 5
+        ((5, C1), (4, C1), False, False),
+        ((5, C1), (5, C1, "other"), True, False),  # one version, two contents: never
+        ((5, C1), (6, C1), True, True),
+    ],
+    ids=["other-cluster", "other-cluster-same-version", "newest-in-cluster", "older", "conflicting", "newer"],
+)
+def test_versions_compare_within_one_cluster(
+    cached: tuple[int, int], offered: tuple[int, ...], newest: bool, taken: bool
+) -> None:
+    cache = TableCache("cp-1")
+    cache.set_table(make_table(cached[0], cluster=cached[1]))
+    table = make_table(int(offered[0]), cluster=int(offered[1]), model=str(offered[2]) if len(offered) > 2 else "m")
+    if taken:
+        assert cache.set_table(table, newest=newest)
+        assert cache.get("eu") == table
+    else:
+        with pytest.raises(StaleTableError):
+            cache.set_table(table, newest=newest)
+        assert cache.get("eu") == make_table(cached[0], cluster=cached[1])
+
+
+def test_a_watch_wakes_for_the_same_version_of_another_cluster() -> None:
+    async def body() -> None:
+        cache = TableCache("cp-1")
+        cache.set_table(make_table(3))
+        with cache.watch("eu") as watch:
+            assert (await watch.next()).cluster_id == C1
+            cache.set_table(make_table(3, cluster=C2))
+            assert watch.notified
+            assert (await watch.next()).cluster_id == C2
+
+    run(body())
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from data_plane.app import key_env_allowlist
 from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
 from data_plane.live_state import RouterState
 from data_plane.policies import TrialReason
@@ -26,7 +27,8 @@ def _state(deployments: int = 4, *, max_ejection_percent: float = 50.0) -> Route
             ],
         }},
     })
-    table = snapshot_from_proto(bootstrap_table(config), expected_region="us-east")
+    table = snapshot_from_proto(bootstrap_table(config), expected_region="us-east",
+                               key_envs=key_env_allowlist(config))
     return RouterState(region="us-east", health_settings=HealthCheckConfig(),
                        statistics=StatisticsConfig(stale_after_s=STALE_S), table=table)
 

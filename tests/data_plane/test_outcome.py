@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from data_plane.app import key_env_allowlist
 from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
 from data_plane.deployments.breaker import BreakerState
 from data_plane.live_state import LiveDeployment, RouterState
@@ -32,7 +33,8 @@ def _recorder() -> tuple[OutcomeRecorder, RouterState, RouterMetrics, TelemetryA
         }},
     })
     state = RouterState(region="us-east", health_settings=HealthCheckConfig(), statistics=StatisticsConfig(),
-                        table=snapshot_from_proto(bootstrap_table(config), expected_region="us-east"))
+                        table=snapshot_from_proto(bootstrap_table(config), expected_region="us-east",
+                                                  key_envs=key_env_allowlist(config)))
     metrics, telemetry = RouterMetrics(), TelemetryAccumulators(started_unix_ms=0)
     return OutcomeRecorder(state, metrics, telemetry, "us-east"), state, metrics, telemetry
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
+from data_plane.app import key_env_allowlist
 from data_plane.config import RouterConfig, bootstrap_table
-from data_plane.table.snapshot import InvalidTable, TableSnapshot, snapshot_from_proto
+from data_plane.table.snapshot import InvalidTable, KeyEnvAllowlist, TableSnapshot, snapshot_from_proto
 from meridian_common.catalog import BreakerConfig, CacheConfig
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
@@ -39,6 +40,9 @@ CONFIG = RouterConfig.model_validate({
 })
 
 
+KEY_ENVS = key_env_allowlist(CONFIG)
+
+
 def _table() -> routing_pb2.RoutingTable:
     return bootstrap_table(CONFIG, now_unix_ms=1_700_000_000_000)
 
@@ -53,7 +57,7 @@ def _model(table: routing_pb2.RoutingTable, name: str = "big") -> routing_pb2.Mo
 
 
 def test_bootstrap_table_passes() -> None:
-    snapshot = snapshot_from_proto(_table(), expected_region="us-east")
+    snapshot = snapshot_from_proto(_table(), expected_region="us-east", key_envs=KEY_ENVS)
     assert (snapshot.version, snapshot.epoch, snapshot.region, snapshot.source) == (0, 0, "us-east", "config")
     assert snapshot.computed_at_unix_ms == 1_700_000_000_000
     assert list(snapshot.models) == ["big", "small"]
@@ -75,7 +79,7 @@ def test_unset_breaker_and_cache_take_the_config_defaults() -> None:
     for model in table.models:
         model.ClearField("breaker")
         model.ClearField("cache")
-    snapshot = snapshot_from_proto(_rehashed(table), expected_region="us-east")
+    snapshot = snapshot_from_proto(_rehashed(table), expected_region="us-east", key_envs=KEY_ENVS)
     small = snapshot.models["small"]
     assert small.breaker == BreakerConfig()
     assert (small.cache_enabled, small.cache_ttl_s) == (CacheConfig().enabled, CacheConfig().ttl_s)
@@ -83,7 +87,7 @@ def test_unset_breaker_and_cache_take_the_config_defaults() -> None:
 
 def test_snapshot_is_immutable_and_owns_its_proto() -> None:
     table = _table()
-    snapshot = snapshot_from_proto(table, expected_region="us-east")
+    snapshot = snapshot_from_proto(table, expected_region="us-east", key_envs=KEY_ENVS)
     with pytest.raises(dataclasses.FrozenInstanceError):
         snapshot.version = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -159,6 +163,9 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ("all-zero score weights", lambda t: _model(t).score_weights.CopyFrom(routing_pb2.ScoreWeights()),
      "score_weights must have a weight above 0"),
     ("cache without ttl", lambda t: setattr(_model(t).cache, "ttl_s", 0.0), "cache.ttl_s must be > 0"),
+    ("key variable not allowed", _set(_deployment, "api_key_env", "AWS_SECRET_ACCESS_KEY"),
+     "deployment 'a': api_key_env 'AWS_SECRET_ACCESS_KEY' is not a variable this router lets a table name "
+     "(allowed: MERIDIAN_BACKEND_*, A_KEY)"),
 ]
 
 
@@ -167,24 +174,50 @@ def test_invalid_tables_are_refused_with_the_reason(mutate: Mutation, reason: st
     table = _table()
     mutate(table)
     with pytest.raises(InvalidTable) as raised:
-        snapshot_from_proto(_rehashed(table), expected_region="us-east")
+        snapshot_from_proto(_rehashed(table), expected_region="us-east", key_envs=KEY_ENVS)
     assert reason in str(raised.value)
 
 
 def test_wrong_region_is_refused() -> None:
     with pytest.raises(InvalidTable, match="table is for region 'us-east', this router serves 'eu-west'"):
-        snapshot_from_proto(_table(), expected_region="eu-west")
+        snapshot_from_proto(_table(), expected_region="eu-west", key_envs=KEY_ENVS)
 
 
 def test_content_hash_mismatch_is_refused() -> None:
     table = _table()
     _deployment(table).weight = 5.0  # altered after hashing
     with pytest.raises(InvalidTable, match="content_hash .* does not match the models section"):
-        snapshot_from_proto(table, expected_region="us-east")
+        snapshot_from_proto(table, expected_region="us-east", key_envs=KEY_ENVS)
 
 
 def test_table_without_models_is_refused() -> None:
     table = _table()
     table.ClearField("models")
     with pytest.raises(InvalidTable, match="table has no models"):
-        snapshot_from_proto(_rehashed(table), expected_region="us-east")
+        snapshot_from_proto(_rehashed(table), expected_region="us-east", key_envs=KEY_ENVS)
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [("MERIDIAN_BACKEND_VLLM_KEY", True), ("MERIDIAN_BACKEND_", True), ("A_KEY", True), ("A_KEY_2", False),
+     ("MERIDIAN_ADMIN_TOKEN", False), ("HOME", False), ("meridian_backend_x", False)],
+)
+def test_a_table_may_name_the_prefixed_and_the_configured_variables(name: str, allowed: bool) -> None:
+    table = _table()
+    _deployment(table, 1).api_key_env = name
+    if allowed:
+        snapshot = snapshot_from_proto(_rehashed(table), expected_region="us-east", key_envs=KEY_ENVS)
+        assert snapshot.models["big"].deployments[1].api_key_env == name
+    else:
+        with pytest.raises(InvalidTable, match=f"api_key_env {name!r} is not a variable"):
+            snapshot_from_proto(_rehashed(table), expected_region="us-east", key_envs=KEY_ENVS)
+
+
+def test_the_allowlist_comes_from_backend_keys_and_the_models_section() -> None:
+    config = RouterConfig.model_validate({
+        **CONFIG.model_dump(mode="json"),
+        "backend_keys": {"env_prefixes": ["VLLM_", "OLLAMA_"], "env_names": ["OPENAI_API_KEY"]},
+    })
+    assert key_env_allowlist(config) == KeyEnvAllowlist(("VLLM_", "OLLAMA_"), frozenset({"OPENAI_API_KEY", "A_KEY"}))
+    assert key_env_allowlist(config).describe() == "VLLM_*, OLLAMA_*, A_KEY, OPENAI_API_KEY"
+    assert KeyEnvAllowlist((), frozenset()).describe() == "none"

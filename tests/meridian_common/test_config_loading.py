@@ -93,6 +93,35 @@ def test_validation_errors_name_the_field(tmp_path: Path, change: tuple[str, str
     assert str(path) in message and path_fragment in message and expected_fragment in message
 
 
+@pytest.mark.parametrize(
+    ("extra", "path_fragment", "expected_fragment"),
+    [
+        ("backend_keys: {env_prefixes: ['']}", "backend_keys.env_prefixes", "an empty prefix would let a table"),
+        ("backend_keys: {env_names: [NOT-A-NAME]}", "backend_keys.env_names", "not an environment variable name"),
+        ("admin_token_env: MERIDIAN_BACKEND_ADMIN", "admin_token_env", "holds one of this router's own secrets"),
+        ("client_api_keys_env: CLIENT_KEYS\nbackend_keys: {env_names: [CLIENT_KEYS]}", "client_api_keys_env",
+         "a routing table name it as a backend key"),
+        ("jobs: {callback_secret_env: CB_SECRET}\nbackend_keys: {env_prefixes: [CB_]}", "jobs.callback_secret_env",
+         "rename the variable or narrow backend_keys"),
+    ],
+    ids=["empty-prefix", "bad-name", "admin-token-prefixed", "client-keys-listed", "callback-secret-prefixed"],
+)
+def test_a_table_may_never_name_the_routers_own_secrets(tmp_path: Path, extra: str, path_fragment: str,
+                                                         expected_fragment: str) -> None:
+    path = _write(tmp_path, EXAMPLE + extra + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_router_config(path)
+    message = str(caught.value)
+    assert path_fragment in message and expected_fragment in message, message
+
+
+def test_a_secret_named_as_a_backend_key_in_the_models_section_is_refused(tmp_path: Path) -> None:
+    text = EXAMPLE.replace("max_concurrency: 64", "max_concurrency: 64\n        api_key_env: ROUTER_ADMIN")
+    path = _write(tmp_path, text + "admin_token_env: ROUTER_ADMIN\n")
+    with pytest.raises(ConfigError, match="admin_token_env: ROUTER_ADMIN holds one of this router's own secrets"):
+        load_router_config(path)
+
+
 def test_unknown_fallback_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, EXAMPLE.replace("policy: latency-first", "policy: latency-first\n    fallbacks: [nope]"))
     with pytest.raises(ConfigError, match="unknown fallbacks"):
