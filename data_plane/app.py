@@ -42,6 +42,7 @@ from data_plane.limits.rate_limits import RateLimits
 from data_plane.limits.shared_limits import SharedLimits
 from data_plane.limits.waiting_room import WaitingRooms
 from data_plane.live_state import RouterState
+from data_plane.log_throttle import LogThrottle
 from data_plane.metrics import RouterMetrics
 from data_plane.serving.forwarding import Forwarder, ForwardSettings
 from data_plane.serving.health_probe import run_health_checks
@@ -61,24 +62,42 @@ from meridian_proto import routing_pb2, telemetry_pb2
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ClientError as error:
-        return error.response()
-    except web.HTTPException as error:
-        if error.status < 400:
+# A fault that every request hits logs its traceback this often, not once per request.
+UNHANDLED_TRACEBACK_INTERVAL_S = 60.0
+
+
+def openai_errors(*, metrics: RouterMetrics, region: str, throttle: LogThrottle,
+                  clock: Callable[[], float] = time.monotonic) -> Middleware:
+    """Turns every error into an answer in OpenAI's shape; an unexpected exception is a 500 whose traceback is
+    logged at most once per `throttle` interval per exception type, the rest counted in
+    meridian_unhandled_errors_total and reported as `held_back` in the next line logged."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ClientError as error:
+            return error.response()
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            return error_response(error.status, f"{error.reason}: {request.method} {request.path}",
+                                  code=error.reason.lower().replace(" ", "_"))
+        except (asyncio.CancelledError, ConnectionResetError):
             raise
-        return error_response(error.status, f"{error.reason}: {request.method} {request.path}",
-                              code=error.reason.lower().replace(" ", "_"))
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception(event("unhandled_error", method=request.method, path=request.path))
-        return error_response(500, "the router failed on this request; see its log", code="internal_error")
+        except Exception as error:
+            kind = type(error).__name__
+            metrics.unhandled_errors.labels(region, kind).inc()
+            held_back = throttle.admit(kind, clock())
+            if held_back is not None:
+                log.exception(event("unhandled_error", method=request.method, path=request.path, error=kind,
+                                    held_back=held_back))
+            return error_response(500, "the router failed on this request; see its log", code="internal_error")
+
+    return middleware
 
 
 def _record_table(metrics: RouterMetrics, region: str) -> Callable[[TableSnapshot], None]:
@@ -262,7 +281,9 @@ def create_app(config: RouterConfig) -> web.Application:
                         on_apply=[_record_table(metrics, config.region), _apply_queues(queues)],
                         rate_limits=limits)
     _record_table(metrics, config.region)(table)
-    app = web.Application(middlewares=[openai_errors], client_max_size=config.max_body_bytes + 1)
+    errors = openai_errors(metrics=metrics, region=config.region,
+                           throttle=LogThrottle(UNHANDLED_TRACEBACK_INTERVAL_S))
+    app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes + 1)
     app[CONFIG] = config
     app[ROUTER_ID] = config.router_id or f"{config.region}-{socket.gethostname()}-{os.getpid()}"
     app[STATE] = state

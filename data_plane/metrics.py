@@ -103,6 +103,9 @@ class RouterMetrics:
             "meridian_background_restarts", "Background loops (health checks, shared limits, telemetry, jobs) "
             "started again after an unexpected exception, logged as background_loop_failed.", ("region", "loop"),
             registry=r)
+        self.unhandled_errors = Counter(
+            "meridian_unhandled_errors", "Requests that failed on an unexpected exception (500), by its type; "
+            "their tracebacks are logged at most once per interval per type.", ("region", "exception"), registry=r)
         self.decision_time = Histogram(
             "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"),
             buckets=_DECISION_BUCKETS_S, registry=r)
