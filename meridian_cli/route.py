@@ -65,7 +65,7 @@ def _offline(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
         config = load_router_config(args.config)
         # The state the router would start with; no server is started and no backend called.
         state = create_app(config)[STATE]
-        parsed = parse_openai_request("chat/completions", body)
+        parsed = parse_openai_request("chat/completions", json.dumps(body).encode())
         chain = model_chain(state, parsed, CIMultiDictProxy(CIMultiDict(_headers(args))))
     except (ConfigError, ClientError) as error:
         raise SystemExit(f"meridian route: {error}") from error

@@ -30,6 +30,7 @@ PURE_MODULES = [
     "data_plane.serving.attempt_plan",
     "data_plane.serving.answer_timing",
     "data_plane.serving.backend_answer",
+    "data_plane.serving.request_shapes",
     "data_plane.log_throttle",
     "data_plane.limits.token_bucket",
     "data_plane.limits.admission_queue",

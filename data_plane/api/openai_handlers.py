@@ -9,15 +9,15 @@ from aiohttp import web
 
 from data_plane.app_keys import CONFIG, CREDENTIALS, SERVING, STATE
 from data_plane.serving.pipeline import serve_parsed
-from data_plane.serving.request_parsing import ParsedRequest, parse_openai_request, read_json_body
+from data_plane.serving.request_parsing import parse_openai_request, read_body
+from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.route_planning import decide_model, decision_json, model_chain
 
 
 async def _parsed(request: web.Request, endpoint: str) -> tuple[str, ParsedRequest]:
     """The client's identity and its parsed request."""
     identity = request.app[CREDENTIALS].authenticate(request)
-    body = await read_json_body(request, request.app[CONFIG].max_body_bytes)
-    return identity, parse_openai_request(endpoint, body)
+    return identity, parse_openai_request(endpoint, await read_body(request, request.app[CONFIG].max_body_bytes))
 
 
 async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:

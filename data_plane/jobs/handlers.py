@@ -31,10 +31,10 @@ from data_plane.serving.request_parsing import (
     POLICY_HEADER,
     PRIORITY_HEADER,
     parse_openai_request,
-    read_json_body,
+    read_body,
 )
+from data_plane.serving.request_shapes import InvalidRequest, ParsedRequest, optional_text
 from data_plane.serving.route_planning import model_chain
-from data_plane.serving.usage import estimate_tokens
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # not kept: only the client's identity (a digest of its key, or its address) is stored.
 ROUTING_HEADERS = (POLICY_HEADER, BUDGET_HEADER, PRIORITY_HEADER, QUEUE_PRIORITY_HEADER, "x-meridian-cache",
                    "x-meridian-deterministic")
+_NOT_STORED = ("callback_url", "stream", "stream_options")
 _CANCEL_TRIES = 5
 _MAX_LIST = 1000
 
@@ -97,6 +98,13 @@ def _caller(credentials: Credentials, request: web.Request) -> str | None:
     return credentials.authenticate(request)
 
 
+def _callback_url(parsed: ParsedRequest) -> str | None:
+    try:
+        return optional_text(parsed.body.fields, "callback_url")
+    except InvalidRequest as error:
+        raise ClientError(400, error.message, param=error.param, code=error.code) from error
+
+
 def _not_found(region: str, job_id: str) -> ClientError:
     return ClientError(404, f"no job {job_id!r} in region {region} (never submitted, not yours, "
                        "or expired after jobs.result_ttl_s)", param="id", code="job_not_found")
@@ -121,21 +129,19 @@ async def _visible_job(request: web.Request) -> tuple[JobsRunning, StoredJob]:
 async def submit(request: web.Request) -> web.Response:
     jobs = _jobs(request)
     identity = request.app[CREDENTIALS].authenticate(request)
+    body = await read_body(request, min(jobs.settings.max_body_bytes, request.app[CONFIG].max_body_bytes))
+    return await _submit(request, jobs, identity, parse_openai_request("chat/completions", body))
+
+
+async def _submit(request: web.Request, jobs: JobsRunning, identity: str, parsed: ParsedRequest) -> web.Response:
     settings = jobs.settings
-    body = await read_json_body(request, min(settings.max_body_bytes, request.app[CONFIG].max_body_bytes))
-    callback_url = body.pop("callback_url", None)
-    if callback_url is not None and not isinstance(callback_url, str):
-        raise ClientError(400, "callback_url must be a string", param="callback_url", code="invalid_callback_url")
-    # A job's answer is kept whole, so it is never streamed.
-    body.pop("stream", None)
-    body.pop("stream_options", None)
-    parsed = parse_openai_request("chat/completions", body)
+    callback_url = _callback_url(parsed)
     headers = {name: value for name in ROUTING_HEADERS if (value := request.headers.get(name)) is not None}
     # What would be refused later is refused now: unknown model, bad policy or priority headers, and a client
     # over its limits (charged now, so that a flood of submissions is refused as a flood of requests would be).
     chain = model_chain(request.app[STATE], parsed, CIMultiDictProxy(CIMultiDict(headers)))
     queue_priority(headers)
-    charge_client(request.app[SERVING], identity, chain[0][0], estimate_tokens(parsed.prompt), {})
+    charge_client(request.app[SERVING], identity, chain[0][0], parsed.estimated_prompt_tokens, {})
     if callback_url is not None:
         refusal = callback_refusal(callback_url, settings.callback_host_patterns, has_secret=jobs.callback_signing,
                                    private_addresses=settings.callback_private_addresses)
@@ -144,9 +150,10 @@ async def submit(request: web.Request) -> web.Response:
     job_id = f"job_{uuid.uuid4().hex}"
     state = new_job(job_id, now_ms=now_ms(), max_attempts=settings.max_attempts,
                     callback_max_attempts=settings.callback_max_attempts if callback_url else 0)
+    # A job's answer is kept whole, so it is never streamed.
+    job = JobRequest("chat/completions", parsed.body.without(_NOT_STORED), headers, identity, callback_url)
     try:
-        await jobs.store.submit(state, JobRequest("chat/completions", body, headers,
-                                                  identity, callback_url))
+        await jobs.store.submit(state, job)
     except JobsUnavailable as error:
         log.warning(event("job_submit_refused", model=parsed.model, reason=str(error)))
         raise ClientError(503, f"asynchronous jobs are unavailable: {error}; the job was NOT accepted, retry later",

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
@@ -24,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from data_plane.jobs.state import CallbackStatus, Claim, JobState, JobStatus, apply, claimable
+from data_plane.serving.request_shapes import body_model
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 
@@ -90,23 +92,36 @@ class QueueFull(Exception):
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """What a job runs: the chat completion body (never streamed), the routing headers and the digest of
+    """What a job runs: the chat completion body (JSON, never streamed), the routing headers and the digest of
     the client's key (the key itself is never stored)."""
 
     endpoint: str
-    body: dict[str, Any]
+    body: bytes
     headers: dict[str, str]
     identity: str
     callback_url: str | None = None
 
     def as_json(self) -> bytes:
-        return orjson.dumps({"endpoint": self.endpoint, "body": self.body, "headers": self.headers,
+        return orjson.dumps({"endpoint": self.endpoint, "body": orjson.Fragment(self.body), "headers": self.headers,
                              "identity": self.identity, "callback_url": self.callback_url})
 
     @classmethod
     def from_json(cls, raw: bytes) -> JobRequest:
-        data = orjson.loads(raw)
-        return cls(data["endpoint"], data["body"], data["headers"], data["identity"], data.get("callback_url"))
+        stored = _STORED_REQUEST.decode(raw)
+        return cls(stored.endpoint, bytes(stored.body), stored.headers, stored.identity, stored.callback_url)
+
+
+class _StoredRequest(msgspec.Struct):
+    """A JobRequest as Redis holds it; its body stays bytes (a job's body is read again only to be forwarded)."""
+
+    endpoint: str
+    body: msgspec.Raw
+    headers: dict[str, str]
+    identity: str
+    callback_url: str | None = None
+
+
+_STORED_REQUEST = msgspec.json.Decoder(_StoredRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +146,7 @@ class StoredJob:
             "id": state.id,
             "object": "async.job",
             "status": str(state.status),
-            "model": self.request.body.get("model"),
+            "model": body_model(self.request.body),
             "created_at": state.created_ms // 1000,
             "updated_at": state.updated_ms // 1000,
             "attempts": state.attempts,

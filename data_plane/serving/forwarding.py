@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from data_plane.errors import ClientError
@@ -33,9 +32,8 @@ from data_plane.serving.attempt_plan import AttemptPlan, Ending
 from data_plane.serving.backend_answer import AnswerMeaning, BackendAnswer, classify
 from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder, UsageSink
 from data_plane.serving.relay import PASSED_THROUGH_HEADERS, RetryableFailure, relay_stream, relay_whole
-from data_plane.serving.request_parsing import ParsedRequest
+from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.route_planning import ModelDecision
-from data_plane.serving.usage import estimate_tokens
 from data_plane.table.snapshot import DeploymentSpec
 from meridian_common.logging_setup import event
 
@@ -126,7 +124,7 @@ class Forwarder:
         """Raises Saturated when no deployment was tried only because they were all busy."""
         plan = AttemptPlan(self._settings.max_attempts,
                            deadline if deadline is not None else time.monotonic() + self._settings.request_timeout_s)
-        tokens = estimate_tokens(parsed.prompt)
+        tokens = parsed.estimated_prompt_tokens
         last_model: ModelDecision | None = None
         for model_decision, spec in candidates:
             if model_decision is not last_model:
@@ -216,8 +214,7 @@ class Forwarder:
                        headers: dict[str, str], deadline: float, tokens: int, on_usage: UsageSink | None
                        ) -> web.StreamResponse:
         spec = live.spec
-        body = dict(parsed.body)
-        body["model"] = spec.served_model
+        body = parsed.body.for_model(spec.served_model)
         timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
                                         sock_connect=self._settings.connect_timeout_s)
         in_flight = self._metrics.bound(self._metrics.in_flight, self._settings.region, live.model, spec.name,
@@ -229,7 +226,7 @@ class Forwarder:
         outcome: Outcome | None = None
         overdue = _OverdueVerdict(self._recorder, live, parsed, started, streaming)
         try:
-            async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=orjson.dumps(body),
+            async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=body,
                                           headers=upstream_headers(spec), timeout=timeout) as upstream:
                 answer = classify(upstream.status, upstream.headers.get("Retry-After"), now_unix=time.time())
                 if answer.meaning.falls_back:

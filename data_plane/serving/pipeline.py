@@ -20,10 +20,10 @@ from data_plane.metrics import RouterMetrics
 from data_plane.policies import RouteRequest
 from data_plane.serving.forwarding import Forwarder, Saturated
 from data_plane.serving.outcome import UsageSink
-from data_plane.serving.request_parsing import ParsedRequest
+from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.response_cache import CachedResponse, ResponseCache, cache_key, should_cache
 from data_plane.serving.route_planning import ModelDecision, attempts, model_chain
-from data_plane.serving.usage import Usage, estimate_tokens
+from data_plane.serving.usage import Usage
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec
 
 QUEUE_PRIORITY_HEADER = "x-meridian-queue-priority"
@@ -158,7 +158,7 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
     primary = chain[0][0]
     deadline = request_deadline(request_headers, started, serving.request_timeout_s)
     base_headers = {"x-meridian-table-version": str(serving.state.table.version)}
-    prompt_tokens = estimate_tokens(parsed.prompt)
+    prompt_tokens = parsed.estimated_prompt_tokens
     if not client_charged:
         charge_client(serving, identity, primary, prompt_tokens, base_headers)
     identity_limited = identity if _client_limited(serving, primary) else None
@@ -169,8 +169,8 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
             limits.settle_client(primary.name, identity_limited, prompt_tokens, usage.total_tokens, time.monotonic())
 
     key = None
-    if endpoint != "embeddings" and should_cache(parsed.body, request_headers, model_opted_in=primary.cache_enabled):
-        key = cache_key(endpoint, parsed.body, identity if keyed(identity) else "")
+    if endpoint != "embeddings" and should_cache(parsed, request_headers, model_opted_in=primary.cache_enabled):
+        key = cache_key(parsed, identity if keyed(identity) else "")
         hit = await serving.cache.lookup(key)
         serving.metrics.cache.labels(serving.region, primary.name, "hit" if hit else "miss").inc()
         if hit is not None:

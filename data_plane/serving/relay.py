@@ -12,9 +12,9 @@ import orjson
 from aiohttp import web
 
 from data_plane.serving.backend_answer import BackendAnswer
-from data_plane.serving.request_parsing import ParsedRequest
+from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.sse_usage import StreamUsageScanner
-from data_plane.serving.usage import Usage, completion_text, estimate_tokens, normalise, reported_usage
+from data_plane.serving.usage import Usage, completion_text, normalise, reported_usage
 
 PASSED_THROUGH_HEADERS = ("Content-Type", "openai-processing-ms", "x-request-id")
 
@@ -47,14 +47,14 @@ class StreamRelay:
 async def relay_whole(parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
                       headers: dict[str, str]) -> tuple[web.Response, Usage]:
     payload = await upstream.read()
-    usage = Usage(estimate_tokens(parsed.prompt), 0, estimated=True)
+    usage = Usage(parsed.estimated_prompt_tokens, 0, estimated=True)
     if upstream.status == 200 and upstream.content_type == "application/json":
         try:
             document: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
             document = None
         if isinstance(document, dict):
-            usage = normalise(reported_usage(document), parsed.prompt, completion_text(document))
+            usage = normalise(reported_usage(document), parsed.estimated_prompt_tokens, completion_text(document))
             if "usage" not in document and parsed.endpoint != "embeddings":
                 document["usage"] = usage.as_openai()
                 payload = orjson.dumps(document)
@@ -96,6 +96,6 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
         ) + b"\n\n")
     if broken is None and not client_gone:
         await response.write_eof()
-    usage = Usage(*(scanner.reported or (estimate_tokens(parsed.prompt), scanner.content_chunks)),
+    usage = Usage(*(scanner.reported or (parsed.estimated_prompt_tokens, scanner.content_chunks)),
                   estimated=scanner.reported is None)
     return StreamRelay(response, first_token_at, usage, broken, client_gone)

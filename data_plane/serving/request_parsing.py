@@ -3,16 +3,12 @@ status and OpenAI error a client can act on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from data_plane.errors import ClientError
 from data_plane.policies import RouteRequest
-from data_plane.serving.usage import estimate_tokens, prompt_text
+from data_plane.serving.request_shapes import InvalidRequest, ParsedRequest, parse_request
 from data_plane.table.snapshot import ModelSpec
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 
@@ -20,21 +16,7 @@ POLICY_HEADER = "x-meridian-policy"
 BUDGET_HEADER = "x-latency-budget-ms"
 PRIORITY_HEADER = "x-meridian-priority"
 
-# The field each endpoint cannot do without.
-REQUIRED_FIELD = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedRequest:
-    endpoint: str
-    body: dict[str, Any]
-    model: str
-    streaming: bool
-    prompt: str
-    max_output_tokens: int | None  # max_completion_tokens or max_tokens; None when the request sets neither
-
-
-async def read_json_body(request: web.Request, max_bytes: int) -> dict[str, Any]:
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ClientError(413, f"request body of {request.content_length} bytes is over the limit of "
                           f"{max_bytes} bytes", code="request_too_large")
@@ -46,34 +28,16 @@ async def read_json_body(request: web.Request, max_bytes: int) -> dict[str, Any]
     if len(raw) > max_bytes:
         raise ClientError(413, f"request body of {len(raw)} bytes is over the limit of {max_bytes} bytes",
                           code="request_too_large")
+    return raw
+
+
+def parse_openai_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
+    """The request for `endpoint` whose body is `received`; a 400 in OpenAI's shape when the body is not JSON or a
+    field the router reads does not have OpenAI's shape (data_plane/serving/request_shapes.py)."""
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise ClientError(400, f"request body is not valid JSON: {error}", code="invalid_json") from error
-    if not isinstance(body, dict):
-        raise ClientError(400, "request body must be a JSON object", code="invalid_json")
-    return body
-
-
-def parse_openai_request(endpoint: str, body: dict[str, Any]) -> ParsedRequest:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ClientError(400, "you must provide a model parameter", param="model", code="missing_model")
-    required = REQUIRED_FIELD[endpoint]
-    value = body.get(required)
-    if value is None or (endpoint == "chat/completions" and (not isinstance(value, list) or not value)):
-        raise ClientError(400, f"'{required}' is a required property", param=required,
-                          code="missing_required_parameter")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    prompt = prompt_text(body)
-    return ParsedRequest(
-        endpoint=endpoint,
-        body=body,
-        model=model,
-        streaming=bool(body.get("stream")),
-        prompt=prompt,
-        max_output_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None,
-    )
+        return parse_request(endpoint, received)
+    except InvalidRequest as error:
+        raise ClientError(400, error.message, param=error.param, code=error.code) from error
 
 
 def route_request_from(
@@ -108,7 +72,7 @@ def route_request_from(
         latency_budget_ms=budget_ms,
         priority=priority,
         streaming=parsed.streaming,
-        estimated_input_tokens=estimate_tokens(parsed.prompt),
+        estimated_input_tokens=parsed.estimated_prompt_tokens,
         expected_output_tokens=parsed.max_output_tokens or typical_output_tokens,
         local_ratio=model.local_ratio,
         score_weights=model.score_weights,

@@ -8,7 +8,6 @@ Redis costs no latency on every request. Answers are written after the response 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ import orjson
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
+from data_plane.serving.request_shapes import ParsedRequest
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -36,23 +36,18 @@ class CachedResponse:
     content_type: str
 
 
-def cache_key(endpoint: str, body: dict[str, Any], scope: str) -> str:
-    """`scope` is the client's identity when clients have keys, "" for a cache shared by every client."""
-    normalised = {k: v for k, v in body.items() if k not in _DELIVERY_FIELDS}
-    digest = hashlib.sha256(scope.encode() + b"\0" + endpoint.encode())
-    digest.update(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS))
-    return digest.hexdigest()
+def cache_key(parsed: ParsedRequest, scope: str) -> str:
+    """The request's fields as sent, but those that only change delivery, and its endpoint; `scope` is the client's
+    identity when clients have keys, "" for a cache shared by every client."""
+    return parsed.body.digest(scope.encode() + b"\0" + parsed.endpoint.encode(), _DELIVERY_FIELDS)
 
 
-def should_cache(body: dict[str, Any], headers: Any, *, model_opted_in: bool) -> bool:
+def should_cache(parsed: ParsedRequest, headers: Any, *, model_opted_in: bool) -> bool:
     """The model opted in (a client may only opt out, with `x-meridian-cache: off`), not streamed, and
     deterministic (temperature 0, or `x-meridian-deterministic: true`)."""
-    if not model_opted_in or headers.get(OPT_IN_HEADER, "").lower() == "off" or body.get("stream"):
+    if not model_opted_in or headers.get(OPT_IN_HEADER, "").lower() == "off" or parsed.streaming:
         return False
-    if headers.get(DETERMINISM_HEADER, "").lower() == "true":
-        return True
-    temperature = body.get("temperature")
-    return isinstance(temperature, int | float) and temperature == 0
+    return headers.get(DETERMINISM_HEADER, "").lower() == "true" or parsed.temperature == 0
 
 
 class CacheStore(Protocol):

@@ -13,7 +13,8 @@ from multidict import CIMultiDictProxy
 from data_plane.errors import ClientError
 from data_plane.live_state import RouterState
 from data_plane.policies import Decision, RouteRequest, decide
-from data_plane.serving.request_parsing import ParsedRequest, route_request_from
+from data_plane.serving.request_parsing import route_request_from
+from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec
 
 

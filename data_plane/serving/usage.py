@@ -33,27 +33,10 @@ class Usage:
         }
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (about four characters a token), never below 1 for non-empty text."""
-    return (len(text) + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
-
-
-def prompt_text(body: dict[str, Any]) -> str:
-    """The text a request sends: chat messages (string or content parts), a prompt, or embedding input."""
-    parts: list[str] = []
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [p.get("text", "") for p in content if isinstance(p, dict)]
-    for key in ("prompt", "input"):
-        value = body.get(key)
-        if isinstance(value, str):
-            parts.append(value)
-        elif isinstance(value, list):
-            parts += [v for v in value if isinstance(v, str)]
-    return "\n".join(parts)
+def estimate_tokens(chars: int) -> int:
+    """A tokenizer-free estimate from a text's length (about four characters a token), never below 1 for
+    non-empty text."""
+    return (chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
 
 
 def reported_usage(payload: dict[str, Any]) -> tuple[int, int] | None:
@@ -81,7 +64,8 @@ def completion_text(payload: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-def normalise(reported: tuple[int, int] | None, prompt: str, completion: str) -> Usage:
+def normalise(reported: tuple[int, int] | None, prompt_tokens: int, completion: str) -> Usage:
+    """The usage a backend reported, or the request's estimated prompt tokens and the completion's estimate."""
     if reported is not None:
         return Usage(reported[0], reported[1], estimated=False)
-    return Usage(estimate_tokens(prompt), estimate_tokens(completion), estimated=True)
+    return Usage(prompt_tokens, estimate_tokens(len(completion)), estimated=True)

@@ -150,7 +150,7 @@ def test_placement_moves_the_job_between_indexes() -> None:
 def test_the_document_carries_the_exact_stored_completion() -> None:
     body = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[],"usage":{"total_tokens":3}}'
     done = apply(_running(), Succeed(A), 3000)
-    stored = StoredJob(done, JobRequest("chat/completions", {"model": "m"}, {}, "anonymous"),
+    stored = StoredJob(done, JobRequest("chat/completions", b'{"model": "m"}', {}, "anonymous"),
                        JobResult(200, body, {"x-meridian-backend": "fast"}))
     document = stored.document()
     assert b'"result":' + body in document

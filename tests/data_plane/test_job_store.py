@@ -33,7 +33,7 @@ def _job(created_ms: int | None = None) -> tuple[str, int]:
 async def _submit(store: JobStore, client: str, created_ms: int | None = None) -> str:
     job_id, created = _job(created_ms)
     await store.submit(new_job(job_id, now_ms=created, max_attempts=1),
-                       JobRequest("chat/completions", {"model": "m"}, {}, client))
+                       JobRequest("chat/completions", b'{"model": "m"}', {}, client))
     return job_id
 
 
