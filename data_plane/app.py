@@ -17,6 +17,7 @@ from aiohttp import web
 
 from data_plane.api import openai_handlers, ops_handlers, regions_directory
 from data_plane.app_keys import (
+    BODY_INTAKE,
     CACHE,
     CONFIG,
     CREDENTIALS,
@@ -48,6 +49,7 @@ from data_plane.serving.forwarding import Forwarder, ForwardSettings
 from data_plane.serving.health_probe import run_health_checks
 from data_plane.serving.outcome import OutcomeRecorder
 from data_plane.serving.pipeline import Serving
+from data_plane.serving.request_body import BodyIntake
 from data_plane.serving.response_cache import MemoryCacheStore, RedisCacheStore, ResponseCache
 from data_plane.table.snapshot import InvalidTable, KeyEnvAllowlist, TableSnapshot, snapshot_from_proto
 from data_plane.table.store import TableStore
@@ -290,6 +292,9 @@ def create_app(config: RouterConfig) -> web.Application:
     app[METRICS] = metrics
     app[CREDENTIALS] = Credentials.from_environment(config.client_api_keys_env, config.admin_token_env)
     app[QUEUES] = queues
+    bodies = config.request_bodies
+    app[BODY_INTAKE] = BodyIntake(max_body_bytes=config.max_body_bytes, in_flight_bytes=bodies.in_flight_bytes,
+                                  read_timeout_s=bodies.read_timeout_s, metrics=metrics, region=config.region)
     app[TELEMETRY] = TelemetryAccumulators(started_unix_ms=int(time.time() * 1000))
     if store is not None:
         app[TABLE_STORE] = store

@@ -14,6 +14,7 @@ from data_plane.metrics import RouterMetrics
 from data_plane.serving.forwarding import Forwarder
 from data_plane.serving.outcome import OutcomeRecorder
 from data_plane.serving.pipeline import Serving
+from data_plane.serving.request_body import BodyIntake
 from data_plane.serving.response_cache import ResponseCache
 from data_plane.table.store import TableStore
 from data_plane.table.subscriber import TableSubscriber
@@ -26,6 +27,7 @@ STATE = web.AppKey("state", RouterState)
 METRICS = web.AppKey("metrics", RouterMetrics)
 CREDENTIALS = web.AppKey("credentials", Credentials)
 QUEUES = web.AppKey("queues", WaitingRooms)
+BODY_INTAKE = web.AppKey("body_intake", BodyIntake)
 TELEMETRY = web.AppKey("telemetry", TelemetryAccumulators)
 TABLE_STORE = web.AppKey("table_store", TableStore)
 """Absent unless the config has a state_dir."""

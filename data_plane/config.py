@@ -156,12 +156,23 @@ class BackendKeys(FrozenModel):
         return value
 
 
+class RequestBodyLimits(FrozenModel):
+    """How many bytes of clients' request bodies a router holds at once, and how long it waits for one; a single
+    body's limit is `max_body_bytes` (see docs/router.md)."""
+
+    in_flight_bytes: int = Field(
+        64 * MiB, gt=0, description="request body bytes held at once, each from its first byte read to its answer; "
+        "a body that does not fit is a 503 with Retry-After")
+    read_timeout_s: float = Field(30.0, gt=0, description="time to receive a whole body; a slower client gets 408")
+
+
 class RouterConfig(FrozenModel):
     region: str = Field(min_length=1)
     listen: Listen = Listen()
     router_id: str | None = None
     models: dict[str, ModelConfig] = Field(min_length=1)
-    max_body_bytes: int = Field(16 * MiB, gt=0)
+    max_body_bytes: int = Field(16 * MiB, gt=0, description="one request body's limit; 413 above it")
+    request_bodies: RequestBodyLimits = RequestBodyLimits()
     request_timeout_s: float = Field(120.0, gt=0, description="overall deadline of one request")
     connect_timeout_s: float = Field(2.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="deployments tried before giving up")
@@ -208,6 +219,12 @@ class RouterConfig(FrozenModel):
                 raise ValueError(f"model {name!r} names itself as a fallback")
         return self
 
+    @model_validator(mode="after")
+    def _largest_body_fits(self) -> RouterConfig:
+        if self.request_bodies.in_flight_bytes < self.max_body_bytes:
+            raise ValueError(f"request_bodies.in_flight_bytes ({self.request_bodies.in_flight_bytes}) is below "
+                             f"max_body_bytes ({self.max_body_bytes}): a body of the largest size could never be read")
+        return self
 
     def backend_key_env_names(self) -> frozenset[str]:
         """The variables a table may name exactly: `backend_keys.env_names` and those of the `models` section."""

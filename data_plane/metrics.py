@@ -103,6 +103,12 @@ class RouterMetrics:
             "meridian_background_restarts", "Background loops (health checks, shared limits, telemetry, jobs) "
             "started again after an unexpected exception, logged as background_loop_failed.", ("region", "loop"),
             registry=r)
+        self.request_body_bytes_held = Gauge(
+            "meridian_request_body_bytes_held", "Bytes of request bodies held, from the first byte read to the "
+            "answer (request_bodies.in_flight_bytes caps it).", ("region",), registry=r)
+        self.request_bodies_refused = Counter(
+            "meridian_request_bodies_refused", "Request bodies refused before they were parsed: too_large (413), "
+            "over_budget (503), read_timeout (408).", ("region", "reason"), registry=r)
         self.unhandled_errors = Counter(
             "meridian_unhandled_errors", "Requests that failed on an unexpected exception (500), by its type; "
             "their tracebacks are logged at most once per interval per type.", ("region", "exception"), registry=r)

@@ -34,6 +34,7 @@ PURE_MODULES = [
     "data_plane.log_throttle",
     "data_plane.limits.token_bucket",
     "data_plane.limits.admission_queue",
+    "data_plane.limits.body_budget",
     "data_plane.telemetry.accumulator",
     "data_plane.callback_rules",
     # the table and its distribution

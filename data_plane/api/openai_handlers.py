@@ -7,29 +7,24 @@ from functools import partial
 
 from aiohttp import web
 
-from data_plane.app_keys import CONFIG, CREDENTIALS, SERVING, STATE
+from data_plane.app_keys import BODY_INTAKE, CONFIG, CREDENTIALS, SERVING, STATE
 from data_plane.serving.pipeline import serve_parsed
-from data_plane.serving.request_parsing import parse_openai_request, read_body
-from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.route_planning import decide_model, decision_json, model_chain
 
 
-async def _parsed(request: web.Request, endpoint: str) -> tuple[str, ParsedRequest]:
-    """The client's identity and its parsed request."""
-    identity = request.app[CREDENTIALS].authenticate(request)
-    return identity, parse_openai_request(endpoint, await read_body(request, request.app[CONFIG].max_body_bytes))
-
-
 async def completion(request: web.Request, endpoint: str) -> web.StreamResponse:
-    identity, parsed = await _parsed(request, endpoint)
-    return await serve_parsed(request.app[SERVING], parsed, request.headers, identity=identity, request=request)
+    identity = request.app[CREDENTIALS].authenticate(request)
+    async with request.app[BODY_INTAKE].receive(request, endpoint) as parsed:
+        return await serve_parsed(request.app[SERVING], parsed, request.headers, identity=identity, request=request)
 
 
 async def route_dry_run(request: web.Request) -> web.Response:
-    _, parsed = await _parsed(request, "chat/completions")
-    state, now = request.app[STATE], time.monotonic()
-    decisions = [decide_model(state, model, route_request, now)
-                 for model, route_request in model_chain(state, parsed, request.headers)]
+    request.app[CREDENTIALS].authenticate(request)
+    state = request.app[STATE]
+    async with request.app[BODY_INTAKE].receive(request, "chat/completions") as parsed:
+        now = time.monotonic()
+        decisions = [decide_model(state, model, route_request, now)
+                     for model, route_request in model_chain(state, parsed, request.headers)]
     return web.json_response({
         "region": request.app[CONFIG].region,
         "table_version": state.table.version,

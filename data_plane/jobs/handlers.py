@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from data_plane.app_keys import CONFIG, CREDENTIALS, METRICS, ROUTER_ID, SERVING, STATE
+from data_plane.app_keys import BODY_INTAKE, CONFIG, CREDENTIALS, METRICS, ROUTER_ID, SERVING, STATE
 from data_plane.auth import Credentials
 from data_plane.callback_rules import callback_refusal
 from data_plane.config import JobsConfig
@@ -26,13 +26,7 @@ from data_plane.jobs.state import Cancel, IllegalTransition, JobStatus, apply, n
 from data_plane.jobs.store import JOB_ID, JobRequest, JobStore, JobsUnavailable, QueueFull, StoredJob, now_ms
 from data_plane.jobs.worker import JobWorker
 from data_plane.serving.pipeline import QUEUE_PRIORITY_HEADER, charge_client, queue_priority
-from data_plane.serving.request_parsing import (
-    BUDGET_HEADER,
-    POLICY_HEADER,
-    PRIORITY_HEADER,
-    parse_openai_request,
-    read_body,
-)
+from data_plane.serving.request_parsing import BUDGET_HEADER, POLICY_HEADER, PRIORITY_HEADER
 from data_plane.serving.request_shapes import InvalidRequest, ParsedRequest, optional_text
 from data_plane.serving.route_planning import model_chain
 from meridian_common.logging_setup import event
@@ -129,8 +123,10 @@ async def _visible_job(request: web.Request) -> tuple[JobsRunning, StoredJob]:
 async def submit(request: web.Request) -> web.Response:
     jobs = _jobs(request)
     identity = request.app[CREDENTIALS].authenticate(request)
-    body = await read_body(request, min(jobs.settings.max_body_bytes, request.app[CONFIG].max_body_bytes))
-    return await _submit(request, jobs, identity, parse_openai_request("chat/completions", body))
+    # Every job body is kept in Redis until result_ttl_s: jobs have a limit of their own.
+    async with request.app[BODY_INTAKE].receive(request, "chat/completions",
+                                                max_body_bytes=jobs.settings.max_body_bytes) as parsed:
+        return await _submit(request, jobs, identity, parsed)
 
 
 async def _submit(request: web.Request, jobs: JobsRunning, identity: str, parsed: ParsedRequest) -> web.Response:

@@ -3,7 +3,6 @@ status and OpenAI error a client can act on."""
 
 from __future__ import annotations
 
-from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from data_plane.errors import ClientError
@@ -15,21 +14,6 @@ from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 POLICY_HEADER = "x-meridian-policy"
 BUDGET_HEADER = "x-latency-budget-ms"
 PRIORITY_HEADER = "x-meridian-priority"
-
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise ClientError(413, f"request body of {request.content_length} bytes is over the limit of "
-                          f"{max_bytes} bytes", code="request_too_large")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as error:
-        raise ClientError(413, f"request body is over the limit of {max_bytes} bytes",
-                          code="request_too_large") from error
-    if len(raw) > max_bytes:
-        raise ClientError(413, f"request body of {len(raw)} bytes is over the limit of {max_bytes} bytes",
-                          code="request_too_large")
-    return raw
-
 
 def parse_openai_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
     """The request for `endpoint` whose body is `received`; a 400 in OpenAI's shape when the body is not JSON or a

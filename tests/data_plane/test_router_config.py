@@ -1,0 +1,41 @@
+"""The router config's request-body limits: defaults, and invalid values refused with the field's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_plane.config import MiB, RouterConfig, load_router_config
+from meridian_common.config_loading import ConfigError
+
+MODELS = """models:
+  m:
+    deployments:
+      - {name: a, url: "http://127.0.0.1:9/v1", served_model: m, region: r}
+"""
+
+
+def _load(tmp_path: Path, extra: str) -> RouterConfig:
+    path = tmp_path / "router.yaml"
+    path.write_text(f"region: r\n{extra}\n{MODELS}")
+    return load_router_config(path)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    config = _load(tmp_path, "")
+    bodies = config.request_bodies
+    assert (config.max_body_bytes, bodies.in_flight_bytes, bodies.read_timeout_s) == (16 * MiB, 64 * MiB, 30.0)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("request_bodies: {in_flight_bytes: 0}", "request_bodies.in_flight_bytes"),
+    ("request_bodies: {read_timeout_s: 0}", "request_bodies.read_timeout_s"),
+    ("request_bodies: {in_flight: 5}", "request_bodies.in_flight"),
+    ("max_body_bytes: 1000\nrequest_bodies: {in_flight_bytes: 999}",
+     "request_bodies.in_flight_bytes (999) is below max_body_bytes (1000)"),
+])
+def test_invalid_body_limits_name_the_field(tmp_path: Path, extra: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, extra)
+    assert expected in str(caught.value)
