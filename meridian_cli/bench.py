@@ -81,6 +81,20 @@ def _etcd_growth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _big_bodies(args: argparse.Namespace) -> int:
+    from benchmarks.big_bodies import SHAPES, BigBodiesSettings, format_table, main_big_bodies, target_verdicts
+
+    unknown = [shape for shape in args.shapes if shape not in SHAPES]
+    if unknown:
+        print(f"meridian bench big-bodies: unknown shapes {unknown}; expected some of {', '.join(SHAPES)}",
+              file=sys.stderr)
+        return 2
+    settings = BigBodiesSettings(bodies=args.bodies, body_mib=args.body_mib, shapes=tuple(args.shapes))
+    figures = main_big_bodies(settings, _progress(args.json))
+    _print(args, figures, format_table)
+    return 0 if all(ok for _, ok in target_verdicts(figures)) or not args.strict else 1
+
+
 def _print(args: argparse.Namespace, figures: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:
     print(json.dumps(figures, indent=None if args.json else 2) if args.json else table(figures))
 
@@ -105,6 +119,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     burst.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     add_workload_flags(burst)
     burst.set_defaults(handler=_burst)
+
+    big = benches.add_parser("big-bodies", help="concurrent bodies of the largest size: router memory and /health")
+    big.add_argument("--bodies", type=int, default=4, help="bodies sent at once (default 4)")
+    big.add_argument("--body-mib", type=float, default=16.0, help="size of each, and max_body_bytes (default 16)")
+    big.add_argument("--shapes", nargs="+", default=["empty-objects", "long-text", "tiny-parts"],
+                     help="body shapes, one round each (default: all)")
+    big.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    big.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    big.set_defaults(handler=_big_bodies)
 
     propagation = benches.add_parser("propagation", help="policy push -> every router applied the new table")
     propagation.add_argument("--pushes", type=int, default=30)
