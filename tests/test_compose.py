@@ -60,7 +60,8 @@ _CONTAINER_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _METRIC_NAME = re.compile(r"\b(?:meridian_[a-zA-Z0-9_]+|vllm:[a-zA-Z0-9_:]+|sim_[a-zA-Z0-9_]+)")
 _COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 # What a user must set before `docker compose up` (the file gives these no default), as the tests set them.
-REQUIRED_ENVIRONMENT: Mapping[str, str] = {"MERIDIAN_ADMIN_TOKEN": "compose-test-admin-token"}
+REQUIRED_ENVIRONMENT: Mapping[str, str] = {"MERIDIAN_ADMIN_TOKEN": "compose-test-admin-token",
+                                           "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana-password"}
 
 
 # --- reading the compose file -------------------------------------------------------------------------------
@@ -312,6 +313,15 @@ def test_the_admin_token_has_no_default() -> None:
         assert compose_value(raw, {"MERIDIAN_ADMIN_TOKEN": "s3cret"}) == "s3cret"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored, ".env holds the token: it must stay out of the image's build context"
+
+
+def test_grafana_has_no_default_admin_password() -> None:
+    """admin / admin is the first password anyone tries."""
+    raw = str(services()["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"])
+    for environment in ({}, {"GRAFANA_ADMIN_PASSWORD": ""}):
+        with pytest.raises(UnsetVariable, match="GRAFANA_ADMIN_PASSWORD"):
+            compose_value(raw, environment)
+    assert compose_value(raw, {"GRAFANA_ADMIN_PASSWORD": "s3cret"}) == "s3cret"
 
 
 def test_etcd_compacts_its_history_as_the_launcher_does() -> None:
