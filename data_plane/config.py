@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import Field, HttpUrl, PrivateAttr, field_validator, model_validator
 
 from data_plane.callback_rules import HostPattern
 from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
@@ -112,18 +112,20 @@ class JobsConfig(FrozenModel):
     callback_backoff_s: float = Field(1.0, gt=0, description="first retry delay of a callback, doubled each time")
     callback_timeout_s: float = Field(5.0, gt=0)
 
+    _callback_host_patterns: tuple[HostPattern, ...] = PrivateAttr(())
+
     @model_validator(mode="after")
     def _host_patterns(self) -> JobsConfig:
-        for pattern in self.callback_allowed_hosts:
-            try:
-                HostPattern.parse(pattern)
-            except ValueError as error:
-                raise ValueError(f"callback_allowed_hosts: {error}") from error
+        # Parsed once here, not on every submit that names a callback.
+        try:
+            self._callback_host_patterns = tuple(HostPattern.parse(p) for p in self.callback_allowed_hosts)
+        except ValueError as error:
+            raise ValueError(f"callback_allowed_hosts: {error}") from error
         return self
 
     @property
     def callback_host_patterns(self) -> tuple[HostPattern, ...]:
-        return tuple(HostPattern.parse(pattern) for pattern in self.callback_allowed_hosts)
+        return self._callback_host_patterns
 
 
 class BackendKeys(FrozenModel):
