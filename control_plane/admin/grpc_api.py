@@ -12,7 +12,7 @@ import grpc
 
 from control_plane.admin.cluster_status import status_proto
 from control_plane.admin.service import AdminError, AdminService, ErrorKind, PolicyResult, bearer_of, token_matches
-from control_plane.distribution.server import ServerTlsSettings
+from control_plane.distribution.server import ServerTlsSettings, bind_server
 from control_plane.distribution.table_cache import TableCache
 from meridian_common.logging_setup import event
 from meridian_proto import policy_pb2, policy_pb2_grpc
@@ -112,13 +112,7 @@ async def start_admin_grpc_server(
     """`tls` is the server certificate only: operators authenticate with the token, not a certificate."""
     server = grpc.aio.server()
     policy_pb2_grpc.add_AdminServicer_to_server(AdminServicer(service, cache, token=token), server)
-    address = f"{host}:{port}"
-    if tls is None:
-        bound = server.add_insecure_port(address)
-    else:
-        bound = server.add_secure_port(address, tls.credentials())
-    if bound == 0:
-        raise OSError(f"could not bind the admin gRPC server to {address}")
+    bound = bind_server(server, host, port, tls, "the admin gRPC server")
     await server.start()
     log.info(event("admin_grpc_started", address=f"{host}:{bound}", tls=tls is not None))
     return server, bound

@@ -190,6 +190,16 @@ async def _pump_tables(watch: RegionWatch, inbox: asyncio.Queue[_Inbound]) -> No
         await inbox.put(await watch.next())
 
 
+def bind_server(server: grpc.aio.Server, host: str, port: int, tls: ServerTlsSettings | None, what: str) -> int:
+    """Binds `server` to host:port, on TLS when `tls` is given; returns the bound port (for port 0). Raises
+    OSError naming `what` when the address cannot be bound."""
+    address = f"{host}:{port}"
+    bound = server.add_insecure_port(address) if tls is None else server.add_secure_port(address, tls.credentials())
+    if bound == 0:
+        raise OSError(f"could not bind {what} to {address}")
+    return bound
+
+
 async def start_distribution_server(
     cache: TableCache, host: str, port: int, *, tls: ServerTlsSettings | None, hello_timeout_s: float = 10.0,
     read_newest: ReadNewest | None = None,
@@ -202,13 +212,7 @@ async def start_distribution_server(
     distribution_pb2_grpc.add_TableDistributionServicer_to_server(
         TableDistributionServicer(cache, hello_timeout_s=hello_timeout_s, read_newest=read_newest), server
     )
-    address = f"{host}:{port}"
-    if tls is None:
-        bound_port = server.add_insecure_port(address)
-    else:
-        bound_port = server.add_secure_port(address, tls.credentials())
-    if bound_port == 0:
-        raise OSError(f"could not bind the table distribution server to {address}")
+    bound_port = bind_server(server, host, port, tls, "the table distribution server")
     await server.start()
     log.info(event("distribution_server_started", address=f"{host}:{bound_port}", tls=tls is not None,
                    mutual_tls=tls is not None and tls.client_ca_pem is not None, replica=cache.replica_id))
