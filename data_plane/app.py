@@ -168,16 +168,13 @@ async def _health_checks(app: web.Application) -> AsyncIterator[None]:
 
 async def _response_cache(app: web.Application) -> AsyncIterator[None]:
     redis_url = app[CONFIG].redis_url
-    if redis_url is None:
-        cache = app[CACHE] = ResponseCache(MemoryCacheStore())
-        yield
-        await cache.drain()
-        return
-    client = redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25)
-    cache = app[CACHE] = ResponseCache(RedisCacheStore(client))
+    client = (None if redis_url is None
+              else redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25))
+    cache = app[CACHE] = ResponseCache(MemoryCacheStore() if client is None else RedisCacheStore(client))
     yield
     await cache.drain()
-    await client.aclose()
+    if client is not None:
+        await client.aclose()
 
 
 async def _serving(app: web.Application) -> AsyncIterator[None]:
