@@ -68,8 +68,9 @@ def test_a_router_holding_a_table_its_cluster_never_wrote_takes_the_real_one(
     if cluster == "same":
         replicas = "".join(r.log_path.read_text() for r in stack.replicas.values())
         assert f"router_beyond_cluster router={ROUTER}" in replicas and f"held_version={HUGE}" in replicas
-    stored = _store(stack).load()
-    assert stored is not None and stored.version == table["version"], "the real table is persisted in its place"
+    # The router saves a table after it has applied and acknowledged it, off the event loop: wait for the save.
+    wait_for(lambda: (stored := _store(stack).load()) is not None and stored.version == table["version"],
+             "the real table persisted in place of the one its cluster never wrote", timeout_s=5)
 
     status, reply = http_json("POST", f"{stack.admin_url()}/v1/policy/set",
                               {"region": "eu-west", "model": MODEL, "policy": "cost-first",
