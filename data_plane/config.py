@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, HttpUrl, PrivateAttr, field_validator, model_validator
 
@@ -47,6 +48,31 @@ class StatisticsConfig(FrozenModel):
     decay_s: float = Field(2.0, gt=0, description="time constant of the recent TTFT and TPOT that predict latency")
     stale_after_s: float = Field(10.0, gt=0, description="with no sample for this long a figure is unknown, and a "
                                  "local deployment that got no request for this long is due a trial")
+
+
+class EngineMetricsConfig(FrozenModel):
+    """Scraping each local deployment's own metrics page (vLLM's, SGLang's): its queue, KV-cache use and
+    throughput. A backend without one (Ollama) simply has no engine figures."""
+
+    enabled: bool = True
+    path: str = Field("/metrics", pattern=r"^/", description="appended to the deployment's URL without its /v1")
+    interval_s: float = Field(0.25, gt=0, description="how often each local deployment is scraped")
+    timeout_s: float = Field(1.0, gt=0)
+    stale_after_s: float = Field(2.0, gt=0, description="scraped figures older than this are not used")
+    table_stale_after_s: float = Field(
+        15.0, gt=0, description="other regions' figures, which come in the table, older than this are not used")
+    names: Literal["auto", "vllm", "sglang"] = Field(
+        "auto", description="the metric names to read; auto: whichever the page has")
+
+
+class PrefixAffinityConfig(FrozenModel):
+    """Prefers the deployment likely to hold a prompt's leading blocks in its prefix cache, weighed against
+    its load: the prefill the cache saves is taken off that deployment's predicted time to first token."""
+
+    enabled: bool = True
+    block_chars: int = Field(256, ge=16, description="characters of prompt text per hashed block (~64 tokens)")
+    max_blocks: int = Field(256, ge=1, description="leading blocks hashed per request; longer prompts stop there")
+    blocks_per_deployment: int = Field(16_384, ge=1, description="block hashes remembered per deployment (LRU)")
 
 
 class ControlPlaneLink(FrozenModel):
@@ -194,6 +220,8 @@ class RouterConfig(FrozenModel):
     telemetry: TelemetryConfig = TelemetryConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
     statistics: StatisticsConfig = StatisticsConfig()
+    engine_metrics: EngineMetricsConfig = EngineMetricsConfig()
+    prefix_affinity: PrefixAffinityConfig = PrefixAffinityConfig()
     rate_limits: RateLimitSettings = RateLimitSettings()
     jobs: JobsConfig = JobsConfig()
     backend_keys: BackendKeys = BackendKeys()

@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from data_plane.config import HealthCheckConfig, StatisticsConfig
+from data_plane.config import EngineMetricsConfig, HealthCheckConfig, StatisticsConfig
 from data_plane.deployments.breaker import BreakerState, CircuitBreaker, ejection_limit
 from data_plane.deployments.health import DeploymentHealth
 from data_plane.deployments.stats import DeploymentStats, StatsView
 from data_plane.limits.rate_limits import Limits, RateLimits
 from data_plane.policies import Candidate, PolicyState, TrialReason
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec, TableSnapshot
+from meridian_common.engine_figures import EngineFigures
 
 DeploymentKey = tuple[str, str]
 """(logical model, deployment name)"""
@@ -32,6 +33,8 @@ class LiveDeployment:
     health: DeploymentHealth
     saturated_until: float = -math.inf  # monotonic: the backend's last 429 asked for no request before then
     misconfigured_status: int = 0  # the status of its last misconfigured answer (401, 404...); 0 once it answers
+    engine: EngineFigures | None = None  # its engine's own figures, last scraped by this router
+    engine_at: float = -math.inf  # monotonic: when `engine` was scraped
 
     def saturation(self, now: float) -> str | None:
         """Why the deployment is no candidate for its backend's Retry-After, or None."""
@@ -52,6 +55,7 @@ class RouterState:
     rng: random.Random = field(default_factory=random.Random)
     on_apply: list[Callable[[TableSnapshot], None]] = field(default_factory=list)
     rate_limits: RateLimits | None = None
+    engine_metrics: EngineMetricsConfig = field(default_factory=EngineMetricsConfig)
     # model -> (when computed, typical answer length): recomputed at most every `_TYPICAL_REFRESH_S`.
     _typical: dict[str, tuple[float, int]] = field(default_factory=dict)
 
@@ -104,6 +108,7 @@ class RouterState:
         """`tokens`: the request's prompt estimate, which a deployment's tpm must still cover."""
         result = []
         limits = self.rate_limits
+        now_unix_ms = time.time() * 1000
         for spec in model.deployments:
             entry = self.live[(model.name, spec.name)]
             view = entry.stats.view(now)
@@ -119,8 +124,20 @@ class RouterState:
                 if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None,
                 backend_saturated=entry.saturation(now),
                 trial=self._trial_due(entry, breaker_state, view, local, now),
+                engine=self._engine(entry, now, now_unix_ms),
             ))
         return result
+
+    def _engine(self, entry: LiveDeployment, now: float, now_unix_ms: float) -> EngineFigures | None:
+        """The engine's figures if fresh: this router's own scrape, else (another region's deployment, or one
+        this router does not scrape) the control plane's, carried in the table."""
+        settings = self.engine_metrics
+        if entry.engine is not None and now - entry.engine_at <= settings.stale_after_s:
+            return entry.engine
+        carried = entry.spec.engine
+        if carried is not None and now_unix_ms - carried.observed_at_unix_ms <= settings.table_stale_after_s * 1000:
+            return carried
+        return None
 
     def _trial_due(self, entry: LiveDeployment, breaker_state: BreakerState, view: StatsView, local: bool,
                    now: float) -> TrialReason | None:

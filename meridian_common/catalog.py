@@ -37,6 +37,8 @@ class DeploymentConfig(FrozenModel):
     weight: float = Field(1.0, ge=0)
     rpm_limit: int = Field(0, ge=0)
     tpm_limit: int = Field(0, ge=0)
+    context_window: int = Field(0, ge=0, description="most tokens (prompt + answer) the deployment accepts, as "
+                                "its server's max_model_len; a longer request is not sent there; 0 = not declared")
 
 
 # Fields that judged a whole answer's time, which grows with the answer's length; each names its replacement.
@@ -90,12 +92,21 @@ class ScoreWeightsConfig(FrozenModel):
     latency: float = Field(ge=0)
     cost: float = Field(ge=0)
     quality: float = Field(ge=0)
+    load: float = Field(0.0, ge=0, description="the engine's queue and KV-cache use; 0 = not weighed")
 
     @model_validator(mode="after")
     def _some_weight(self) -> ScoreWeightsConfig:
-        if not self.latency + self.cost + self.quality > 0:
-            raise ValueError("at least one of latency, cost and quality must be above 0")
+        if not self.latency + self.cost + self.quality + self.load > 0:
+            raise ValueError("at least one of latency, cost, quality and load must be above 0")
         return self
+
+
+class SaturationConfig(FrozenModel):
+    """A deployment whose engine reports more waiting requests or a fuller KV cache than this is not a
+    candidate, unless every deployment of the model is over (then the thresholds are ignored)."""
+
+    max_requests_waiting: int = Field(8, ge=0, description="the engine's waiting queue; 0 = no limit")
+    max_kv_cache_usage: float = Field(0.95, ge=0, le=1, description="fraction of the KV cache in use; 0 = no limit")
 
 
 class RoutingDefaults(FrozenModel):
@@ -117,6 +128,7 @@ class RoutingDefaults(FrozenModel):
     local_ratio: float = Field(1.0, ge=0, le=1)
     client_limits: RateLimitsConfig = Field(RateLimitsConfig(), description="per client API key")
     queue: QueueConfig = QueueConfig()
+    saturation: SaturationConfig = SaturationConfig()
 
     @field_validator("policy")
     @classmethod
@@ -174,6 +186,7 @@ def deployment_proto(deployment: DeploymentConfig, region: str | None = None) ->
         weight=deployment.weight,
         rpm_limit=deployment.rpm_limit,
         tpm_limit=deployment.tpm_limit,
+        context_window=deployment.context_window,
     )
 
 
@@ -198,4 +211,5 @@ def model_route_proto(name: str, model: ModelConfig, region: str | None = None) 
                        if model.client_limits.rpm or model.client_limits.tpm else None),
         queue_size=model.queue.size,
         queue_timeout_s=model.queue.timeout_s,
+        saturation=routing_pb2.SaturationSettings(**model.saturation.model_dump()),
     )

@@ -55,6 +55,7 @@ PURE_MODULES = [
     "meridian_common.catalog",
     "meridian_common.histogram",
     "meridian_common.telemetry_counts",
+    "meridian_common.engine_figures",
     "meridian_common.table_hash",
     "meridian_common.workload",
     # what a run's verdicts are computed from

@@ -42,7 +42,7 @@ _REPLACED = {
                   "answer's length, so a p95 threshold on it ejects deployments for writing long answers",
 }
 _LIMIT_KEYS = ("rpm", "tpm")
-_SCORE_KEYS = ("latency", "cost", "quality")
+_SCORE_KEYS = ("latency", "cost", "quality", "load")
 # `meridian policy set` flags that set one key of a limits message.
 _SHORTHANDS = {
     "rpm": ("client_limits", "rpm"),

@@ -12,6 +12,7 @@ from data_plane.deployments.stats import StatsView
 from data_plane.policies.exclusion import Exclusion
 from data_plane.policies.prediction import Prediction
 from data_plane.table.snapshot import DeploymentSpec
+from meridian_common.engine_figures import EngineFigures
 
 
 class TrialReason(StrEnum):
@@ -33,6 +34,7 @@ class Candidate(NamedTuple):
     rate_limited: str | None = None  # why the deployment's rpm/tpm cannot take this request now
     backend_saturated: str | None = None  # the backend answered 429 and its Retry-After has not passed: for how long
     trial: TrialReason | None = None
+    engine: EngineFigures | None = None  # the engine's own load figures, when fresh ones are known
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,10 @@ class RouteRequest:
     estimated_input_tokens: int
     expected_output_tokens: int  # max_tokens, or the model's typical answer length
     local_ratio: float = 1.0  # fixed-ratio: share of requests for local deployments
-    score_weights: tuple[float, float, float] | None = None  # scored: (latency, cost, quality) over the preset
+    score_weights: tuple[float, float, float, float] | None = None  # scored: (latency, cost, quality, load)
     locality_margin: float = 0.0  # a remote deployment ranks as if its predicted latency were this much higher
+    max_requests_waiting: int = 0  # an engine queue longer than this takes a deployment out, unless all are; 0 = off
+    max_kv_cache_usage: float = 0.0  # an engine KV cache fuller than this does the same; 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class CandidateFigures:
     predicted_ms: float  # ttft + tpot x expected output tokens
     estimate: str  # where the TTFT and TPOT came from
     cost: float  # expected cost of this request in currency units
+    load: float  # the engine's queue and KV-cache use, 0..1
     quality: float
     score: float | None  # only the scored policy scores
     in_flight: int
@@ -105,10 +110,11 @@ class UnknownPolicy(ValueError):
 class Measured:
     """One candidate with the figures the policies compare, computed once per decision."""
 
-    __slots__ = ("position", "candidate", "exclusion", "prediction", "latency_ms", "ranked_ms", "cost", "score")
+    __slots__ = ("position", "candidate", "exclusion", "prediction", "latency_ms", "ranked_ms", "cost", "load",
+                 "score")
 
     def __init__(self, position: int, candidate: Candidate, exclusion: Exclusion | None, prediction: Prediction,
-                 latency_ms: float, ranked_ms: float, cost: float) -> None:
+                 latency_ms: float, ranked_ms: float, cost: float, load: float) -> None:
         self.position = position
         self.candidate = candidate
         self.exclusion = exclusion
@@ -116,6 +122,7 @@ class Measured:
         self.latency_ms = latency_ms  # what the client would wait for: the budget and the figures use it
         self.ranked_ms = ranked_ms  # what latency rankings compare: remote ones carry the locality margin
         self.cost = cost
+        self.load = load  # the engine's queue and KV-cache use, 0..1 (engine_load)
         self.score: float | None = None
 
     @property
@@ -127,7 +134,7 @@ class Measured:
         spec, prediction = self.candidate.deployment, self.prediction
         return CandidateFigures(
             spec.name, spec.region, self.exclusion, self.latency_ms, prediction.ttft_ms, prediction.tpot_ms,
-            prediction.total_ms, prediction.describe(), self.cost, spec.quality, self.score,
+            prediction.total_ms, prediction.describe(), self.cost, self.load, spec.quality, self.score,
             self.candidate.stats.in_flight, self.candidate.breaker_state.value,
         )
 

@@ -13,6 +13,9 @@ class ExclusionKind(StrEnum):
     BACKEND_SATURATED = "backend saturated (429)"
     AT_CAPACITY = "at capacity"
     RATE_LIMITED = "rate limited"
+    # The engine's own queue or KV cache is over the model's threshold. Soft: when every deployment is, the
+    # thresholds are ignored rather than leave the model with none.
+    ENGINE_SATURATED = "engine saturated"
 
     @property
     def is_saturation(self) -> bool:

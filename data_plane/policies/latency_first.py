@@ -10,8 +10,9 @@ from data_plane.policies.candidate import Measured, PolicyState, Ranking, RouteR
 from data_plane.policies.prediction import Source
 
 
-def by_latency(entry: Measured) -> tuple[float, int, int]:
-    return entry.ranked_ms, entry.candidate.stats.in_flight, entry.position
+def by_latency(entry: Measured) -> tuple[float, float, int, int]:
+    """Ties (equal predictions, as before any figure is known) go to the less loaded engine."""
+    return entry.ranked_ms, entry.load, entry.candidate.stats.in_flight, entry.position
 
 
 def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rng: random.Random) -> Ranking:

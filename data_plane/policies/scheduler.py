@@ -28,6 +28,8 @@ from data_plane.policies.candidate import (
     UnknownPolicy,
     latency_label,
 )
+from data_plane.policies.engine_load import engine_load, saturation_exclusion
+from data_plane.policies.exclusion import ExclusionKind
 from data_plane.policies.filters import exclusion
 from data_plane.policies.latency_first import by_latency
 from data_plane.policies.prediction import known_figures, predict, priors
@@ -57,9 +59,24 @@ def measure(candidates: Sequence[Candidate], request: RouteRequest) -> list[Meas
                 + spec.cost_per_1m_output * request.expected_output_tokens) / 1_000_000
         latency_ms = prediction.latency_ms(request.streaming)
         ranked_ms = latency_ms if candidate.local else latency_ms * (1.0 + request.locality_margin)
-        measured.append(Measured(position, candidate, exclusion(candidate), prediction, latency_ms, ranked_ms,
-                                 cost))
+        excluded = exclusion(candidate) or saturation_exclusion(candidate.engine, request.max_requests_waiting,
+                                                                request.max_kv_cache_usage)
+        load = engine_load(candidate.engine, request.max_requests_waiting, candidate.stats.in_flight,
+                           spec.max_concurrency)
+        measured.append(Measured(position, candidate, excluded, prediction, latency_ms, ranked_ms, cost, load))
     return measured
+
+
+def _eligible(measured: list[Measured]) -> tuple[list[Measured], str]:
+    """The candidates no filter excludes; when the engines' saturation thresholds alone leave none, they are
+    ignored: every engine is as full as the operator said is too full, and the policy still has to pick."""
+    eligible = [m for m in measured if m.exclusion is None]
+    if eligible:
+        return eligible, ""
+    saturated = [m for m in measured if m.exclusion is not None and m.exclusion.kind is ExclusionKind.ENGINE_SATURATED]
+    for entry in saturated:
+        entry.exclusion = None
+    return saturated, f"every engine over the saturation thresholds ({len(saturated)}), thresholds ignored; "
 
 
 def _within_budget(rank: Ranker, eligible: list[Measured], request: RouteRequest, state: PolicyState,
@@ -105,12 +122,12 @@ def decide(candidates: Sequence[Candidate], request: RouteRequest, state: Policy
     if rank is None:
         raise UnknownPolicy(f"unknown policy {request.policy!r}; expected one of {', '.join(RANKERS)}")
     measured = measure(candidates, request)
-    eligible = [m for m in measured if m.exclusion is None]
+    eligible, saturated_note = _eligible(measured)
     panic, trial = False, None
     if eligible:
         ranking, trial = _with_trial(_within_budget(rank, eligible, request, state, rng))
         ordered = tuple(m.candidate.deployment for m in ranking.order)
-        reason = ranking.reason
+        reason = saturated_note + ranking.reason
     else:
         excluded = "; ".join(f"{m.candidate.deployment.name} {m.exclusion}" for m in measured)
         least_bad = _least_bad(measured)

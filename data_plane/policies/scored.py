@@ -1,6 +1,7 @@
-"""scored: w_l*(1-norm_latency) + w_c*(1-norm_cost) + w_q*quality, with the weights a policy push set or
-else the request's priority preset; the latency is this request's prediction; norms are min-max over the
-candidates ranked, every term and score is clamped to [0, 1]."""
+"""scored: w_l*(1-norm_latency) + w_c*(1-norm_cost) + w_q*quality + w_o*(1-load), with the weights a policy
+push set or else the request's priority preset; the latency is this request's prediction, the load the engine's
+queue and KV-cache use (engine_load); norms are min-max over the candidates ranked, every term and score is
+clamped to [0, 1]."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rn
             raise UnknownPolicy(f"unknown priority {request.priority!r} of the scored policy; expected one of "
                                 f"{', '.join(PRIORITY_PRESETS)}")
         weights, named = preset, request.priority
-    w_latency, w_cost, w_quality = weights
+    w_latency, w_cost, w_quality, w_load = weights
     latencies = [e.latency_ms for e in eligible]
     costs = [e.cost for e in eligible]
     low_latency, latency_span = min(latencies), max(latencies) - min(latencies)
@@ -35,12 +36,13 @@ def rank(eligible: list[Measured], request: RouteRequest, state: PolicyState, rn
             w_latency * (1.0 - _clamp(norm_latency))
             + w_cost * (1.0 - _clamp(norm_cost))
             + w_quality * _clamp(entry.candidate.deployment.quality)
+            + w_load * (1.0 - _clamp(entry.load))
         )
     order = sorted(eligible, key=lambda e: (-(e.score or 0.0), e.latency_ms, e.position))
     return Ranking(order, f"best score {order[0].score:.3f} ({named}) of {len(order)}")
 
 
-def _normalised(weights: tuple[float, float, float]) -> tuple[float, float, float]:
+def _normalised(weights: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     total = sum(weights)
-    latency, cost, quality = (w / total for w in weights) if total > 0 else (1 / 3, 1 / 3, 1 / 3)
-    return latency, cost, quality
+    latency, cost, quality, load = (w / total for w in weights) if total > 0 else (0.25, 0.25, 0.25, 0.25)
+    return latency, cost, quality, load

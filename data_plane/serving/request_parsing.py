@@ -61,4 +61,6 @@ def route_request_from(
         local_ratio=model.local_ratio,
         score_weights=model.score_weights,
         locality_margin=model.locality_margin,
+        max_requests_waiting=model.saturation.max_requests_waiting,
+        max_kv_cache_usage=model.saturation.max_kv_cache_usage,
     )

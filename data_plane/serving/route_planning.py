@@ -80,7 +80,8 @@ def decision_json(model_decision: ModelDecision) -> dict[str, Any]:
                 "name": f.name, "region": f.region, "eligible": f.eligible,
                 "excluded_because": None if f.exclusion is None else str(f.exclusion),
                 "latency_ms": round(f.latency_ms, 3), "ttft_ms": round(f.ttft_ms, 3), "tpot_ms": round(f.tpot_ms, 3),
-                "predicted_ms": round(f.predicted_ms, 3), "estimate": f.estimate, "cost": f.cost, "quality": f.quality,
+                "predicted_ms": round(f.predicted_ms, 3), "estimate": f.estimate, "cost": f.cost,
+                "load": round(f.load, 4), "quality": f.quality,
                 "score": None if f.score is None else round(f.score, 4), "in_flight": f.in_flight,
                 "breaker": f.breaker,
             }

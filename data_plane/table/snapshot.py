@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from meridian_common.catalog import BreakerConfig, CacheConfig, QueueConfig, RoutingDefaults
+from meridian_common.catalog import BreakerConfig, CacheConfig, QueueConfig, RoutingDefaults, SaturationConfig
+from meridian_common.engine_figures import EngineFigures, InvalidEngineFigures
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
@@ -20,6 +21,7 @@ from meridian_proto import routing_pb2
 DEFAULT_CACHE_TTL_S = CacheConfig().ttl_s
 DEFAULT_QUEUE_TIMEOUT_S = QueueConfig().timeout_s
 DEFAULT_TYPICAL_OUTPUT_TOKENS = RoutingDefaults().typical_output_tokens
+DEFAULT_SATURATION = SaturationConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class DeploymentSpec:
     error_rate: float
     ttft_ms: float = 0.0  # the control plane's merged median time to first token; 0 = unknown
     tpot_ms: float = 0.0  # the control plane's merged median time per output token; 0 = unknown
+    context_window: int = 0  # most tokens (prompt + answer) the deployment accepts; 0 = not declared
+    engine: EngineFigures | None = None  # the engine's load as the control plane merged it; None = unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +65,10 @@ class ModelSpec:
     client_tpm: int = 0
     queue_size: int = 0  # requests that may wait for a slot; 0 = none wait, a full model answers 503 at once
     queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
-    score_weights: tuple[float, float, float] | None = None  # scored: (latency, cost, quality) over the preset
+    score_weights: tuple[float, float, float, float] | None = None  # scored: (latency, cost, quality, load)
     typical_output_tokens: int = DEFAULT_TYPICAL_OUTPUT_TOKENS  # assumed for a request without max_tokens
     locality_margin: float = 0.0  # a remote deployment ranks as if this much slower
+    saturation: SaturationConfig = DEFAULT_SATURATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +193,25 @@ def _model_spec(route: routing_pb2.ModelRoute, model_names: list[str], key_envs:
         score_weights=_score_weights(where, route),
         typical_output_tokens=route.typical_output_tokens or DEFAULT_TYPICAL_OUTPUT_TOKENS,
         locality_margin=route.locality_margin,
+        saturation=_saturation(where, route),
     )
 
 
-def _score_weights(where: str, route: routing_pb2.ModelRoute) -> tuple[float, float, float] | None:
+def _saturation(where: str, route: routing_pb2.ModelRoute) -> SaturationConfig:
+    if not route.HasField("saturation"):
+        return DEFAULT_SATURATION
+    settings = route.saturation
+    _check_unit(f"{where} saturation", "max_kv_cache_usage", settings.max_kv_cache_usage)
+    return SaturationConfig.model_construct(max_requests_waiting=settings.max_requests_waiting,
+                                            max_kv_cache_usage=settings.max_kv_cache_usage)
+
+
+def _score_weights(where: str, route: routing_pb2.ModelRoute) -> tuple[float, float, float, float] | None:
     if not route.HasField("score_weights"):
         return None
-    weights = (route.score_weights.latency, route.score_weights.cost, route.score_weights.quality)
-    for field, value in zip(("latency", "cost", "quality"), weights, strict=True):
+    sent = route.score_weights
+    weights = (sent.latency, sent.cost, sent.quality, sent.load)
+    for field, value in zip(("latency", "cost", "quality", "load"), weights, strict=True):
         _check_at_least(f"{where} score_weights", field, value, 0.0)
     if not sum(weights) > 0:
         raise InvalidTable(f"{where}: score_weights must have a weight above 0, got {weights}")
@@ -222,6 +238,12 @@ def _deployment_spec(
         _check_at_least(where, field, getattr(deployment, field), 0.0)
     _check_unit(where, "quality", deployment.quality)
     _check_unit(where, "error_rate", deployment.error_rate)
+    engine = None
+    if deployment.HasField("engine"):
+        try:
+            engine = EngineFigures.from_proto(deployment.engine)
+        except InvalidEngineFigures as error:
+            raise InvalidTable(f"{where}: engine {error}") from None
     return DeploymentSpec(
         name=deployment.name,
         url=deployment.url.rstrip("/"),
@@ -241,6 +263,8 @@ def _deployment_spec(
         error_rate=deployment.error_rate,
         ttft_ms=deployment.ttft_ms,
         tpot_ms=deployment.tpot_ms,
+        context_window=deployment.context_window,
+        engine=engine,
     )
 
 

@@ -1,3 +1,4 @@
+from meridian_proto import engine_pb2 as _engine_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "url", "served_model", "region", "architecture", "cost_per_1m_input", "cost_per_1m_output", "quality", "max_concurrency", "api_key_env", "weight", "added_latency_ms", "ejected", "rpm_limit", "tpm_limit", "error_rate", "reason", "ttft_ms", "tpot_ms")
+    __slots__ = ("name", "url", "served_model", "region", "architecture", "cost_per_1m_input", "cost_per_1m_output", "quality", "max_concurrency", "api_key_env", "weight", "added_latency_ms", "ejected", "rpm_limit", "tpm_limit", "error_rate", "reason", "ttft_ms", "tpot_ms", "context_window", "engine")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +28,8 @@ class Deployment(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     TPOT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     url: str
     served_model: str
@@ -46,17 +49,21 @@ class Deployment(_message.Message):
     reason: str
     ttft_ms: float
     tpot_ms: float
-    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., served_model: _Optional[str] = ..., region: _Optional[str] = ..., architecture: _Optional[str] = ..., cost_per_1m_input: _Optional[float] = ..., cost_per_1m_output: _Optional[float] = ..., quality: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., api_key_env: _Optional[str] = ..., weight: _Optional[float] = ..., added_latency_ms: _Optional[float] = ..., ejected: _Optional[bool] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., error_rate: _Optional[float] = ..., reason: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ...) -> None: ...
+    context_window: int
+    engine: _engine_pb2.EngineFigures
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., served_model: _Optional[str] = ..., region: _Optional[str] = ..., architecture: _Optional[str] = ..., cost_per_1m_input: _Optional[float] = ..., cost_per_1m_output: _Optional[float] = ..., quality: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., api_key_env: _Optional[str] = ..., weight: _Optional[float] = ..., added_latency_ms: _Optional[float] = ..., ejected: _Optional[bool] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., error_rate: _Optional[float] = ..., reason: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ..., context_window: _Optional[int] = ..., engine: _Optional[_Union[_engine_pb2.EngineFigures, _Mapping]] = ...) -> None: ...
 
 class ScoreWeights(_message.Message):
-    __slots__ = ("latency", "cost", "quality")
+    __slots__ = ("latency", "cost", "quality", "load")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     latency: float
     cost: float
     quality: float
-    def __init__(self, latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ...) -> None: ...
+    load: float
+    def __init__(self, latency: _Optional[float] = ..., cost: _Optional[float] = ..., quality: _Optional[float] = ..., load: _Optional[float] = ...) -> None: ...
 
 class BreakerSettings(_message.Message):
     __slots__ = ("error_rate_threshold", "min_requests", "open_duration_s", "window_s", "consecutive_failures", "ttft_p95_threshold_ms", "tpot_p95_threshold_ms", "max_ejection_percent")
@@ -95,7 +102,7 @@ class RateLimits(_message.Message):
     def __init__(self, rpm: _Optional[int] = ..., tpm: _Optional[int] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "policy", "allowed_policies", "latency_budget_ms", "priority", "fallbacks", "deployments", "cache", "breaker", "local_ratio", "client_limits", "queue_size", "queue_timeout_s", "score_weights", "typical_output_tokens", "locality_margin")
+    __slots__ = ("model", "policy", "allowed_policies", "latency_budget_ms", "priority", "fallbacks", "deployments", "cache", "breaker", "local_ratio", "client_limits", "queue_size", "queue_timeout_s", "score_weights", "typical_output_tokens", "locality_margin", "saturation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_POLICIES_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +119,7 @@ class ModelRoute(_message.Message):
     SCORE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     TYPICAL_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LOCALITY_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    SATURATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     policy: str
     allowed_policies: _containers.RepeatedScalarFieldContainer[str]
@@ -128,7 +136,16 @@ class ModelRoute(_message.Message):
     score_weights: ScoreWeights
     typical_output_tokens: int
     locality_margin: float
-    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., score_weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., typical_output_tokens: _Optional[int] = ..., locality_margin: _Optional[float] = ...) -> None: ...
+    saturation: SaturationSettings
+    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., allowed_policies: _Optional[_Iterable[str]] = ..., latency_budget_ms: _Optional[float] = ..., priority: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., cache: _Optional[_Union[CacheSettings, _Mapping]] = ..., breaker: _Optional[_Union[BreakerSettings, _Mapping]] = ..., local_ratio: _Optional[float] = ..., client_limits: _Optional[_Union[RateLimits, _Mapping]] = ..., queue_size: _Optional[int] = ..., queue_timeout_s: _Optional[float] = ..., score_weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., typical_output_tokens: _Optional[int] = ..., locality_margin: _Optional[float] = ..., saturation: _Optional[_Union[SaturationSettings, _Mapping]] = ...) -> None: ...
+
+class SaturationSettings(_message.Message):
+    __slots__ = ("max_requests_waiting", "max_kv_cache_usage")
+    MAX_REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    MAX_KV_CACHE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    max_requests_waiting: int
+    max_kv_cache_usage: float
+    def __init__(self, max_requests_waiting: _Optional[int] = ..., max_kv_cache_usage: _Optional[float] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
     __slots__ = ("version", "epoch", "region", "content_hash", "computed_at_unix_ms", "models", "source", "cluster_id")

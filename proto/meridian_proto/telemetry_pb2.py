@@ -22,19 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from meridian_proto import engine_pb2 as meridian__proto_dot_engine__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emeridian_proto/telemetry.proto\x12\x0bmeridian.v1\"M\n\tHistogram\x12\x11\n\tbounds_ms\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\x12\x0e\n\x06sum_ms\x18\x03 \x01(\x01\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\"\xfa\x03\n\x0fTelemetrySample\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x19\n\x11\x64\x65ployment_region\x18\x05 \x01(\t\x12\x1c\n\x14window_start_unix_ms\x18\x06 \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x07 \x01(\x03\x12\x10\n\x08requests\x18\x08 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\t \x01(\x04\x12\'\n\x07latency\x18\n \x01(\x0b\x32\x16.meridian.v1.Histogram\x12$\n\x04ttft\x18\x0b \x01(\x0b\x32\x16.meridian.v1.Histogram\x12$\n\x04tpot\x18\x14 \x01(\x0b\x32\x16.meridian.v1.Histogram\x12\x14\n\x0cinput_tokens\x18\x0c \x01(\x04\x12\x15\n\routput_tokens\x18\r \x01(\x04\x12\x11\n\tin_flight\x18\x0e \x01(\r\x12\x15\n\rbreaker_state\x18\x0f \x01(\t\x12\x15\n\rtable_version\x18\x10 \x01(\x04\x12\x13\n\x0bqueue_depth\x18\x11 \x01(\r\x12\x19\n\x11queue_wait_p95_ms\x18\x12 \x01(\x01\x12\x17\n\x0f\x64ropped_samples\x18\x13 \x01(\x04\"?\n\x0eTelemetryBatch\x12-\n\x07samples\x18\x01 \x03(\x0b\x32\x1c.meridian.v1.TelemetrySampleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emeridian_proto/telemetry.proto\x12\x0bmeridian.v1\x1a\x1bmeridian_proto/engine.proto\"M\n\tHistogram\x12\x11\n\tbounds_ms\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\x12\x0e\n\x06sum_ms\x18\x03 \x01(\x01\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\"\xbc\x04\n\x0fTelemetrySample\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x19\n\x11\x64\x65ployment_region\x18\x05 \x01(\t\x12\x1c\n\x14window_start_unix_ms\x18\x06 \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x07 \x01(\x03\x12\x10\n\x08requests\x18\x08 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\t \x01(\x04\x12\'\n\x07latency\x18\n \x01(\x0b\x32\x16.meridian.v1.Histogram\x12$\n\x04ttft\x18\x0b \x01(\x0b\x32\x16.meridian.v1.Histogram\x12$\n\x04tpot\x18\x14 \x01(\x0b\x32\x16.meridian.v1.Histogram\x12\x14\n\x0cinput_tokens\x18\x0c \x01(\x04\x12\x15\n\routput_tokens\x18\r \x01(\x04\x12\x11\n\tin_flight\x18\x0e \x01(\r\x12\x15\n\rbreaker_state\x18\x0f \x01(\t\x12\x15\n\rtable_version\x18\x10 \x01(\x04\x12\x13\n\x0bqueue_depth\x18\x11 \x01(\r\x12\x19\n\x11queue_wait_p95_ms\x18\x12 \x01(\x01\x12\x17\n\x0f\x64ropped_samples\x18\x13 \x01(\x04\x12\x14\n\x0c\x61rchitecture\x18\x15 \x01(\t\x12*\n\x06\x65ngine\x18\x16 \x01(\x0b\x32\x1a.meridian.v1.EngineFigures\"?\n\x0eTelemetryBatch\x12-\n\x07samples\x18\x01 \x03(\x0b\x32\x1c.meridian.v1.TelemetrySampleb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meridian_proto.telemetry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HISTOGRAM']._serialized_start=47
-  _globals['_HISTOGRAM']._serialized_end=124
-  _globals['_TELEMETRYSAMPLE']._serialized_start=127
-  _globals['_TELEMETRYSAMPLE']._serialized_end=633
-  _globals['_TELEMETRYBATCH']._serialized_start=635
-  _globals['_TELEMETRYBATCH']._serialized_end=698
+  _globals['_HISTOGRAM']._serialized_start=76
+  _globals['_HISTOGRAM']._serialized_end=153
+  _globals['_TELEMETRYSAMPLE']._serialized_start=156
+  _globals['_TELEMETRYSAMPLE']._serialized_end=728
+  _globals['_TELEMETRYBATCH']._serialized_start=730
+  _globals['_TELEMETRYBATCH']._serialized_end=793
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from data_plane.deployments.breaker import BreakerState
 from data_plane.deployments.stats import StatsView
 from data_plane.policies import Candidate, RouteRequest, TrialReason
 from data_plane.table.snapshot import DeploymentSpec
+from meridian_common.engine_figures import EngineFigures
 
 
 def spec(name: str = "a", *, region: str = "us-east", cost_in: float = 0.1, cost_out: float = 0.2,
@@ -36,7 +37,8 @@ def candidate(name: str = "a", *, ttft: float | None = None, tpot: float | None 
               waiting_first_token_ms: float = 0.0, error_rate: float = 0.0,
               breaker: BreakerState = BreakerState.CLOSED, healthy: bool = True, local: bool = True,
               rate_limited: str | None = None, backend_saturated: str | None = None,
-              trial: TrialReason | None = None, **spec_fields: object) -> Candidate:
+              trial: TrialReason | None = None, engine: EngineFigures | None = None,
+              **spec_fields: object) -> Candidate:
     if "region" not in spec_fields:
         spec_fields["region"] = "us-east" if local else "eu-west"
     return Candidate(
@@ -49,13 +51,16 @@ def candidate(name: str = "a", *, ttft: float | None = None, tpot: float | None 
         rate_limited=rate_limited,
         backend_saturated=backend_saturated,
         trial=trial,
+        engine=engine,
     )
 
 
 def request(policy: str, *, budget_ms: float = 0.0, priority: str = "balanced", streaming: bool = False,
             input_tokens: int = 1000, output_tokens: int = 200, local_ratio: float = 1.0,
-            score_weights: tuple[float, float, float] | None = None, locality_margin: float = 0.0) -> RouteRequest:
+            score_weights: tuple[float, float, float, float] | None = None, locality_margin: float = 0.0,
+            max_requests_waiting: int = 0, max_kv_cache_usage: float = 0.0) -> RouteRequest:
     return RouteRequest(model="m", policy=policy, latency_budget_ms=budget_ms, priority=priority,
                         streaming=streaming, estimated_input_tokens=input_tokens,
                         expected_output_tokens=output_tokens, local_ratio=local_ratio, score_weights=score_weights,
-                        locality_margin=locality_margin)
+                        locality_margin=locality_margin, max_requests_waiting=max_requests_waiting,
+                        max_kv_cache_usage=max_kv_cache_usage)

@@ -258,11 +258,15 @@ def _scored_pool() -> list[Candidate]:
 @pytest.mark.parametrize(
     ("priority", "order", "best_score"),
     [
-        # speed (0.7, 0.2, 0.1): fast 0.7+0+0.06, smart 0.35+0+0.1, cheap 0+0.2+0.06
+        # Idle engines (load 0) add the whole load weight to every score.
+        # speed (0.6, 0.2, 0.1, 0.1): fast 0.6+0+0.06+0.1, smart 0.3+0+0.1+0.1, cheap 0+0.2+0.06+0.1
         ("speed", ["fast", "smart", "cheap"], 0.76),
-        ("cost", ["cheap", "fast", "smart"], 0.76),  # cost (0.2, 0.7, 0.1): cheap 0+0.7+0.06, fast 0.2+0.06
-        ("quality", ["smart", "cheap", "fast"], 0.75),  # quality (0.1, 0.2, 0.7): smart 0.05+0+0.7, cheap 0.62
-        ("balanced", ["fast", "smart", "cheap"], 0.58),  # balanced (0.4, 0.3, 0.3): fast 0.4+0+0.18, smart 0.5
+        # cost (0.2, 0.6, 0.1, 0.1): cheap 0+0.6+0.06+0.1, fast 0.2+0+0.06+0.1, smart 0.1+0+0.1+0.1
+        ("cost", ["cheap", "fast", "smart"], 0.76),
+        # quality (0.1, 0.2, 0.6, 0.1): smart 0.05+0+0.6+0.1, cheap 0+0.2+0.36+0.1, fast 0.1+0+0.36+0.1
+        ("quality", ["smart", "cheap", "fast"], 0.75),
+        # balanced (0.35, 0.25, 0.25, 0.15): fast 0.35+0+0.15+0.15, smart 0.175+0+0.25+0.15, cheap 0.25+0.15+0.15
+        ("balanced", ["fast", "smart", "cheap"], 0.65),
     ],
 )
 def test_scored_presets(priority: str, order: list[str], best_score: float) -> None:
@@ -276,12 +280,12 @@ def test_scored_presets(priority: str, order: list[str], best_score: float) -> N
 
 
 def test_the_presets_are_the_documented_weights() -> None:
-    assert names.PRIORITY_PRESETS == {"speed": (0.7, 0.2, 0.1), "cost": (0.2, 0.7, 0.1),
-                                      "quality": (0.1, 0.2, 0.7), "balanced": (0.4, 0.3, 0.3)}
+    assert names.PRIORITY_PRESETS == {"speed": (0.6, 0.2, 0.1, 0.1), "cost": (0.2, 0.6, 0.1, 0.1),
+                                      "quality": (0.1, 0.2, 0.6, 0.1), "balanced": (0.35, 0.25, 0.25, 0.15)}
 
 
 def test_pushed_score_weights_replace_the_preset() -> None:
-    decision = decide(_scored_pool(), request(names.SCORED, priority="speed", score_weights=(0.0, 0.0, 2.0)),
+    decision = decide(_scored_pool(), request(names.SCORED, priority="speed", score_weights=(0.0, 0.0, 2.0, 0.0)),
                       PolicyState(), random.Random(0))
     assert decision.ordered[0].name == "smart"
     assert decision.reason == "best score 1.000 (pushed weights) of 3"
