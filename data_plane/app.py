@@ -276,7 +276,8 @@ def create_app(config: RouterConfig) -> web.Application:
     limits = RateLimits(config.region, sync_interval_s=config.rate_limits.sync_interval_s,
                         max_client_keys=config.rate_limits.max_client_keys)
     state = RouterState(region=config.region, health_settings=config.health_check,
-                        statistics=config.statistics, engine_metrics=config.engine_metrics, table=table,
+                        statistics=config.statistics, engine_metrics=config.engine_metrics,
+                        prefix_affinity=config.prefix_affinity, table=table,
                         on_apply=[_record_table(metrics, config.region), _apply_queues(queues)],
                         rate_limits=limits)
     _record_table(metrics, config.region)(table)

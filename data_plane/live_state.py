@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from data_plane.config import EngineMetricsConfig, HealthCheckConfig, StatisticsConfig
+from data_plane.config import EngineMetricsConfig, HealthCheckConfig, PrefixAffinityConfig, StatisticsConfig
 from data_plane.deployments.breaker import BreakerState, CircuitBreaker, ejection_limit
 from data_plane.deployments.health import DeploymentHealth
+from data_plane.deployments.latency_model import LatencyModel, RequestSize, request_size
+from data_plane.deployments.prefix_index import PrefixIndex, block_tokens
 from data_plane.deployments.stats import DeploymentStats, StatsView
 from data_plane.limits.rate_limits import Limits, RateLimits
 from data_plane.policies import Candidate, PolicyState, TrialReason
@@ -31,6 +33,8 @@ class LiveDeployment:
     stats: DeploymentStats
     breaker: CircuitBreaker
     health: DeploymentHealth
+    latency_model: LatencyModel
+    prefixes: PrefixIndex | None  # the prompt blocks recently sent to it; None with prefix affinity off
     saturated_until: float = -math.inf  # monotonic: the backend's last 429 asked for no request before then
     misconfigured_status: int = 0  # the status of its last misconfigured answer (401, 404...); 0 once it answers
     engine: EngineFigures | None = None  # its engine's own figures, last scraped by this router
@@ -56,6 +60,7 @@ class RouterState:
     on_apply: list[Callable[[TableSnapshot], None]] = field(default_factory=list)
     rate_limits: RateLimits | None = None
     engine_metrics: EngineMetricsConfig = field(default_factory=EngineMetricsConfig)
+    prefix_affinity: PrefixAffinityConfig = field(default_factory=PrefixAffinityConfig)
     # model -> (when computed, typical answer length): recomputed at most every `_TYPICAL_REFRESH_S`.
     _typical: dict[str, tuple[float, int]] = field(default_factory=dict)
 
@@ -67,13 +72,22 @@ class RouterState:
         return DeploymentStats(window_s=settings.window_s, decay_s=settings.decay_s,
                                stale_after_s=settings.stale_after_s)
 
+    def new_latency_model(self, architecture: str) -> LatencyModel:
+        settings = self.statistics
+        return LatencyModel(architecture, decay_s=settings.decay_s, stale_after_s=settings.stale_after_s)
+
+    def new_prefix_index(self) -> PrefixIndex | None:
+        settings = self.prefix_affinity
+        return PrefixIndex(settings.blocks_per_deployment) if settings.enabled else None
+
     def apply(self, table: TableSnapshot) -> None:
         live: dict[DeploymentKey, LiveDeployment] = {}
         for model in table.models.values():
             for spec in model.deployments:
                 key = (model.name, spec.name)
                 previous = self.live.get(key)
-                if previous is not None and previous.breaker.settings == model.breaker:
+                same_architecture = previous is not None and previous.spec.architecture == spec.architecture
+                if previous is not None and same_architecture and previous.breaker.settings == model.breaker:
                     previous.spec = spec
                     live[key] = previous
                 else:
@@ -82,6 +96,9 @@ class RouterState:
                         model=model.name,
                         stats=previous.stats if previous else self.new_stats(),
                         breaker=CircuitBreaker(spec.name, model.breaker),
+                        latency_model=previous.latency_model if previous is not None and same_architecture
+                        else self.new_latency_model(spec.architecture),
+                        prefixes=previous.prefixes if previous is not None else self.new_prefix_index(),
                         health=previous.health if previous else DeploymentHealth(
                             healthy_after=self.health_settings.healthy_after,
                             unhealthy_after=self.health_settings.unhealthy_after,
@@ -104,8 +121,10 @@ class RouterState:
         for callback in self.on_apply:
             callback(table)
 
-    def candidates(self, model: ModelSpec, now: float, tokens: int = 0) -> list[Candidate]:
-        """`tokens`: the request's prompt estimate, which a deployment's tpm must still cover."""
+    def candidates(self, model: ModelSpec, now: float, tokens: int = 0,
+                   prefix_blocks: tuple[int, ...] = ()) -> list[Candidate]:
+        """`tokens`: the request's prompt estimate, which a deployment's tpm must still cover; `prefix_blocks`:
+        the hashes of its prompt's leading blocks, looked up in each deployment's prefix index."""
         result = []
         limits = self.rate_limits
         now_unix_ms = time.time() * 1000
@@ -124,11 +143,27 @@ class RouterState:
                 if limits is not None and (spec.rpm_limit or spec.tpm_limit) else None,
                 backend_saturated=entry.saturation(now),
                 trial=self._trial_due(entry, breaker_state, view, local, now),
-                engine=self._engine(entry, now, now_unix_ms),
+                engine=self.engine_figures(entry, now, now_unix_ms),
+                latency_model=entry.latency_model.view(now),
+                cached_prompt_tokens=self.cached_prompt_tokens(entry, tokens, prefix_blocks),
             ))
         return result
 
-    def _engine(self, entry: LiveDeployment, now: float, now_unix_ms: float) -> EngineFigures | None:
+    def cached_prompt_tokens(self, entry: LiveDeployment, tokens: int, prefix_blocks: tuple[int, ...]) -> int:
+        """How much of a prompt of `tokens` whose leading blocks are `prefix_blocks` the deployment's prefix cache
+        likely holds: never all of it (the last token is always computed)."""
+        if entry.prefixes is None or not prefix_blocks:
+            return 0
+        matched = entry.prefixes.matched(prefix_blocks)
+        return min(matched * block_tokens(self.prefix_affinity.block_chars), max(0, tokens - 1))
+
+    def send_size(self, entry: LiveDeployment, prompt_tokens: int, output_tokens: int,
+                  prefix_blocks: tuple[int, ...], now: float) -> RequestSize:
+        """A request as it is sent to the deployment now: what its answer will teach the size model."""
+        return request_size(prompt_tokens, self.cached_prompt_tokens(entry, prompt_tokens, prefix_blocks),
+                            output_tokens, self.engine_figures(entry, now, time.time() * 1000), entry.stats.in_flight)
+
+    def engine_figures(self, entry: LiveDeployment, now: float, now_unix_ms: float) -> EngineFigures | None:
         """The engine's figures if fresh: this router's own scrape, else (another region's deployment, or one
         this router does not scrape) the control plane's, carried in the table."""
         settings = self.engine_metrics

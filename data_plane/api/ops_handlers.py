@@ -64,6 +64,8 @@ def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
         "saturated": live.saturation(now),
         "misconfigured_status": live.misconfigured_status or None,
         "table_figures": {"ttft_ms": spec.ttft_ms, "tpot_ms": spec.tpot_ms, "error_rate": spec.error_rate},
+        "size_model": live.latency_model.report(now),
+        "prefix_blocks_remembered": len(live.prefixes) if live.prefixes is not None else None,
         "stats": {
             "requests": view.requests, "errors": view.errors, "error_rate": round(view.error_rate, 4),
             "answers": view.answers, "output_tokens": view.output_tokens,

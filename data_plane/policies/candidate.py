@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from data_plane.deployments.breaker import BreakerState
+from data_plane.deployments.latency_model import ModelView
 from data_plane.deployments.stats import StatsView
 from data_plane.policies.exclusion import Exclusion
 from data_plane.policies.prediction import Prediction
@@ -35,6 +36,8 @@ class Candidate(NamedTuple):
     backend_saturated: str | None = None  # the backend answered 429 and its Retry-After has not passed: for how long
     trial: TrialReason | None = None
     engine: EngineFigures | None = None  # the engine's own load figures, when fresh ones are known
+    latency_model: ModelView | None = None  # the deployment's size model as fitted to this router's answers
+    cached_prompt_tokens: int = 0  # how much of this request's prompt the deployment's prefix cache likely holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class RouteRequest:
     locality_margin: float = 0.0  # a remote deployment ranks as if its predicted latency were this much higher
     max_requests_waiting: int = 0  # an engine queue longer than this takes a deployment out, unless all are; 0 = off
     max_kv_cache_usage: float = 0.0  # an engine KV cache fuller than this does the same; 0 = off
+    prefix_blocks: tuple[int, ...] = ()  # chained hashes of the prompt's leading blocks (prefix_index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class CandidateFigures:
     tpot_ms: float  # predicted time per output token
     predicted_ms: float  # ttft + tpot x expected output tokens
     estimate: str  # where the TTFT and TPOT came from
+    cached_prompt_tokens: int  # how much of the prompt the deployment's prefix cache likely holds
     cost: float  # expected cost of this request in currency units
     load: float  # the engine's queue and KV-cache use, 0..1
     quality: float
@@ -134,7 +139,8 @@ class Measured:
         spec, prediction = self.candidate.deployment, self.prediction
         return CandidateFigures(
             spec.name, spec.region, self.exclusion, self.latency_ms, prediction.ttft_ms, prediction.tpot_ms,
-            prediction.total_ms, prediction.describe(), self.cost, self.load, spec.quality, self.score,
+            prediction.total_ms, prediction.describe(), self.candidate.cached_prompt_tokens, self.cost, self.load,
+            spec.quality, self.score,
             self.candidate.stats.in_flight, self.candidate.breaker_state.value,
         )
 

@@ -2,9 +2,10 @@
 token times the answer's expected length. Pure over plain values.
 
 Each figure comes from the best source at hand: this router's own recent answers (which already include the
-network round trip to a remote region), else the control plane's merged median plus the RTT, else the
-median of the model's other deployments (so an unknown deployment competes on what is known, and gets
-explored) plus its RTT.
+network round trip to a remote region), through the deployment's size model when it has been fitted (its
+prompt, less what the prefix cache likely holds, the engine's queue and batch: `latency_model`), else the
+control plane's merged median plus the RTT, else the median of the model's other deployments (so an unknown
+deployment competes on what is known, and gets explored) plus its RTT.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
+from data_plane.deployments.latency_model import ModelView, RequestSize
 from data_plane.deployments.stats import StatsView
 from data_plane.table.snapshot import DeploymentSpec
 
+# Answers a size model needs before it predicts: fewer leave its prior's slope guessing.
+MIN_FITTED = 3
+
 
 class Source(StrEnum):
+    FITTED = "measured, by size"  # this router's recent answers, through the deployment's size model
     MEASURED = "measured"  # this router's own recent answers (or health probes, for TTFT)
     CONTROL_PLANE = "control plane"  # the merged median in the table
     ASSUMED = "assumed"  # the median of the model's other deployments
@@ -59,15 +65,17 @@ class Known(NamedTuple):
     backend_ttft_ms: float | None
     ttft_source: Source
     tpot_source: Source
+    stuck: bool = False  # a stream has waited for its first token longer than the window's answers took
 
 
 def known_figures(stats: StatsView, spec: DeploymentSpec) -> Known:
+    """The size-blind figures: what was measured recently whatever the requests' sizes."""
     rtt_ms = spec.added_latency_ms
-    ttft_ms, ttft_source = stats.ttft_ms, Source.MEASURED
+    ttft_ms, ttft_source, stuck = stats.ttft_ms, Source.MEASURED, False
     if ttft_ms is not None:
         if stats.waiting_first_token_ms > max(ttft_ms, stats.ttft_p95_ms):
             # A stream waiting longer than the answers of the window did is the freshest evidence there is.
-            ttft_ms = stats.waiting_first_token_ms
+            ttft_ms, stuck = stats.waiting_first_token_ms, True
     elif spec.ttft_ms > 0:
         ttft_ms, ttft_source = spec.ttft_ms + rtt_ms, Source.CONTROL_PLANE
     else:
@@ -76,12 +84,15 @@ def known_figures(stats: StatsView, spec: DeploymentSpec) -> Known:
     if tpot_ms is None:
         tpot_ms, tpot_source = (spec.tpot_ms, Source.CONTROL_PLANE) if spec.tpot_ms > 0 else (None, Source.ASSUMED)
     backend_ttft_ms = None if ttft_ms is None else max(0.0, ttft_ms - rtt_ms)
-    return Known(ttft_ms, tpot_ms, backend_ttft_ms, ttft_source, tpot_source)
+    return Known(ttft_ms, tpot_ms, backend_ttft_ms, ttft_source, tpot_source, stuck)
 
 
 class Priors(NamedTuple):
     backend_ttft_ms: float
     tpot_ms: float
+
+
+NO_PRIORS = Priors(0.0, 0.0)
 
 
 def _median(values: list[float]) -> float:
@@ -98,7 +109,17 @@ def priors(known: Sequence[Known]) -> Priors:
                   _median([k.tpot_ms for k in known if k.tpot_ms is not None]))
 
 
-def predict(known: Known, spec: DeploymentSpec, prior: Priors, output_tokens: int) -> Prediction:
+def predict(known: Known, spec: DeploymentSpec, prior: Priors, size: RequestSize,
+            model: ModelView | None = None) -> Prediction:
+    """This request's figures on the deployment. The size model speaks only where this router measured the
+    deployment recently (its figures are then current) and has fitted enough answers; a stuck stream's wait
+    outranks it."""
     ttft_ms = known.ttft_ms if known.ttft_ms is not None else prior.backend_ttft_ms + spec.added_latency_ms
     tpot_ms = known.tpot_ms if known.tpot_ms is not None else prior.tpot_ms
-    return Prediction(ttft_ms, tpot_ms, max(0, output_tokens), known.ttft_source, known.tpot_source)
+    ttft_source, tpot_source = known.ttft_source, known.tpot_source
+    if model is not None:
+        if tpot_source is Source.MEASURED and model.tpot_observations >= MIN_FITTED:
+            tpot_ms, tpot_source = model.tpot_ms(size), Source.FITTED
+        if ttft_source is Source.MEASURED and not known.stuck and model.ttft_observations >= MIN_FITTED:
+            ttft_ms, ttft_source = model.ttft_ms(size), Source.FITTED
+    return Prediction(ttft_ms, tpot_ms, max(0, size.output_tokens), ttft_source, tpot_source)

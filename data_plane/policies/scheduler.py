@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
+from data_plane.deployments.latency_model import request_size
 from data_plane.policies import (
     cost_first,
     fixed_ratio,
@@ -54,7 +55,9 @@ def measure(candidates: Sequence[Candidate], request: RouteRequest) -> list[Meas
     measured = []
     for position, (candidate, figures) in enumerate(zip(candidates, known, strict=True)):
         spec = candidate.deployment
-        prediction = predict(figures, spec, prior, request.expected_output_tokens)
+        size = request_size(request.estimated_input_tokens, candidate.cached_prompt_tokens,
+                            request.expected_output_tokens, candidate.engine, candidate.stats.in_flight)
+        prediction = predict(figures, spec, prior, size, candidate.latency_model)
         cost = (spec.cost_per_1m_input * request.estimated_input_tokens
                 + spec.cost_per_1m_output * request.expected_output_tokens) / 1_000_000
         latency_ms = prediction.latency_ms(request.streaming)

@@ -25,6 +25,7 @@ from data_plane.errors import ClientError
 from data_plane.limits.rate_limits import RateLimits
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
+from data_plane.policies import RouteRequest
 from data_plane.policies.exclusion import Exclusion, ExclusionKind
 from data_plane.policies.filters import capacity_exclusion, rate_limit_exclusion, saturation_exclusion
 from data_plane.serving.answer_timing import overdue_after_ms
@@ -170,7 +171,8 @@ class Forwarder:
             if model_decision.model.name != parsed.model:
                 headers["x-meridian-model"] = model_decision.model.name
             try:
-                return await self._attempt(request, parsed, live, headers, plan.deadline, tokens, on_usage)
+                return await self._attempt(request, parsed, model_decision.request, live, headers, plan.deadline,
+                                           tokens, on_usage)
             except RetryableFailure as failure:
                 plan.failed(spec.name, failure.code)
                 self._metrics.fallbacks.labels(self._settings.region, live.model, spec.name, spec.architecture,
@@ -210,9 +212,9 @@ class Forwarder:
                            code="no_healthy_deployment",
                            headers={**response_headers, "Retry-After": str(retry_after)})
 
-    async def _attempt(self, request: web.Request | None, parsed: ParsedRequest, live: LiveDeployment,
-                       headers: dict[str, str], deadline: float, tokens: int, on_usage: UsageSink | None
-                       ) -> web.StreamResponse:
+    async def _attempt(self, request: web.Request | None, parsed: ParsedRequest, route_request: RouteRequest,
+                       live: LiveDeployment, headers: dict[str, str], deadline: float, tokens: int,
+                       on_usage: UsageSink | None) -> web.StreamResponse:
         spec = live.spec
         body = parsed.body.for_model(spec.served_model)
         timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
@@ -221,6 +223,10 @@ class Forwarder:
                                         spec.architecture)
         streaming = request is not None and parsed.streaming
         started = time.monotonic()
+        size = self._state.send_size(live, route_request.estimated_input_tokens, route_request.expected_output_tokens,
+                                     route_request.prefix_blocks, started)
+        if live.prefixes is not None:
+            live.prefixes.remember(route_request.prefix_blocks)
         live.stats.begin(started, awaiting_first_token=streaming)
         in_flight.inc()
         outcome: Outcome | None = None
@@ -266,8 +272,7 @@ class Forwarder:
             # No outcome: cancelled because the client went away, which says nothing about the backend.
             outcome = outcome or Outcome(OutcomeKind.ABANDONED, started, time.monotonic())
             overdue.answered()
-            if overdue.fired:
-                outcome = replace(outcome, breaker_judged=True)
+            outcome = replace(outcome, size=size, breaker_judged=overdue.fired)
             self._recorder.apply(live, outcome, policy=headers["x-meridian-policy"], on_usage=on_usage)
             if self._on_release is not None:
                 self._on_release(live.model)

@@ -15,16 +15,18 @@ from typing import Any
 import aiohttp
 import orjson
 
-from data_plane.config import HealthCheckConfig
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
+from data_plane.policies.prediction import known_figures
 from data_plane.serving.answer_timing import AnswerTiming, streamed_timing
 from data_plane.serving.backend_answer import listed_models, models_probe_failure
 from data_plane.serving.forwarding import upstream_headers
 from data_plane.serving.outcome import OutcomeRecorder, report_health
 from data_plane.serving.sse_usage import StreamUsageScanner
+from data_plane.serving.usage import estimate_tokens
 
 _LATENCY_PROBE_PROMPT = "Count from one to ten."
+_LATENCY_PROBE_PROMPT_TOKENS = estimate_tokens(len("user\n" + _LATENCY_PROBE_PROMPT + "\n"))
 _MIN_READS_FOR_TPOT = 3
 
 
@@ -89,8 +91,9 @@ async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: 
     return timing
 
 
-async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeployment], settings: HealthCheckConfig,
+async def _measure_latency(session: aiohttp.ClientSession, state: RouterState, group: list[LiveDeployment],
                            outcomes: OutcomeRecorder) -> None:
+    settings = state.health_settings
     spec = group[0].spec
     if any(0 < live.spec.max_concurrency <= live.stats.in_flight for live in group):
         return  # full: live answers say enough, and a probe must not take a slot from a client
@@ -100,6 +103,8 @@ async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeplo
     # The probe holds a slot while it runs, so that clients' requests and it never exceed max_concurrency, and
     # counts as a stream awaiting its first token: a probe stuck in a saturated backend's queue shows at once.
     started = time.monotonic()
+    sizes = [state.send_size(live, _LATENCY_PROBE_PROMPT_TOKENS, settings.latency_probe_tokens, (), started)
+             for live in group]
     for live in group:
         live.stats.begin(started, awaiting_first_token=True, probe=True)
 
@@ -116,7 +121,10 @@ async def _measure_latency(session: aiohttp.ClientSession, group: list[LiveDeplo
     if timing is None:
         return
     now = time.monotonic()
-    for live in group:
+    for live, size in zip(group, sizes, strict=True):
+        before = known_figures(live.stats.view(now), live.spec)
+        live.latency_model.learn(size, now, ttft_ms=timing.ttft_ms, tpot_ms=timing.tpot_ms,
+                                 baseline_ttft_ms=before.ttft_ms, baseline_tpot_ms=before.tpot_ms)
         live.stats.record_probe(now, timing.ttft_ms, timing.tpot_ms)
         outcomes.probe_verdict(live, timing, now)
 
@@ -145,7 +153,7 @@ async def probe_all(session: aiohttp.ClientSession, state: RouterState, metrics:
                 if live.health.healthy:
                     by_model[(url, key_env, live.spec.served_model)].append(live)
         for key, group in by_model.items():
-            latency.start(key, _measure_latency(session, group, settings, outcomes))
+            latency.start(key, _measure_latency(session, state, group, outcomes))
 
 
 class LatencyProbes:

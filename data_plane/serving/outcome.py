@@ -11,10 +11,11 @@ from enum import StrEnum
 
 from data_plane.deployments.breaker import BreakerState, Transition, TripHeld
 from data_plane.deployments.health import HealthChange
+from data_plane.deployments.latency_model import RequestSize
 from data_plane.limits.rate_limits import RateLimits
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import BREAKER_STATE_VALUES, RouterMetrics
-from data_plane.policies.prediction import known_figures
+from data_plane.policies.prediction import NO_PRIORS, Known, known_figures, predict
 from data_plane.serving.answer_timing import AnswerTiming, slowness, streamed_timing, whole_answer_timing
 from data_plane.serving.backend_answer import AnswerMeaning, BackendAnswer
 from data_plane.serving.usage import Usage
@@ -44,6 +45,7 @@ class Outcome:
     first_token_at: float | None = None  # streams only: when their first byte arrived
     estimated_prompt_tokens: int = 0  # what the rate limits were charged before the answer
     breaker_judged: bool = False  # the breaker already counted it slow: it was overdue
+    size: RequestSize | None = None  # the request and the engine's load when it was sent: what the answer teaches
 
     def __post_init__(self) -> None:
         if (self.kind is OutcomeKind.ANSWERED) != (self.answer is not None):
@@ -179,11 +181,16 @@ class OutcomeRecorder:
             log.warning(event("deployment_misconfigured", model=live.model, deployment=live.spec.name,
                               status=answer.status, hint=answer.hint))
 
-    def timing(self, live: LiveDeployment, outcome: Outcome, completion_tokens: int) -> AnswerTiming:
+    def timing(self, live: LiveDeployment, outcome: Outcome, completion_tokens: int, known: Known) -> AnswerTiming:
+        """The answer's TTFT and TPOT: measured on a stream; for a whole answer, its TTFT is what was predicted
+        for this request's size (`known`: the size-blind figures before this answer)."""
         if outcome.first_token_at is not None:
             return streamed_timing(outcome.total_ms, (outcome.first_token_at - outcome.started) * 1000,
                                    completion_tokens)
-        estimate = known_figures(live.stats.view(outcome.ended), live.spec).ttft_ms
+        estimate = known.ttft_ms
+        if estimate is not None and outcome.size is not None:
+            estimate = predict(known, live.spec, NO_PRIORS, outcome.size,
+                               live.latency_model.view(outcome.ended)).ttft_ms
         return whole_answer_timing(outcome.total_ms, completion_tokens, estimate)
 
     def _answered(self, live: LiveDeployment, outcome: Outcome, answer: BackendAnswer, policy: str,
@@ -194,7 +201,13 @@ class OutcomeRecorder:
             log.info(event("deployment_answering", model=live.model, deployment=spec.name,
                            after_status=live.misconfigured_status, status=answer.status))
             live.misconfigured_status = 0
-        timing = self.timing(live, outcome, usage.completion_tokens)
+        known = known_figures(live.stats.view(now), spec)
+        timing = self.timing(live, outcome, usage.completion_tokens, known)
+        if outcome.size is not None:
+            live.latency_model.learn(outcome.size._replace(output_tokens=usage.completion_tokens), now,
+                                     ttft_ms=timing.ttft_ms if outcome.first_token_at is not None else None,
+                                     tpot_ms=timing.tpot_ms, baseline_ttft_ms=known.ttft_ms,
+                                     baseline_tpot_ms=known.tpot_ms)
         if not outcome.breaker_judged:
             self.report(live, live.breaker.record(now, ok=True, slow=_slowness(live, timing), started=outcome.started,
                                                   ttft_measured=outcome.first_token_at is not None,

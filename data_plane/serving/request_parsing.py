@@ -25,10 +25,11 @@ def parse_openai_request(endpoint: str, received: bytes | bytearray) -> ParsedRe
 
 
 def route_request_from(
-    parsed: ParsedRequest, model: ModelSpec, headers: CIMultiDictProxy[str], typical_output_tokens: int
+    parsed: ParsedRequest, model: ModelSpec, headers: CIMultiDictProxy[str], typical_output_tokens: int,
+    prefix_blocks: tuple[int, ...] = (),
 ) -> RouteRequest:
     """The request as `model` routes it; `typical_output_tokens` is the answer length expected when the
-    request sets no max_tokens."""
+    request sets no max_tokens; `prefix_blocks` the hashes of its prompt's leading blocks."""
     policy = headers.get(POLICY_HEADER, model.policy)
     if policy not in POLICIES:
         raise ClientError(400, f"unknown policy {policy!r} in {POLICY_HEADER}; expected one of "
@@ -63,4 +64,5 @@ def route_request_from(
         locality_margin=model.locality_margin,
         max_requests_waiting=model.saturation.max_requests_waiting,
         max_kv_cache_usage=model.saturation.max_kv_cache_usage,
+        prefix_blocks=prefix_blocks,
     )

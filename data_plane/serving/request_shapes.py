@@ -142,6 +142,7 @@ class ParsedRequest:
     temperature: float | None
     estimated_prompt_tokens: int
     max_output_tokens: int | None  # max_completion_tokens or max_tokens; None when the request sets neither
+    prompt_parts: tuple[str, ...] = ()  # the prompt's text in order (chat: role and content), for prefix hashing
 
 
 def parse_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
@@ -159,11 +160,16 @@ def parse_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
         raise _invalid("", str(error)) from error
     if not read.model:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_model")
+    parts: tuple[str, ...] = ()
     if endpoint == "chat/completions":
         tokens = _chat_tokens(read.messages)
+        parts = _chat_parts(read.messages)
     else:
         name = PROMPT_FIELD[endpoint]
-        tokens = _text_or_token_count(name, getattr(read, name))
+        prompt = getattr(read, name)
+        tokens = _text_or_token_count(name, prompt)
+        if endpoint == "completions" and isinstance(prompt, str):
+            parts = (prompt,)
     max_tokens = read.max_completion_tokens if read.max_completion_tokens is not None else read.max_tokens
     return ParsedRequest(
         endpoint=endpoint,
@@ -173,6 +179,7 @@ def parse_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
         temperature=read.temperature,
         estimated_prompt_tokens=tokens,
         max_output_tokens=max_tokens,
+        prompt_parts=parts,
     )
 
 
@@ -234,6 +241,20 @@ def _chat_tokens(messages: list[_Message]) -> int:
             raise InvalidRequest(f"Invalid value for '{param}': only an assistant message with tool_calls or "
                                  "function_call may have no content.", param=param, code="invalid_value")
     return estimate_tokens(chars)
+
+
+def _chat_parts(messages: list[_Message]) -> tuple[str, ...]:
+    """The messages' text as a chat template lays it out (role, then content), references, not copies."""
+    parts: list[str] = []
+    for message in messages:
+        parts += (message.role, "\n")
+        content = message.content
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += (part.text for part in content if isinstance(part.text, str))
+        parts.append("\n")
+    return tuple(parts)
 
 
 def _text_or_token_count(name: str, value: str | list[str | int | list[int]]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
+from data_plane.deployments.prefix_index import prompt_blocks
 from data_plane.errors import ClientError
 from data_plane.live_state import RouterState
 from data_plane.policies import Decision, RouteRequest, decide
@@ -35,18 +36,21 @@ def model_chain(state: RouterState, parsed: ParsedRequest, headers: CIMultiDictP
     if primary is None:
         raise ClientError(404, f"the model {parsed.model!r} does not exist; available models: "
                           f"{', '.join(sorted(models))}", param="model", code="model_not_found")
-    chain = [(primary, route_request_from(parsed, primary, headers, state.typical_output_tokens(primary, now)))]
+    affinity = state.prefix_affinity
+    blocks = prompt_blocks(parsed.prompt_parts, affinity.block_chars, affinity.max_blocks) if affinity.enabled else ()
+    chain = [(primary, route_request_from(parsed, primary, headers, state.typical_output_tokens(primary, now),
+                                          blocks))]
     for name in primary.fallbacks:
         fallback = models.get(name)
         if fallback is not None:
             chain.append((fallback, route_request_from(parsed, fallback, headers,
-                                                       state.typical_output_tokens(fallback, now))))
+                                                       state.typical_output_tokens(fallback, now), blocks)))
     return chain
 
 
 def decide_model(state: RouterState, model: ModelSpec, request: RouteRequest, now: float) -> ModelDecision:
     started = time.perf_counter()
-    decision = decide(state.candidates(model, now, request.estimated_input_tokens), request,
+    decision = decide(state.candidates(model, now, request.estimated_input_tokens, request.prefix_blocks), request,
                       state.policy_states[model.name], state.rng)
     return ModelDecision(model, request, decision, time.perf_counter() - started)
 
@@ -80,7 +84,8 @@ def decision_json(model_decision: ModelDecision) -> dict[str, Any]:
                 "name": f.name, "region": f.region, "eligible": f.eligible,
                 "excluded_because": None if f.exclusion is None else str(f.exclusion),
                 "latency_ms": round(f.latency_ms, 3), "ttft_ms": round(f.ttft_ms, 3), "tpot_ms": round(f.tpot_ms, 3),
-                "predicted_ms": round(f.predicted_ms, 3), "estimate": f.estimate, "cost": f.cost,
+                "predicted_ms": round(f.predicted_ms, 3), "estimate": f.estimate,
+                "cached_prompt_tokens": f.cached_prompt_tokens, "cost": f.cost,
                 "load": round(f.load, 4), "quality": f.quality,
                 "score": None if f.score is None else round(f.score, 4), "in_flight": f.in_flight,
                 "breaker": f.breaker,
