@@ -1,17 +1,18 @@
-"""A deployment's latency as a function of the request's size and the engine's load, learned online from this
+"""How a deployment's latency changes with the request's size and the engine's load, learned online from this
 router's own answers, with the curve's shape taken from the deployment's architecture. Pure: no clock, no I/O.
 
-Time to first token is prefill plus waiting: `ttft = a + b * prefill(p)` where p is the prompt's uncached
-kilo-tokens and `prefill(p) = p * (1 + g * p)`: attention makes each prompt token cost more the longer the
-context, by `g` per 1k tokens for the architecture (none for linear attention). Time per output token is
-`tpot = e + f * running + h * kappa * context`: decoding shares the GPU with the batch, and reads a KV cache
-that grows with the context for the architectures that have one (`kappa`; 0 for linear attention, a fraction
-for hybrids). The coefficients (a, b) and (e, f, h) are fitted by recursive least squares with a forgetting
-factor, starting from a prior; what is not explained yet (a backend that just turned slow) is carried by a
-time-decayed mean of the residuals, so a change shows from the next answer, not after a hundred.
+The level (how fast the deployment is right now) is the recent, time-decayed mean the statistics keep: it moves
+within seconds when a backend slows down or recovers. This model says how one request differs from the recent
+ones: time to first token grows with the prefill of its uncached prompt, `prefill(p) = p * (1 + g * p)` for p
+kilo-tokens (attention makes each token cost more the longer the context, by `g` per 1k tokens for the
+architecture; none for linear attention); time per output token grows with the batch and, for the
+architectures that read a KV cache that grows with the context, with the context (`kappa`: 0 for linear
+attention, a fraction for hybrids). The slopes are fitted by recursive least squares with forgetting on values
+centred on their recent means, so a backend turning slow moves the level, not the slopes; requests of the
+same size teach nothing about slopes, and the prior stands.
 
-Requests waiting in the engine's queue add `waiting * e2e / running` to the first token: each waits for a
-running request to finish (Little's law); no coefficient to learn before a queue is first seen.
+Requests waiting in the engine's queue add `waiting * answer / running` to the first token: each waits for a
+running request to finish (Little's law); the level is taken without the waits that were in it.
 """
 
 from __future__ import annotations
@@ -138,31 +139,16 @@ def request_size(prompt_tokens: int, cached_prompt_tokens: int, output_tokens: i
     )
 
 
-class ModelView(NamedTuple):
-    """A deployment's fitted coefficients as one immutable value, read by routing decisions."""
-
-    ttft: tuple[float, ...]
-    tpot: tuple[float, ...]
-    ttft_bias_ms: float  # the recent residual of TTFT not explained by the fit
-    tpot_bias_ms: float
-    shape: ArchitectureShape
-    ttft_observations: int
-    tpot_observations: int
-
-    def ttft_ms(self, size: RequestSize) -> float:
-        """Prefill, plus the wait behind the engine's queue (the queue's answers priced by this same model)."""
-        prefill_ms = max(0.0, _dot(self.ttft, ttft_features(size.uncached_prompt_tokens, self.shape))
-                         + self.ttft_bias_ms)
-        return prefill_ms + queue_wait_ms(size, prefill_ms + self.tpot_ms(size) * size.output_tokens)
-
-    def tpot_ms(self, size: RequestSize) -> float:
-        features = tpot_features(size.running, _context_tokens(size), self.shape)
-        return max(0.0, _dot(self.tpot, features) + self.tpot_bias_ms)
+def prefill_feature(size: RequestSize, shape: ArchitectureShape) -> float:
+    kilo = max(0, size.uncached_prompt_tokens) / 1000
+    return kilo * (1.0 + shape.attention_growth_per_1k * kilo)
 
 
-def _context_tokens(size: RequestSize) -> float:
-    """The KV cache an average output token reads: the whole prompt and half the answer."""
-    return (size.prompt_tokens or size.uncached_prompt_tokens) + size.output_tokens / 2
+def kv_context_feature(size: RequestSize, shape: ArchitectureShape) -> float:
+    """The KV cache an average output token reads (the whole prompt and half the answer), in kilo-tokens, weighed
+    by how much of decoding reads it."""
+    context = (size.prompt_tokens or size.uncached_prompt_tokens) + size.output_tokens / 2
+    return shape.kv_context_weight * context / 1000
 
 
 def queue_wait_ms(size: RequestSize, answer_ms: float) -> float:
@@ -172,73 +158,125 @@ def queue_wait_ms(size: RequestSize, answer_ms: float) -> float:
     return size.waiting * answer_ms / max(size.running, 1.0)
 
 
-def _dot(coefficients: tuple[float, ...], features: tuple[float, ...]) -> float:
-    return sum(c * x for c, x in zip(coefficients, features, strict=True))
+class ModelView(NamedTuple):
+    """A deployment's fitted slopes and the recent means they are centred on, as one immutable value that routing
+    decisions read."""
+
+    prefill_slope_ms: float  # per unit of prefill_feature
+    mean_prefill: float  # the recent answers' prefill_feature
+    mean_queue_wait_ms: float  # the queue waits that were in the recent answers' TTFT
+    running_slope_ms: float  # TPOT per request in the batch
+    kv_context_slope_ms: float  # TPOT per unit of kv_context_feature
+    mean_running: float
+    mean_kv_context: float
+    shape: ArchitectureShape
+    ttft_observations: int
+    tpot_observations: int
+
+    def tpot_ms(self, level_ms: float, size: RequestSize) -> float:
+        """This request's TPOT, from the deployment's recent mean `level_ms`."""
+        return max(0.0, level_ms + self.running_slope_ms * (size.running - self.mean_running)
+                   + self.kv_context_slope_ms * (kv_context_feature(size, self.shape) - self.mean_kv_context))
+
+    def ttft_ms(self, level_ms: float, size: RequestSize, tpot_ms: float) -> float:
+        """This request's TTFT, from the deployment's recent mean `level_ms`: its own prefill, and the wait behind
+        the engine's queue now instead of the waits the recent answers had."""
+        prefill_ms = max(0.0, level_ms - self.mean_queue_wait_ms
+                         + self.prefill_slope_ms * (prefill_feature(size, self.shape) - self.mean_prefill))
+        return prefill_ms + queue_wait_ms(size, prefill_ms + tpot_ms * size.output_tokens)
 
 
-def ttft_features(uncached_prompt_tokens: int, shape: ArchitectureShape) -> tuple[float, float]:
-    kilo = max(0, uncached_prompt_tokens) / 1000
-    return 1.0, kilo * (1.0 + shape.attention_growth_per_1k * kilo)
+class _Means:
+    """Time-decayed means of the values a regression is centred on."""
+
+    __slots__ = ("_means",)
+
+    def __init__(self, count: int, decay_s: float, stale_after_s: float) -> None:
+        self._means = [DecayingMean(decay_s, stale_after_s) for _ in range(count)]
+
+    def values(self, now: float) -> tuple[float, ...] | None:
+        """None when any is unknown (no sample for stale_after_s)."""
+        values = tuple(mean.value(now) for mean in self._means)
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+
+    def add(self, values: tuple[float, ...], now: float) -> None:
+        for mean, value in zip(self._means, values, strict=True):
+            mean.add(value, now)
+
+    @property
+    def last_at(self) -> float:
+        return self._means[0].last_at
 
 
-def tpot_features(running: float, context_tokens: float, shape: ArchitectureShape) -> tuple[float, float, float]:
-    return 1.0, max(0.0, running), shape.kv_context_weight * max(0.0, context_tokens) / 1000
-
-
-# Priors: nothing known of the intercepts (wide), a weak belief in a prefill of about 10 ms per 1k tokens and in
-# decoding slowing a little per request in the batch and per 1k tokens of context.
-_TTFT_PRIOR = ((0.0, 10.0), (1e8, 1e4))
-_TPOT_PRIOR = ((0.0, 0.05, 0.05), (1e6, 1.0, 1.0))
+# A weak prior: a prefill of about 10 ms per 1k tokens, decoding slowing a little per request in the batch and
+# per 1k tokens of context. Variances wide enough that a few dozen varied answers outweigh it.
+_PREFILL_PRIOR = ((10.0,), (1e4,))
+_TPOT_PRIOR = ((0.05, 0.05), (1.0, 1.0))
 FORGETTING = 0.99  # about the last hundred answers carry the fit
 
 
 class LatencyModel:
-    """One deployment's size-aware prediction, fed each answer this router gets from it; mutable, owned by the
+    """One deployment's size-aware corrections, fed each answer this router gets from it; mutable, owned by the
     deployment's live state. `view()` is what routing reads."""
 
-    __slots__ = ("shape", "_ttft", "_tpot", "_ttft_bias", "_tpot_bias", "ttft_errors", "tpot_errors", "_view")
+    __slots__ = ("shape", "_stale_after_s", "_prefill", "_tpot", "_ttft_means", "_tpot_means", "ttft_errors",
+                 "tpot_errors", "_view", "_view_until")
 
     def __init__(self, architecture: str, *, decay_s: float, stale_after_s: float) -> None:
         self.shape = shape_of(architecture)
-        self._ttft = OnlineRegression(*_TTFT_PRIOR, forgetting=FORGETTING)
+        self._stale_after_s = stale_after_s
+        self._prefill = OnlineRegression(*_PREFILL_PRIOR, forgetting=FORGETTING)
         self._tpot = OnlineRegression(*_TPOT_PRIOR, forgetting=FORGETTING)
-        self._ttft_bias = DecayingMean(decay_s, stale_after_s)
-        self._tpot_bias = DecayingMean(decay_s, stale_after_s)
+        # (prefill feature, queue wait ms, TTFT without the wait ms) and (running, KV context, TPOT ms)
+        self._ttft_means = _Means(3, decay_s, stale_after_s)
+        self._tpot_means = _Means(3, decay_s, stale_after_s)
         self.ttft_errors = ErrorTracker()
         self.tpot_errors = ErrorTracker()
+        self._view_until = -1.0
         self._view = self._snapshot(0.0)
 
     def view(self, now: float) -> ModelView:
-        bias_ttft = self._ttft_bias.value(now) or 0.0
-        bias_tpot = self._tpot_bias.value(now) or 0.0
-        if bias_ttft != self._view.ttft_bias_ms or bias_tpot != self._view.tpot_bias_ms:
-            self._view = self._view._replace(ttft_bias_ms=bias_ttft, tpot_bias_ms=bias_tpot)
+        """Read on every routing decision: rebuilt only after an answer, or when a mean goes stale."""
+        if now > self._view_until:
+            self._view = self._snapshot(now)
         return self._view
 
     def learn(self, size: RequestSize, now: float, *, ttft_ms: float | None, tpot_ms: float | None,
-              baseline_ttft_ms: float | None = None, baseline_tpot_ms: float | None = None) -> None:
+              predicted: tuple[float, float] | None = None, baseline: tuple[float | None, float | None] = (None, None)
+              ) -> None:
         """An answer to a request of `size` (its output tokens those generated): its measured time to first token
         (a stream's or a probe's; None for a whole answer, which does not show it) and time per output token.
-        The baselines are what a size-blind estimate predicted, kept to compare errors with."""
-        view = self.view(now)
-        if ttft_ms is not None:
-            if view.ttft_observations:
-                self.ttft_errors.add(view.ttft_ms(size), baseline_ttft_ms, ttft_ms)
-            features = ttft_features(size.uncached_prompt_tokens, self.shape)
-            prefill_ms = max(0.0, ttft_ms - (view.ttft_ms(size) - view.ttft_ms(size._replace(waiting=0.0))))
-            self._ttft.learn(features, prefill_ms)
-            # What the fit does not explain even after this answer: a change too recent for it to have absorbed.
-            self._ttft_bias.add(prefill_ms - self._ttft.predict(features), now)
+        `predicted` is what routing predicted for it (TTFT, TPOT), `baseline` what the size-blind recent means
+        did: their errors are kept to compare."""
+        if predicted is not None:
+            if ttft_ms is not None:
+                self.ttft_errors.add(predicted[0], baseline[0], ttft_ms)
+            if tpot_ms is not None:
+                self.tpot_errors.add(predicted[1], baseline[1], tpot_ms)
         if tpot_ms is not None:
-            if view.tpot_observations:
-                self.tpot_errors.add(view.tpot_ms(size), baseline_tpot_ms, tpot_ms)
-            features = tpot_features(size.running, _context_tokens(size), self.shape)
-            self._tpot.learn(features, tpot_ms)
-            self._tpot_bias.add(tpot_ms - self._tpot.predict(features), now)
+            kv_context = kv_context_feature(size, self.shape)
+            means = self._tpot_means.values(now)
+            if means is not None:
+                running, context, level = means
+                self._tpot.learn((size.running - running, kv_context - context), tpot_ms - level)
+            self._tpot_means.add((size.running, kv_context, tpot_ms), now)
+        if ttft_ms is not None:
+            prefill = prefill_feature(size, self.shape)
+            means = self._ttft_means.values(now)
+            answer_ms = ttft_ms
+            if means is not None:
+                answer_ms = means[2]
+            tpot_level = self._tpot_means.values(now)
+            if tpot_level is not None:
+                answer_ms += tpot_level[2] * size.output_tokens
+            wait_ms = min(ttft_ms, queue_wait_ms(size, answer_ms))
+            if means is not None:
+                self._prefill.learn((prefill - means[0],), ttft_ms - wait_ms - means[2])
+            self._ttft_means.add((prefill, wait_ms, ttft_ms - wait_ms), now)
         self._view = self._snapshot(now)
 
     def report(self, now: float) -> dict[str, object]:
-        """The fit and its error, as `/routing` shows it: the mean absolute percentage error of its last
+        """The fit and its error, as `/routing` shows it: the mean absolute percentage error of routing's last
         predictions, and of the size-blind recent means on the same answers."""
         view = self.view(now)
 
@@ -246,15 +284,22 @@ class LatencyModel:
             return None if value is None else round(value, 4)
 
         return {
-            "ttft": {"coefficients": [round(c, 4) for c in view.ttft], "bias_ms": round(view.ttft_bias_ms, 3),
-                     "answers": view.ttft_observations, "mape": rounded(self.ttft_errors.mape()),
+            "ttft": {"prefill_ms_per_unit": round(view.prefill_slope_ms, 4), "answers": view.ttft_observations,
+                     "mape": rounded(self.ttft_errors.mape()),
                      "size_blind_mape": rounded(self.ttft_errors.baseline_mape())},
-            "tpot": {"coefficients": [round(c, 4) for c in view.tpot], "bias_ms": round(view.tpot_bias_ms, 3),
-                     "answers": view.tpot_observations, "mape": rounded(self.tpot_errors.mape()),
+            "tpot": {"ms_per_running_request": round(view.running_slope_ms, 5),
+                     "ms_per_1k_context": round(view.kv_context_slope_ms, 5), "answers": view.tpot_observations,
+                     "mape": rounded(self.tpot_errors.mape()),
                      "size_blind_mape": rounded(self.tpot_errors.baseline_mape())},
         }
 
     def _snapshot(self, now: float) -> ModelView:
-        return ModelView(self._ttft.coefficients, self._tpot.coefficients, self._ttft_bias.value(now) or 0.0,
-                         self._tpot_bias.value(now) or 0.0, self.shape, self._ttft.observations,
-                         self._tpot.observations)
+        # The view holds until a mean it uses goes stale (never, for means not known yet: only an answer changes them).
+        known_since = [m.last_at for m in (self._ttft_means, self._tpot_means) if m.values(now) is not None]
+        self._view_until = min(known_since) + self._stale_after_s if known_since else float("inf")
+        ttft_means = self._ttft_means.values(now) or (0.0, 0.0, 0.0)
+        tpot_means = self._tpot_means.values(now) or (0.0, 0.0, 0.0)
+        (prefill_slope,) = self._prefill.coefficients
+        running_slope, context_slope = self._tpot.coefficients
+        return ModelView(prefill_slope, ttft_means[0], ttft_means[1], running_slope, context_slope, tpot_means[0],
+                         tpot_means[1], self.shape, self._prefill.observations, self._tpot.observations)

@@ -18,7 +18,7 @@ from data_plane.deployments.latency_model import ModelView, RequestSize
 from data_plane.deployments.stats import StatsView
 from data_plane.table.snapshot import DeploymentSpec
 
-# Answers a size model needs before it predicts: fewer leave its prior's slope guessing.
+# Answers of varied sizes a size model needs before it corrects the recent means: fewer leave its prior guessing.
 MIN_FITTED = 3
 
 
@@ -119,7 +119,7 @@ def predict(known: Known, spec: DeploymentSpec, prior: Priors, size: RequestSize
     ttft_source, tpot_source = known.ttft_source, known.tpot_source
     if model is not None:
         if tpot_source is Source.MEASURED and model.tpot_observations >= MIN_FITTED:
-            tpot_ms, tpot_source = model.tpot_ms(size), Source.FITTED
+            tpot_ms, tpot_source = model.tpot_ms(tpot_ms, size), Source.FITTED
         if ttft_source is Source.MEASURED and not known.stuck and model.ttft_observations >= MIN_FITTED:
-            ttft_ms, ttft_source = model.ttft_ms(size), Source.FITTED
+            ttft_ms, ttft_source = model.ttft_ms(ttft_ms, size, tpot_ms), Source.FITTED
     return Prediction(ttft_ms, tpot_ms, max(0, size.output_tokens), ttft_source, tpot_source)

@@ -80,6 +80,15 @@ def report_health(metrics: RouterMetrics, region: str, live: LiveDeployment, cha
     metrics.health_state.labels(*_labels(region, live)).set(1 if live.health.healthy else 0)
 
 
+def learn_timing(live: LiveDeployment, size: RequestSize, known: Known, now: float, *, ttft_ms: float | None,
+                 tpot_ms: float | None) -> None:
+    """Teaches the deployment's size model an answer's timing (a live answer's or a probe's), with what routing
+    predicted for it from `known` (the size-blind figures before it) to keep the prediction's error."""
+    predicted = predict(known, live.spec, NO_PRIORS, size, live.latency_model.view(now))
+    live.latency_model.learn(size, now, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
+                             predicted=(predicted.ttft_ms, predicted.tpot_ms), baseline=(known.ttft_ms, known.tpot_ms))
+
+
 class OutcomeRecorder:
     def __init__(self, state: RouterState, metrics: RouterMetrics, telemetry: TelemetryAccumulators, region: str,
                  rate_limits: RateLimits | None = None) -> None:
@@ -204,10 +213,8 @@ class OutcomeRecorder:
         known = known_figures(live.stats.view(now), spec)
         timing = self.timing(live, outcome, usage.completion_tokens, known)
         if outcome.size is not None:
-            live.latency_model.learn(outcome.size._replace(output_tokens=usage.completion_tokens), now,
-                                     ttft_ms=timing.ttft_ms if outcome.first_token_at is not None else None,
-                                     tpot_ms=timing.tpot_ms, baseline_ttft_ms=known.ttft_ms,
-                                     baseline_tpot_ms=known.tpot_ms)
+            learn_timing(live, outcome.size._replace(output_tokens=usage.completion_tokens), known, now,
+                         ttft_ms=timing.ttft_ms if outcome.first_token_at is not None else None, tpot_ms=timing.tpot_ms)
         if not outcome.breaker_judged:
             self.report(live, live.breaker.record(now, ok=True, slow=_slowness(live, timing), started=outcome.started,
                                                   ttft_measured=outcome.first_token_at is not None,
