@@ -47,6 +47,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="probability that a request gets HTTP 429 (default %(default)s)")
     parser.add_argument("--retry-after-s", type=float, default=None,
                         help="the Retry-After those 429s carry, in seconds (default: none)")
+    parser.add_argument("--prefill-ms-per-1k", type=float, default=_DEFAULTS.prefill_ms_per_1k,
+                        help="prefill time per 1,000 uncached prompt tokens at no load, ms, before the profile's "
+                             "attention growth; applies when --ttft-ms is above 0 (default %(default)s)")
+    parser.add_argument("--kv-cache-tokens", type=int, default=_DEFAULTS.kv_cache_tokens,
+                        help="KV cache size in tokens; a request reserves prompt + output tokens (a hybrid a "
+                             "quarter, linear-attention none) and waits while that does not fit "
+                             "(default %(default)s)")
+    parser.add_argument("--prefix-cache-blocks", type=int, default=_DEFAULTS.prefix_cache_blocks,
+                        help="256-character prompt blocks the prefix cache keeps, LRU; 0 disables it "
+                             "(default %(default)s)")
     parser.add_argument("--api-key-env", metavar="VAR",
                         help="environment variable holding the key every /v1 request must send as a bearer "
                              "token (default: no key)")
@@ -64,6 +74,8 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         capacity=args.capacity, error_rate=args.error_rate, output_tokens=args.output_tokens,
         output_tokens_sigma=args.output_tokens_sigma, usage_format=UsageFormat(args.usage_format), seed=args.seed,
         throttle_rate=args.throttle_rate, retry_after_s=args.retry_after_s, api_key=api_key,
+        prefill_ms_per_1k=args.prefill_ms_per_1k, kv_cache_tokens=args.kv_cache_tokens,
+        prefix_cache_blocks=args.prefix_cache_blocks,
     )
 
 

@@ -31,12 +31,14 @@ def _call(url: str, body: bytes | None, timeout_s: float) -> dict[str, Any]:
 
 
 def read_sim_config(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Settings plus `running`, `waiting`, `peak_running`, `served`, `errors`, `rejected`, `cancelled`.
+    """Settings plus `running`, `waiting`, `peak_running`, `served`, `errors`, `rejected`, `cancelled` and the
+    engine figures (`kv_cache_usage`, `kv_cache_reserved_tokens`, `prefix_cache_hits`, ...).
     `url` is the simulator's root (`http://127.0.0.1:PORT`), not its `/v1` base."""
     return _call(f"{url}/sim/config", None, timeout_s)
 
 
 def change_sim_config(url: str, timeout_s: float = 5.0, **changes: Any) -> dict[str, Any]:
-    """Applies some of error_rate, ttft_ms, itl_ms, capacity, profile (all of them or, if one is invalid,
-    none) and returns the new view."""
+    """Applies some of error_rate, throttle_rate, retry_after_s, ttft_ms, itl_ms, capacity, profile,
+    prefill_ms_per_1k, kv_cache_tokens, prefix_cache_blocks (all of them or, if one is invalid, none) and
+    returns the new view."""
     return _call(f"{url}/sim/config", json.dumps(changes).encode(), timeout_s)

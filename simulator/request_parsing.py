@@ -41,6 +41,9 @@ class GenerationRequest:
     finish_reason: str  # "length" when max_tokens cut the answer, "stop" when the model ended it
     stream: bool
     include_usage: bool
+    cache_text: str = ""
+    """The text the prefix cache hashes: for chat each message's role, a newline, its text and a newline;
+    for completions the prompt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,32 +74,42 @@ def check_model(body: Mapping[str, Any], served_model: str) -> None:
                            code="model_not_found", param="model")
 
 
-def _messages_text(messages: object) -> str:
+def _messages_text(messages: object) -> tuple[str, str]:
+    """(the text whose length estimates the prompt tokens, the text the prefix cache hashes)."""
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "'messages' must be a non-empty array of messages",
                            code="missing_required_parameter", param="messages")
     parts: list[str] = []
+    cache_parts: list[str] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RequestError(400, f"messages[{index}] must be an object with a role and content",
                                code="invalid_value", param=f"messages[{index}]")
         content = message.get("content")
+        texts: list[str] = []
         if isinstance(content, str):
-            parts.append(content)
+            texts.append(content)
         elif isinstance(content, list):
-            parts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-    return "\n".join(parts)
+            texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        parts += texts
+        role = message.get("role")
+        # The role is part of the key: the same words from another speaker are another prompt.
+        cache_parts += (role if isinstance(role, str) else "", "\n", *texts, "\n")
+    return "\n".join(parts), "".join(cache_parts)
 
 
-def _prompt_text(prompt: object) -> str:
+def _prompt_text(prompt: object) -> tuple[str, str]:
+    """(the text whose length estimates the prompt tokens, the text the prefix cache hashes)."""
     if isinstance(prompt, str):
-        return prompt
+        return prompt, prompt
     if isinstance(prompt, list) and prompt:
         if all(isinstance(p, str) for p in prompt):
-            return "\n".join(prompt)
+            text = "\n".join(prompt)
+            return text, text
         if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-            # Token ids: one token each, rendered so that the estimate counts them as such.
-            return "tok " * len(prompt)
+            # Token ids: one token each, rendered so that the estimate counts them as such; the cache keys on
+            # the ids themselves.
+            return "tok " * len(prompt), ",".join(map(str, prompt))
     raise RequestError(400, "'prompt' must be a non-empty string, array of strings or array of token ids",
                        code="missing_required_parameter", param="prompt")
 
@@ -128,9 +141,9 @@ def parse_generation(body: Mapping[str, Any], kind: GenerationKind, served_model
                      default_output_tokens: int) -> GenerationRequest:
     check_model(body, served_model)
     if kind is GenerationKind.CHAT:
-        text = _messages_text(body.get("messages"))
+        text, cache_text = _messages_text(body.get("messages"))
     else:
-        text = _prompt_text(body.get("prompt"))
+        text, cache_text = _prompt_text(body.get("prompt"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError(400, f"'stream' must be true or false, got {stream!r}", code="invalid_value",
@@ -143,6 +156,7 @@ def parse_generation(body: Mapping[str, Any], kind: GenerationKind, served_model
         finish_reason="stop" if max_tokens is None else "length",
         stream=stream,
         include_usage=_include_usage(body, stream),
+        cache_text=cache_text,
     )
 
 

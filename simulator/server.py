@@ -1,5 +1,5 @@
-"""The simulator's aiohttp shell: parses a request, admits it through the concurrency slots, waits as the
-profile's latency model says and writes the bodies that `responses` builds."""
+"""The simulator's aiohttp shell: parses a request, admits it through the concurrency slots and the KV cache,
+waits as the profile's time model says and writes the bodies that `responses` builds."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
 from simulator.live_state import SimulatorState
 from simulator.metrics import build_registry
+from simulator.prefix_cache import block_hashes
 from simulator.request_parsing import (
     GenerationKind,
     GenerationRequest,
@@ -95,16 +96,19 @@ async def _read_body(request: web.Request) -> dict[str, object]:
 
 
 class _Slot:
-    """Holds one of the server's concurrency slots for a block, counting a client that leaves meanwhile."""
+    """Holds one of the server's concurrency slots and `kv_tokens` of its KV cache for a block, counting a
+    client that leaves meanwhile. The amount is fixed at entry, so a profile changed meanwhile releases what
+    was reserved."""
 
-    __slots__ = ("_state",)
+    __slots__ = ("_kv_tokens", "_state")
 
-    def __init__(self, state: SimulatorState) -> None:
+    def __init__(self, state: SimulatorState, kv_tokens: int = 0) -> None:
         self._state = state
+        self._kv_tokens = kv_tokens
 
     async def __aenter__(self) -> None:
         try:
-            await self._state.admission.acquire()
+            await self._state.admission.acquire(self._kv_tokens)
         except asyncio.CancelledError:
             self._state.cancelled += 1
             raise
@@ -113,7 +117,7 @@ class _Slot:
                         traceback: object) -> None:
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             self._state.cancelled += 1
-        self._state.admission.release()
+        self._state.admission.release(self._kv_tokens)
 
 
 def _simulated_failure(state: SimulatorState) -> web.Response | None:
@@ -137,6 +141,7 @@ def _simulated_failure(state: SimulatorState) -> web.Response | None:
 def _generation_handler(kind: GenerationKind) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[SIMULATOR]
+        arrived_at = asyncio.get_running_loop().time()
         try:
             parsed = parse_generation(await _read_body(request), kind, state.settings.model,
                                       state.draw_output_tokens())
@@ -146,8 +151,10 @@ def _generation_handler(kind: GenerationKind) -> Handler:
         failure = _simulated_failure(state)
         if failure is not None:
             return failure
-        async with _Slot(state):
-            return await _generate(request, state, parsed)
+        # Hashed before queueing, looked up at admission: the wait costs no work when the slot frees.
+        hashes = block_hashes(parsed.cache_text) if state.prefix_cache.enabled else ()
+        async with _Slot(state, state.kv_tokens_for(parsed.prompt_tokens, parsed.output_tokens)):
+            return await _generate(request, state, parsed, hashes, arrived_at)
 
     return handle
 
@@ -156,13 +163,21 @@ def _generation_handler(kind: GenerationKind) -> Handler:
 _DECODE_BLOCK_TOKENS = 16
 
 
-async def _generate(request: web.Request, state: SimulatorState,
-                    parsed: GenerationRequest) -> web.StreamResponse:
+def _record_served(state: SimulatorState, arrived_at: float, now: float, generated: int) -> None:
+    state.served += 1
+    state.engine.generation_tokens += generated
+    state.engine.e2e_s.observe(now - arrived_at)
+
+
+async def _generate(request: web.Request, state: SimulatorState, parsed: GenerationRequest,
+                    hashes: tuple[bytes, ...], arrived_at: float) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     admitted_at = loop.time()
     settings = state.settings  # read after admission: a change made while this request queued applies to it
+    cached = state.admit_prompt(parsed.prompt_tokens, hashes)
     multipliers = state.draw_latency()
-    ttft_s = settings.ttft_ms * multipliers.ttft / 1000.0
+    ttft_s = state.ttft_s(parsed.prompt_tokens, cached, multipliers)
+    engine = state.engine
     generation = Generation(
         id=state.next_id(parsed.kind), created=int(time.time()), model=settings.model, kind=parsed.kind,
         tokens=generated_tokens(state.rng.randrange(len(VOCABULARY)), parsed.output_tokens),
@@ -172,48 +187,66 @@ async def _generate(request: web.Request, state: SimulatorState,
     if not parsed.stream:
         if ttft_s > 0:
             await asyncio.sleep(ttft_s)
+        engine.ttft_s.observe(loop.time() - arrived_at)
         remaining = parsed.output_tokens - 1
+        context = parsed.prompt_tokens + 1
         while remaining > 0:
             block = min(remaining, _DECODE_BLOCK_TOKENS)
-            delay_s = state.itl_s(multipliers.jitter) * block
+            # The block's context is taken at its start: close enough for 16 tokens, and one read per block.
+            delay_s = state.itl_s(multipliers.jitter, context) * block
+            started = loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
+            engine.itl_s.observe((loop.time() - started) / block, block)
             remaining -= block
-        state.served += 1
+            context += block
+        _record_served(state, arrived_at, loop.time(), parsed.output_tokens)
         return web.Response(body=completion_body(generation), content_type=_JSON)
     events = stream_events(generation, include_usage=parsed.include_usage)
     if settings.itl_ms == 0:
         # Nothing to pace: one write of the whole stream is what "as fast as it can" means here.
         if ttft_s > 0:
             await asyncio.sleep(ttft_s)
-        state.served += 1
+        now = loop.time()
+        engine.ttft_s.observe(now - arrived_at)
+        engine.itl_s.observe(0.0, parsed.output_tokens - 1)
+        _record_served(state, arrived_at, now, parsed.output_tokens)
         return web.Response(body=events.whole(), headers=_SSE_HEADERS)
-    return await _paced_stream(request, state, events, admitted_at + ttft_s, multipliers.jitter)
+    return await _paced_stream(request, state, events, admitted_at + ttft_s, multipliers.jitter,
+                               parsed.prompt_tokens, arrived_at)
 
 
 async def _paced_stream(request: web.Request, state: SimulatorState, events: StreamEvents,
-                        first_token_at: float, jitter: float) -> web.StreamResponse:
+                        first_token_at: float, jitter: float, prompt_tokens: int,
+                        arrived_at: float) -> web.StreamResponse:
     """Writes the first token at `first_token_at` and each next one an inter-token latency later, taken at the
-    load of that moment (deadlines, not sleeps, so that the pace does not drift); a client that goes away ends
-    the generation at its next write."""
+    load and context of that moment (deadlines, not sleeps, so that the pace does not drift); a client that
+    goes away ends the generation at its next write."""
     loop = asyncio.get_running_loop()
+    engine = state.engine
     response = web.StreamResponse(headers=_SSE_HEADERS)
     try:
         await response.prepare(request)
         last = len(events.tokens) - 1
         due_at = first_token_at
+        written_at = arrived_at
         for index, token in enumerate(events.tokens):
             if index > 0:
-                due_at += state.itl_s(jitter)
+                # The context of token `index`: the prompt and the `index` tokens generated before it.
+                due_at += state.itl_s(jitter, prompt_tokens + index)
             delay_s = due_at - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             piece = events.head + token if index == 0 else token
             await response.write(piece + events.tail if index == last else piece)
+            now = loop.time()
+            (engine.ttft_s if index == 0 else engine.itl_s).observe(now - written_at)
+            written_at = now
+            engine.generation_tokens += 1
     except ConnectionResetError:
         state.cancelled += 1
         return response
-    state.served += 1
+    _record_served(state, arrived_at, loop.time(), 0)  # its tokens were counted as they were written
     return response
 
 
@@ -301,6 +334,8 @@ async def serve(app: web.Application, host: str, port: int, *, port_file: Path |
     log.info(event("starting", server="sim-backend", model=settings.model, profile=settings.profile.value,
                    ttft_ms=settings.ttft_ms, itl_ms=settings.itl_ms, capacity=settings.capacity,
                    error_rate=settings.error_rate, usage_format=settings.usage_format.value,
-                   throttle_rate=settings.throttle_rate, api_key_required=settings.api_key is not None))
+                   throttle_rate=settings.throttle_rate, api_key_required=settings.api_key is not None,
+                   prefill_ms_per_1k=settings.prefill_ms_per_1k, kv_cache_tokens=settings.kv_cache_tokens,
+                   prefix_cache_blocks=settings.prefix_cache_blocks))
     await serve_until_cancelled(app, host, port, port_file=port_file, name="sim-backend",
                                 handler_cancellation=True, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)

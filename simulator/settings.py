@@ -19,6 +19,15 @@ MAX_DELAY_MS = 600_000.0
 # A spread of 4 already puts the 99th percentile 10,000 times above the median; more says nothing new.
 MAX_OUTPUT_TOKENS_SIGMA = 4.0
 MAX_RETRY_AFTER_S = 3600.0
+# 32 slots of a 16k context each: the default capacity with room to spare. The project's realistic workload
+# (prompts median 300 tokens, p99 about 6k; answers median 200) never comes near it, so requests wait for KV
+# space only where a test or a scenario lowers the budget.
+DEFAULT_KV_CACHE_TOKENS = 524_288
+MAX_KV_CACHE_TOKENS = 1 << 40
+# 2048 blocks of 64 tokens: 131,072 tokens of reusable prefixes, a quarter of the default KV cache.
+DEFAULT_PREFIX_CACHE_BLOCKS = 2048
+# About 100 bytes of memory a block: a million blocks is 100 MB, more than any simulated run needs.
+MAX_PREFIX_CACHE_BLOCKS = 1_048_576
 
 
 class UsageFormat(StrEnum):
@@ -53,6 +62,14 @@ class SimulatorSettings:
     """Probability that a request gets 429 before any byte, as a saturated or rate-limited server answers."""
     retry_after_s: float | None = None
     """The Retry-After (seconds) those 429s carry; None: no such header."""
+    prefill_ms_per_1k: float = 10.0
+    """Prefill time per 1,000 uncached prompt tokens at no load, before the attention growth: 10 ms is about
+    100k prompt tokens/s, a mid-size model on a modern GPU; a 300-token prompt then adds 3 ms."""
+    kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS
+    """The KV cache's size in tokens; a request reserves its share at admission and waits while it does
+    not fit."""
+    prefix_cache_blocks: int = DEFAULT_PREFIX_CACHE_BLOCKS
+    """Block hashes the prefix cache keeps (least recently used evicted first); 0 disables it."""
     api_key: str | None = dataclasses.field(default=None, repr=False)
     """When set, every /v1 request must carry `Authorization: Bearer <api_key>` (401 otherwise), as vLLM's
     `--api-key` asks. Never shown."""
@@ -64,12 +81,18 @@ class SimulatorSettings:
             raise SettingsError("profile", f"expected one of {[p.value for p in Profile]}")
         if not isinstance(self.usage_format, UsageFormat):
             raise SettingsError("usage_format", f"expected one of {[u.value for u in UsageFormat]}")
-        for name in ("ttft_ms", "itl_ms"):
+        for name in ("ttft_ms", "itl_ms", "prefill_ms_per_1k"):
             value = getattr(self, name)
             if not math.isfinite(value) or not 0 <= value <= MAX_DELAY_MS:
                 raise SettingsError(name, f"expected milliseconds from 0 to {MAX_DELAY_MS:.0f}, got {value}")
         if self.capacity < 1:
             raise SettingsError("capacity", f"expected 1 or more concurrent requests, got {self.capacity}")
+        if not 1 <= self.kv_cache_tokens <= MAX_KV_CACHE_TOKENS:
+            raise SettingsError("kv_cache_tokens",
+                                f"expected 1 to {MAX_KV_CACHE_TOKENS} tokens, got {self.kv_cache_tokens}")
+        if not 0 <= self.prefix_cache_blocks <= MAX_PREFIX_CACHE_BLOCKS:
+            raise SettingsError("prefix_cache_blocks", f"expected 0 (disabled) to {MAX_PREFIX_CACHE_BLOCKS} blocks, "
+                                f"got {self.prefix_cache_blocks}")
         for name in ("error_rate", "throttle_rate"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -103,10 +126,15 @@ class SimulatorSettings:
             "throttle_rate": self.throttle_rate,
             "retry_after_s": self.retry_after_s,
             "api_key_required": self.api_key is not None,
+            "prefill_ms_per_1k": self.prefill_ms_per_1k,
+            "kv_cache_tokens": self.kv_cache_tokens,
+            "prefix_cache_blocks": self.prefix_cache_blocks,
         }
 
 
-RUNTIME_FIELDS = ("error_rate", "ttft_ms", "itl_ms", "capacity", "profile", "throttle_rate", "retry_after_s")
+RUNTIME_FIELDS = ("error_rate", "ttft_ms", "itl_ms", "capacity", "profile", "throttle_rate", "retry_after_s",
+                  "prefill_ms_per_1k", "kv_cache_tokens", "prefix_cache_blocks")
+_WHOLE_NUMBER_FIELDS = {"capacity": "requests", "kv_cache_tokens": "tokens", "prefix_cache_blocks": "blocks"}
 
 
 def _number(field: str, value: object) -> float:
@@ -123,9 +151,9 @@ def _runtime_value(field: str, value: object) -> Any:
         return Profile(value)
     if field == "retry_after_s" and value is None:
         return None
-    if field == "capacity":
+    if field in _WHOLE_NUMBER_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(field, f"expected a whole number of requests, got {value!r}")
+            raise SettingsError(field, f"expected a whole number of {_WHOLE_NUMBER_FIELDS[field]}, got {value!r}")
         return value
     return _number(field, value)
 

@@ -383,6 +383,9 @@ def test_invalid_flags_fail_fast_with_the_flag_named(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "meridian_cli.main", "sim-backend", "--capacity", "0"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--capacity" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "meridian_cli.main", "sim-backend", "--prefix-cache-blocks", "-1"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--prefix-cache-blocks" in result.stderr
     result = subprocess.run([sys.executable, "-m", "meridian_cli.main", "sim-backend", "--api-key-env",
                              "MERIDIAN_TEST_UNSET_KEY"], capture_output=True, text=True, timeout=30,
                             env={k: v for k, v in os.environ.items() if k != "MERIDIAN_TEST_UNSET_KEY"})

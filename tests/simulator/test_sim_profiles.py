@@ -1,4 +1,5 @@
-"""The latency model: each profile's curve against load, table-driven and as properties."""
+"""The latency model: each profile's curve against load and against prompt and context length, and the KV
+cache it reserves, table-driven and as properties."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from simulator.profiles import (
     MAX_LOAD,
     Profile,
     base_multipliers,
+    context_multiplier,
+    itl_multiplier,
+    kv_tokens,
     latency_multipliers,
     load_factor,
+    prefill_ms,
+    time_to_first_token_ms,
 )
 
 loads = st.floats(min_value=0.0, max_value=50.0, allow_nan=False)
@@ -112,3 +118,88 @@ def test_jitter_has_mean_one() -> None:
 
 def test_every_profile_has_a_curve() -> None:
     assert set(CURVES) == set(Profile)
+
+
+# --- Size and architecture: prefill against prompt length, decoding against context, KV reserved ---------
+
+
+@pytest.mark.parametrize(
+    ("profile", "prompt", "cached", "expected_ms"),
+    [
+        (Profile.DENSE, 0, 0, 0.0),
+        (Profile.DENSE, 1000, 0, 10.0 * 1.0 * 1.03),
+        (Profile.DENSE, 6000, 0, 10.0 * 6.0 * 1.18),
+        (Profile.DENSE, 32_000, 0, 10.0 * 32.0 * 1.96),
+        (Profile.DENSE, 32_000, 30_000, 10.0 * 2.0 * 1.96),  # a prefix hit skips tokens, not the attention to them
+        (Profile.MOE, 32_000, 0, 10.0 * 32.0 * 2.6),
+        (Profile.HYBRID, 32_000, 0, 10.0 * 32.0 * 1.32),
+        (Profile.LINEAR_ATTENTION, 32_000, 0, 10.0 * 32.0),
+        (Profile.LINEAR_ATTENTION, 300, 0, 3.0),
+        (Profile.DENSE, 100, 500, 0.0),  # more cached than asked: nothing to compute
+    ],
+)
+def test_prefill_time_grows_with_the_uncached_prompt(profile: Profile, prompt: int, cached: int,
+                                                     expected_ms: float) -> None:
+    assert prefill_ms(profile, 10.0, prompt, cached) == pytest.approx(expected_ms)
+
+
+@pytest.mark.parametrize(
+    ("profile", "context", "expected"),
+    [
+        (Profile.DENSE, 0, 1.0),
+        (Profile.DENSE, 10_000, 1.2),
+        (Profile.MOE, 10_000, 1.3),
+        (Profile.HYBRID, 10_000, 1.06),
+        (Profile.LINEAR_ATTENTION, 10_000, 1.0),
+        (Profile.LINEAR_ATTENTION, 1_000_000, 1.0),
+    ],
+)
+def test_decoding_cost_grows_with_context_except_for_linear_attention(profile: Profile, context: int,
+                                                                      expected: float) -> None:
+    assert context_multiplier(profile, context) == pytest.approx(expected)
+    assert itl_multiplier(profile, 0.0, 1.0, context) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("ttft_ms", "prompt", "cached", "multiplier", "expected_ms"),
+    [
+        (25.0, 0, 0, 1.0, 25.0),
+        (25.0, 1000, 0, 2.0, (25.0 + 10.3) * 2.0),
+        (25.0, 1000, 999, 1.0, 25.0 + 0.0103),
+        (0.0, 100_000, 0, 3.0, 0.0),  # the instant server stays instant, however long the prompt
+    ],
+)
+def test_time_to_first_token_adds_prefill_before_the_load_multiplier(ttft_ms: float, prompt: int, cached: int,
+                                                                     multiplier: float, expected_ms: float) -> None:
+    got = time_to_first_token_ms(Profile.DENSE, ttft_ms, 10.0, prompt, cached, multiplier)
+    assert got == pytest.approx(expected_ms)
+
+
+def test_typical_prompts_add_milliseconds_and_long_ones_grow_faster_for_full_attention() -> None:
+    assert prefill_ms(Profile.DENSE, 10.0, 300, 0) < 4.0  # the realistic median prompt
+    assert prefill_ms(Profile.MOE, 10.0, 6000, 0) < 100.0  # its p99
+    ratios = {p: prefill_ms(p, 10.0, 32_000, 0) / (32 * prefill_ms(p, 10.0, 1000, 0)) for p in Profile}
+    assert ratios[Profile.LINEAR_ATTENTION] == pytest.approx(1.0)
+    assert ratios[Profile.MOE] > ratios[Profile.DENSE] > ratios[Profile.HYBRID] > ratios[Profile.LINEAR_ATTENTION]
+
+
+@given(profile=st.sampled_from(Profile), short=st.integers(0, 200_000), extra=st.integers(0, 200_000),
+       per_1k=st.floats(0.0, 1000.0))
+def test_prefill_and_decoding_never_get_cheaper_with_length(profile: Profile, short: int, extra: int,
+                                                            per_1k: float) -> None:
+    assert prefill_ms(profile, per_1k, short, 0) <= prefill_ms(profile, per_1k, short + extra, 0) * (1 + 1e-12)
+    assert context_multiplier(profile, short) <= context_multiplier(profile, short + extra)
+
+
+@pytest.mark.parametrize(
+    ("profile", "prompt", "output", "reserved"),
+    [
+        (Profile.DENSE, 300, 200, 500),
+        (Profile.MOE, 300, 200, 500),
+        (Profile.HYBRID, 300, 200, 125),
+        (Profile.HYBRID, 1, 2, 1),  # rounded up: a request always holds a block of its own
+        (Profile.LINEAR_ATTENTION, 32_000, 4000, 0),
+    ],
+)
+def test_kv_tokens_reserved_per_architecture(profile: Profile, prompt: int, output: int, reserved: int) -> None:
+    assert kv_tokens(profile, prompt, output) == reserved

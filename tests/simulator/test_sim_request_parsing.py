@@ -99,6 +99,23 @@ def test_prompt_tokens_are_estimated_from_every_text_part() -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "body", "cache_text"),
+    [
+        (GenerationKind.CHAT, {"messages": [{"role": "system", "content": "be brief"},
+                                            {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                                         {"type": "image_url"}]}]},
+         "system\nbe brief\nuser\nhi\n"),
+        (GenerationKind.CHAT, {"messages": [{"content": "no role"}]}, "\nno role\n"),
+        (GenerationKind.COMPLETION, {"prompt": "Once upon"}, "Once upon"),
+        (GenerationKind.COMPLETION, {"prompt": ["a", "b"]}, "a\nb"),
+        (GenerationKind.COMPLETION, {"prompt": [17, 4, 9]}, "17,4,9"),  # ids key the cache, not their count
+    ],
+)
+def test_the_prefix_cache_keys_on_roles_and_text(kind: GenerationKind, body: dict[str, Any], cache_text: str) -> None:
+    assert parse_generation({"model": "m", **body}, kind, "m", 16).cache_text == cache_text
+
+
+@pytest.mark.parametrize(
     ("value", "inputs", "tokens"),
     [
         ("abcd", 1, 1),

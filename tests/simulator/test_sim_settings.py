@@ -37,6 +37,11 @@ def test_defaults_are_valid() -> None:
         ({"retry_after_s": 3601.0}, "retry_after_s"),
         ({"retry_after_s": math.inf}, "retry_after_s"),
         ({"api_key": " "}, "api_key"),
+        ({"prefill_ms_per_1k": -0.5}, "prefill_ms_per_1k"),
+        ({"prefill_ms_per_1k": math.nan}, "prefill_ms_per_1k"),
+        ({"kv_cache_tokens": 0}, "kv_cache_tokens"),
+        ({"prefix_cache_blocks": -1}, "prefix_cache_blocks"),
+        ({"prefix_cache_blocks": 10**9}, "prefix_cache_blocks"),
     ],
 )
 def test_invalid_settings_name_their_field(changes: dict[str, Any], field: str) -> None:
@@ -52,6 +57,15 @@ def test_runtime_changes_apply_together() -> None:
     assert (changed.error_rate, changed.ttft_ms, changed.itl_ms, changed.capacity, changed.profile,
             changed.throttle_rate, changed.retry_after_s) == (1.0, 0.0, 2.5, 3, Profile.MOE, 0.5, 2.0)
     assert with_runtime_changes(changed, {"retry_after_s": None}).retry_after_s is None
+    engine = with_runtime_changes(changed, {"prefill_ms_per_1k": 2, "kv_cache_tokens": 4096,
+                                            "prefix_cache_blocks": 0})
+    assert (engine.prefill_ms_per_1k, engine.kv_cache_tokens, engine.prefix_cache_blocks) == (2.0, 4096, 0)
+
+
+def test_engine_defaults_keep_typical_requests_fast_and_unblocked() -> None:
+    settings = SimulatorSettings()
+    assert settings.prefill_ms_per_1k == 10.0 and settings.prefix_cache_blocks == 2048
+    assert settings.kv_cache_tokens >= settings.capacity * 16_384
 
 
 def test_the_api_key_is_never_shown() -> None:
@@ -79,6 +93,12 @@ def test_the_api_key_is_never_shown() -> None:
         ({"api_key": "x"}, "api_key"),  # fixed at start
         ({"throttle_rate": None}, "throttle_rate"),
         ({"retry_after_s": "soon"}, "retry_after_s"),
+        ({"prefill_ms_per_1k": "fast"}, "prefill_ms_per_1k"),
+        ({"prefill_ms_per_1k": -1}, "prefill_ms_per_1k"),
+        ({"kv_cache_tokens": 1.5}, "kv_cache_tokens"),
+        ({"kv_cache_tokens": 0}, "kv_cache_tokens"),
+        ({"prefix_cache_blocks": True}, "prefix_cache_blocks"),
+        ({"prefix_cache_blocks": -3}, "prefix_cache_blocks"),
     ],
 )
 def test_invalid_runtime_changes_are_refused_whole(body: object, field: str) -> None:
