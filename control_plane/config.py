@@ -88,6 +88,7 @@ class ComputeSettings(FrozenModel):
     default_max_error_rate: float = Field(0.5, gt=0, le=1)
     probe_after_s: float = Field(30.0, gt=0)
     probe_weight: float = Field(0.05, gt=0, le=0.5)
+    engine_max_age_s: float = Field(5.0, gt=0, description="engine figures observed longer ago are not merged")
 
     @model_validator(mode="after")
     def _hysteresis_below_step(self) -> ComputeSettings:

@@ -45,6 +45,7 @@ from data_plane.limits.waiting_room import WaitingRooms
 from data_plane.live_state import RouterState
 from data_plane.log_throttle import LogThrottle
 from data_plane.metrics import RouterMetrics
+from data_plane.serving.engine_scraper import EngineScraper
 from data_plane.serving.forwarding import Forwarder, ForwardSettings
 from data_plane.serving.health_probe import run_health_checks
 from data_plane.serving.outcome import OutcomeRecorder
@@ -166,6 +167,18 @@ async def _health_checks(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def _engine_scraper(app: web.Application) -> AsyncIterator[None]:
+    settings = app[CONFIG].engine_metrics
+    if not settings.enabled:
+        yield
+        return
+    scraper = EngineScraper(app[SESSION], app[STATE], app[METRICS], settings)
+    task = _supervised(app, "engine_scraper", scraper.run)
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _response_cache(app: web.Application) -> AsyncIterator[None]:
     redis_url = app[CONFIG].redis_url
     client = (None if redis_url is None
@@ -231,15 +244,21 @@ def _telemetry_collector(router_id: str, state: RouterState, telemetry: Telemetr
                          queues: WaitingRooms) -> Callable[[], list[telemetry_pb2.TelemetrySample]]:
     def collect() -> list[telemetry_pb2.TelemetrySample]:
         now = time.monotonic()
-        in_flight, breakers, regions = {}, {}, {}
+        stale_after_s = state.engine_metrics.stale_after_s
+        in_flight, breakers, regions, architectures, engines = {}, {}, {}, {}, {}
         for key, live in state.live.items():
             in_flight[key] = live.stats.in_flight
             breakers[key] = str(live.breaker.state_at(now))
             regions[key] = live.spec.region
+            architectures[key] = live.spec.architecture
+            # Only this router's own scrape: the table's figures came from the control plane in the first place.
+            if (engine := live.scraped_engine(now, stale_after_s)) is not None:
+                engines[key] = engine
         samples = telemetry.drain(
             router_id=router_id, region=state.region, table_version=state.table.version,
             now_unix_ms=int(time.time() * 1000), in_flight=in_flight, breaker_states=breakers,
-            deployment_regions=regions, queue_depth=queues.depths())
+            deployment_regions=regions, queue_depth=queues.depths(), architectures=architectures,
+            engines=engines)
         waits = {name: room.drain_wait_p95_ms() for name, room in queues.rooms.items()}
         for sample in samples:
             sample.queue_wait_p95_ms = waits.get(sample.model, 0.0)
@@ -301,7 +320,7 @@ def create_app(config: RouterConfig) -> web.Application:
     regions_directory.add_routes(app)
     job_handlers.add_routes(app)
     # Torn down in reverse: running jobs abandoned first, telemetry's last flush next, the client session last.
-    app.cleanup_ctx.extend([_client_session, _health_checks, _response_cache, _serving, _shared_limits,
+    app.cleanup_ctx.extend([_client_session, _health_checks, _engine_scraper, _response_cache, _serving, _shared_limits,
                             _table_subscriber, _telemetry, job_handlers.jobs_context])
     return app
 

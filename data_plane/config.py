@@ -63,6 +63,9 @@ class EngineMetricsConfig(FrozenModel):
         15.0, gt=0, description="other regions' figures, which come in the table, older than this are not used")
     names: Literal["auto", "vllm", "sglang"] = Field(
         "auto", description="the metric names to read; auto: whichever the page has")
+    retry_without_metrics_s: float = Field(
+        30.0, gt=0, description="a deployment whose page is missing (404) or has no engine metrics is tried again "
+        "this much later, not every interval")
 
 
 class PrefixAffinityConfig(FrozenModel):

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from data_plane.config import EngineMetricsConfig, HealthCheckConfig, PrefixAffinityConfig, StatisticsConfig
 from data_plane.deployments.breaker import BreakerState, CircuitBreaker, ejection_limit
@@ -20,6 +21,12 @@ from data_plane.limits.rate_limits import Limits, RateLimits
 from data_plane.policies import Candidate, PolicyState, TrialReason
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec, TableSnapshot
 from meridian_common.engine_figures import EngineFigures
+
+
+class EngineSource(StrEnum):
+    SCRAPED = "scraped"  # this router read the engine's metrics page
+    CONTROL_PLANE = "control-plane"  # merged from every router's telemetry, carried in the table
+
 
 DeploymentKey = tuple[str, str]
 """(logical model, deployment name)"""
@@ -45,6 +52,10 @@ class LiveDeployment:
         if now >= self.saturated_until:
             return None
         return f"backend saturated: answered 429, no request for {self.saturated_until - now:.1f}s"
+
+    def scraped_engine(self, now: float, stale_after_s: float) -> EngineFigures | None:
+        """This router's own scrape of the engine, if not older than `stale_after_s`."""
+        return self.engine if self.engine is not None and now - self.engine_at <= stale_after_s else None
 
 
 @dataclass(slots=True)
@@ -164,14 +175,20 @@ class RouterState:
                             output_tokens, self.engine_figures(entry, now, time.time() * 1000), entry.stats.in_flight)
 
     def engine_figures(self, entry: LiveDeployment, now: float, now_unix_ms: float) -> EngineFigures | None:
-        """The engine's figures if fresh: this router's own scrape, else (another region's deployment, or one
-        this router does not scrape) the control plane's, carried in the table."""
+        reading = self.engine_reading(entry, now, now_unix_ms)
+        return reading[0] if reading is not None else None
+
+    def engine_reading(self, entry: LiveDeployment, now: float, now_unix_ms: float
+                       ) -> tuple[EngineFigures, EngineSource] | None:
+        """The engine's figures if fresh, and where they come from: this router's own scrape, else (another
+        region's deployment, or one this router does not scrape) the control plane's, carried in the table."""
         settings = self.engine_metrics
-        if entry.engine is not None and now - entry.engine_at <= settings.stale_after_s:
-            return entry.engine
+        scraped = entry.scraped_engine(now, settings.stale_after_s)
+        if scraped is not None:
+            return scraped, EngineSource.SCRAPED
         carried = entry.spec.engine
         if carried is not None and now_unix_ms - carried.observed_at_unix_ms <= settings.table_stale_after_s * 1000:
-            return carried
+            return carried, EngineSource.CONTROL_PLANE
         return None
 
     def _trial_due(self, entry: LiveDeployment, breaker_state: BreakerState, view: StatsView, local: bool,

@@ -82,6 +82,22 @@ class RouterMetrics:
         self.cost = Counter(
             "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.",
             _DEPLOYMENT, registry=r)
+        self.engine_requests_running = Gauge(
+            "meridian_engine_requests_running", "Requests the deployment's engine is generating, as its own metrics "
+            "page says (local deployments this router scrapes).", _DEPLOYMENT, registry=r)
+        self.engine_requests_waiting = Gauge(
+            "meridian_engine_requests_waiting", "Requests queued in the deployment's engine for a slot or KV-cache "
+            "space.", _DEPLOYMENT, registry=r)
+        self.engine_kv_cache_usage = Gauge(
+            "meridian_engine_kv_cache_usage", "Fraction 0..1 of the engine's KV cache in use.", _DEPLOYMENT,
+            registry=r)
+        self.engine_generation_tokens_per_second = Gauge(
+            "meridian_engine_generation_tokens_per_second", "Output tokens per second the engine generated between "
+            "two scrapes.", _DEPLOYMENT, registry=r)
+        self.engine_scrape_errors = Counter(
+            "meridian_engine_scrape_errors", "Failed scrapes of an engine's metrics page: unreachable (connection "
+            "error, timeout) or status (an answer other than 2xx or 404).", ("region", "deployment", "reason"),
+            registry=r)
         self.table_version = Gauge(
             "meridian_table_version", "Version of the routing table in force.", ("region", "source"),
             registry=r)

@@ -33,6 +33,26 @@ class EngineFigures:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise InvalidEngineFigures(f"{name} must be a fraction within [0, 1], got {value}")
 
+    def load(self, max_requests_waiting: int) -> float:
+        """How loaded the engine is, 0 (idle) to 1 (saturated): the larger of the KV cache's use and the queue's
+        length as a share of `max_requests_waiting` (of the work in the engine when that is 0, no threshold)."""
+        waiting = self.requests_waiting
+        if max_requests_waiting > 0:
+            queue = waiting / max_requests_waiting
+        else:
+            work = waiting + self.requests_running
+            queue = waiting / work if work > 0 else 0.0
+        return min(1.0, max(queue, self.kv_cache_usage or 0.0))
+
+    def saturation(self, max_requests_waiting: int, max_kv_cache_usage: float) -> str | None:
+        """Why the engine is over a model's saturation thresholds (0 = that threshold is off), or None."""
+        if 0 < max_requests_waiting < self.requests_waiting:
+            return f"engine queue {self.requests_waiting:g} waiting > {max_requests_waiting}"
+        usage = self.kv_cache_usage
+        if usage is not None and 0 < max_kv_cache_usage < usage:
+            return f"engine KV cache {usage:.0%} used > {max_kv_cache_usage:.0%}"
+        return None
+
     def to_proto(self) -> engine_pb2.EngineFigures:
         message = engine_pb2.EngineFigures(requests_running=self.requests_running,
                                            requests_waiting=self.requests_waiting,

@@ -27,6 +27,8 @@ PURE_MODULES = [
     "data_plane.deployments.breaker",
     "data_plane.deployments.health",
     "data_plane.deployments.stats",
+    "data_plane.deployments.engine_metrics",
+    "data_plane.deployments.engine_scrape_state",
     "data_plane.serving.attempt_plan",
     "data_plane.serving.answer_timing",
     "data_plane.serving.backend_answer",

@@ -2,8 +2,9 @@
 region out, plus the state the next tick damps against. No I/O and no clock: `now` is passed in.
 
 Each region's table lists every logical model with every deployment of every region; remote ones carry the
-RTT in `added_latency_ms`, every deployment its merged median TTFT and TPOT, and every route the answer length
-routers assume. version and epoch stay 0: the shell stamps them from its fenced etcd write.
+RTT in `added_latency_ms`, every deployment its merged median TTFT and TPOT and its engine's latest figures, and
+every route the answer length routers assume. version and epoch stay 0: the shell stamps them from its fenced
+etcd write.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ from control_plane.tables.weights import (
     target_scores,
 )
 from control_plane.telemetry.merge import MergedStats, StatsKey
+from meridian_common.engine_figures import EngineFigures, InvalidEngineFigures
 from meridian_common.table_hash import content_hash
 from meridian_proto import policy_pb2, routing_pb2
 
 SOURCE = "control-plane"
 FIXED_REASON = "operator-fixed weight"
-DERIVED_REASON = "weight from predicted latency (TTFT + TPOT x typical output tokens + RTT) and error rate"
+DERIVED_REASON = ("weight from predicted latency (TTFT + TPOT x typical output tokens + engine queue wait + RTT), "
+                  "KV-cache pressure and error rate")
 UNWEIGHTED_REASON = "catalog weight 0: not in the weighted split"
 MATERIAL_WEIGHT_CHANGE = 0.05
+MATERIAL_LOAD_CHANGE = 0.25  # of EngineFigures.load, 0..1
+SATURATION_REFRESH_MS = 5000  # a saturated engine's figures are republished at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,7 @@ def _route(
                 tpot_ms=seen.tpot_p50_ms if seen and seen.tpot.count >= minimum else None,
                 error_rate=trusted.error_rate if trusted else 0.0,
                 added_latency_ms=d.added_latency_ms,
+                engine=seen.engine if seen else None,
             )
         floor, cap = share_bounds(len(inputs), settings)
         target = bounded_shares(target_scores(inputs, route.typical_output_tokens, settings), floor, cap)
@@ -175,6 +181,8 @@ def _route(
         deployment.ttft_ms = seen.ttft_p50_ms if seen else 0.0
         deployment.tpot_ms = seen.tpot_p50_ms if seen else 0.0
         deployment.error_rate = seen.error_rate if seen else 0.0
+        if seen is not None and seen.engine is not None:
+            deployment.engine.CopyFrom(seen.engine.to_proto())
         if health.state is Health.EJECTED:
             deployment.weight, deployment.ejected, deployment.reason = 0.0, True, health.reason
         elif health.state is Health.PROBING:
@@ -230,6 +238,7 @@ def _skeleton(table: routing_pb2.RoutingTable) -> bytes:
         route.typical_output_tokens = 0
         for deployment in route.deployments:
             deployment.weight = deployment.ttft_ms = deployment.tpot_ms = deployment.error_rate = 0.0
+            deployment.ClearField("engine")
     return copy.SerializeToString(deterministic=True)
 
 
@@ -239,6 +248,41 @@ def _served_shares(route: routing_pb2.ModelRoute) -> dict[str, float]:
     return {name: (w / total if total > 0 else 0.0) for name, w in serving.items()}
 
 
+def _engine(deployment: routing_pb2.Deployment) -> EngineFigures | None:
+    if not deployment.HasField("engine"):
+        return None
+    try:
+        return EngineFigures.from_proto(deployment.engine)
+    except InvalidEngineFigures:
+        return None
+
+
+def _engine_moved(before: routing_pb2.ModelRoute, after: routing_pb2.ModelRoute) -> bool:
+    """Whether some deployment's engine crossed the model's saturation thresholds either way, its load moved
+    more than `MATERIAL_LOAD_CHANGE`, or it is saturated and the published figures are `SATURATION_REFRESH_MS`
+    older than the new ones (routers stop trusting table figures after a while, and a remote region must keep
+    seeing a saturated engine as such)."""
+    limits = after.saturation
+    old_engines = {d.name: _engine(d) for d in before.deployments}
+    for deployment in after.deployments:
+        new, old = _engine(deployment), old_engines.get(deployment.name)
+        if new is None:
+            continue
+        saturated = new.saturation(limits.max_requests_waiting, limits.max_kv_cache_usage) is not None
+        if old is None:
+            if saturated:
+                return True
+            continue
+        was_saturated = old.saturation(limits.max_requests_waiting, limits.max_kv_cache_usage) is not None
+        if saturated != was_saturated:
+            return True
+        if abs(new.load(limits.max_requests_waiting) - old.load(limits.max_requests_waiting)) > MATERIAL_LOAD_CHANGE:
+            return True
+        if saturated and new.observed_at_unix_ms - old.observed_at_unix_ms >= SATURATION_REFRESH_MS:
+            return True
+    return False
+
+
 def changed_materially(
     old: routing_pb2.RoutingTable | None,
     new: routing_pb2.RoutingTable,
@@ -246,12 +290,15 @@ def changed_materially(
     weight_threshold: float = MATERIAL_WEIGHT_CHANGE,
 ) -> bool:
     """Whether `new` is worth publishing over `old`: anything but the live figures (weights, TTFT, TPOT, error
-    rates, typical output tokens) changed (policy, limits, deployments, ejections, reasons), or a weight moved
-    more than `weight_threshold` once normalised over the deployments in service."""
+    rates, typical output tokens, engine figures) changed (policy, limits, deployments, ejections, reasons), a
+    weight moved more than `weight_threshold` once normalised over the deployments in service, or an engine's
+    figures moved materially (`_engine_moved`)."""
     if old is None or _skeleton(old) != _skeleton(new):
         return True
     for before, after in zip(old.models, new.models, strict=True):
         old_shares, new_shares = _served_shares(before), _served_shares(after)
         if any(abs(new_shares[name] - old_shares[name]) > weight_threshold for name in new_shares):
+            return True
+        if _engine_moved(before, after):
             return True
     return False

@@ -1,6 +1,7 @@
 """A readable diff of routing tables, per region and model: what a dry run of a policy change would change.
 
-Weights are shown to three decimals so that the noise of live figures does not bury the policy's effect.
+Weights are shown to three decimals so that the noise of live figures does not bury the policy's effect; the
+other live figures (TTFT, TPOT, error rates, engine figures) are not shown at all: a policy does not change them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def render_route(route: routing_pb2.ModelRoute | None) -> list[str]:
     ]
     if route.HasField("score_weights"):
         weights = route.score_weights
-        lines.append(f"score_weights: latency {weights.latency:g} cost {weights.cost:g} quality {weights.quality:g}")
+        lines.append(f"score_weights: latency {weights.latency:g} cost {weights.cost:g} quality {weights.quality:g} "
+                     f"load {weights.load:g}")
     if route.HasField("client_limits"):
         lines.append(f"client_limits: rpm {route.client_limits.rpm} tpm {route.client_limits.tpm}")
     if route.fallbacks:

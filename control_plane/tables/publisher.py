@@ -147,7 +147,8 @@ class TablePublisher:
                 policy_task.result()  # re-raises the etcd error that broke the policy watch
             now = self._clock()
             if poll_telemetry:
-                stats = merge_samples(await reader.poll(round(now * 1000)))
+                engine_since_unix_ms = round((now - self._config.compute.engine_max_age_s) * 1000)
+                stats = merge_samples(await reader.poll(round(now * 1000)), engine_since_unix_ms=engine_since_unix_ms)
             tables, state = compute_tables(self._config, self._policy, stats, state, now)
             changed = tables_to_publish(published, tables, epoch)
             if changed:

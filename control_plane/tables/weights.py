@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from control_plane.config import ComputeSettings
+from meridian_common.engine_figures import EngineFigures
 
 Shares = Mapping[str, float]
 
@@ -22,6 +23,11 @@ Shares = Mapping[str, float]
 # deployment in proportion to a real LLM answer rather than to a 1 ms one.
 _COLD_START_TTFT_MS = 200.0
 _COLD_START_TPOT_MS = 20.0
+
+# An engine's KV cache fuller than this starts to preempt and queue requests before its TTFT shows it: the score
+# is scaled down linearly from here to `_KV_FULL_FACTOR` at a full cache.
+_KV_PRESSURE_FROM = 0.8
+_KV_FULL_FACTOR = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,32 @@ class ScoreInput:
     """Merged median time per output token, or None when too few answers were seen to trust it."""
     error_rate: float
     added_latency_ms: float
+    engine: EngineFigures | None = None
+    """The engine's own figures as merged from the routers that scrape it; None when none are recent."""
+
+
+def engine_tpot_ms(engine: EngineFigures | None) -> float | None:
+    """The pace of one answer from the engine's throughput: running sequences share its tokens/s."""
+    if engine is None or not engine.generation_tokens_per_s or engine.requests_running <= 0:
+        return None
+    return 1000.0 * engine.requests_running / engine.generation_tokens_per_s
+
+
+def queue_wait_ms(engine: EngineFigures | None, service_ms: float) -> float:
+    """The expected wait of a new request in the engine's queue: the requests ahead of it, each holding a slot
+    for `service_ms`, served `requests_running` at a time."""
+    if engine is None or engine.requests_waiting <= 0:
+        return 0.0
+    return engine.requests_waiting * service_ms / max(engine.requests_running, 1.0)
+
+
+def kv_pressure_factor(engine: EngineFigures | None) -> float:
+    """1 while the KV cache has room; down to `_KV_FULL_FACTOR` as it fills past `_KV_PRESSURE_FROM`."""
+    usage = engine.kv_cache_usage if engine is not None else None
+    if usage is None or usage <= _KV_PRESSURE_FROM:
+        return 1.0
+    filled = min(1.0, (usage - _KV_PRESSURE_FROM) / (1.0 - _KV_PRESSURE_FROM))
+    return 1.0 - filled * (1.0 - _KV_FULL_FACTOR)
 
 
 def _median_or(figures: Iterable[float | None], default: float) -> float:
@@ -46,22 +78,28 @@ def _median_or(figures: Iterable[float | None], default: float) -> float:
 def target_scores(
     inputs: Mapping[str, ScoreInput], output_tokens: float, settings: ComputeSettings
 ) -> dict[str, float]:
-    """prior x (1 - error rate) / predicted latency, where the predicted latency of an answer of
-    `output_tokens` tokens is TTFT + TPOT x output_tokens + RTT: faster, healthier and nearer deployments
-    score higher, and a deployment whose answers happen to be long is judged on its TPOT, not on their time.
+    """prior x (1 - error rate) x KV-cache pressure / predicted latency. The predicted latency of an answer of
+    `output_tokens` tokens is its service time (TTFT + TPOT x output_tokens) + the wait in the engine's queue
+    (`queue_wait_ms`) + RTT: faster, healthier, nearer and less loaded deployments score higher, a deployment
+    whose answers happen to be long is judged on its TPOT, not on their time, and a deployment whose queue grows
+    loses share before its TTFT shows it.
 
-    A figure a deployment lacks is assumed to be the median of those known, so it still gets traffic and
-    thus data.
+    A TPOT too few answers measured comes from the engine's tokens/s when it reports them; a figure still
+    missing is assumed to be the median of those known, so the deployment still gets traffic and thus data.
     """
+    tpots = {name: item.tpot_ms if item.tpot_ms is not None else engine_tpot_ms(item.engine)
+             for name, item in inputs.items()}
     assumed_ttft_ms = _median_or((i.ttft_ms for i in inputs.values()), _COLD_START_TTFT_MS)
-    assumed_tpot_ms = _median_or((i.tpot_ms for i in inputs.values()), _COLD_START_TPOT_MS)
+    assumed_tpot_ms = _median_or(tpots.values(), _COLD_START_TPOT_MS)
     scores = {}
     for name, item in inputs.items():
         ttft_ms = item.ttft_ms if item.ttft_ms is not None else assumed_ttft_ms
-        tpot_ms = item.tpot_ms if item.tpot_ms is not None else assumed_tpot_ms
-        latency_ms = ttft_ms + tpot_ms * output_tokens + item.added_latency_ms
+        tpot_ms = tpot if (tpot := tpots[name]) is not None else assumed_tpot_ms
+        service_ms = ttft_ms + tpot_ms * output_tokens
+        latency_ms = service_ms + queue_wait_ms(item.engine, service_ms) + item.added_latency_ms
         health = 1.0 - min(max(item.error_rate, 0.0), 1.0)
-        scores[name] = item.prior * health / max(latency_ms, settings.min_latency_ms)
+        scores[name] = item.prior * health * kv_pressure_factor(item.engine) / max(latency_ms,
+                                                                                   settings.min_latency_ms)
     return scores
 
 

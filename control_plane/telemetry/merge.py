@@ -2,8 +2,10 @@
 
 Counters add up, the TTFT and TPOT histograms merge bucket by bucket (so the merged quantiles are the
 quantiles of the union of observations, not an average of percentiles), and gauges such as in-flight requests
-take each router's latest value and add them up across routers. The whole-answer `latency` histogram is not
-read: an answer's time grows with its length, so nothing here may decide on it.
+take each router's latest value and add them up across routers. Engine figures (the engine's own queue, KV
+cache and tokens/s, which several routers of a region scrape from the same engine) are not added: the most
+recently observed ones are kept. The whole-answer `latency` histogram is not read: an answer's time grows with
+its length, so nothing here may decide on it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from meridian_common.engine_figures import EngineFigures, InvalidEngineFigures
 from meridian_common.histogram import Histogram, IncompatibleHistogram
 from meridian_common.telemetry_counts import TelemetryCounts
 from meridian_proto import telemetry_pb2
@@ -40,6 +43,9 @@ class MergedStats:
     routers: frozenset[str] = frozenset()
     dropped_samples: int = 0
     rejected_samples: int = 0
+    architecture: str = ""
+    engine: EngineFigures | None = None
+    """The engine's most recently observed figures, by any router; None when none is recent enough."""
 
     ttft_p50_ms: float = field(init=False)
     ttft_p95_ms: float = field(init=False)
@@ -75,8 +81,10 @@ class _Accumulator:
     rejected_samples: int = 0
     # router -> (window end, in_flight, queue_depth) of its latest sample
     gauges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    architecture: str = ""
+    engine: EngineFigures | None = None
 
-    def add(self, sample: telemetry_pb2.TelemetrySample) -> None:
+    def add(self, sample: telemetry_pb2.TelemetrySample, engine_since_unix_ms: int) -> None:
         try:
             self.counts.add_sample(sample)
         except IncompatibleHistogram:
@@ -86,6 +94,16 @@ class _Accumulator:
         self.dropped_samples += sample.dropped_samples
         if sample.deployment_region:
             self.deployment_region = sample.deployment_region
+        if sample.architecture:
+            self.architecture = sample.architecture
+        if sample.HasField("engine") and sample.engine.observed_at_unix_ms >= engine_since_unix_ms:
+            try:
+                engine = EngineFigures.from_proto(sample.engine)
+            except InvalidEngineFigures:
+                engine = None  # impossible figures from one router: its counts still count
+            if engine is not None and (self.engine is None
+                                       or engine.observed_at_unix_ms > self.engine.observed_at_unix_ms):
+                self.engine = engine
         latest = self.gauges.get(sample.router_id)
         if latest is None or sample.window_end_unix_ms >= latest[0]:
             self.gauges[sample.router_id] = (sample.window_end_unix_ms, sample.in_flight, sample.queue_depth)
@@ -107,13 +125,16 @@ class _Accumulator:
             routers=frozenset(self.gauges),
             dropped_samples=self.dropped_samples,
             rejected_samples=self.rejected_samples,
+            architecture=self.architecture,
+            engine=self.engine,
         )
 
 
 def merge_samples(
-    samples: Iterable[telemetry_pb2.TelemetrySample], *, since_unix_ms: int = 0
+    samples: Iterable[telemetry_pb2.TelemetrySample], *, since_unix_ms: int = 0, engine_since_unix_ms: int = 0
 ) -> Mapping[StatsKey, MergedStats]:
-    """Merges the samples whose window ended at or after `since_unix_ms`.
+    """Merges the samples whose window ended at or after `since_unix_ms`; engine figures observed before
+    `engine_since_unix_ms` are left out (an engine's load a minute ago says nothing of its queue now).
 
     A sample delivered twice (same router, deployment and window) counts once: a retried publish must not
     double a deployment's traffic.
@@ -127,5 +148,5 @@ def merge_samples(
         unique[identity] = sample
     accumulators: dict[StatsKey, _Accumulator] = {}
     for sample in unique.values():
-        accumulators.setdefault((sample.model, sample.deployment), _Accumulator()).add(sample)
+        accumulators.setdefault((sample.model, sample.deployment), _Accumulator()).add(sample, engine_since_unix_ms)
     return MappingProxyType({key: acc.freeze(key) for key, acc in sorted(accumulators.items())})

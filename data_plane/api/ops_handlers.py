@@ -40,7 +40,22 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
+def _engine_json(state: RouterState, live: LiveDeployment, now: float, now_unix_ms: float) -> dict[str, Any] | None:
+    """The engine's own figures the router routes on now (None: none fresh), and where they come from."""
+    reading = state.engine_reading(live, now, now_unix_ms)
+    if reading is None:
+        return None
+    figures, source = reading
+    return {
+        "requests_running": figures.requests_running, "requests_waiting": figures.requests_waiting,
+        "kv_cache_usage": _rounded(figures.kv_cache_usage),
+        "generation_tokens_per_s": _rounded(figures.generation_tokens_per_s),
+        "prefix_cache_hit_rate": _rounded(figures.prefix_cache_hit_rate),
+        "age_s": round(max(0.0, now_unix_ms - figures.observed_at_unix_ms) / 1000, 3), "source": str(source),
+    }
+
+
+def _deployment_json(state: RouterState, live: LiveDeployment, now: float, now_unix_ms: float) -> dict[str, Any]:
     spec, view = live.spec, live.stats.view(now)
     return {
         "name": spec.name,
@@ -64,6 +79,7 @@ def _deployment_json(live: LiveDeployment, now: float) -> dict[str, Any]:
         "saturated": live.saturation(now),
         "misconfigured_status": live.misconfigured_status or None,
         "table_figures": {"ttft_ms": spec.ttft_ms, "tpot_ms": spec.tpot_ms, "error_rate": spec.error_rate},
+        "engine": _engine_json(state, live, now, now_unix_ms),
         "size_model": live.latency_model.report(now),
         "prefix_blocks_remembered": len(live.prefixes) if live.prefixes is not None else None,
         "stats": {
@@ -95,7 +111,7 @@ def _links_json(publisher: TelemetryPublisher | None, subscriber: TableSubscribe
 
 
 def routing_json(app: web.Application) -> dict[str, Any]:
-    state, queues, now = app[STATE], app[QUEUES], time.monotonic()
+    state, queues, now, now_unix_ms = app[STATE], app[QUEUES], time.monotonic(), time.time() * 1000
     table = state.table
     return {
         "router_id": app[ROUTER_ID],
@@ -123,7 +139,8 @@ def routing_json(app: web.Application) -> dict[str, Any]:
                 "client_limits": {"rpm": model.client_rpm, "tpm": model.client_tpm},
                 "queue": {"size": model.queue_size, "timeout_s": model.queue_timeout_s,
                           "depth": room.depth if (room := queues.get(model.name)) else 0},
-                "deployments": [_deployment_json(state.live[(model.name, d.name)], now) for d in model.deployments],
+                "deployments": [_deployment_json(state, state.live[(model.name, d.name)], now, now_unix_ms)
+                                for d in model.deployments],
             }
             for model in table.models.values()
         },

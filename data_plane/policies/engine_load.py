@@ -9,30 +9,16 @@ from meridian_common.engine_figures import EngineFigures
 
 def engine_load(engine: EngineFigures | None, max_requests_waiting: int, in_flight: int, max_concurrency: int
                 ) -> float:
-    """The larger of the KV cache's use and the queue's length as a share of its threshold (of the work in the
-    engine when no threshold is set); without engine figures, this router's in-flight requests as a share of the
-    deployment's concurrency limit (0 when it has none)."""
+    """The engine's own load (`EngineFigures.load`); without engine figures, this router's in-flight requests as
+    a share of the deployment's concurrency limit (0 when it has none)."""
     if engine is None:
         return min(1.0, in_flight / max_concurrency) if max_concurrency > 0 else 0.0
-    waiting = engine.requests_waiting
-    if max_requests_waiting > 0:
-        queue = waiting / max_requests_waiting
-    else:
-        work = waiting + engine.requests_running
-        queue = waiting / work if work > 0 else 0.0
-    return min(1.0, max(queue, engine.kv_cache_usage or 0.0))
+    return engine.load(max_requests_waiting)
 
 
 def saturation_exclusion(engine: EngineFigures | None, max_requests_waiting: int, max_kv_cache_usage: float
                          ) -> Exclusion | None:
     """Out when the engine's queue is longer than `max_requests_waiting` or its KV cache fuller than
     `max_kv_cache_usage` (0 = that threshold is off)."""
-    if engine is None:
-        return None
-    if 0 < max_requests_waiting < engine.requests_waiting:
-        return Exclusion(ExclusionKind.ENGINE_SATURATED,
-                         f"engine queue {engine.requests_waiting:g} waiting > {max_requests_waiting}")
-    usage = engine.kv_cache_usage
-    if usage is not None and 0 < max_kv_cache_usage < usage:
-        return Exclusion(ExclusionKind.ENGINE_SATURATED, f"engine KV cache {usage:.0%} used > {max_kv_cache_usage:.0%}")
-    return None
+    reason = engine.saturation(max_requests_waiting, max_kv_cache_usage) if engine is not None else None
+    return Exclusion(ExclusionKind.ENGINE_SATURATED, reason) if reason is not None else None

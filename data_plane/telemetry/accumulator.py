@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from meridian_common.engine_figures import EngineFigures
 from meridian_common.histogram import Histogram
 from meridian_common.telemetry_counts import TelemetryCounts
 from meridian_proto import telemetry_pb2
@@ -71,8 +72,11 @@ class TelemetryAccumulators:
         breaker_states: Mapping[DeploymentKey, str],
         deployment_regions: Mapping[DeploymentKey, str],
         queue_depth: Mapping[str, int] | None = None,
+        architectures: Mapping[DeploymentKey, str] | None = None,
+        engines: Mapping[DeploymentKey, EngineFigures] | None = None,
     ) -> list[telemetry_pb2.TelemetrySample]:
-        """One sample per deployment used since the last drain (a finished request, or one in flight now),
+        """One sample per deployment used since the last drain (a finished request, or one in flight now) or
+        with fresh engine figures in `engines` (so that the control plane keeps seeing an idle engine's load),
         sorted by key; the accumulators start again from zero. A deployment whose last sample showed
         requests in flight gets one more sample, so that the control plane sees the gauge fall to zero
         even when those requests were abandoned rather than finished. `queue_depth` is keyed by logical model
@@ -87,7 +91,10 @@ class TelemetryAccumulators:
         used.update(now_in_flight)
         used.update(self._reported_in_flight)
         self._reported_in_flight = now_in_flight
+        engines = engines or {}
+        used.update(engines)
         queues = queue_depth or {}
+        kinds = architectures or {}
         samples = []
         for key in sorted(used):
             model, deployment = key
@@ -104,7 +111,11 @@ class TelemetryAccumulators:
                 breaker_state=breaker_states.get(key, ""),
                 table_version=max(0, table_version),
                 queue_depth=max(0, queues.get(model, 0)),
+                architecture=kinds.get(key, ""),
             )
+            engine = engines.get(key)
+            if engine is not None:
+                sample.engine.CopyFrom(engine.to_proto())
             if accumulator is not None:
                 accumulator.counts.write_to(sample)
                 if accumulator.latency.count:

@@ -268,7 +268,7 @@ def test_a_pushed_documents_score_weights_reach_the_tables_and_the_diff() -> Non
     eu_west = next(r for r in after["eu-west"].models if r.model == LLAMA)
     assert (eu_west.score_weights.latency, eu_west.score_weights.cost, eu_west.score_weights.quality) == (
         0.2, 0.7, 0.1)
-    assert "+score_weights: latency 0.2 cost 0.7 quality 0.1" in table_diff(before, after)
+    assert "+score_weights: latency 0.2 cost 0.7 quality 0.1 load 0" in table_diff(before, after)
 
 
 def test_table_diff_of_equal_tables() -> None:

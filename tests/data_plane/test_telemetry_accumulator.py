@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from data_plane.telemetry.accumulator import DeploymentKey, TelemetryAccumulators
+from meridian_common.engine_figures import EngineFigures
 from meridian_common.histogram import Histogram
 from meridian_proto import telemetry_pb2
 
@@ -135,3 +136,13 @@ def test_every_record_is_reported_exactly_once_across_drains(
     for key in (A, B, C):
         windows = [(s.window_start_unix_ms, s.window_end_unix_ms) for s in samples if (s.model, s.deployment) == key]
         assert len(set(windows)) == len(windows), "a deployment reported twice for one window"
+
+
+def test_fresh_engine_figures_ride_on_a_sample_even_without_traffic() -> None:
+    accumulators = TelemetryAccumulators(started_unix_ms=0)
+    engine = EngineFigures(requests_running=2, requests_waiting=5, kv_cache_usage=0.5, observed_at_unix_ms=900)
+    samples = accumulators.drain(router_id="r", region="eu", table_version=1, now_unix_ms=1000, in_flight={},
+                                 breaker_states={}, deployment_regions={}, architectures={("m", "d"): "moe"},
+                                 engines={("m", "d"): engine})
+    assert [(s.model, s.deployment, s.requests, s.architecture) for s in samples] == [("m", "d", 0, "moe")]
+    assert EngineFigures.from_proto(samples[0].engine) == engine
