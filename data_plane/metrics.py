@@ -82,6 +82,12 @@ class RouterMetrics:
         self.cost = Counter(
             "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.",
             _DEPLOYMENT, registry=r)
+        # Per client only as `auth.metric_client` labels it: one series per configured key, `anonymous` for
+        # every address-based identity (addresses are unbounded, and would make the series so).
+        self.client_cost = Counter(
+            "meridian_client_cost_usd", "Cost of a client's requests from token usage and the serving "
+            "deployment's prices; client is its key's digest (key-...), or 'anonymous' without client keys.",
+            ("region", "model", "client"), registry=r)
         self.table_version = Gauge(
             "meridian_table_version", "Version of the routing table in force.", ("region", "source"),
             registry=r)

@@ -63,4 +63,5 @@ def route_request_from(
         locality_margin=model.locality_margin,
         max_requests_waiting=model.saturation.max_requests_waiting,
         max_kv_cache_usage=model.saturation.max_kv_cache_usage,
+        requested_output_tokens=parsed.max_output_tokens or 0,
     )
