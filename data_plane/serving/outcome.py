@@ -24,7 +24,6 @@ from meridian_common.logging_setup import event
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What an answered request used and what it cost at the prices of the deployment that served it."""
