@@ -33,8 +33,18 @@ KEYED = "key-"
 """The prefix of the identity of a client that proved it holds a key."""
 
 
+ANONYMOUS = "anonymous"
+"""How metrics name every client that holds no key."""
+
+
 def keyed(identity: str) -> bool:
     return identity.startswith(KEYED)
+
+
+def metric_client(identity: str) -> str:
+    """The client as a metric label: a keyed client's identity, which names its key's digest and is one of as
+    many as the router has keys; `anonymous` for an address, one of as many as there are hosts."""
+    return identity if keyed(identity) else ANONYMOUS
 
 
 def _digest(secret: str) -> str:

@@ -98,6 +98,12 @@ class RouterMetrics:
             "meridian_engine_scrape_errors", "Failed scrapes of an engine's metrics page: unreachable (connection "
             "error, timeout) or status (an answer other than 2xx or 404).", ("region", "deployment", "reason"),
             registry=r)
+        # Per client only as `auth.metric_client` labels it: one series per configured key, `anonymous` for
+        # every address-based identity (addresses are unbounded, and would make the series so).
+        self.client_cost = Counter(
+            "meridian_client_cost_usd", "Cost of a client's requests from token usage and the serving "
+            "deployment's prices; client is its key's digest (key-...), or 'anonymous' without client keys.",
+            ("region", "model", "client"), registry=r)
         self.table_version = Gauge(
             "meridian_table_version", "Version of the routing table in force.", ("region", "source"),
             registry=r)

@@ -55,6 +55,12 @@ class RouteRequest:
     max_requests_waiting: int = 0  # an engine queue longer than this takes a deployment out, unless all are; 0 = off
     max_kv_cache_usage: float = 0.0  # an engine KV cache fuller than this does the same; 0 = off
     prefix_blocks: tuple[int, ...] = ()  # chained hashes of the prompt's leading blocks (prefix_index)
+    requested_output_tokens: int = 0  # the request's own max_tokens, which must fit the context window; 0 = unset
+
+    @property
+    def context_tokens(self) -> int:
+        """What the request needs of a context window: its prompt's estimate and the answer it allows."""
+        return self.estimated_input_tokens + self.requested_output_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ class ExclusionKind(StrEnum):
     # The engine's own queue or KV cache is over the model's threshold. Soft: when every deployment is, the
     # thresholds are ignored rather than leave the model with none.
     ENGINE_SATURATED = "engine saturated"
+    # The request (its prompt's estimate and its max_tokens) is longer than the deployment's context window: it
+    # would be refused there whatever the load, and no wait or panic changes that.
+    CONTEXT_TOO_LONG = "context window too small"
 
     @property
     def is_saturation(self) -> bool:

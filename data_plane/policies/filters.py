@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from data_plane.deployments.breaker import BreakerState
-from data_plane.policies.candidate import Candidate
+from data_plane.policies.candidate import Candidate, RouteRequest
 from data_plane.policies.exclusion import Exclusion, ExclusionKind
 
 Filter = Callable[[Candidate], "Exclusion | None"]
@@ -52,6 +52,20 @@ def within_rate_limit(candidate: Candidate) -> Exclusion | None:
 
 def rate_limit_exclusion(detail: str | None) -> Exclusion | None:
     return Exclusion(ExclusionKind.RATE_LIMITED, detail) if detail is not None else None
+
+
+def fits_context(candidate: Candidate, request: RouteRequest) -> Exclusion | None:
+    return context_exclusion(candidate.deployment.context_window, request.context_tokens)
+
+
+def context_exclusion(context_window: int, context_tokens: int) -> Exclusion | None:
+    """Out when the deployment declares a window (0 = not declared: anything goes) smaller than the request's
+    tokens. The prompt's are an estimate (about four characters a token), so a request near the limit may pass
+    and be refused by the backend (a 400 the client gets as sent) or be kept from a window it would fit."""
+    if 0 < context_window < context_tokens:
+        return Exclusion(ExclusionKind.CONTEXT_TOO_LONG,
+                         f"context window {context_window} < about {context_tokens} tokens requested")
+    return None
 
 
 FILTERS: tuple[Filter, ...] = (not_ejected, healthy, breaker_not_open, backend_not_saturated, has_capacity,

@@ -31,7 +31,7 @@ from data_plane.policies.candidate import (
 )
 from data_plane.policies.engine_load import engine_load, saturation_exclusion
 from data_plane.policies.exclusion import ExclusionKind
-from data_plane.policies.filters import exclusion
+from data_plane.policies.filters import exclusion, fits_context
 from data_plane.policies.latency_first import by_latency
 from data_plane.policies.prediction import known_figures, predict, priors
 from meridian_common import policy_names
@@ -62,8 +62,8 @@ def measure(candidates: Sequence[Candidate], request: RouteRequest) -> list[Meas
                 + spec.cost_per_1m_output * request.expected_output_tokens) / 1_000_000
         latency_ms = prediction.latency_ms(request.streaming)
         ranked_ms = latency_ms if candidate.local else latency_ms * (1.0 + request.locality_margin)
-        excluded = exclusion(candidate) or saturation_exclusion(candidate.engine, request.max_requests_waiting,
-                                                                request.max_kv_cache_usage)
+        excluded = fits_context(candidate, request) or exclusion(candidate) or saturation_exclusion(
+            candidate.engine, request.max_requests_waiting, request.max_kv_cache_usage)
         load = engine_load(candidate.engine, request.max_requests_waiting, candidate.stats.in_flight,
                            spec.max_concurrency)
         measured.append(Measured(position, candidate, excluded, prediction, latency_ms, ranked_ms, cost, load))

@@ -35,6 +35,7 @@ from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder, Us
 from data_plane.serving.relay import PASSED_THROUGH_HEADERS, RetryableFailure, relay_stream, relay_whole
 from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.route_planning import ModelDecision
+from data_plane.serving.usage import COST_HEADER, usd
 from data_plane.table.snapshot import DeploymentSpec
 from meridian_common.logging_setup import event
 
@@ -216,12 +217,12 @@ class Forwarder:
                        live: LiveDeployment, headers: dict[str, str], deadline: float, tokens: int,
                        on_usage: UsageSink | None) -> web.StreamResponse:
         spec = live.spec
-        body = parsed.body.for_model(spec.served_model)
+        streaming = request is not None and parsed.streaming
+        body = parsed.body.for_model(spec.served_model, ask_usage=streaming and parsed.asks_backend_usage)
         timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
                                         sock_connect=self._settings.connect_timeout_s)
         in_flight = self._metrics.bound(self._metrics.in_flight, self._settings.region, live.model, spec.name,
                                         spec.architecture)
-        streaming = request is not None and parsed.streaming
         started = time.monotonic()
         size = self._state.send_size(live, route_request.estimated_input_tokens, route_request.expected_output_tokens,
                                      route_request.prefix_blocks, started)
@@ -257,6 +258,8 @@ class Forwarder:
                                       relayed.usage, relayed.first_token_at, tokens)
                     return relayed.response
                 response, usage = await relay_whole(parsed, upstream, headers)
+                if answer.meaning is AnswerMeaning.OK:
+                    response.headers[COST_HEADER] = usd(usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output))
                 outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), answer, usage,
                                   estimated_prompt_tokens=tokens)
                 return response

@@ -22,6 +22,7 @@ from data_plane.serving.answer_timing import AnswerTiming, streamed_timing
 from data_plane.serving.backend_answer import listed_models, models_probe_failure
 from data_plane.serving.forwarding import upstream_headers
 from data_plane.serving.outcome import OutcomeRecorder, learn_timing, report_health
+from data_plane.serving.sse_events import SseFramer
 from data_plane.serving.sse_usage import StreamUsageScanner
 from data_plane.serving.usage import estimate_tokens
 
@@ -63,7 +64,7 @@ async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: 
                          "max_tokens": tokens, "stream": True, "stream_options": {"include_usage": True}})
     started = time.monotonic()
     first_at: float | None = None
-    scanner = StreamUsageScanner()
+    framer, scanner = SseFramer(), StreamUsageScanner()
     reads = 0
     try:
         async with session.post(f"{url}/chat/completions", data=body, headers=headers,
@@ -75,7 +76,9 @@ async def probe_latency(session: aiohttp.ClientSession, url: str, served_model: 
                     first_at = time.monotonic()
                     on_first_byte()
                 reads += 1
-                scanner.feed(chunk)
+                for event in framer.feed(chunk):
+                    scanner.observe(event)
+            scanner.observe(framer.tail())
     except TimeoutError:
         return AnswerTiming(timeout_s * 1000, None) if first_at is None else None
     except (aiohttp.ClientError, OSError):

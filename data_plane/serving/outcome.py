@@ -24,7 +24,17 @@ from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
 
-UsageSink = Callable[[Usage], None]
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What an answered request used and what it cost at the prices of the deployment that served it."""
+
+    model: str  # the model that served: a fallback's name when one did
+    usage: Usage
+    cost_usd: float
+
+
+UsageSink = Callable[[Settled], None]
 
 
 class OutcomeKind(StrEnum):
@@ -229,12 +239,14 @@ class OutcomeRecorder:
         if self._rate_limits is not None and spec.tpm_limit:
             self._rate_limits.settle_deployment(live.model, spec.name, outcome.estimated_prompt_tokens,
                                                 usage.total_tokens, now)
+        cost_usd = usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output)
         if on_usage is not None:
-            on_usage(usage)
-        self._count(live, outcome, usage, timing, policy)
+            on_usage(Settled(live.model, usage, cost_usd))
+        self._count(live, outcome, usage, cost_usd, timing, policy)
 
-    def _count(self, live: LiveDeployment, outcome: Outcome, usage: Usage, timing: AnswerTiming, policy: str) -> None:
-        metrics, spec = self._metrics, live.spec
+    def _count(self, live: LiveDeployment, outcome: Outcome, usage: Usage, cost_usd: float, timing: AnswerTiming,
+               policy: str) -> None:
+        metrics = self._metrics
         labels = _labels(self._region, live)
         metrics.bound(metrics.requests, *labels, policy, str(outcome.status)).inc()
         metrics.bound(metrics.latency, *labels).observe(outcome.total_ms / 1000)
@@ -245,5 +257,5 @@ class OutcomeRecorder:
         source = "estimated" if usage.estimated else "reported"
         metrics.bound(metrics.tokens, *labels, "input", source).inc(usage.prompt_tokens)
         metrics.bound(metrics.tokens, *labels, "output", source).inc(usage.completion_tokens)
-        metrics.bound(metrics.cost, *labels).inc(usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output))
+        metrics.bound(metrics.cost, *labels).inc(cost_usd)
 

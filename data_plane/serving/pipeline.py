@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from data_plane.auth import keyed
+from data_plane.auth import keyed, metric_client
 from data_plane.errors import ClientError
 from data_plane.limits.admission_queue import DEFAULT_QUEUE_PRIORITY, QUEUE_PRIORITIES
 from data_plane.limits.waiting_room import QUEUED, QueueRejected, Ticket, WaitingRooms
@@ -19,11 +19,11 @@ from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
 from data_plane.policies import RouteRequest
 from data_plane.serving.forwarding import Forwarder, Saturated
-from data_plane.serving.outcome import UsageSink
-from data_plane.serving.request_shapes import ParsedRequest
+from data_plane.serving.outcome import Settled, UsageSink
+from data_plane.serving.request_shapes import PROMPT_FIELD, ParsedRequest
 from data_plane.serving.response_cache import CachedResponse, ResponseCache, cache_key, should_cache
-from data_plane.serving.route_planning import ModelDecision, attempts, model_chain
-from data_plane.serving.usage import Usage
+from data_plane.serving.route_planning import ModelDecision, attempts, model_chain, refuse_too_long
+from data_plane.serving.usage import COST_HEADER
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec
 
 QUEUE_PRIORITY_HEADER = "x-meridian-queue-priority"
@@ -91,7 +91,7 @@ def charge_client(serving: Serving, identity: str, model: ModelSpec, tokens: int
 
 async def _forward_through_queue(serving: Serving, request: web.Request | None, parsed: ParsedRequest,
                                  chain: list[tuple[ModelSpec, RouteRequest]], request_headers: Mapping[str, str],
-                                 headers: dict[str, str], deadline: float, on_usage: UsageSink | None
+                                 headers: dict[str, str], deadline: float, on_usage: UsageSink
                                  ) -> web.StreamResponse:
     """Forwards, and when every deployment is busy waits in the model's queue for a slot, deciding again
     each time one frees. Newcomers queue behind anyone already waiting."""
@@ -155,6 +155,7 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
     endpoint = parsed.endpoint
     started = time.monotonic()
     chain = model_chain(serving.state, parsed, request_headers)
+    refuse_too_long(chain, PROMPT_FIELD[endpoint])
     primary = chain[0][0]
     deadline = request_deadline(request_headers, started, serving.request_timeout_s)
     base_headers = {"x-meridian-table-version": str(serving.state.table.version)}
@@ -162,11 +163,16 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
     if not client_charged:
         charge_client(serving, identity, primary, prompt_tokens, base_headers)
     identity_limited = identity if _client_limited(serving, primary) else None
+    client = metric_client(identity)
 
-    def settle(usage: Usage) -> None:
+    def settle(settled: Settled) -> None:
+        """The client's share of an answer: its cost, and its tokens against its limits."""
+        metrics = serving.metrics
+        metrics.bound(metrics.client_cost, serving.region, settled.model, client).inc(settled.cost_usd)
         limits = serving.state.rate_limits
         if identity_limited is not None and limits is not None:
-            limits.settle_client(primary.name, identity_limited, prompt_tokens, usage.total_tokens, time.monotonic())
+            limits.settle_client(primary.name, identity_limited, prompt_tokens, settled.usage.total_tokens,
+                                 time.monotonic())
 
     key = None
     if endpoint != "embeddings" and should_cache(parsed, request_headers, model_opted_in=primary.cache_enabled):
@@ -175,10 +181,10 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
         serving.metrics.cache.labels(serving.region, primary.name, "hit" if hit else "miss").inc()
         if hit is not None:
             return web.Response(status=hit.status, body=hit.body, content_type=hit.content_type,
-                                headers={**base_headers, "x-meridian-cache": "hit"})
+                                headers={**base_headers, "x-meridian-cache": "hit", COST_HEADER: "0"})
         base_headers["x-meridian-cache"] = "miss"
     response = await _forward_through_queue(serving, request, parsed, chain, request_headers, base_headers,
-                                            deadline, settle if identity_limited is not None else None)
+                                            deadline, settle)
     if key is not None and isinstance(response, web.Response) and response.status == 200:
         assert response.body is not None
         serving.cache.store_later(key, CachedResponse(200, bytes(response.body), response.content_type),

@@ -1,4 +1,4 @@
-"""Relays one backend answer to the client: a whole body, or a stream chunk by chunk as it arrives. I/O
+"""Relays one backend answer to the client: a whole body, or a stream event by event as it arrives. I/O
 only: what the answer says about the backend is the caller's to record."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from aiohttp import web
 
 from data_plane.serving.backend_answer import BackendAnswer
 from data_plane.serving.request_shapes import ParsedRequest
+from data_plane.serving.sse_events import SseFramer
 from data_plane.serving.sse_usage import StreamUsageScanner
 from data_plane.serving.usage import Usage, completion_text, normalise, reported_usage
 
@@ -67,28 +68,40 @@ async def relay_whole(parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
 async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
                        headers: dict[str, str], clock: Callable[[], float],
                        on_first_token: Callable[[float], None]) -> StreamRelay:
-    """Raises RetryableFailure when the backend closes before its first byte (nothing reached the client)."""
+    """Relays the stream event by event: each whole event is written as soon as its last byte arrives (a
+    backend's chunk that completes several is one write), and what follows the last one at the end. The
+    usage-only chunk is kept from a client that did not ask for it (`ParsedRequest.asks_backend_usage`).
+    Raises RetryableFailure when the backend closes before its first byte (nothing reached the client)."""
     first = await upstream.content.readany()
     if not first:
         raise RetryableFailure("empty_stream backend closed the stream before the first byte")
     first_token_at = clock()
     on_first_token(first_token_at)
-    scanner = StreamUsageScanner()
-    scanner.feed(first)
+    framer, scanner = SseFramer(), StreamUsageScanner()
+    hide_usage = parsed.asks_backend_usage
+
+    def relayed(events: list[bytes]) -> bytes:
+        return b"".join(event for event in events if not (scanner.observe(event) and hide_usage))
+
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = "text/event-stream"
     await response.prepare(request)
     broken: str | None = None
     client_gone = False
     try:
-        await response.write(first)
-        async for chunk in upstream.content.iter_any():
-            scanner.feed(chunk)
-            await response.write(chunk)
+        chunk = first
+        while chunk:
+            if out := relayed(framer.feed(chunk)):
+                await response.write(out)
+            chunk = await upstream.content.readany()
+        tail = framer.tail()  # a last event the backend did not end with a blank line
+        if tail and (out := relayed([tail])):
+            await response.write(out)
     except ConnectionResetError:
         client_gone = True
     except (aiohttp.ClientError, TimeoutError) as error:
-        # Bytes already reached the client, so no retry: end the stream with an error event.
+        # Bytes already reached the client, so no retry: end the stream with an error event. A partial event
+        # held back is dropped: written, it would run into the error event and spoil both.
         broken = type(error).__name__
         message = f"the backend stream broke after it started: {broken}"
         await response.write(b"data: " + orjson.dumps(

@@ -65,4 +65,5 @@ def route_request_from(
         max_requests_waiting=model.saturation.max_requests_waiting,
         max_kv_cache_usage=model.saturation.max_kv_cache_usage,
         prefix_blocks=prefix_blocks,
+        requested_output_tokens=parsed.max_output_tokens or 0,
     )

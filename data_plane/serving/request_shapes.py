@@ -55,11 +55,16 @@ _MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=_TOKEN_LIMIT)] | None
 _TextOrTokens = str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1)]
 
 
+class _StreamOptions(msgspec.Struct, gc=False):
+    include_usage: bool | None = None
+
+
 class _Read(msgspec.Struct, gc=False, kw_only=True):
     """The fields every endpoint reads; any other field is skipped, not built."""
 
     model: str | None = None
     stream: bool | None = None
+    stream_options: _StreamOptions | None = None
     max_tokens: _MaxTokens = None
     max_completion_tokens: _MaxTokens = None
     temperature: float | None = None
@@ -89,6 +94,7 @@ _READERS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 _MODEL_ONLY = msgspec.json.Decoder(_ModelOnly)
 _OPTIONAL_TEXT = msgspec.json.Decoder(str | None)
+_OPTIONS = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
 _ENCODER = msgspec.json.Encoder()
 
 _PROBLEM_AT = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -98,7 +104,8 @@ _WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`
 
 class RequestBody:
     """A request's top-level fields as the client sent them, and the body a backend gets: the same with its
-    served model name, encoded once per name (a retry on another deployment of that backend model re-sends it)."""
+    served model name (and, for a stream whose client did not ask for usage, `stream_options.include_usage`),
+    encoded once per name and variant (a retry on another deployment of that backend model re-sends it)."""
 
     __slots__ = ("fields", "_received", "_model", "_upstream")
 
@@ -106,15 +113,19 @@ class RequestBody:
         self._received = received
         self.fields = fields
         self._model = model
-        self._upstream: dict[str, bytes | bytearray] = {}
+        self._upstream: dict[tuple[str, bool], bytes | bytearray] = {}
 
-    def for_model(self, served_model: str) -> bytes | bytearray:
-        if served_model == self._model:
+    def for_model(self, served_model: str, *, ask_usage: bool = False) -> bytes | bytearray:
+        """`ask_usage`: with `"stream_options": {"include_usage": true}`, merged into the client's options."""
+        if served_model == self._model and not ask_usage:
             return self._received
-        body = self._upstream.get(served_model)
+        body = self._upstream.get((served_model, ask_usage))
         if body is None:
-            body = self._upstream[served_model] = _ENCODER.encode(
-                {"model": served_model, **{k: v for k, v in self.fields.items() if k != "model"}})
+            fields: dict[str, Any] = {"model": served_model, **{k: v for k, v in self.fields.items() if k != "model"}}
+            if ask_usage:
+                options = _OPTIONS.decode(self.fields.get("stream_options", b"null")) or {}
+                fields["stream_options"] = {**options, "include_usage": True}
+            body = self._upstream[(served_model, ask_usage)] = _ENCODER.encode(fields)
         return body
 
     def without(self, names: Collection[str]) -> bytes:
@@ -143,6 +154,13 @@ class ParsedRequest:
     estimated_prompt_tokens: int
     max_output_tokens: int | None  # max_completion_tokens or max_tokens; None when the request sets neither
     prompt_parts: tuple[str, ...] = ()  # the prompt's text in order (chat: role and content), for prefix hashing
+    usage_requested: bool = False  # a stream whose client asked for its usage chunk (stream_options.include_usage)
+
+    @property
+    def asks_backend_usage(self) -> bool:
+        """A stream whose client did not ask for usage: the router asks the backend for it, to count what was
+        reported rather than estimate, and keeps the usage chunk from the client."""
+        return self.streaming and not self.usage_requested and self.endpoint != "embeddings"
 
 
 def parse_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
@@ -180,6 +198,7 @@ def parse_request(endpoint: str, received: bytes | bytearray) -> ParsedRequest:
         estimated_prompt_tokens=tokens,
         max_output_tokens=max_tokens,
         prompt_parts=parts,
+        usage_requested=bool(read.stream and read.stream_options and read.stream_options.include_usage),
     )
 
 

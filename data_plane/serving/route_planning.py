@@ -4,7 +4,7 @@ models' decisions. Pure over the router's state; the forwarder walks the result.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from data_plane.deployments.prefix_index import prompt_blocks
 from data_plane.errors import ClientError
 from data_plane.live_state import RouterState
 from data_plane.policies import Decision, RouteRequest, decide
+from data_plane.policies.filters import context_exclusion
 from data_plane.serving.request_parsing import route_request_from
 from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.table.snapshot import DeploymentSpec, ModelSpec
@@ -27,15 +28,21 @@ class ModelDecision:
     decision_s: float
 
 
+def model_named(models: Mapping[str, ModelSpec], name: str) -> ModelSpec:
+    """The table's model `name`, or 404 `model_not_found` naming those there are."""
+    model = models.get(name)
+    if model is None:
+        raise ClientError(404, f"the model {name!r} does not exist; available models: {', '.join(sorted(models))}",
+                          param="model", code="model_not_found")
+    return model
+
+
 def model_chain(state: RouterState, parsed: ParsedRequest, headers: CIMultiDictProxy[str]
                 ) -> list[tuple[ModelSpec, RouteRequest]]:
     """The requested model and then its fallbacks, each with the request as that model sees it."""
     models = state.table.models
     now = time.monotonic()
-    primary = models.get(parsed.model)
-    if primary is None:
-        raise ClientError(404, f"the model {parsed.model!r} does not exist; available models: "
-                          f"{', '.join(sorted(models))}", param="model", code="model_not_found")
+    primary = model_named(models, parsed.model)
     affinity = state.prefix_affinity
     blocks = prompt_blocks(parsed.prompt_parts, affinity.block_chars, affinity.max_blocks) if affinity.enabled else ()
     chain = [(primary, route_request_from(parsed, primary, headers, state.typical_output_tokens(primary, now),
@@ -46,6 +53,23 @@ def model_chain(state: RouterState, parsed: ParsedRequest, headers: CIMultiDictP
             chain.append((fallback, route_request_from(parsed, fallback, headers,
                                                        state.typical_output_tokens(fallback, now), blocks)))
     return chain
+
+
+def refuse_too_long(chain: list[tuple[ModelSpec, RouteRequest]], prompt_field: str) -> None:
+    """400 `context_length_exceeded` when the request fits the context window of no deployment of the model or
+    its fallbacks (a deployment without a declared window fits any): no wait and no other deployment would
+    change that, so it is not a 503. The prompt's tokens are estimated, about four characters a token."""
+    request = chain[0][1]
+    windows = [spec.context_window for model, _ in chain for spec in model.deployments]
+    if not windows or not all(context_exclusion(window, request.context_tokens) for window in windows):
+        return
+    asked = f"{request.estimated_input_tokens} in the {prompt_field}"
+    if request.requested_output_tokens:
+        asked += f", {request.requested_output_tokens} in the completion"
+    raise ClientError(400, f"This model's maximum context length is {max(windows)} tokens. However, you requested "
+                      f"about {request.context_tokens} tokens ({asked}; the {prompt_field} estimated at about four "
+                      f"characters a token). Please reduce the length of the {prompt_field} or completion.",
+                      param=prompt_field, code="context_length_exceeded")
 
 
 def decide_model(state: RouterState, model: ModelSpec, request: RouteRequest, now: float) -> ModelDecision:

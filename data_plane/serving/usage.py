@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _CHARS_PER_TOKEN = 4
+_USD_PLACES = 12  # a millionth of a millionth of a dollar: below any one token's price, above float noise
+
+COST_HEADER = "x-meridian-cost-usd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,11 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+
+
+def usd(amount: float) -> str:
+    """A cost in dollars as a plain decimal, never in exponent form: 0.00012345, 0."""
+    return f"{amount:.{_USD_PLACES}f}".rstrip("0").rstrip(".")
 
 
 def estimate_tokens(chars: int) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from data_plane.callback_rules import signature_valid
 from data_plane.jobs.callbacks import SIGNATURE_HEADER
@@ -217,11 +218,27 @@ def _status_is(router: ServiceProcess, job_id: str, *statuses: str) -> Callable[
     return check
 
 
+def _anonymous_cost(region: Region) -> float:
+    """The cost counted for clients without a key, on every router (the job ran on one of them)."""
+    total = 0.0
+    for router in region.routers:
+        with urllib.request.urlopen(f"{router.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        total += sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                     if sample.name == "meridian_client_cost_usd_total" and sample.labels["client"] == "anonymous")
+    return total
+
+
 def test_a_job_completes_as_the_synchronous_request_would(region: Region) -> None:
     a, b = region.routers
+    cost_before = _anonymous_cost(region)
     job_id = _submit(region, a, _chat(stream=True))  # streaming is dropped: a job's answer is kept whole
     job = _until(_status_is(b, job_id, "succeeded", "failed"), 10, "the job's completion")  # any router answers
     assert job["status"] == "succeeded" and job["status_code"] == 200 and job["attempts"] == 1
+    usage = job["result"]["usage"]
+    cost = (usage["prompt_tokens"] * 0.1 + usage["completion_tokens"] * 0.2) / 1e6  # deployment_yaml's prices
+    assert float(job["response_headers"]["x-meridian-cost-usd"]) == pytest.approx(cost)
+    assert _anonymous_cost(region) - cost_before == pytest.approx(cost)  # a job's cost counts for its client
     status, _, sync = _http("POST", f"{a.url}/v1/chat/completions", _chat())
     assert status == 200
     result = job["result"]

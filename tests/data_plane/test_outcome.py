@@ -4,6 +4,7 @@ breaker with its ejection cap, health, telemetry and metrics, on a real router s
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,7 @@ from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
 from data_plane.serving.answer_timing import AnswerTiming
 from data_plane.serving.backend_answer import classify
-from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder
+from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder, Settled
 from data_plane.serving.usage import Usage
 from data_plane.table.snapshot import snapshot_from_proto
 from data_plane.telemetry.accumulator import TelemetryAccumulators
@@ -68,6 +69,30 @@ def test_a_stream_gives_measured_ttft_and_tpot_to_statistics_telemetry_and_metri
     labels = {"region": "us-east", "model": "m", "deployment": "a", "architecture": "dense"}
     assert _metric(metrics, "meridian_tpot_seconds_count", **labels) == 1
     assert _metric(metrics, "meridian_ttft_seconds_count", **labels) == 1
+
+
+def test_an_answer_is_settled_at_the_serving_deployments_prices() -> None:
+    recorder, state, metrics, _ = _recorder()
+    live = _live(state, "b")
+    live.spec = replace(live.spec, cost_per_1m_input=0.5, cost_per_1m_output=1.5)
+    settled: list[Settled] = []
+    live.stats.begin(1.0)
+    recorder.apply(live, Outcome(OutcomeKind.ANSWERED, 1.0, 2.0, classify(200), Usage(1200, 400, False),
+                                 estimated_prompt_tokens=1000), policy="p", on_usage=settled.append)
+    cost = (1200 * 0.5 + 400 * 1.5) / 1e6
+    assert settled == [Settled("m", Usage(1200, 400, False), pytest.approx(cost))]
+    labels = {"region": "us-east", "model": "m", "deployment": "b", "architecture": "dense"}
+    assert _metric(metrics, "meridian_cost_dollars_total", **labels) == pytest.approx(cost)
+
+
+def test_an_answer_the_request_was_at_fault_for_settles_nothing() -> None:
+    recorder, state, _, _ = _recorder()
+    live = _live(state)
+    settled: list[Settled] = []
+    live.stats.begin(1.0)
+    recorder.apply(live, Outcome(OutcomeKind.ANSWERED, 1.0, 1.1, classify(400), Usage(10, 0, True)), policy="p",
+                   on_usage=settled.append)
+    assert settled == []
 
 
 def test_a_whole_answer_is_split_on_the_deployments_ttft_estimate() -> None:

@@ -13,7 +13,7 @@ from benchmarks.decision import benchmark_candidates, measure_decision_time
 from data_plane.deployments.breaker import BreakerState
 from data_plane.policies import Candidate, PolicyState, TrialReason, UnknownPolicy, decide
 from data_plane.policies.exclusion import ExclusionKind
-from data_plane.policies.filters import exclusion
+from data_plane.policies.filters import exclusion, fits_context
 from meridian_common import policy_names as names
 
 
@@ -56,6 +56,37 @@ def test_exclusion_kinds_say_what_to_do() -> None:
     assert {k for k in ExclusionKind if k.is_saturation} == {ExclusionKind.BACKEND_SATURATED,
                                                              ExclusionKind.AT_CAPACITY, ExclusionKind.RATE_LIMITED}
     assert {k for k in ExclusionKind if k.reachable} == {ExclusionKind.EJECTED, ExclusionKind.BREAKER_OPEN}
+
+
+@pytest.mark.parametrize(("window", "input_tokens", "requested", "excluded"), [
+    (0, 10**6, 10**6, False),  # no window declared: anything goes
+    (8192, 8000, 0, False),  # no max_tokens: the prompt alone must fit
+    (8192, 8000, 192, False),
+    (8192, 8000, 193, True),
+    (8192, 9000, 0, True),
+])
+def test_context_window_filter(window: int, input_tokens: int, requested: int, excluded: bool) -> None:
+    found = fits_context(candidate(context_window=window),
+                         request(names.LATENCY_FIRST, input_tokens=input_tokens, requested_output_tokens=requested))
+    assert (found is not None) is excluded
+    if found is not None:
+        assert found.kind is ExclusionKind.CONTEXT_TOO_LONG
+        assert str(found) == f"context window {window} < about {input_tokens + requested} tokens requested"
+
+
+def test_a_typical_answer_length_never_excludes_only_max_tokens_does() -> None:
+    small, large = candidate("small", ttft=10, context_window=4096), candidate("large", ttft=50, context_window=32768)
+    assert _order([small, large], names.LATENCY_FIRST, input_tokens=4000, output_tokens=2000)[0] == ["small", "large"]
+    order, _ = _order([small, large], names.LATENCY_FIRST, input_tokens=4000, output_tokens=2000,
+                      requested_output_tokens=2000)
+    assert order == ["large"]
+
+
+def test_a_request_too_long_for_every_window_gets_no_deployment_and_no_panic() -> None:
+    entries = [candidate("a", context_window=4096), candidate("b", context_window=8192, breaker=BreakerState.OPEN)]
+    decision = decide(entries, request(names.LATENCY_FIRST, input_tokens=9000), PolicyState(), random.Random(0))
+    assert decision.ordered == () and not decision.panic and not decision.saturated
+    assert "context window 8192 < about 9000 tokens requested" in decision.reason
 
 
 def test_nothing_that_answers_gives_an_empty_order_and_says_why() -> None:

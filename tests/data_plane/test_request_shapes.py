@@ -152,6 +152,31 @@ def test_the_upstream_body_is_the_clients_with_the_served_model() -> None:
     assert parsed.body.for_model("org/served") is upstream  # encoded once per served model
 
 
+@pytest.mark.parametrize(("extra", "asked", "options"), [
+    ({"stream": True}, False, {"include_usage": True}),
+    ({"stream": True, "stream_options": {"include_usage": False, "x": [1]}}, False, {"include_usage": True, "x": [1]}),
+    ({"stream": True, "stream_options": None}, False, {"include_usage": True}),
+    ({"stream": True, "stream_options": {"include_usage": True}}, True, None),
+    ({"stream": False, "stream_options": {"include_usage": True}}, False, None),
+])
+def test_a_stream_asks_the_backend_for_usage_the_client_did_not(extra: dict[str, Any], asked: bool,
+                                                                options: dict[str, Any] | None) -> None:
+    parsed = _parse("chat/completions", {"model": "m", "messages": [USER], **extra})
+    assert parsed.usage_requested is asked
+    assert parsed.asks_backend_usage is (options is not None)
+    if options is not None:
+        upstream = parsed.body.for_model("m", ask_usage=True)
+        assert json.loads(upstream) == {"model": "m", "messages": [USER], **extra, "stream_options": options}
+        assert parsed.body.for_model("m", ask_usage=True) is upstream  # encoded once per model and variant
+        assert json.loads(parsed.body.for_model("m")) == {"model": "m", "messages": [USER], **extra}
+
+
+def test_stream_options_must_be_an_object() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        _parse("chat/completions", {"model": "m", "messages": [USER], "stream": True, "stream_options": 1})
+    assert (caught.value.param, caught.value.code) == ("stream_options", "invalid_type")
+
+
 def test_without_drops_top_level_fields_only() -> None:
     parsed = _parse("chat/completions", _chat(USER, stream=True, callback_url="https://x", metadata={"stream": 1}))
     assert json.loads(parsed.body.without(("stream", "callback_url"))) == _chat(USER, metadata={"stream": 1})
@@ -187,7 +212,8 @@ json_values = st.recursive(
 
 @given(extra=st.dictionaries(st.text(max_size=8).filter(lambda k: k not in {"model", "messages", "stream",
                                                                             "max_tokens", "max_completion_tokens",
-                                                                            "temperature", "callback_url"}),
+                                                                            "temperature", "callback_url",
+                                                                            "stream_options"}),
                              json_values, max_size=5),
        served=st.text(min_size=1, max_size=12))
 def test_fields_the_router_does_not_read_pass_through_unchanged(extra: dict[str, Any], served: str) -> None:

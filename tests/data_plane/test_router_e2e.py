@@ -265,6 +265,7 @@ def test_response_cache_hits_on_deterministic_repeats(stack: Stack) -> None:
     first = _http("POST", f"{stack.base_url}/chat/completions", body, {"Content-Type": "application/json"})
     second = _http("POST", f"{stack.base_url}/chat/completions", body, {"Content-Type": "application/json"})
     assert first[1]["x-meridian-cache"] == "miss" and second[1]["x-meridian-cache"] == "hit"
+    assert float(first[1]["x-meridian-cost-usd"]) > 0 and second[1]["x-meridian-cost-usd"] == "0"  # a hit is free
     assert json.loads(first[2])["choices"] == json.loads(second[2])["choices"]
     hot = _chat("cached", temperature=0.7, max_tokens=3)
     assert "x-meridian-cache" not in _http("POST", f"{stack.base_url}/chat/completions", hot,
