@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from data_plane.app import key_env_allowlist
-from data_plane.config import HealthCheckConfig, RouterConfig, StatisticsConfig, bootstrap_table
+from data_plane.config import HealthCheckConfig, PrefixAffinityConfig, RouterConfig, StatisticsConfig, bootstrap_table
 from data_plane.live_state import RouterState
 from data_plane.policies import TrialReason
 from data_plane.table.snapshot import snapshot_from_proto
@@ -111,3 +111,23 @@ def test_typical_output_tokens_from_the_window_else_the_table() -> None:
     stats.end(1.2, started=0.5, ok=True, latency_ms=100.0, output_tokens=1000)
     assert state.typical_output_tokens(model, 1.4) == 400
     assert state.typical_output_tokens(model, 30.0) == 300  # out of the window: the table's again
+
+
+def test_the_deployment_that_was_sent_a_prefix_is_credited_with_its_cached_tokens() -> None:
+    state = _state(2)
+    model = state.table.models["m"]
+    blocks = tuple(range(1, 11))  # ten blocks of 64 tokens
+    state.live[("m", "d0")].prefixes.remember(blocks[:6])  # type: ignore[union-attr]
+    cached = {c.deployment.name: c.cached_prompt_tokens for c in state.candidates(model, 1.0, 2_000, blocks)}
+    assert cached == {"d0": 6 * 64, "d1": 0}
+    # Never the whole prompt: its last token is always computed.
+    short = {c.deployment.name: c.cached_prompt_tokens for c in state.candidates(model, 1.0, 100, blocks)}
+    assert short == {"d0": 99, "d1": 0}
+
+
+def test_without_prefix_affinity_no_deployment_keeps_an_index() -> None:
+    state = _state(2)
+    off = RouterState(region="us-east", health_settings=HealthCheckConfig(), statistics=StatisticsConfig(),
+                      prefix_affinity=PrefixAffinityConfig(enabled=False), table=state.table)
+    assert all(live.prefixes is None for live in off.live.values())
+    assert {c.cached_prompt_tokens for c in off.candidates(state.table.models["m"], 1.0, 2_000, (1, 2))} == {0}
