@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Literal
 
@@ -62,6 +62,10 @@ SGLANG = EngineNames(
     prefix_cache_hit_rate=("sglang:cache_hit_rate",),
 )
 NAMES: Mapping[str, EngineNames] = MappingProxyType({names.engine: names for names in (VLLM, SGLANG)})
+# Every sample name any engine's figures are read from: the rest of a page (mostly histogram buckets) is skipped
+# before parsing, which runs on the router's event loop.
+_READ_NAMES = frozenset(name for names in NAMES.values() for field in fields(EngineNames) if field.name != "engine"
+                        for name in getattr(names, field.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +104,30 @@ def parse_page(text: str) -> Page | None:
     """Every sample of a Prometheus text page by name; None when the text is not Prometheus exposition (an HTML
     or JSON page answered 200)."""
     samples: dict[str, list[tuple[Labels, float]]] = defaultdict(list)
+    wanted = "\n".join(line for line in text.splitlines() if _sample_name(line) in _READ_NAMES)
+    if not wanted and not _looks_like_exposition(text):
+        return None
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(wanted):
             for sample in family.samples:
                 samples[sample.name].append((sample.labels, float(sample.value)))
     except (ValueError, TypeError, IndexError):
         return None
     return MappingProxyType({name: tuple(found) for name, found in samples.items()})
+
+
+def _sample_name(line: str) -> str:
+    return line.split("{", 1)[0].split(" ", 1)[0]
+
+
+def _looks_like_exposition(text: str) -> bool:
+    """Prometheus text whose samples are all of other names, or an HTML or JSON page that answered 200."""
+    try:
+        for _ in text_string_to_metric_families(text):
+            pass
+    except (ValueError, TypeError, IndexError):
+        return False
+    return True
 
 
 def _series(page: Page, names: Sequence[str], served_model: str) -> tuple[float, ...] | None:
