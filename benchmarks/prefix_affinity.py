@@ -22,6 +22,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load import BenchRequest, chat_requests, percentile
+from data_plane.config import PrefixAffinityConfig
 from harness.load import StreamReader
 from meridian_common.service_process import ServiceProcess, start_service
 from meridian_common.workload import REALISTIC, WorkloadConfig, simulator_flags
@@ -43,6 +44,9 @@ class PrefixAffinitySettings:
     # 256 blocks of 64 tokens: about 5 of the 12 prefixes of a mean 3,000 tokens, with room for the requests'
     # own prompts: one simulator cannot hold them all, N of them can if each keeps its share.
     prefix_cache_blocks: int = 256
+    router_prefix_blocks: int | None = None
+    """The router's `prefix_affinity.blocks_per_deployment`; None: its default (16,384, far more than these
+    simulators hold, so it remembers prefixes they have evicted)."""
     ttft_ms: float = 40.0
     itl_ms: float = 5.0
     seed: int = 0
@@ -56,17 +60,18 @@ class PrefixAffinitySettings:
                                                 "shared_prefix_tokens": self.shared_prefix_tokens})
 
 
-def _router_config(sim_urls: list[str], affinity: bool) -> str:
+def _router_config(sim_urls: list[str], affinity: bool, blocks_per_deployment: int | None) -> str:
     deployments = "".join(f"""      - name: sim-{index + 1}
         url: {url}/v1
         served_model: {MODEL}
         region: bench
         architecture: dense
 """ for index, url in enumerate(sim_urls))
+    remembered = f", blocks_per_deployment: {blocks_per_deployment}" if blocks_per_deployment else ""
     return f"""region: bench
 listen: {{host: 127.0.0.1, port: 0}}
 health_check: {{interval_s: 30}}
-prefix_affinity: {{enabled: {str(affinity).lower()}}}
+prefix_affinity: {{enabled: {str(affinity).lower()}{remembered}}}
 models:
   {MODEL}:
     policy: latency-first
@@ -89,7 +94,7 @@ def _start_stack(workdir: Path, settings: PrefixAffinitySettings, affinity: bool
                 "--prefix-cache-blocks", str(settings.prefix_cache_blocks), "--seed", str(settings.seed + index),
                 *simulator_flags(settings.workload)), workdir))
         config = workdir / "router.yaml"
-        config.write_text(_router_config([s.url for s in services], affinity))
+        config.write_text(_router_config([s.url for s in services], affinity, settings.router_prefix_blocks))
         services.append(start_service("router", _cli("router", "--config", str(config), "--port", "0"), workdir,
                                       health_path="/ready"))
     except BaseException:
@@ -242,6 +247,7 @@ async def run_prefix_affinity(settings: PrefixAffinitySettings, progress: Callab
         "simulator": {"profile": "dense", "ttft_ms": settings.ttft_ms, "itl_ms": settings.itl_ms,
                       "prefill_ms_per_1k": settings.prefill_ms_per_1k,
                       "prefix_cache_blocks": settings.prefix_cache_blocks},
+        "router_prefix_blocks": settings.router_prefix_blocks or PrefixAffinityConfig().blocks_per_deployment,
         "hit_rate_with": with_["hit_rate"],
         "hit_rate_without": without["hit_rate"],
         "hit_rate_ratio": _ratio(with_["hit_rate"], without["hit_rate"]),
@@ -261,7 +267,8 @@ def format_table(figures: dict[str, Any]) -> str:
     sim = figures["simulator"]
     lines = [f"{figures['requests']} requests at concurrency {figures['concurrency']}, latency-first over "
              f"{figures['deployments']} dense simulators (TTFT {sim['ttft_ms']} ms + {sim['prefill_ms_per_1k']} ms "
-             f"per 1k uncached prompt tokens, prefix cache {sim['prefix_cache_blocks']} blocks)",
+             f"per 1k uncached prompt tokens, prefix cache {sim['prefix_cache_blocks']} blocks; the router remembers "
+             f"{figures['router_prefix_blocks']} blocks per deployment)",
              f"workload: {figures['workload']}",
              f"{'':<34}{'with affinity':>16}{'without':>16}"]
     rows = [("prefix-cache hit rate", "hit_rate", "{:.1%}"), ("mean TTFT (streams, client) ms", "mean_ttft_ms", "{}"),

@@ -82,7 +82,8 @@ def _prefix_affinity(args: argparse.Namespace) -> int:
     settings = PrefixAffinitySettings(
         deployments=args.deployments, requests=args.requests, concurrency=args.concurrency,
         shared_prefixes=args.shared_prefixes, shared_prefix_tokens=args.shared_prefix_tokens,
-        prefill_ms_per_1k=args.prefill_ms_per_1k, prefix_cache_blocks=args.prefix_cache_blocks, seed=args.seed,
+        prefill_ms_per_1k=args.prefill_ms_per_1k, prefix_cache_blocks=args.prefix_cache_blocks,
+        router_prefix_blocks=args.router_prefix_blocks, seed=args.seed,
         workload=workload)
     figures = main_prefix_affinity(settings, _progress(args.json))
     _print(args, figures, format_table)
@@ -149,6 +150,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the simulators' prefill per 1k uncached tokens (default 80)")
     prefix.add_argument("--prefix-cache-blocks", type=int, default=256,
                         help="each simulator's prefix cache, in 64-token blocks (default 256)")
+    prefix.add_argument("--router-prefix-blocks", type=int, default=None,
+                        help="the router's prefix_affinity.blocks_per_deployment (default: the router's, 16384)")
     prefix.add_argument("--seed", type=int, default=0, help="the request sequence's and simulators' seed")
     prefix.add_argument("--strict", action="store_true",
                         help="exit 1 unless affinity raised the hit rate and lowered mean TTFT")
