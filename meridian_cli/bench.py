@@ -73,6 +73,24 @@ def _burst(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefix_affinity(args: argparse.Namespace) -> int:
+    from benchmarks.prefix_affinity import PrefixAffinitySettings, format_table, main_prefix_affinity
+
+    workload = _workload(args)
+    if workload is None:
+        return 2
+    settings = PrefixAffinitySettings(
+        deployments=args.deployments, requests=args.requests, concurrency=args.concurrency,
+        shared_prefixes=args.shared_prefixes, shared_prefix_tokens=args.shared_prefix_tokens,
+        prefill_ms_per_1k=args.prefill_ms_per_1k, prefix_cache_blocks=args.prefix_cache_blocks,
+        router_prefix_blocks=args.router_prefix_blocks, seed=args.seed,
+        workload=workload)
+    figures = main_prefix_affinity(settings, _progress(args.json))
+    _print(args, figures, format_table)
+    helped = figures["hit_rate_with"] > figures["hit_rate_without"] and (figures["ttft_ratio"] or 1.0) < 1.0
+    return 0 if helped or not args.strict else 1
+
+
 def _etcd_growth(args: argparse.Namespace) -> int:
     from benchmarks.etcd_growth import etcd_growth_table, run_etcd_growth
 
@@ -119,6 +137,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     burst.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     add_workload_flags(burst)
     burst.set_defaults(handler=_burst)
+
+    prefix = benches.add_parser("prefix-affinity", help="shared prompt prefixes over N simulators, the router's "
+                                                        "prefix affinity on and off: cache hit rate and TTFT")
+    prefix.add_argument("--deployments", type=int, default=3, help="identical simulators (default 3)")
+    prefix.add_argument("--requests", type=int, default=300, help="requests per run (default 300)")
+    prefix.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    prefix.add_argument("--shared-prefixes", type=int, default=12, help="K shared prefixes (default 12)")
+    prefix.add_argument("--shared-prefix-tokens", type=int, default=3000,
+                        help="their mean length; from 2/3 to 4/3 of it (default 3000)")
+    prefix.add_argument("--prefill-ms-per-1k", type=float, default=80.0,
+                        help="the simulators' prefill per 1k uncached tokens (default 80)")
+    prefix.add_argument("--prefix-cache-blocks", type=int, default=256,
+                        help="each simulator's prefix cache, in 64-token blocks (default 256)")
+    prefix.add_argument("--router-prefix-blocks", type=int, default=None,
+                        help="the router's prefix_affinity.blocks_per_deployment (default: the router's, 16384)")
+    prefix.add_argument("--seed", type=int, default=0, help="the request sequence's and simulators' seed")
+    prefix.add_argument("--strict", action="store_true",
+                        help="exit 1 unless affinity raised the hit rate and lowered mean TTFT")
+    prefix.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    add_workload_flags(prefix)
+    prefix.set_defaults(handler=_prefix_affinity)
 
     big = benches.add_parser("big-bodies", help="concurrent bodies of the largest size: router memory and /health")
     big.add_argument("--bodies", type=int, default=4, help="bodies sent at once (default 4)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -36,6 +36,12 @@ class WorkloadConfig(FrozenModel):
     max_tokens_share: float = Field(
         0.7, ge=0, le=1, description="share of requests that set max_tokens to their drawn answer length; the "
                                      "others set none and get the backend's natural length")
+    shared_prefixes: int = Field(
+        0, ge=0, le=10_000, description="K system prompts or documents shared by the requests: each request "
+                                        "starts with one of them (uniformly), then its own prompt; 0: none")
+    shared_prefix_tokens: int = Field(
+        3000, ge=1, le=1_000_000, description="mean length of a shared prefix; prefix i of K is long from 2/3 to "
+                                              "4/3 of it, evenly spread")
 
     @field_validator("answer_tokens_max", "prompt_tokens_max")
     @classmethod
@@ -49,10 +55,21 @@ class WorkloadConfig(FrozenModel):
     def answer_tokens_quantile(self, q: float) -> int:
         return lognormal_quantile(self.answer_tokens_median, self.answer_tokens_sigma, q, self.answer_tokens_max)
 
+    def shared_prefix_length(self, index: int) -> int:
+        """The tokens of shared prefix `index` (0 <= index < shared_prefixes): from 2/3 to 4/3 of the mean,
+        evenly spread, so that the prefixes are not all one size and their mean is `shared_prefix_tokens`."""
+        if not 0 <= index < self.shared_prefixes:
+            raise ValueError(f"prefix index must be in [0, {self.shared_prefixes}), got {index}")
+        share = 0.5 if self.shared_prefixes == 1 else index / (self.shared_prefixes - 1)
+        return max(1, round(self.shared_prefix_tokens * (2 / 3 + 2 / 3 * share)))
+
     def describe(self) -> str:
         """One line for a report or a bench's output."""
+        prompts = "prompts" if not self.shared_prefixes else (
+            f"{self.shared_prefixes} shared prefixes of {self.shared_prefix_length(0)}-"
+            f"{self.shared_prefix_length(self.shared_prefixes - 1)} tokens, each followed by a prompt")
         return (f"answers median {self.answer_tokens_median} tokens (p95 {self.answer_tokens_quantile(0.95)}, "
-                f"p99 {self.answer_tokens_quantile(0.99)}, max {self.answer_tokens_max}), prompts median "
+                f"p99 {self.answer_tokens_quantile(0.99)}, max {self.answer_tokens_max}), {prompts} median "
                 f"{self.prompt_tokens_median} tokens (max {self.prompt_tokens_max}), {self.stream_share:.0%} "
                 f"streamed, {self.max_tokens_share:.0%} set max_tokens")
 
@@ -73,10 +90,19 @@ TINY = WorkloadConfig(
 @dataclass(frozen=True, slots=True)
 class RequestShape:
     prompt_tokens: int
+    """The request's own prompt, after the shared prefix if it has one."""
     answer_tokens: int
     """The answer's length; sent as max_tokens when `sets_max_tokens`, else only what the client expects."""
     stream: bool
     sets_max_tokens: bool
+    prefix: int | None = None
+    """Which shared prefix the prompt starts with (sent as a system message), or None."""
+    prefix_tokens: int = 0
+    """That prefix's length."""
+
+    @property
+    def total_prompt_tokens(self) -> int:
+        return self.prefix_tokens + self.prompt_tokens
 
 
 def lognormal_tokens(median: int, sigma: float, maximum: int, rng: random.Random) -> int:
@@ -91,7 +117,7 @@ def lognormal_quantile(median: int, sigma: float, q: float, maximum: int) -> int
 
 
 def draw(config: WorkloadConfig, rng: random.Random) -> RequestShape:
-    return RequestShape(
+    shape = RequestShape(
         prompt_tokens=lognormal_tokens(config.prompt_tokens_median, config.prompt_tokens_sigma,
                                        config.prompt_tokens_max, rng),
         answer_tokens=lognormal_tokens(config.answer_tokens_median, config.answer_tokens_sigma,
@@ -99,6 +125,10 @@ def draw(config: WorkloadConfig, rng: random.Random) -> RequestShape:
         stream=rng.random() < config.stream_share,
         sets_max_tokens=rng.random() < config.max_tokens_share,
     )
+    if not config.shared_prefixes:
+        return shape  # drawn last and only when asked for, so workloads without prefixes keep their sequence
+    prefix = rng.randrange(config.shared_prefixes)
+    return replace(shape, prefix=prefix, prefix_tokens=config.shared_prefix_length(prefix))
 
 
 def median_shape(config: WorkloadConfig, *, stream: bool) -> RequestShape:
@@ -166,10 +196,23 @@ def prompt_text(prompt_tokens: int, rng: random.Random) -> str:
     return text[:length]
 
 
+def shared_prefix_text(index: int, prefix_tokens: int) -> str:
+    """Shared prefix `index`: `prefix_tokens` * 4 characters, the same in every request and every process (no
+    random source), and unlike every other prefix from its first block on."""
+    length = prefix_tokens * CHARS_PER_TOKEN
+    offset = (index * 7919) % len(_WALK)
+    text = f"[shared prefix {index}] You are the assistant of team {index}. " + _WALK[offset:].lstrip()
+    if len(text) < length:
+        text += _WALK * (1 + (length - len(text)) // len(_WALK))
+    return text[:length]
+
+
 def chat_body(model: str, shape: RequestShape, rng: random.Random) -> dict[str, Any]:
-    """An OpenAI chat completion request of this shape."""
-    body: dict[str, Any] = {"model": model,
-                            "messages": [{"role": "user", "content": prompt_text(shape.prompt_tokens, rng)}]}
+    """An OpenAI chat completion request of this shape: its shared prefix, if any, is the system message."""
+    messages = [{"role": "user", "content": prompt_text(shape.prompt_tokens, rng)}]
+    if shape.prefix is not None:
+        messages.insert(0, {"role": "system", "content": shared_prefix_text(shape.prefix, shape.prefix_tokens)})
+    body: dict[str, Any] = {"model": model, "messages": messages}
     if shape.sets_max_tokens:
         body["max_tokens"] = shape.answer_tokens
     if shape.stream:

@@ -27,6 +27,7 @@ from meridian_common.workload import (
     lognormal_quantile,
     lognormal_tokens,
     median_shape,
+    shared_prefix_text,
     simulator_flags,
 )
 
@@ -174,6 +175,8 @@ def test_tiny_answers_are_mostly_4_to_16_tokens() -> None:
          "must be >= prompt_tokens_median (500)"),
         ({"stream_share": 1.5}, "stream_share", "less than or equal to 1"),
         ({"max_tokens_share": -0.1}, "max_tokens_share", "greater than or equal to 0"),
+        ({"shared_prefixes": -1}, "shared_prefixes", "greater than or equal to 0"),
+        ({"shared_prefix_tokens": 0}, "shared_prefix_tokens", "greater than or equal to 1"),
         ({"answer_tokens": 10}, "answer_tokens", "Extra inputs"),
     ],
 )
@@ -183,6 +186,45 @@ def test_invalid_configs_name_their_field(fields: dict[str, Any], field: str, me
     first = raised.value.errors()[0]
     assert first["loc"] == (field,)
     assert message in first["msg"]
+
+
+def test_without_shared_prefixes_the_sequence_is_unchanged() -> None:
+    """The prefix is drawn last and only when asked for: seeded runs of other workloads send what they sent."""
+    plain, with_prefixes = random.Random(8), random.Random(8)
+    config = REALISTIC.model_copy(update={"shared_prefixes": 4})
+    for _ in range(50):
+        shape, prefixed = draw(REALISTIC, plain), draw(config, with_prefixes)
+        assert shape.prefix is None and shape.prefix_tokens == 0
+        assert (prefixed.prompt_tokens, prefixed.answer_tokens, prefixed.stream) == \
+            (shape.prompt_tokens, shape.answer_tokens, shape.stream)
+        plain.randrange(4)  # the draw of the prefix
+
+
+def test_shared_prefixes_spread_from_two_thirds_to_four_thirds_of_their_mean() -> None:
+    config = WorkloadConfig(shared_prefixes=12, shared_prefix_tokens=3000)
+    lengths = [config.shared_prefix_length(i) for i in range(12)]
+    assert (lengths[0], lengths[-1]) == (2000, 4000) and lengths == sorted(lengths)
+    assert statistics.mean(lengths) == pytest.approx(3000, abs=1)
+    assert WorkloadConfig(shared_prefixes=1, shared_prefix_tokens=300).shared_prefix_length(0) == 300
+    with pytest.raises(ValueError, match=r"prefix index must be in \[0, 12\)"):
+        config.shared_prefix_length(12)
+    assert "12 shared prefixes of 2000-4000 tokens" in config.describe()
+
+
+def test_requests_start_with_one_of_the_shared_prefixes() -> None:
+    config = WorkloadConfig(shared_prefixes=3, shared_prefix_tokens=600)
+    rng = random.Random(9)
+    shapes = [draw(config, rng) for _ in range(300)]
+    assert {s.prefix for s in shapes} == {0, 1, 2}
+    bodies = [chat_body("m", s, rng) for s in shapes]
+    for shape, body in zip(shapes, bodies, strict=True):
+        system, user = body["messages"]
+        assert system == {"role": "system", "content": shared_prefix_text(shape.prefix, shape.prefix_tokens)}
+        assert _estimate(system["content"]) == shape.prefix_tokens == config.shared_prefix_length(shape.prefix)
+        assert _estimate(user["content"]) == shape.prompt_tokens
+        assert shape.total_prompt_tokens == shape.prefix_tokens + shape.prompt_tokens
+    # Prefixes differ from their first 256-character block (a prefix cache's block) on.
+    assert len({shared_prefix_text(i, 600)[:256] for i in range(3)}) == 3
 
 
 def test_the_config_is_frozen() -> None:
