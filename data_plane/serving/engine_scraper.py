@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import aiohttp
 
 from data_plane.config import EngineMetricsConfig
-from data_plane.deployments.engine_metrics import Scrape, engine_figures, metrics_url, parse_page, read_page
+from data_plane.deployments.engine_metrics import (
+    EngineReading,
+    Scrape,
+    engine_figures,
+    metrics_url,
+    parse_page,
+    read_page,
+)
 from data_plane.deployments.engine_scrape_state import ScrapeResult, ScrapeTarget, ScrapeTransition
 from data_plane.live_state import DeploymentKey, LiveDeployment, RouterState
 from data_plane.metrics import RouterMetrics
@@ -140,12 +147,24 @@ class EngineScraper:
             live.engine = engine_figures(self._previous.get(key), current, now_unix_ms)
             live.engine_at = now
             self._previous[key] = current
+            self._calibrate_prefixes(live, reading)
             self._record(live)
             found = True
         if found:
             return ScrapeResult.FIGURES, ""
         why = "http_404" if answer.status == 404 else ("not_prometheus" if page is None else "no_engine_names")
         return ScrapeResult.NO_METRICS, why
+
+    def _calibrate_prefixes(self, live: LiveDeployment, reading: EngineReading) -> None:
+        """The engine's prefix-cache counters tell the deployment's prefix index how much it may believe."""
+        hits, queries = reading.prefix_cache_hits_total, reading.prefix_cache_queries_total
+        if live.prefixes is None or hits is None or queries is None:
+            return
+        before = live.prefixes.capacity
+        resized = live.prefixes.calibrate(hits, queries)
+        if resized is not None:
+            log.info(event("prefix_index_resized", model=live.model, deployment=live.spec.name, blocks_from=before,
+                           blocks_to=resized))
 
     def _labels(self, live: LiveDeployment) -> tuple[str, str, str, str]:
         return self._state.region, live.model, live.spec.name, live.spec.architecture

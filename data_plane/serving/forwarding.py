@@ -227,6 +227,7 @@ class Forwarder:
         size = self._state.send_size(live, route_request.estimated_input_tokens, route_request.expected_output_tokens,
                                      route_request.prefix_blocks, started)
         if live.prefixes is not None:
+            live.prefixes.sent(size.prompt_tokens, size.prompt_tokens - size.uncached_prompt_tokens)
             live.prefixes.remember(route_request.prefix_blocks)
         live.stats.begin(started, awaiting_first_token=streaming)
         in_flight.inc()
