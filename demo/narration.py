@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from demo.phases import Deployment, Expectation, Phase, RegionFigures, Verdict
+from demo.phases import LONG_PROMPT_TOKENS, Deployment, Expectation, LengthSplit, Phase, RegionFigures, Verdict
 
 SERVED_BY_SHOWN = 3
 
@@ -31,8 +31,10 @@ def served_by(figures: RegionFigures, deployments: Mapping[str, Deployment], hom
 
 
 def live_table(t_s: float, phase: Phase, window_s: float, figures: Mapping[str, RegionFigures],
-               deployments: Mapping[str, Deployment], breakers: Iterable[tuple[str, str, str]]) -> list[str]:
-    """`breakers`: (router id, deployment, state) of every breaker that is not closed right now."""
+               deployments: Mapping[str, Deployment], breakers: Iterable[tuple[str, str, str]],
+               lengths: LengthSplit | None = None) -> list[str]:
+    """`breakers`: (router id, deployment, state) of every breaker that is not closed right now; `lengths`: the
+    window's long and shorter prompts by architecture, shown when the window had long ones."""
     lines = [f"{stamp(t_s)} {phase.label} — last {window_s:.0f} s",
              f"  {'clients in':<10} {'router':<9} {'req/s':>6} {'err':>4} {'p50':>7} {'p95':>7}  served by"]
     for region, f in figures.items():
@@ -40,6 +42,8 @@ def live_table(t_s: float, phase: Phase, window_s: float, figures: Mapping[str, 
         router = router if len(router) <= 9 else router[:8] + "+"
         lines.append(f"  {region:<10} {router:<9} {f.rate_per_s:6.1f} {f.errors:4d} {f.p50_ms:5.0f}ms "
                      f"{f.p95_ms:5.0f}ms  {served_by(f, deployments, region)}")
+    if lengths is not None and lengths.long_requests:
+        lines.append(f"  {length_line(lengths, LONG_PROMPT_TOKENS)}")
     open_breakers = sorted(breakers)
     if open_breakers:
         lines.append("  breakers: " + "; ".join(f"{router} {deployment} {state}"
@@ -58,6 +62,19 @@ def phase_summary(phase: Phase, figures: Mapping[str, RegionFigures]) -> list[st
                      f"{_shares(f.by_deployment)}")
         lines.append(f"  {'':<10} by architecture: {_shares(f.by_architecture)} | by region: "
                      f"{_shares(f.by_region)} | p50 {f.p50_ms:.0f} ms, p95 {f.p95_ms:.0f} ms, {f.errors} errors")
+    return lines
+
+
+def length_line(split: LengthSplit, threshold: int) -> str:
+    return (f"prompts of {threshold // 1000}k+ tokens: {split.long_requests}, served by "
+            f"{_shares(split.long_by_architecture)} | shorter: {split.short_requests}, served by "
+            f"{_shares(split.short_by_architecture)}")
+
+
+def length_lines(splits: Mapping[str, LengthSplit], threshold: int) -> list[str]:
+    """Per client region (and "all"), who served the long prompts and who the shorter ones, by architecture."""
+    lines = [f"  -- long prompts ({threshold // 1000}k+ tokens) and shorter ones, by architecture"]
+    lines += [f"  {region:<10} {length_line(split, threshold)}" for region, split in splits.items()]
     return lines
 
 

@@ -6,18 +6,20 @@ the expectations the exit code rests on. No I/O and no clock: the shell (`demo.r
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness.timeline import RequestRecord, error_count, latencies_ms, percentile, share_by_backend, share_recovery
-from meridian_common.workload import NO_OVERRIDES, WorkloadOverrides
+from meridian_common.workload import LONG_CONTEXT as LONG_CONTEXT_WORKLOAD
+from meridian_common.workload import NO_OVERRIDES, WorkloadConfig, WorkloadOverrides
 
 BASELINE = "baseline"
+LONG_CONTEXT = "long-context"
 POLICY = "policy"
 SATURATION = "saturation"
 RECOVERY = "recovery"
-PHASE_ORDER = (BASELINE, POLICY, SATURATION, RECOVERY)
+PHASE_ORDER = (BASELINE, LONG_CONTEXT, POLICY, SATURATION, RECOVERY)
 
 MOVED_MIN_SHIFT = 0.3
 """Traffic moved when some region's share vector changed by at least this much (total variation distance)."""
@@ -30,6 +32,7 @@ class DemoSettings:
     topology_path: Path
     directory: Path
     baseline_s: float = 20.0
+    long_context_s: float = 20.0
     policy_s: float = 20.0
     saturation_s: float = 20.0
     recovery_s: float = 15.0
@@ -46,6 +49,10 @@ class DemoSettings:
     """Requests another tenant keeps in flight directly on the saturated backend (it bypasses the routers); twice
     the saturated capacity keeps it past its cliff even when the routers send nothing."""
     workers_per_client: int = 5
+    long_context_workers: int = 2
+    """Workers per client that send long prompts during the long-context phase, on top of the clients' own."""
+    long_context_workload: WorkloadConfig = LONG_CONTEXT_WORKLOAD
+    """What those workers send: prompts of 16k to 32k tokens, realistic answers."""
     workload: WorkloadOverrides = NO_OVERRIDES
     """Command-line changes to every client's workload, and to the other tenant's."""
     think_ms: float = 100.0
@@ -57,18 +64,24 @@ class DemoSettings:
 
     @property
     def phase_seconds(self) -> Mapping[str, float]:
-        return {BASELINE: self.baseline_s, POLICY: self.policy_s, SATURATION: self.saturation_s,
-                RECOVERY: self.recovery_s}
+        return {BASELINE: self.baseline_s, LONG_CONTEXT: self.long_context_s, POLICY: self.policy_s,
+                SATURATION: self.saturation_s, RECOVERY: self.recovery_s}
+
+    def long_prompts(self) -> WorkloadConfig:
+        """What the long-context workers send: the command line's answer and stream flags apply to them too,
+        their prompts stay long."""
+        return replace(self.workload, prompt_tokens_median=None, tiny=False).apply(self.long_context_workload)
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, each naming its field."""
-        found = [f"{name}_s must be > 0, got {value:g}" for name, value in self.phase_seconds.items() if value <= 0]
+        found = [f"{name.replace('-', '_')}_s must be > 0, got {value:g}"
+                 for name, value in self.phase_seconds.items() if value <= 0]
         if self.latency_budget_ms < 0:
             found.append(f"latency_budget_ms must be >= 0, got {self.latency_budget_ms:g}")
         if self.saturated_capacity is not None and self.saturated_capacity < 1:
             found.append(f"saturated_capacity must be >= 1, got {self.saturated_capacity}")
-        if self.hog_streams < 0 or self.workers_per_client < 1:
-            found.append("hog_streams must be >= 0 and workers_per_client >= 1")
+        if self.hog_streams < 0 or self.workers_per_client < 1 or self.long_context_workers < 1:
+            found.append("hog_streams must be >= 0, workers_per_client and long_context_workers >= 1")
         if not 0 <= self.settle_fraction < 1:
             found.append(f"settle_fraction must be in [0, 1), got {self.settle_fraction:g}")
         return found
@@ -282,3 +295,78 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.error is None and all(e.passed for e in self.expectations if e.required)
+
+
+# --- the long-context phase --------------------------------------------------------------------------------------
+
+LONG_PROMPT_TOKENS = 8000
+"""A prompt this long or longer counts as long: past it, full attention's prefill and decoding cost per token grow
+clearly (a dense backend's prefill per token is a quarter dearer at 8k, half at 16k), and the realistic workload
+sends one in 160."""
+LENGTH_FRIENDLY = ("linear-attention", "hybrid")
+"""Architectures whose prefill does not grow quadratically with the prompt (hybrid: a quarter of the layers attend)."""
+LONG_SHARE_MIN = 0.6
+"""In the long-context phase at least this share of the long prompts must go to those architectures..."""
+LONG_SHARE_MARGIN = 0.2
+"""...and at least this much more than their share of the baseline's traffic (mostly short prompts)."""
+LONG_MIN_REQUESTS = 10
+"""Fewer long prompts than this in the phase's settled part prove nothing either way."""
+
+
+def is_long(record: RequestRecord, threshold: int = LONG_PROMPT_TOKENS) -> bool:
+    return record.prompt_tokens is not None and record.prompt_tokens >= threshold
+
+
+@dataclass(frozen=True, slots=True)
+class LengthSplit:
+    """Who served long prompts and who served the others, by architecture (shares of successful requests)."""
+
+    long_requests: int
+    short_requests: int
+    long_by_architecture: Mapping[str, float]
+    short_by_architecture: Mapping[str, float]
+
+    def long_share(self, architectures: Iterable[str] = LENGTH_FRIENDLY) -> float:
+        return sum(self.long_by_architecture.get(a, 0.0) for a in architectures)
+
+    def short_share(self, architectures: Iterable[str] = LENGTH_FRIENDLY) -> float:
+        return sum(self.short_by_architecture.get(a, 0.0) for a in architectures)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"long_prompt_tokens": LONG_PROMPT_TOKENS, "long_requests": self.long_requests,
+                "short_requests": self.short_requests, "long_by_architecture": _rounded(self.long_by_architecture),
+                "short_by_architecture": _rounded(self.short_by_architecture)}
+
+
+def length_split(records: Sequence[RequestRecord], deployments: Mapping[str, Deployment],
+                 threshold: int = LONG_PROMPT_TOKENS) -> LengthSplit:
+    architecture = {name: d.architecture for name, d in deployments.items()}
+    long = [r for r in records if is_long(r, threshold)]
+    short = [r for r in records if not is_long(r, threshold)]
+    return LengthSplit(len(long), len(short), _share_by(long, architecture), _share_by(short, architecture))
+
+
+def long_prompts_moved(baseline: Sequence[RequestRecord], phase: Sequence[RequestRecord],
+                       deployments: Mapping[str, Deployment]) -> Expectation:
+    """Long prompts went to the architectures whose prefill does not grow quadratically: at least LONG_SHARE_MIN
+    of them, and LONG_SHARE_MARGIN more than those architectures' share of the baseline's traffic."""
+    name = "long prompts moved to linear-attention and hybrid backends"
+    before = length_split(baseline, deployments)
+    during = length_split(phase, deployments)
+    was = share_of_architectures(baseline, deployments)
+    if during.long_requests < LONG_MIN_REQUESTS:
+        return Expectation(name, False, f"only {during.long_requests} prompts of {LONG_PROMPT_TOKENS} tokens or more "
+                                        f"in the long-context phase (at least {LONG_MIN_REQUESTS} needed)")
+    required = max(LONG_SHARE_MIN, was + LONG_SHARE_MARGIN)
+    now = during.long_share()
+    detail = (f"{now:.0%} of {during.long_requests} prompts of {LONG_PROMPT_TOKENS // 1000}k+ tokens "
+              f"({_top(during.long_by_architecture, 3)}), at least {required:.0%} required; "
+              f"shorter prompts meanwhile {during.short_share():.0%} ({_top(during.short_by_architecture, 3)}); "
+              f"baseline {was:.0%} of all {before.long_requests + before.short_requests} requests")
+    return Expectation(name, now >= required, detail)
+
+
+def share_of_architectures(records: Sequence[RequestRecord], deployments: Mapping[str, Deployment],
+                           architectures: Iterable[str] = LENGTH_FRIENDLY) -> float:
+    shares = _share_by(records, {name: d.architecture for name, d in deployments.items()})
+    return sum(shares.get(a, 0.0) for a in architectures)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from demo.phases import DemoSettings, Deployment, Phase, RegionFigures, Verdict
+from demo.phases import LONG_PROMPT_TOKENS, DemoSettings, Deployment, LengthSplit, Phase, RegionFigures, Verdict
 from harness.plots import plt, shade_windows
 from harness.timeline import Bin, Phases, RequestRecord, Timeline, bins
 
@@ -41,6 +41,8 @@ class DemoRun:
     routers: Mapping[str, Sequence[str]]
     processes: tuple[Mapping[str, Any], ...] = ()
     """stack.json's processes (name, pid, start time): what ran, and what the teardown had to stop."""
+    lengths: Mapping[str, Mapping[str, LengthSplit]] = field(default_factory=dict)
+    """phase -> "all" or a client region -> long prompts and shorter ones by architecture (settled part)."""
 
 
 def report_name(when: datetime) -> str:
@@ -79,6 +81,8 @@ def report_json(run: DemoRun) -> dict[str, Any]:
         "expectations": [e.as_json() for e in run.verdict.expectations],
         "figures": {phase: {region: f.as_json() for region, f in by_region.items()}
                     for phase, by_region in run.figures.items()},
+        "lengths": {phase: {region: split.as_json() for region, split in by_region.items()}
+                    for phase, by_region in run.lengths.items()},
         "events": [{"t_s": round(t, 3), "name": name, **_jsonable(detail)} for t, name, detail in run.events],
         "breaker_states": [{"t_s": round(t, 3), "router": router, "deployment": deployment, "state": state}
                            for t, router, deployment, state in run.breaker_states],
@@ -127,6 +131,16 @@ def report_markdown(run: DemoRun) -> str:
         for region, f in by_region.items():
             lines.append(f"| {phase} | {region} | {f.requests} | {f.errors} | {f.p50_ms:.0f} | {f.p95_ms:.0f} | "
                          f"{_shares(f.by_deployment)} | {_shares(f.by_architecture)} | {_shares(f.by_region)} |")
+    if run.lengths:
+        lines += ["", f"## Long prompts ({LONG_PROMPT_TOKENS // 1000}k+ tokens) and shorter ones", "",
+                  "Who served each, by architecture, over the settled part of the phase.", "",
+                  "| phase | clients in | long prompts | served by | shorter prompts | served by |",
+                  "|---|---|---|---|---|---|"]
+        for phase, by_region in run.lengths.items():
+            for region, split in by_region.items():
+                lines.append(f"| {phase} | {region} | {split.long_requests} | "
+                             f"{_shares(split.long_by_architecture)} | {split.short_requests} | "
+                             f"{_shares(split.short_by_architecture)} |")
     lines += ["", "## Events", ""]
     lines += [f"- {t:6.2f} s  {name} " + " ".join(f"{k}={v}" for k, v in detail.items())
               for t, name, detail in run.events] or ["- none"]

@@ -1,6 +1,7 @@
 """`meridian demo` (what `make demo` runs): a three-region stack brought up with `meridian up`'s launcher,
-simulated clients in every region on their nearest router, then a policy push, a saturated backend and its
-recovery, narrated live and written up in `.meridian/reports/demo-<time>/`. The stack is always torn down.
+simulated clients in every region on their nearest router, then long prompts added to their traffic, a policy
+push, a saturated backend and its recovery, narrated live and written up in `.meridian/reports/demo-<time>/`.
+The stack is always torn down.
 
 This module is the shell: it starts things, waits and acts. What the figures are, which backend to saturate
 and whether the expectations held are decided in `demo_phases`; the printing is `demo_narration`, the report
@@ -23,18 +24,23 @@ from typing import Any
 import aiohttp
 
 from control_plane.admin.client import AdminCallError, AdminTarget, call
-from demo.narration import live_table, phase_summary, router_lines, stamp, verdict_lines
+from demo.narration import length_lines, live_table, phase_summary, router_lines, stamp, verdict_lines
 from demo.phases import (
     BASELINE,
+    LONG_CONTEXT,
+    LONG_PROMPT_TOKENS,
     POLICY,
     RECOVERY,
     SATURATION,
     DemoSettings,
+    LengthSplit,
     Phase,
     RegionFigures,
     Verdict,
     breaker_opened,
     deployments_of,
+    length_split,
+    long_prompts_moved,
     phase_figures,
     pick_backend_to_saturate,
     region_figures,
@@ -174,7 +180,8 @@ async def _narrate(progress: _Progress, recorder: LoadRecorder, prober: Prober, 
         shown = progress.phase
         if now - shown.start_s < window / 2 and progress.phases:
             shown = progress.phases[-1]  # the window is mostly the phase that just ended
-        for line in live_table(now, shown, window, figures, deployments, _open_breakers(prober)):
+        for line in live_table(now, shown, window, figures, deployments, _open_breakers(prober),
+                               length_split(recent, deployments)):
             say(line)
 
 
@@ -201,9 +208,20 @@ def _summarise(phase: Phase, recorder: LoadRecorder, settings: DemoSettings, reg
     return figures
 
 
+def _lengths(phase: Phase, recorder: LoadRecorder, settings: DemoSettings, regions: list[str],
+             deployments: Mapping[str, Any]) -> dict[str, LengthSplit]:
+    """Long prompts and shorter ones, by architecture, over the settled part of the phase: every client region
+    together ("all"), then each."""
+    settled = requests_in(recorder.records, phase.settled_start(settings.settle_fraction), phase.end_s)
+    splits = {"all": length_split(settled, deployments)}
+    splits.update({region: length_split([r for r in settled if r.client_region == region], deployments)
+                   for region in regions})
+    return splits
+
+
 async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say) -> DemoRun:
-    """Load and probes throughout; baseline, policy push, saturation, recovery; the saturation is always
-    undone. Returns what was recorded and the verdict (with `error` set when a step failed)."""
+    """Load and probes throughout; baseline, long prompts, policy push, saturation, recovery; the saturation is
+    always undone. Returns what was recorded and the verdict (with `error` set when a step failed)."""
     started_at = datetime.now(UTC)
     clock = _Clock()
     handle = StackHandle(stack, clock=clock)
@@ -225,13 +243,38 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
              asyncio.create_task(_narrate(progress, recorder, prober, clock, settings, regions, deployments, say,
                                           stop))]
     hogs: list[asyncio.Task[None]] = []
+    long_stop = asyncio.Event()
     figures: dict[str, dict[str, RegionFigures]] = {}
+    lengths: dict[str, dict[str, LengthSplit]] = {}
     saturated: str | None = None
     error: str | None = None
     try:
         phase = await _phase(BASELINE, "the topology's default policy (latency-first)", settings.baseline_s,
                              progress, clock, say)
-        figures[BASELINE] = _summarise(_finish(phase, clock, progress), recorder, settings, regions, deployments, say)
+        phase = _finish(phase, clock, progress)
+        figures[BASELINE] = _summarise(phase, recorder, settings, regions, deployments, say)
+        lengths[BASELINE] = _lengths(phase, recorder, settings, regions, deployments)
+
+        start = clock()
+        long_workload = settings.long_prompts()
+        label = (f"{settings.long_context_workers} more workers per client send prompts of about "
+                 f"{long_workload.prompt_tokens_median // 1000}k tokens (up to "
+                 f"{long_workload.prompt_tokens_max // 1000}k), latency-first")
+        progress.phase = Phase(LONG_CONTEXT, label, start, start + settings.long_context_s)
+        say(f"\n{stamp(start)} == {LONG_CONTEXT}: {label} ({settings.long_context_s:g} s)")
+        say(f"  long-context workload: {long_workload.describe()}")
+        handle.note("long_context_started", workers_per_client=settings.long_context_workers,
+                    prompt_tokens_median=long_workload.prompt_tokens_median)
+        tasks.append(asyncio.create_task(recorder.run_extra(long_workload, settings.long_context_workers, long_stop,
+                                                            label="long")))
+        await asyncio.sleep(max(0.0, settings.long_context_s - (clock() - start)))
+        long_stop.set()  # their requests in flight end in the next phase, counted in this one (by start time)
+        handle.note("long_context_ended")
+        phase = _finish(progress.phase, clock, progress)
+        figures[LONG_CONTEXT] = _summarise(phase, recorder, settings, regions, deployments, say)
+        lengths[LONG_CONTEXT] = _lengths(phase, recorder, settings, regions, deployments)
+        for line in length_lines(lengths[LONG_CONTEXT], LONG_PROMPT_TOKENS):
+            say(line)
 
         start = clock()
         label = f"{settings.policy}, latency budget {settings.latency_budget_ms:g} ms, pushed to every region"
@@ -281,6 +324,7 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
     finally:
         for hog in hogs:
             hog.cancel()
+        long_stop.set()
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.to_thread(handle.restore))
@@ -289,21 +333,26 @@ async def run_phases(stack: Mapping[str, Any], settings: DemoSettings, say: Say)
     records = tuple(recorder.records)
     states = tuple((p.t_s, p.router_id, name, state) for p in prober.router_probes for name, state in p.breakers
                    if state != "closed")
-    expectations = _expectations(progress.phases, figures, records, states, saturated, settings) if not error else ()
+    expectations = (_expectations(progress.phases, figures, records, states, saturated, settings, deployments)
+                    if not error else ())
     return DemoRun(settings, started_at, tuple(progress.phases), tuple(regions), deployments, records, figures,
                    Verdict(expectations, error), tuple((e.t_s, e.name, dict(e.detail)) for e in handle.events()),
                    states, saturated, {region: list(urls) for region, urls in stack["routers"].items()},
-                   tuple(stack.get("processes", [])))
+                   tuple(stack.get("processes", [])), lengths)
 
 
 def _expectations(phases: list[Phase], figures: Mapping[str, Mapping[str, RegionFigures]],
                   records: tuple[Any, ...], states: tuple[tuple[float, str, str, str], ...], saturated: str | None,
-                  settings: DemoSettings) -> tuple[Any, ...]:
+                  settings: DemoSettings, deployments: Mapping[str, Any]) -> tuple[Any, ...]:
     by_name = {p.name: p for p in phases}
+    baseline, long_context = by_name[BASELINE], by_name[LONG_CONTEXT]
     policy, saturation, recovery = by_name[POLICY], by_name[SATURATION], by_name[RECOVERY]
     assert saturated is not None
     fraction = settings.settle_fraction
     return (
+        long_prompts_moved(requests_in(records, baseline.settled_start(fraction), baseline.end_s),
+                           requests_in(records, long_context.settled_start(fraction), long_context.end_s),
+                           deployments),
         traffic_moved(figures[BASELINE], figures[POLICY]),
         saturated_share_dropped(saturated, requests_in(records, policy.settled_start(fraction), policy.end_s),
                                 requests_in(records, saturation.settled_start(fraction), saturation.end_s)),

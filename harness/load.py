@@ -192,19 +192,28 @@ class LoadRecorder:
                                for url in urls}
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self._run_workers(self._plan.workers_per_client, None, "", stop)
+
+    async def run_extra(self, workload: WorkloadConfig, workers_per_client: int, stop: asyncio.Event, *,
+                        label: str) -> None:
+        """More workers per client, each sending `workload`, recorded with the plan's until `stop`: a phase's
+        extra traffic on top of the clients' own. `label` names the workers (and so seeds their draws)."""
+        await self._run_workers(workers_per_client, workload, f"{label}-", stop)
+
+    async def _run_workers(self, count: int, workload: WorkloadConfig | None, prefix: str,
+                           stop: asyncio.Event) -> None:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
             workers = []
             for client, region in sorted(self._plan.clients.items()):
-                for index in range(self._plan.workers_per_client):
+                for index in range(count):
                     region_client = RegionClient(self._stack, location=region)
-                    workers.append(self._worker(session, region_client, client, f"{client}-{index + 1}", region,
-                                                stop))
+                    workers.append(self._worker(session, region_client, client, f"{client}-{prefix}{index + 1}",
+                                                region, workload or self._plan.workload_of(client), stop))
             await asyncio.gather(*workers)
 
     async def _worker(self, session: aiohttp.ClientSession, client: RegionClient, client_name: str, name: str,
-                      region: str, stop: asyncio.Event) -> None:
-        workload = self._plan.workload_of(client_name)
+                      region: str, workload: WorkloadConfig, stop: asyncio.Event) -> None:
         rng = random.Random(f"{self._plan.seed}:{name}")
         try:
             await client.connect()
@@ -215,14 +224,14 @@ class LoadRecorder:
                 return
             shape = draw(workload, rng)
             await self._one(session, client, client_name, region, chat_body(self._plan.model, shape, rng),
-                            shape.stream)
+                            shape.stream, shape.prompt_tokens)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self._plan.think_ms / 1000)
             except TimeoutError:
                 pass
 
     async def _one(self, session: aiohttp.ClientSession, client: RegionClient, client_name: str, region: str,
-                   body: dict[str, object], stream: bool) -> None:
+                   body: dict[str, object], stream: bool, prompt_tokens: int) -> None:
         router_url = client.current.url if client.current is not None else ""
         started = self._clock()
         perf = time.perf_counter()
@@ -247,7 +256,7 @@ class LoadRecorder:
             latency_ms, headers.get("x-meridian-backend"), headers.get("x-meridian-region"),
             _int_header(headers, "x-meridian-table-version"), answer.error,
             _int_header(headers, "x-meridian-attempts"), headers.get("x-meridian-reason"),
-            streamed=stream, ttft_ms=answer.ttft_ms, output_tokens=answer.output_tokens))
+            streamed=stream, ttft_ms=answer.ttft_ms, output_tokens=answer.output_tokens, prompt_tokens=prompt_tokens))
         if answer.status == 0:
             try:
                 await client.failover()

@@ -36,6 +36,8 @@ class RequestRecord:
     """Streams: time to the first content chunk, as the client saw it; None otherwise."""
     output_tokens: int | None = None
     """The usage the answer reported, else a stream's content chunks; None when neither is known."""
+    prompt_tokens: int | None = None
+    """The prompt's size as the client built it (characters / 4, the estimate router and simulator use)."""
 
     @property
     def ok(self) -> bool:

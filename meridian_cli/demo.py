@@ -13,14 +13,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     from regions.topology import DEFAULT_TOPOLOGY
 
     parser = subparsers.add_parser(
-        "demo", help="the bounded multi-region demo: a stack, traffic, a policy push, a saturated backend",
-        description="Starts a stack (as meridian up), sends traffic from simulated clients in every region, "
-                    "pushes a policy, saturates a backend, lets it recover, writes .meridian/reports/demo-<time>/ "
+        "demo", help="the bounded multi-region demo: a stack, traffic, long prompts, a policy push, a saturated "
+                     "backend",
+        description="Starts a stack (as meridian up), sends traffic from simulated clients in every region, adds "
+                    "long prompts (they move to linear-attention and hybrid backends), pushes a policy, saturates a "
+                    "backend, lets it recover, writes .meridian/reports/demo-<time>/ "
                     "and tears the stack down. Exit code 0 when the expectations held.")
     parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY,
                         help="topology file (default: the bundled regions/topology.yaml)")
     parser.add_argument("--phase-seconds", type=float, metavar="S",
-                        help="length of every phase (baseline, policy, saturation, recovery); default 20, 20, 20, 15")
+                        help="length of every phase (baseline, long-context, policy, saturation, recovery); default "
+                             "20, 20, 20, 20, 15")
     parser.add_argument("--budget-ms", type=float, default=1500.0,
                         help="latency budget of the pushed cost-first policy (default 1500)")
     parser.add_argument("--saturate", metavar="BACKEND",
@@ -48,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
                             saturate=args.saturate, reports_dir=args.reports_dir, workload=workload)
     if args.phase_seconds is not None:
         s = args.phase_seconds
-        settings = replace(settings, baseline_s=s, policy_s=s, saturation_s=s, recovery_s=s,
+        settings = replace(settings, baseline_s=s, long_context_s=s, policy_s=s, saturation_s=s, recovery_s=s,
                            table_every_s=min(settings.table_every_s, max(1.0, s / 2)))
     if args.table_every is not None:
         settings = replace(settings, table_every_s=args.table_every)

@@ -86,6 +86,10 @@ TINY = WorkloadConfig(
 )
 """Answers of about 4 to 16 tokens (median 8), a one-line prompt, nothing streamed."""
 
+LONG_CONTEXT = WorkloadConfig(prompt_tokens_median=22_000, prompt_tokens_sigma=0.2, prompt_tokens_max=32_000)
+"""Retrieval- and document-sized prompts (about 16k to 32k tokens: p5 ~15,900, p95 ~30,500, capped at a 32k
+context) with the realistic answers: what the demo's long-context phase adds to the clients' own traffic."""
+
 
 @dataclass(frozen=True, slots=True)
 class RequestShape:

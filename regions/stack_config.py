@@ -270,4 +270,10 @@ def simulator_argv(backend: BackendSpec) -> list[str]:
             *simulator_flags(REALISTIC)]
     if backend.seed is not None:
         argv += ["--seed", str(backend.seed)]
+    # Engine sizes the topology leaves out keep the simulator's defaults (docs/simulator.md).
+    for flag, value in (("--prefill-ms-per-1k", backend.prefill_ms_per_1k),
+                        ("--kv-cache-tokens", backend.kv_cache_tokens),
+                        ("--prefix-cache-blocks", backend.prefix_cache_blocks)):
+        if value is not None:
+            argv += [flag, str(value)]
     return argv

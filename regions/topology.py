@@ -16,11 +16,13 @@ from pydantic import Field, HttpUrl, model_validator
 from meridian_common.catalog import FrozenModel, RoutingDefaults
 from meridian_common.config_loading import FieldReferenceError, load_yaml, validate
 from meridian_common.workload import REALISTIC, WorkloadConfig
+from simulator.settings import MAX_DELAY_MS, MAX_KV_CACHE_TOKENS, MAX_PREFIX_CACHE_BLOCKS
 
 # Names end up in proxy names, file names and URLs, so they stay plain.
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_SIMULATOR_ONLY = ("ttft_ms", "itl_ms", "capacity", "seed")
+_SIMULATOR_ONLY = ("ttft_ms", "itl_ms", "capacity", "seed", "prefill_ms_per_1k", "kv_cache_tokens",
+                   "prefix_cache_blocks")
 
 Architecture = Literal["dense", "moe", "linear-attention", "hybrid", "other"]
 
@@ -35,6 +37,12 @@ class BackendSpec(FrozenModel):
     itl_ms: float = Field(5.0, ge=0)
     capacity: int = Field(32, ge=1, description="simulator: requests generated at once")
     seed: int | None = None
+    prefill_ms_per_1k: float | None = Field(
+        None, ge=0, le=MAX_DELAY_MS, description="simulator: prefill ms per 1,000 uncached prompt tokens at no load, "
+                                                 "before the profile's attention growth; None: the simulator's default")
+    kv_cache_tokens: int | None = Field(None, ge=1, le=MAX_KV_CACHE_TOKENS, description="simulator: KV cache size")
+    prefix_cache_blocks: int | None = Field(None, ge=0, le=MAX_PREFIX_CACHE_BLOCKS,
+                                            description="simulator: prefix cache size in blocks; 0 disables it")
     cost_per_1m_input: float = Field(0.0, ge=0)
     cost_per_1m_output: float = Field(0.0, ge=0)
     quality: float = Field(0.5, ge=0, le=1)

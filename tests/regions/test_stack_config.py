@@ -169,6 +169,21 @@ def test_simulator_argv(topology: Topology) -> None:
     assert argv[argv.index("--port") + 1] == "0"
 
 
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, {}),
+    ({"prefill_ms_per_1k": 7.5}, {"--prefill-ms-per-1k": "7.5"}),
+    ({"prefill_ms_per_1k": 0, "kv_cache_tokens": 20000, "prefix_cache_blocks": 0},
+     {"--prefill-ms-per-1k": "0.0", "--kv-cache-tokens": "20000", "--prefix-cache-blocks": "0"}),
+])
+def test_engine_sizes_reach_the_simulator_only_when_set(fields: dict[str, float], expected: dict[str, str]) -> None:
+    argv = simulator_argv(BackendSpec(name="a", model="m", **fields))
+    flags = ("--prefill-ms-per-1k", "--kv-cache-tokens", "--prefix-cache-blocks")
+    assert {flag: argv[argv.index(flag) + 1] for flag in flags if flag in argv} == expected
+    parser = argparse.ArgumentParser()
+    register_sim_backend(parser.add_subparsers())
+    parser.parse_args(argv)  # the simulator takes every flag the topology writes
+
+
 def test_simulators_answer_with_the_workloads_natural_length() -> None:
     argv = simulator_argv(BackendSpec(name="a", model="m", seed=4))
     assert argv[argv.index("--output-tokens") + 1] == str(REALISTIC.answer_tokens_median)
