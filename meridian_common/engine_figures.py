@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from meridian_proto import engine_pb2
 
 
+def queue_wait_ms(waiting: float, running: float, service_ms: float) -> float:
+    """The expected wait of a new request behind `waiting` others in an engine serving `running` at a time, each
+    holding its slot for `service_ms`: each waits for a running request to finish (Little's law)."""
+    if waiting <= 0:
+        return 0.0
+    return waiting * service_ms / max(running, 1.0)
+
+
 class InvalidEngineFigures(ValueError):
     """A figure out of its range (negative counts, a fraction above 1, NaN): the message names it."""
 

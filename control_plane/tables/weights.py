@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from control_plane.config import ComputeSettings
-from meridian_common.engine_figures import EngineFigures
+from meridian_common.engine_figures import EngineFigures, queue_wait_ms
 
 Shares = Mapping[str, float]
 
@@ -53,14 +53,6 @@ def engine_tpot_ms(engine: EngineFigures | None) -> float | None:
     return 1000.0 * engine.requests_running / engine.generation_tokens_per_s
 
 
-def queue_wait_ms(engine: EngineFigures | None, service_ms: float) -> float:
-    """The expected wait of a new request in the engine's queue: the requests ahead of it, each holding a slot
-    for `service_ms`, served `requests_running` at a time."""
-    if engine is None or engine.requests_waiting <= 0:
-        return 0.0
-    return engine.requests_waiting * service_ms / max(engine.requests_running, 1.0)
-
-
 def kv_pressure_factor(engine: EngineFigures | None) -> float:
     """1 while the KV cache has room; down to `_KV_FULL_FACTOR` as it fills past `_KV_PRESSURE_FROM`."""
     usage = engine.kv_cache_usage if engine is not None else None
@@ -96,7 +88,9 @@ def target_scores(
         ttft_ms = item.ttft_ms if item.ttft_ms is not None else assumed_ttft_ms
         tpot_ms = tpot if (tpot := tpots[name]) is not None else assumed_tpot_ms
         service_ms = ttft_ms + tpot_ms * output_tokens
-        latency_ms = service_ms + queue_wait_ms(item.engine, service_ms) + item.added_latency_ms
+        engine = item.engine
+        wait_ms = queue_wait_ms(engine.requests_waiting, engine.requests_running, service_ms) if engine else 0.0
+        latency_ms = service_ms + wait_ms + item.added_latency_ms
         health = 1.0 - min(max(item.error_rate, 0.0), 1.0)
         scores[name] = item.prior * health * kv_pressure_factor(item.engine) / max(latency_ms,
                                                                                    settings.min_latency_ms)

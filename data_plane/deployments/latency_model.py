@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from data_plane.deployments.stats import DecayingMean
-from meridian_common.engine_figures import EngineFigures
+from meridian_common.engine_figures import EngineFigures, queue_wait_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +151,6 @@ def kv_context_feature(size: RequestSize, shape: ArchitectureShape) -> float:
     return shape.kv_context_weight * context / 1000
 
 
-def queue_wait_ms(size: RequestSize, answer_ms: float) -> float:
-    """Each request waiting ahead waits for one of the running ones to finish an answer (Little's law)."""
-    if size.waiting <= 0:
-        return 0.0
-    return size.waiting * answer_ms / max(size.running, 1.0)
-
-
 class ModelView(NamedTuple):
     """A deployment's fitted slopes and the recent means they are centred on, as one immutable value that routing
     decisions read."""
@@ -183,7 +176,7 @@ class ModelView(NamedTuple):
         the engine's queue now instead of the waits the recent answers had."""
         prefill_ms = max(0.0, level_ms - self.mean_queue_wait_ms
                          + self.prefill_slope_ms * (prefill_feature(size, self.shape) - self.mean_prefill))
-        return prefill_ms + queue_wait_ms(size, prefill_ms + tpot_ms * size.output_tokens)
+        return prefill_ms + queue_wait_ms(size.waiting, size.running, prefill_ms + tpot_ms * size.output_tokens)
 
 
 class _Means:
@@ -269,7 +262,7 @@ class LatencyModel:
             tpot_level = self._tpot_means.values(now)
             if tpot_level is not None:
                 answer_ms += tpot_level[2] * size.output_tokens
-            wait_ms = min(ttft_ms, queue_wait_ms(size, answer_ms))
+            wait_ms = min(ttft_ms, queue_wait_ms(size.waiting, size.running, answer_ms))
             if means is not None:
                 self._prefill.learn((prefill - means[0],), ttft_ms - wait_ms - means[2])
             self._ttft_means.add((prefill, wait_ms, ttft_ms - wait_ms), now)

@@ -15,7 +15,6 @@ from control_plane.tables.weights import (
     ScoreInput,
     engine_tpot_ms,
     kv_pressure_factor,
-    queue_wait_ms,
     target_scores,
 )
 from control_plane.telemetry.merge import merge_samples
@@ -66,16 +65,6 @@ def test_impossible_figures_are_dropped_not_the_sample() -> None:
 
 
 # ---- weights ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("engine", "service_ms", "wait_ms"), [
-    (None, 1000.0, 0.0),
-    (_engine(waiting=0, running=4), 1000.0, 0.0),
-    (_engine(waiting=8, running=4), 1000.0, 2000.0),  # 8 ahead, served 4 at a time, 1 s each
-    (_engine(waiting=3, running=0), 1000.0, 3000.0),
-])
-def test_queue_wait(engine: EngineFigures | None, service_ms: float, wait_ms: float) -> None:
-    assert queue_wait_ms(engine, service_ms) == pytest.approx(wait_ms)
 
 
 @pytest.mark.parametrize(("kv", "factor"), [(None, 1.0), (0.5, 1.0), (0.8, 1.0), (0.9, 0.6), (1.0, 0.2)])

@@ -12,7 +12,7 @@ from data_plane.policies import PolicyState, decide
 from data_plane.policies.engine_load import engine_load
 from data_plane.policies.exclusion import ExclusionKind
 from meridian_common import policy_names as names
-from meridian_common.engine_figures import EngineFigures, InvalidEngineFigures
+from meridian_common.engine_figures import EngineFigures
 
 
 def engine(waiting: float = 0.0, running: float = 4.0, kv: float | None = None) -> EngineFigures:
@@ -84,17 +84,3 @@ def test_the_scored_load_term_prefers_the_emptier_engine() -> None:
 ])
 def test_engine_load(figures: EngineFigures | None, threshold: int, in_flight: int, limit: int, load: float) -> None:
     assert engine_load(figures, threshold, in_flight, limit) == pytest.approx(load)
-
-
-@pytest.mark.parametrize("fields", [{"requests_waiting": -1.0}, {"kv_cache_usage": 1.5},
-                                    {"prefix_cache_hit_rate": float("nan")}, {"generation_tokens_per_s": float("inf")}])
-def test_impossible_engine_figures_are_refused(fields: dict[str, float]) -> None:
-    values: dict[str, float] = {"requests_running": 1.0, "requests_waiting": 0.0, **fields}
-    with pytest.raises(InvalidEngineFigures, match=next(iter(fields))):
-        EngineFigures(**values)  # type: ignore[arg-type]
-
-
-def test_engine_figures_survive_the_proto() -> None:
-    figures = EngineFigures(2.0, 3.0, kv_cache_usage=0.5, generation_tokens_per_s=120.0, observed_at_unix_ms=7)
-    assert EngineFigures.from_proto(figures.to_proto()) == figures
-    assert EngineFigures.from_proto(EngineFigures(1.0, 0.0).to_proto()).kv_cache_usage is None

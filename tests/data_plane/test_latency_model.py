@@ -16,7 +16,6 @@ from data_plane.deployments.latency_model import (
     RequestSize,
     kv_context_feature,
     prefill_feature,
-    queue_wait_ms,
     request_size,
     shape_of,
 )
@@ -109,13 +108,6 @@ def test_the_queue_adds_its_wait_and_the_level_drops_the_waits_it_had() -> None:
     level = 575.0  # the recent mean of those answers' TTFT, waits included
     assert view.ttft_ms(level, size(1_000), tpot_ms=5.0) == pytest.approx(50.0, rel=0.01)  # no queue now
     assert view.ttft_ms(level, size(1_000, waiting=4.0), tpot_ms=5.0) == pytest.approx(50.0 + 4 * 1050 / 4, rel=0.01)
-
-
-@pytest.mark.parametrize(("waiting", "running", "answer_ms", "wait_ms"), [
-    (0, 4, 1000, 0.0), (2, 4, 1000, 500.0), (3, 0, 100, 300.0),
-])
-def test_queue_wait(waiting: float, running: float, answer_ms: float, wait_ms: float) -> None:
-    assert queue_wait_ms(size(100, running=running, waiting=waiting), answer_ms) == wait_ms
 
 
 def test_request_size_takes_the_engine_over_this_routers_own_count() -> None:
