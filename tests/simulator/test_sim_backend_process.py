@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import aiohttp
 import openai
 import pytest
 
+from fixtures.polling import wait_until
 from simulator.admin_client import SimulatorAdminError, change_sim_config, read_sim_config
 from simulator.process import RunningSimulator, ServiceStartError, start_simulator, start_simulators
 
@@ -71,15 +72,6 @@ def _sse_payloads(raw: bytes) -> list[Any]:
 
 def _content_chunks(chunks: list[Any]) -> int:
     return sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content"))
-
-
-def _wait_until(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def test_sync_sdk_chat_completions_and_models(sims: dict[str, RunningSimulator]) -> None:
@@ -332,11 +324,11 @@ def test_client_disconnect_frees_the_slot_and_the_queue(sims: dict[str, RunningS
     queued = http.client.HTTPConnection("127.0.0.1", paced.port, timeout=10)
     queued.request("POST", "/v1/chat/completions", body=_chat(stream=True, max_tokens=200),
                    headers={"Content-Type": "application/json"})
-    assert _wait_until(lambda: read_sim_config(paced.url)["waiting"] == 1)
+    assert wait_until(lambda: read_sim_config(paced.url)["waiting"] == 1)
     queued.close()
-    assert _wait_until(lambda: read_sim_config(paced.url)["waiting"] == 0)
+    assert wait_until(lambda: read_sim_config(paced.url)["waiting"] == 0)
     holder.close()
-    assert _wait_until(lambda: read_sim_config(paced.url)["running"] == 0)
+    assert wait_until(lambda: read_sim_config(paced.url)["running"] == 0)
     after = read_sim_config(paced.url)
     assert after["cancelled"] - before["cancelled"] == 2 and after["served"] == before["served"]
     status, _ = _http("POST", f"{paced.base_url}/chat/completions", _chat(max_tokens=1))

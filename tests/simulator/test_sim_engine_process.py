@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fixtures.polling import wait_until
 from simulator.admin_client import read_sim_config
 from simulator.process import RunningSimulator, start_simulators
 
@@ -55,15 +56,6 @@ def _post_s(sim: RunningSimulator, body: bytes) -> float:
         assert response.status == 200
         response.read()
     return time.monotonic() - started
-
-
-def _wait_until(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def test_longer_prompts_take_longer_and_full_attention_grows_faster(sims: dict[str, RunningSimulator]) -> None:
@@ -154,7 +146,7 @@ def test_the_kv_cache_makes_a_request_wait_and_admits_it_when_space_frees(sims: 
     # Leaving the queue released nothing it did not hold.
     assert (after_cancel["running"], after_cancel["kv_cache_reserved_tokens"]) == (2, 820)
     assert waited > 0.2
-    assert _wait_until(lambda: read_sim_config(kv.url)["kv_cache_reserved_tokens"] == 0)
+    assert wait_until(lambda: read_sim_config(kv.url)["kv_cache_reserved_tokens"] == 0)
     final = read_sim_config(kv.url)
     assert (final["running"], final["waiting"], final["cancelled"], final["served"]) == (0, 0, 1, 3)
 
