@@ -147,16 +147,22 @@ def _router(mode: str) -> web.Application:
     return app
 
 
-async def _record(mode: str, workload: WorkloadConfig) -> list[RequestRecord]:
+async def _record(mode: str, workload: WorkloadConfig, *, extra: WorkloadConfig | None = None,
+                  requests_per_worker: int = 4) -> list[RequestRecord]:
+    """What one client's worker records against a fake router answering in `mode`; with `extra`, two more
+    workers sending that workload into the same records."""
     server = TestServer(_router(mode), host="127.0.0.1")
     await server.start_server()
     url = str(server.make_url("")).rstrip("/")
     stack = {"routers": {"eu": [url]}, "regions": {"eu": {"rtt_ms": {"eu": 0}}}}
     plan = LoadPlan(model="m", clients={"paris": "eu"}, workload=workload, workers_per_client=1, think_ms=0,
-                    max_requests_per_worker=4)
+                    max_requests_per_worker=requests_per_worker)
     recorder = LoadRecorder(plan, stack, clock=lambda: 0.0)
+    runs = [recorder.run(asyncio.Event())]
+    if extra is not None:
+        runs.append(recorder.run_extra(extra, 2, asyncio.Event(), label="long"))
     try:
-        await asyncio.wait_for(recorder.run(asyncio.Event()), timeout=20)
+        await asyncio.wait_for(asyncio.gather(*runs), timeout=20)
     finally:
         await server.close()
     return recorder.records
@@ -183,25 +189,9 @@ def test_whole_answers_are_recorded_with_their_usage() -> None:
     assert [(r.ok, r.streamed, r.ttft_ms, r.output_tokens) for r in records] == [(True, False, None, 5)] * 4
 
 
-async def _record_with_extra(short: WorkloadConfig, long: WorkloadConfig) -> list[RequestRecord]:
-    server = TestServer(_router("complete"), host="127.0.0.1")
-    await server.start_server()
-    url = str(server.make_url("")).rstrip("/")
-    stack = {"routers": {"eu": [url]}, "regions": {"eu": {"rtt_ms": {"eu": 0}}}}
-    plan = LoadPlan(model="m", clients={"paris": "eu"}, workload=short, workers_per_client=1, think_ms=0,
-                    max_requests_per_worker=3)
-    recorder = LoadRecorder(plan, stack, clock=lambda: 0.0)
-    try:
-        await asyncio.wait_for(asyncio.gather(recorder.run(asyncio.Event()),
-                                              recorder.run_extra(long, 2, asyncio.Event(), label="long")), timeout=20)
-    finally:
-        await server.close()
-    return recorder.records
-
-
 def test_extra_workers_send_their_own_workload_into_the_same_records() -> None:
     long = TINY.model_copy(update={"prompt_tokens_median": 20_000, "prompt_tokens_max": 32_000})
-    records = asyncio.run(_record_with_extra(TINY, long))
+    records = asyncio.run(_record("complete", TINY, extra=long, requests_per_worker=3))
     sizes = sorted(r.prompt_tokens or 0 for r in records)
     assert len(records) == 9 and all(r.client == "paris" and r.ok for r in records)
     assert max(sizes[:3]) <= TINY.prompt_tokens_max and min(sizes[3:]) >= 10_000
