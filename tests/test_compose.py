@@ -584,6 +584,8 @@ def test_compose_runs_the_launchers_topology(monkeypatch: pytest.MonkeyPatch) ->
         assert float(option(argv, "--ttft-ms") or "nan") == backend.ttft_ms, backend.name
         assert float(option(argv, "--itl-ms") or "nan") == backend.itl_ms, backend.name
         assert int(option(argv, "--capacity") or 0) == backend.capacity, backend.name
+        prefill = option(argv, "--prefill-ms-per-1k")
+        assert (None if prefill is None else float(prefill)) == backend.prefill_ms_per_1k, backend.name
 
 
 # --- Toxiproxy -----------------------------------------------------------------------------------------------------
