@@ -7,10 +7,12 @@ import random
 import time
 
 from data_plane.deployments.breaker import BreakerState
+from data_plane.deployments.latency_model import LatencyModel, RequestSize
 from data_plane.deployments.stats import DeploymentStats
 from data_plane.policies.candidate import Candidate, PolicyState, RouteRequest
 from data_plane.policies.scheduler import RANKERS, decide
 from data_plane.table.snapshot import DeploymentSpec
+from meridian_common.engine_figures import EngineFigures
 
 _WARM_UP = 200
 
@@ -27,7 +29,8 @@ def _deployment(name: str, region: str, cost_in: float, cost_out: float, quality
 
 def benchmark_candidates(now: float = 100.0, seed: int = 7) -> list[Candidate]:
     """Two local deployments and a remote one, each with a window of recorded answers of realistic length
-    (log-normal around 200 tokens)."""
+    (log-normal around 200 tokens) to prompts of realistic length (around 300 tokens), a size model fitted to
+    them, and the engine's figures: every part of a decision is exercised."""
     rng = random.Random(seed)
     setups = [
         (_deployment("vllm-a", "us-east", 0.10, 0.20, 0.80, 0.0, 2.0), 5.3, 3),
@@ -37,18 +40,24 @@ def benchmark_candidates(now: float = 100.0, seed: int = 7) -> list[Candidate]:
     candidates = []
     for spec, log_mean_ms, in_flight in setups:
         stats = DeploymentStats(window_s=10.0)
+        model = LatencyModel(spec.architecture, decay_s=2.0, stale_after_s=10.0)
         for i in range(600):
             at = now - 9.9 + i * 0.0165
-            ttft_ms = rng.lognormvariate(log_mean_ms - 1.5, 0.4)
+            prompt_tokens = max(1, round(rng.lognormvariate(5.7, 1.3)))
+            ttft_ms = rng.lognormvariate(log_mean_ms - 1.5, 0.4) + prompt_tokens / 100
             tpot_ms = rng.lognormvariate(1.6, 0.2)
             tokens = max(2, round(rng.lognormvariate(5.3, 0.8)))
             stats.begin(at)
             stats.end(at, started=at, latency_ms=ttft_ms + tpot_ms * (tokens - 1), ok=rng.random() > 0.01,
                       ttft_ms=ttft_ms, tpot_ms=tpot_ms, output_tokens=tokens)
+            model.learn(RequestSize(prompt_tokens, tokens, in_flight, 0.0, prompt_tokens), at, ttft_ms=ttft_ms,
+                        tpot_ms=tpot_ms)
         for _ in range(in_flight):
             stats.begin(now)
         local = spec.region == "us-east"
-        candidates.append(Candidate(spec, stats.view(now), BreakerState.CLOSED, True, local))
+        engine = EngineFigures(requests_running=in_flight, requests_waiting=0.0, kv_cache_usage=0.3)
+        candidates.append(Candidate(spec, stats.view(now), BreakerState.CLOSED, True, local, engine=engine,
+                                    latency_model=model.view(now), cached_prompt_tokens=128 if local else 0))
     return candidates
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from data_plane.deployments.breaker import BreakerState
-from data_plane.policies.candidate import Candidate, RouteRequest
+from data_plane.policies.candidate import Candidate
 from data_plane.policies.exclusion import Exclusion, ExclusionKind
 
 Filter = Callable[[Candidate], "Exclusion | None"]
@@ -52,10 +52,6 @@ def within_rate_limit(candidate: Candidate) -> Exclusion | None:
 
 def rate_limit_exclusion(detail: str | None) -> Exclusion | None:
     return Exclusion(ExclusionKind.RATE_LIMITED, detail) if detail is not None else None
-
-
-def fits_context(candidate: Candidate, request: RouteRequest) -> Exclusion | None:
-    return context_exclusion(candidate.deployment.context_window, request.context_tokens)
 
 
 def context_exclusion(context_window: int, context_tokens: int) -> Exclusion | None:

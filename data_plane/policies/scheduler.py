@@ -31,7 +31,7 @@ from data_plane.policies.candidate import (
 )
 from data_plane.policies.engine_load import engine_load, saturation_exclusion
 from data_plane.policies.exclusion import ExclusionKind
-from data_plane.policies.filters import exclusion, fits_context
+from data_plane.policies.filters import context_exclusion, exclusion
 from data_plane.policies.latency_first import by_latency
 from data_plane.policies.prediction import known_figures, predict, priors
 from meridian_common import policy_names
@@ -52,20 +52,22 @@ RANKERS: Mapping[str, Ranker] = MappingProxyType({
 def measure(candidates: Sequence[Candidate], request: RouteRequest) -> list[Measured]:
     known = [known_figures(c.stats, c.deployment) for c in candidates]
     prior = priors(known)
+    # Read once: this loop runs for every deployment of every request.
+    prompt_tokens, output_tokens = request.estimated_input_tokens, request.expected_output_tokens
+    streaming, remote_factor = request.streaming, 1.0 + request.locality_margin
+    max_waiting, max_kv_usage = request.max_requests_waiting, request.max_kv_cache_usage
+    context_tokens = request.context_tokens
     measured = []
     for position, (candidate, figures) in enumerate(zip(candidates, known, strict=True)):
-        spec = candidate.deployment
-        size = request_size(request.estimated_input_tokens, candidate.cached_prompt_tokens,
-                            request.expected_output_tokens, candidate.engine, candidate.stats.in_flight)
+        spec, engine, in_flight = candidate.deployment, candidate.engine, candidate.stats.in_flight
+        size = request_size(prompt_tokens, candidate.cached_prompt_tokens, output_tokens, engine, in_flight)
         prediction = predict(figures, spec, prior, size, candidate.latency_model)
-        cost = (spec.cost_per_1m_input * request.estimated_input_tokens
-                + spec.cost_per_1m_output * request.expected_output_tokens) / 1_000_000
-        latency_ms = prediction.latency_ms(request.streaming)
-        ranked_ms = latency_ms if candidate.local else latency_ms * (1.0 + request.locality_margin)
-        excluded = fits_context(candidate, request) or exclusion(candidate) or saturation_exclusion(
-            candidate.engine, request.max_requests_waiting, request.max_kv_cache_usage)
-        load = engine_load(candidate.engine, request.max_requests_waiting, candidate.stats.in_flight,
-                           spec.max_concurrency)
+        cost = (spec.cost_per_1m_input * prompt_tokens + spec.cost_per_1m_output * output_tokens) / 1_000_000
+        latency_ms = prediction.latency_ms(streaming)
+        ranked_ms = latency_ms if candidate.local else latency_ms * remote_factor
+        excluded = (context_exclusion(spec.context_window, context_tokens) or exclusion(candidate)
+                    or saturation_exclusion(engine, max_waiting, max_kv_usage))
+        load = engine_load(engine, max_waiting, in_flight, spec.max_concurrency)
         measured.append(Measured(position, candidate, excluded, prediction, latency_ms, ranked_ms, cost, load))
     return measured
 

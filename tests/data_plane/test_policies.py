@@ -13,7 +13,7 @@ from benchmarks.decision import benchmark_candidates, measure_decision_time
 from data_plane.deployments.breaker import BreakerState
 from data_plane.policies import Candidate, PolicyState, TrialReason, UnknownPolicy, decide
 from data_plane.policies.exclusion import ExclusionKind
-from data_plane.policies.filters import exclusion, fits_context
+from data_plane.policies.filters import context_exclusion, exclusion
 from meridian_common import policy_names as names
 
 
@@ -66,8 +66,8 @@ def test_exclusion_kinds_say_what_to_do() -> None:
     (8192, 9000, 0, True),
 ])
 def test_context_window_filter(window: int, input_tokens: int, requested: int, excluded: bool) -> None:
-    found = fits_context(candidate(context_window=window),
-                         request(names.LATENCY_FIRST, input_tokens=input_tokens, requested_output_tokens=requested))
+    found = context_exclusion(window, request(names.LATENCY_FIRST, input_tokens=input_tokens,
+                                              requested_output_tokens=requested).context_tokens)
     assert (found is not None) is excluded
     if found is not None:
         assert found.kind is ExclusionKind.CONTEXT_TOO_LONG
