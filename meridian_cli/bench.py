@@ -38,7 +38,8 @@ def _overhead(args: argparse.Namespace) -> int:
     if workload is None:
         return 2
     settings = OverheadSettings(requests=args.requests, decision_iterations=args.decision_iterations,
-                                stream_repeats=args.stream_repeats, workload=workload)
+                                stream_repeats=args.stream_repeats, workload=workload,
+                                cpu_connections=args.connections, cpu_seconds=args.cpu_seconds, workers=args.workers)
     figures = main_overhead(settings, _progress(args.json))
     _print(args, figures, format_table)
     return 0 if all(ok for *_, ok in target_verdicts(figures)) or not args.strict else 1
@@ -121,7 +122,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     overhead = benches.add_parser("overhead", help="router overhead vs direct calls and a bare pass-through")
-    overhead.add_argument("--requests", type=int, default=2000, help="requests per case (default 2000)")
+    overhead.add_argument("--requests", type=int, default=2000,
+                          help="requests per target at concurrency 1, for the added latency (default 2000)")
+    overhead.add_argument("--connections", type=int, default=32, help="connections of the CPU cases (default 32)")
+    overhead.add_argument("--cpu-seconds", type=float, default=8.0,
+                          help="load per target per round in the CPU cases (default 8)")
+    overhead.add_argument("--workers", type=int, default=1, help="the router's --workers (default 1)")
     overhead.add_argument("--decision-iterations", type=int, default=20000)
     overhead.add_argument("--stream-repeats", type=int, default=5)
     overhead.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
