@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from data_plane.deployments.stats import DecayingMean
+from data_plane.deployments.stats import DecayingMeans
 from meridian_common.engine_figures import EngineFigures, queue_wait_ms
 
 
@@ -73,18 +73,34 @@ class OnlineRegression:
         return sum(c * x for c, x in zip(self._coefficients, features, strict=True))
 
     def learn(self, features: tuple[float, ...], observed: float) -> None:
-        p, size, lam = self._covariance, len(features), self._forgetting
-        p_x = [sum(p[i][j] * features[j] for j in range(size)) for i in range(size)]
-        denominator = lam + sum(features[i] * p_x[i] for i in range(size))
-        gain = [value / denominator for value in p_x]
-        error = observed - self.predict(features)
-        self._coefficients = [max(0.0, c + g * error) for c, g in zip(self._coefficients, gain, strict=True)]
-        updated = [[(p[i][j] - gain[i] * p_x[j]) / lam for j in range(size)] for i in range(size)]
-        trace = sum(updated[i][i] for i in range(size))
+        # Plain loops over a list of lists: with one or two features this runs once per answer, and the
+        # comprehensions and generators of a general version cost more than the arithmetic.
+        p, lam, size = self._covariance, self._forgetting, len(features)
+        coefficients = self._coefficients
+        p_x = [0.0] * size
+        error = observed
+        for i in range(size):
+            row, total = p[i], 0.0
+            for j in range(size):
+                total += row[j] * features[j]
+            p_x[i] = total
+            error -= coefficients[i] * features[i]
+        denominator = lam
+        for i in range(size):
+            denominator += features[i] * p_x[i]
+        trace = 0.0
+        for i in range(size):
+            gain = p_x[i] / denominator
+            coefficients[i] = max(0.0, coefficients[i] + gain * error)
+            row = p[i]
+            for j in range(size):
+                row[j] = (row[j] - gain * p_x[j]) / lam
+            trace += row[i]
         if trace > self._prior_trace:
             scale = self._prior_trace / trace
-            updated = [[value * scale for value in row] for row in updated]
-        self._covariance = updated
+            for row in p:
+                for j in range(size):
+                    row[j] *= scale
         self.observations += 1
 
 
@@ -179,28 +195,6 @@ class ModelView(NamedTuple):
         return prefill_ms + queue_wait_ms(size.waiting, size.running, prefill_ms + tpot_ms * size.output_tokens)
 
 
-class _Means:
-    """Time-decayed means of the values a regression is centred on."""
-
-    __slots__ = ("_means",)
-
-    def __init__(self, count: int, decay_s: float, stale_after_s: float) -> None:
-        self._means = [DecayingMean(decay_s, stale_after_s) for _ in range(count)]
-
-    def values(self, now: float) -> tuple[float, ...] | None:
-        """None when any is unknown (no sample for stale_after_s)."""
-        values = tuple(mean.value(now) for mean in self._means)
-        return None if any(v is None for v in values) else values  # type: ignore[return-value]
-
-    def add(self, values: tuple[float, ...], now: float) -> None:
-        for mean, value in zip(self._means, values, strict=True):
-            mean.add(value, now)
-
-    @property
-    def last_at(self) -> float:
-        return self._means[0].last_at
-
-
 # A weak prior: a prefill of about 10 ms per 1k tokens, decoding slowing a little per request in the batch and
 # per 1k tokens of context. Variances wide enough that a few dozen varied answers outweigh it.
 _PREFILL_PRIOR = ((10.0,), (1e4,))
@@ -221,11 +215,10 @@ class LatencyModel:
         self._prefill = OnlineRegression(*_PREFILL_PRIOR, forgetting=FORGETTING)
         self._tpot = OnlineRegression(*_TPOT_PRIOR, forgetting=FORGETTING)
         # (prefill feature, queue wait ms, TTFT without the wait ms) and (running, KV context, TPOT ms)
-        self._ttft_means = _Means(3, decay_s, stale_after_s)
-        self._tpot_means = _Means(3, decay_s, stale_after_s)
+        self._ttft_means = DecayingMeans(decay_s, stale_after_s)
+        self._tpot_means = DecayingMeans(decay_s, stale_after_s)
         self.ttft_errors = ErrorTracker()
         self.tpot_errors = ErrorTracker()
-        self._view_until = -1.0
         self._view = self._snapshot(0.0)
 
     def view(self, now: float) -> ModelView:
@@ -266,7 +259,7 @@ class LatencyModel:
             if means is not None:
                 self._prefill.learn((prefill - means[0],), ttft_ms - wait_ms - means[2])
             self._ttft_means.add((prefill, wait_ms, ttft_ms - wait_ms), now)
-        self._view = self._snapshot(now)
+        self._view_until = -1.0  # rebuilt when next read
 
     def report(self, now: float) -> dict[str, object]:
         """The fit and its error, as `/routing` shows it: the mean absolute percentage error of routing's last
@@ -288,10 +281,12 @@ class LatencyModel:
 
     def _snapshot(self, now: float) -> ModelView:
         # The view holds until a mean it uses goes stale (never, for means not known yet: only an answer changes them).
-        known_since = [m.last_at for m in (self._ttft_means, self._tpot_means) if m.values(now) is not None]
+        ttft_means, tpot_means = self._ttft_means.values(now), self._tpot_means.values(now)
+        known_since = [m.last_at for m, values in ((self._ttft_means, ttft_means), (self._tpot_means, tpot_means))
+                       if values is not None]
         self._view_until = min(known_since) + self._stale_after_s if known_since else float("inf")
-        ttft_means = self._ttft_means.values(now) or (0.0, 0.0, 0.0)
-        tpot_means = self._tpot_means.values(now) or (0.0, 0.0, 0.0)
+        ttft_means = ttft_means or [0.0, 0.0, 0.0]
+        tpot_means = tpot_means or [0.0, 0.0, 0.0]
         (prefill_slope,) = self._prefill.coefficients
         running_slope, context_slope = self._tpot.coefficients
         return ModelView(prefill_slope, ttft_means[0], ttft_means[1], running_slope, context_slope, tpot_means[0],

@@ -45,13 +45,19 @@ class StatsView(NamedTuple):
 EMPTY_VIEW = StatsView(0, 0, 0.0, 0, 0, None, None, 0.0, 0.0, 0.0, 0.0, 0)
 
 
-class DecayingMean:
-    """An exponentially weighted mean over time, not over samples: a sample's weight is 1 - exp(-gap / decay_s)
-    where gap is the time since the previous one (never under `MIN_WEIGHT`). Under steady traffic it averages
-    the last few seconds; after a quiet spell the first new sample outweighs everything before; past
-    `stale_after_s` without a sample it knows nothing, and the next sample starts it afresh."""
+MIN_WEIGHT = 0.05  # under a burst of simultaneous answers, each still counts: about the last 20 of them
 
-    MIN_WEIGHT = 0.05  # under a burst of simultaneous answers, each still counts: about the last 20 of them
+
+def decay_weight(gap_s: float, decay_s: float) -> float:
+    """A new sample's weight in a mean over time: 1 - exp(-gap / decay_s), never under MIN_WEIGHT."""
+    return max(1.0 - math.exp(-max(0.0, gap_s) / decay_s), MIN_WEIGHT)
+
+
+class DecayingMean:
+    """An exponentially weighted mean over time, not over samples: a sample weighs `decay_weight` of the time
+    since the previous one. Under steady traffic it averages the last few seconds; after a quiet spell the first
+    new sample outweighs everything before; past `stale_after_s` without a sample it knows nothing, and the next
+    sample starts it afresh."""
 
     __slots__ = ("_decay_s", "_stale_after_s", "_value", "last_at")
 
@@ -68,8 +74,7 @@ class DecayingMean:
         if self._value is None or gap_s > self._stale_after_s:
             self._value = value
         else:
-            weight = max(1.0 - math.exp(-max(0.0, gap_s) / self._decay_s), self.MIN_WEIGHT)
-            self._value += weight * (value - self._value)
+            self._value += decay_weight(gap_s, self._decay_s) * (value - self._value)
         self.last_at = max(self.last_at, now)
 
     def value(self, now: float) -> float | None:
@@ -86,6 +91,38 @@ class DecayingMean:
         """What is known now is this one measurement (nothing newer came to average it with)."""
         self._value = value
         self.last_at = now
+
+
+class DecayingMeans:
+    """Several means over time of values that come together (one weight for all, as DecayingMean's), known or
+    unknown together."""
+
+    __slots__ = ("_decay_s", "_stale_after_s", "_values", "last_at")
+
+    def __init__(self, decay_s: float, stale_after_s: float) -> None:
+        if not (decay_s > 0 and stale_after_s > 0):
+            raise ValueError(f"decay_s and stale_after_s must be > 0, got {decay_s}, {stale_after_s}")
+        self._decay_s = decay_s
+        self._stale_after_s = stale_after_s
+        self._values: list[float] | None = None
+        self.last_at = -math.inf
+
+    def add(self, values: tuple[float, ...], now: float) -> None:
+        gap_s = now - self.last_at
+        current = self._values
+        if current is None or gap_s > self._stale_after_s:
+            self._values = list(values)
+        else:
+            weight = decay_weight(gap_s, self._decay_s)
+            for index, value in enumerate(values):
+                current[index] += weight * (value - current[index])
+        self.last_at = max(self.last_at, now)
+
+    def values(self, now: float) -> list[float] | None:
+        """The means (not to be changed), or None when no sample came for `stale_after_s`."""
+        if self._values is None or now - self.last_at > self._stale_after_s:
+            return None
+        return self._values
 
 
 class RollingHistogram:
