@@ -58,10 +58,18 @@ class BodyIntake:
             self._held.set(self._budget.held_bytes)
 
     async def _read(self, request: web.Request, share: BodyShare, limit: int, *, counted: bool) -> bytearray:
+        content = request.content
+        if content.is_eof():
+            # The whole body came with the headers (most do): nothing to wait for, so no timer to arm.
+            body = bytearray(content.read_nowait())
+            self._check_size(len(body), limit)
+            if not counted:
+                self._grow(share, len(body))
+            return body
         body = bytearray()
         try:
             async with asyncio.timeout(self._read_timeout_s):
-                while chunk := await request.content.readany():
+                while chunk := await content.readany():
                     size = len(body) + len(chunk)
                     self._check_size(size, limit)
                     if not counted:
