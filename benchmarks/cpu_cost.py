@@ -4,6 +4,7 @@ closed loop takes its place, and the figures say they are client-bound: it share
 
 from __future__ import annotations
 
+import json
 import statistics
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,14 @@ class CpuRun:
     @property
     def cpu_us_per_chunk(self) -> float:
         return self.cpu_s * 1e6 / self.chunks if self.chunks else 0.0
+
+
+def set_simulator(simulator_url: str, **changes: float) -> None:
+    """Changes a running simulator's settings (`POST /sim/config`)."""
+    request = urllib.request.Request(f"{simulator_url}/sim/config", data=json.dumps(changes).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()
 
 
 def generated_tokens(backend_url: str) -> int:

@@ -21,6 +21,7 @@ request = function()
   return wrk.format("POST", os.getenv("MERIDIAN_PATH"), {["Content-Type"] = "application/json"}, bodies[i])
 end
 """
+ANSWER_TIMEOUT_S = 60  # wrk's own default (2 s) would cut long streams and count them as errors
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _SUMMARY = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)")
 _PERCENTILE = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -75,7 +76,7 @@ def run_wrk(url: str, bodies: Path, *, connections: int, duration_s: float, path
     script = workdir / "post.lua"
     script.write_text(_LUA)
     command = [executable, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--latency",
-               "-s", str(script), url]
+               f"--timeout={ANSWER_TIMEOUT_S}s", "-s", str(script), url]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False,
                               env={"MERIDIAN_BODIES": str(bodies), "MERIDIAN_PATH": path})
     if finished.returncode != 0:
