@@ -7,6 +7,7 @@ from the push to the last subscriber's ACK of the table that carries it."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -26,6 +27,12 @@ TARGET_P99_MS = 500.0
 READY_TIMEOUT_S = 120.0
 PUSH_TIMEOUT_S = 30.0
 SETTLE_S = 1.0  # after the last subscriber is up, before reading RSS: let the replica's allocations settle
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of the process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -121,6 +128,7 @@ def run_one(subscribers: int, pushes: int, processes: int, progress: Callable[[s
             delays_ms: list[float] = []
             acks: list[int] = []
             nacks = 0
+            cpu_before_s = cpu_s(replica.pid)
             for push in range(pushes):
                 budget = 1000 + push
                 pushed_at = time.monotonic()
@@ -131,6 +139,9 @@ def run_one(subscribers: int, pushes: int, processes: int, progress: Callable[[s
                 acks.append(sum(line["acks"] for line in lines))
                 nacks = sum(line["nacks"] for line in lines)
                 progress(f"  push {push + 1}/{pushes}: {delays_ms[-1]:.1f} ms, {acks[-1]} ACKs")
+            # Less noisy than the delays on a shared machine: what the replica itself spent per push (the leader's
+            # work on the push, the fan-out, the ACKs, and its background loops meanwhile).
+            cpu_per_push_ms = (cpu_s(replica.pid) - cpu_before_s) * 1000 / pushes
             rss_end = rss_bytes(replica.pid)
             return {
                 "subscribers": subscribers, "subscriber_processes": processes, "pushes": pushes,
@@ -139,6 +150,7 @@ def run_one(subscribers: int, pushes: int, processes: int, progress: Callable[[s
                 "push_to_all_ack_max_ms": round(max(delays_ms), 2),
                 "acks_per_push_min": min(acks), "every_subscriber_acked_every_push": min(acks) == subscribers,
                 "nacks": nacks, "connect_all_s": round(connect_s, 2),
+                "replica_cpu_ms_per_push": round(cpu_per_push_ms, 1),
                 "replica_rss_before_bytes": rss_before, "replica_rss_after_bytes": rss_after,
                 "replica_rss_after_pushes_bytes": rss_end,
                 "replica_rss_bytes_per_subscriber": round((rss_after - rss_before) / subscribers),
@@ -160,15 +172,15 @@ def propagation_scale_table(figures: dict[str, Any]) -> str:
     rows = ["policy push -> every subscriber ACKed it, one replica, subscribers spread over "
             f"{', '.join(figures['regions'])}",
             "| subscribers | pushes | p50 ms | p99 ms | max ms | all ACKed | NACKs | replica RSS before -> after MiB "
-            "| bytes / subscriber |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| bytes / subscriber | replica CPU ms / push |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for run in figures["runs"]:
         rows.append(
             f"| {run['subscribers']} | {run['pushes']} | {run['push_to_all_ack_p50_ms']} | "
             f"{run['push_to_all_ack_p99_ms']} | {run['push_to_all_ack_max_ms']} | "
             f"{'yes' if run['every_subscriber_acked_every_push'] else 'NO'} | {run['nacks']} | "
             f"{run['replica_rss_before_bytes'] / 2**20:.1f} -> {run['replica_rss_after_bytes'] / 2**20:.1f} | "
-            f"{run['replica_rss_bytes_per_subscriber']} |")
+            f"{run['replica_rss_bytes_per_subscriber']} | {run['replica_cpu_ms_per_push']} |")
     runs = figures["runs"]
     for before, after in zip(runs, runs[1:], strict=False):
         # How both figures grow from one N to the next.
