@@ -15,7 +15,7 @@ from benchmarks.load import percentile
 from control_plane.admin.client import AdminTarget, call
 
 
-def _push(stack: ControlPlaneStack, budget_ms: int) -> None:
+def push_policy(stack: ControlPlaneStack, budget_ms: int) -> None:
     document = "models:\n" + "".join(
         f"  - {{region: {region}, model: {MODEL}, policy: cost-first, latency_budget_ms: {budget_ms}}}\n"
         for region in REGIONS)
@@ -36,7 +36,7 @@ def run_propagation(pushes: int, routers_per_region: int, progress: Callable[[st
             for push in range(pushes):
                 budget_ms = 1000 + push
                 started = time.perf_counter()
-                _push(stack, budget_ms)
+                push_policy(stack, budget_ms)
                 wait_for(lambda b=budget_ms: _applied_everywhere(stack, b), f"push {push} to reach every router",
                          timeout_s=10, interval_s=0.002)
                 delays_ms.append((time.perf_counter() - started) * 1000)

@@ -46,11 +46,33 @@ def _overhead(args: argparse.Namespace) -> int:
 
 
 def _propagation(args: argparse.Namespace) -> int:
+    if args.subscribers is not None:
+        return _propagation_scale(args)
     from benchmarks.control_plane_benches import propagation_table, run_propagation
 
     figures = run_propagation(args.pushes, args.routers_per_region, _progress(args.json))
     _print(args, figures, propagation_table)
     return 1 if args.strict and figures["p99_ms"] >= 500 else 0
+
+
+def _propagation_scale(args: argparse.Namespace) -> int:
+    from benchmarks.propagation_scale import TARGET_P99_MS, propagation_scale_table, run_propagation_scale
+
+    figures = run_propagation_scale(args.subscribers, args.pushes, args.subscriber_processes, _progress(args.json))
+    _print(args, figures, propagation_scale_table)
+    missed = any(run["push_to_all_ack_p99_ms"] >= TARGET_P99_MS or not run["every_subscriber_acked_every_push"]
+                 for run in figures["runs"])
+    return 1 if args.strict and missed else 0
+
+
+def _subscriber_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(count < 1 or count > 5000 for count in counts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated counts from 1 to 5000, got {text!r}")
+    return counts
 
 
 def _failover(args: argparse.Namespace) -> int:
@@ -177,7 +199,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     propagation = benches.add_parser("propagation", help="policy push -> every router applied the new table")
     propagation.add_argument("--pushes", type=int, default=30)
     propagation.add_argument("--routers-per-region", type=int, default=2)
-    propagation.add_argument("--strict", action="store_true", help="exit 1 when p99 is 500 ms or more")
+    propagation.add_argument("--subscribers", type=_subscriber_counts, default=None, metavar="N[,N...]",
+                             help="instead of routers: N light table subscribers (the router's own subscriber "
+                                  "and validator) against one replica, a fresh stack per N, e.g. 10,100,1000")
+    propagation.add_argument("--subscriber-processes", type=int, default=2,
+                             help="processes the subscribers are spread over (default 2)")
+    propagation.add_argument("--strict", action="store_true",
+                             help="exit 1 when p99 is 500 ms or more (or, with --subscribers, a push missed one)")
     propagation.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     propagation.set_defaults(handler=_propagation)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from control_plane.distribution.session import DistributionSession, SessionProtocolError
-from control_plane.distribution.table_cache import RegionWatch, TableCache
+from control_plane.distribution.table_cache import TableCache
 from meridian_common.logging_setup import event
 from meridian_common.table_distribution import REPLICA_METADATA_KEY
 from meridian_proto import distribution_pb2, distribution_pb2_grpc, routing_pb2
@@ -62,7 +62,12 @@ class _EndOfStream:
     """Queued when the router half-closes its side of the stream."""
 
 
-_Inbound = distribution_pb2.SubscribeRequest | routing_pb2.RoutingTable | _EndOfStream
+class _TableChanged:
+    """Queued by the stream's watch when the region's table changed; the watch's `poll()` has the table."""
+
+
+_TABLE_CHANGED = _TableChanged()
+_Inbound = distribution_pb2.SubscribeRequest | routing_pb2.RoutingTable | _EndOfStream | _TableChanged
 
 # The region's table as etcd holds it now (None: none, or etcd could not say).
 ReadNewest = Callable[[str], Awaitable[routing_pb2.RoutingTable | None]]
@@ -103,13 +108,21 @@ class TableDistributionServicer(distribution_pb2_grpc.TableDistributionServicer)
             self._cache.record_router(stream_id, session.record())
             log.info(event("router_connected", router=hello.router_id, region=hello.region, url=hello.url,
                            version_held=hello.version_held, peer=context.peer(), stream=stream_id))
-            watch = self._cache.watch(hello.region, known_version=None)
-            tasks.append(asyncio.create_task(_pump_tables(watch, inbox)))
+            # The watch queues a marker on the stream's one queue, rather than a task per stream awaiting it:
+            # with a thousand routers, that task's extra wake-up per table was a good part of a push's fan-out.
+            watch = self._cache.watch(hello.region, known_version=None,
+                                      on_change=lambda: inbox.put_nowait(_TABLE_CHANGED))
+            inbox.put_nowait(_TABLE_CHANGED)  # the region's current table, if any
             while True:
                 item = await inbox.get()
                 if isinstance(item, _EndOfStream):
                     outcome = "closed by router"
                     return
+                if isinstance(item, _TableChanged):
+                    changed = watch.poll()
+                    if changed is None:
+                        continue
+                    item = changed
                 try:
                     if isinstance(item, routing_pb2.RoutingTable) and session.needs_check(item):
                         response = await self._offer_checked(session, item, stream_id)
@@ -183,11 +196,6 @@ async def _pump_requests(
     except grpc.RpcError:
         pass  # the stream broke: the same end as a half-close, for the servicer
     await inbox.put(_EndOfStream())
-
-
-async def _pump_tables(watch: RegionWatch, inbox: asyncio.Queue[_Inbound]) -> None:
-    while True:
-        await inbox.put(await watch.next())
 
 
 def bind_server(server: grpc.aio.Server, host: str, port: int, tls: ServerTlsSettings | None, what: str) -> int:

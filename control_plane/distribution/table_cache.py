@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -47,14 +48,19 @@ class _RouterEntry:
 
 class RegionWatch:
     """One subscriber's interest in a region: `next()` returns once the region's table differs from the
-    version this watch last returned (or was created with)."""
+    version this watch last returned (or was created with). With `on_change`, the watch calls it instead (once
+    until `poll()` is called), and `poll()` returns the table: the caller's own queue is then the watch's
+    channel, with no task of its own per watch (go-control-plane's watch is a channel the stream selects on)."""
 
-    def __init__(self, cache: TableCache, region: str, known_version: int | None) -> None:
+    def __init__(
+        self, cache: TableCache, region: str, known_version: int | None, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.region = region
         self.known_version = known_version
         self._known_cluster_id: int | None = None  # None: a table of known_version in any cluster is known
         self._cache = cache
         self._event = asyncio.Event()
+        self._on_change = on_change
 
     @property
     def notified(self) -> bool:
@@ -62,12 +68,19 @@ class RegionWatch:
 
     async def next(self) -> routing_pb2.RoutingTable:
         while True:
-            table = self._cache.get(self.region)
-            if table is not None and not self._knows(table):
-                self.known_version, self._known_cluster_id = table.version, table.cluster_id
+            table = self.poll()
+            if table is not None:
                 return table
-            self._event.clear()
             await self._event.wait()
+
+    def poll(self) -> routing_pb2.RoutingTable | None:
+        """The region's table if this watch has not returned it yet, else None; re-arms the watch."""
+        self._event.clear()
+        table = self._cache.get(self.region)
+        if table is not None and not self._knows(table):
+            self.known_version, self._known_cluster_id = table.version, table.cluster_id
+            return table
+        return None
 
     def close(self) -> None:
         self._cache._watches.get(self.region, set()).discard(self)
@@ -85,8 +98,10 @@ class RegionWatch:
         return table.version == self.known_version and self._known_cluster_id in (None, table.cluster_id)
 
     def _notify(self, table: routing_pb2.RoutingTable) -> None:
-        if not self._knows(table):
+        if not self._knows(table) and not self._event.is_set():
             self._event.set()
+            if self._on_change is not None:
+                self._on_change()
 
 
 class TableCache:
@@ -142,9 +157,12 @@ class TableCache:
     def regions(self) -> list[str]:
         return sorted(self._tables)
 
-    def watch(self, region: str, known_version: int | None = None) -> RegionWatch:
-        """A watch on `region`; close it (or use it as a context manager) when the stream ends."""
-        watch = RegionWatch(self, region, known_version)
+    def watch(
+        self, region: str, known_version: int | None = None, *, on_change: Callable[[], None] | None = None
+    ) -> RegionWatch:
+        """A watch on `region`; close it (or use it as a context manager) when the stream ends. `on_change` (called
+        in `set_table`, so it must not block) replaces awaiting `next()`: see RegionWatch."""
+        watch = RegionWatch(self, region, known_version, on_change)
         self._watches.setdefault(region, set()).add(watch)
         return watch
 

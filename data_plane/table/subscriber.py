@@ -118,6 +118,7 @@ class TableSubscriber:
         backoff: Backoff = Backoff(),
         connect_timeout_s: float = 5.0,
         rng: random.Random | None = None,
+        channel_options: Sequence[tuple[str, int | str]] = (),
     ) -> None:
         if not targets:
             raise ValueError("table subscriber: at least one control-plane target is needed")
@@ -127,7 +128,9 @@ class TableSubscriber:
         self._apply = apply
         self._store = store
         self._credentials = tls.credentials() if tls is not None else None
-        self._options = list(CHANNEL_OPTIONS)
+        # Extra gRPC channel arguments: the propagation bench gives each of its in-process subscribers a
+        # connection of its own (`grpc.use_local_subchannel_pool`), as separate router processes have.
+        self._options = [*CHANNEL_OPTIONS, *channel_options]
         if tls is not None and tls.server_name:
             self._options.append(("grpc.ssl_target_name_override", tls.server_name))
         self._backoff = backoff
