@@ -16,6 +16,7 @@ import redis.asyncio as redis_asyncio
 from aiohttp import web
 
 from data_plane.api import openai_handlers, ops_handlers, regions_directory
+from data_plane.api.worker_metrics import sibling_listener
 from data_plane.app_keys import (
     BODY_INTAKE,
     CACHE,
@@ -34,6 +35,7 @@ from data_plane.app_keys import (
     TABLE_SUBSCRIBER,
     TELEMETRY,
     TELEMETRY_PUBLISHER,
+    WORKER,
 )
 from data_plane.auth import Credentials
 from data_plane.config import RouterConfig, bootstrap_table
@@ -57,6 +59,7 @@ from data_plane.table.store import TableStore
 from data_plane.table.subscriber import ClientTlsSettings, TableSubscriber
 from data_plane.telemetry.accumulator import TelemetryAccumulators
 from data_plane.telemetry.publisher import TelemetryPublisher
+from data_plane.worker import WorkerIdentity
 from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
 from meridian_common.supervision import supervise
@@ -285,9 +288,20 @@ async def _telemetry(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def create_app(config: RouterConfig) -> web.Application:
+async def _worker_metrics(app: web.Application) -> AsyncIterator[None]:
+    """A worker's own metrics on its private socket, for the sibling that answers a scrape."""
+    async for _ in sibling_listener(app[WORKER], app[METRICS], lambda: ops_handlers.refresh_scrape_gauges(app)):
+        yield
+
+
+def default_router_id(config: RouterConfig, pid: int) -> str:
+    return config.router_id or f"{config.region}-{socket.gethostname()}-{pid}"
+
+
+def create_app(config: RouterConfig, worker: WorkerIdentity | None = None) -> web.Application:
     """The application with the components that exist before start-up (the routing state from the persisted
-    or the configured table, metrics, credentials, queues); its cleanup contexts start the rest."""
+    or the configured table, metrics, credentials, queues); its cleanup contexts start the rest. `worker`:
+    this router is that worker of a `--workers N` pool (its own router id, its metrics merged on scrape)."""
     metrics = RouterMetrics()
     store = TableStore(config.state_dir / f"table-{config.region}.bin") if config.state_dir else None
     table = _initial_table(config, store)
@@ -304,7 +318,12 @@ def create_app(config: RouterConfig) -> web.Application:
                            throttle=LogThrottle(UNHANDLED_TRACEBACK_INTERVAL_S))
     app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes + 1)
     app[CONFIG] = config
-    app[ROUTER_ID] = config.router_id or f"{config.region}-{socket.gethostname()}-{os.getpid()}"
+    if worker is None:
+        app[ROUTER_ID] = default_router_id(config, os.getpid())
+    else:
+        # Without a configured id the pool's pid names the router, so that its workers' ids share a stem.
+        app[WORKER] = worker
+        app[ROUTER_ID] = worker.router_id(default_router_id(config, os.getppid()))
     app[STATE] = state
     app[METRICS] = metrics
     app[CREDENTIALS] = Credentials.from_environment(config.client_api_keys_env, config.admin_token_env)
@@ -322,6 +341,8 @@ def create_app(config: RouterConfig) -> web.Application:
     # Torn down in reverse: running jobs abandoned first, telemetry's last flush next, the client session last.
     app.cleanup_ctx.extend([_client_session, _health_checks, _engine_scraper, _response_cache, _serving, _shared_limits,
                             _table_subscriber, _telemetry, job_handlers.jobs_context])
+    if worker is not None:
+        app.cleanup_ctx.append(_worker_metrics)
     return app
 
 
@@ -333,5 +354,7 @@ async def serve(app: web.Application, host: str, port: int, port_file: Path | No
     def learn_url(bound: int) -> None:
         app[PUBLIC_URL] = config.public_url or f"http://{host}:{bound}"
 
+    # A worker shares its port with its siblings (SO_REUSEPORT): the kernel spreads connections over them.
     await serve_until_cancelled(app, host, port, port_file=port_file, handler_cancellation=True,
-                                name=f"router region={config.region} id={app[ROUTER_ID]}", on_bound=learn_url)
+                                name=f"router region={config.region} id={app[ROUTER_ID]}", on_bound=learn_url,
+                                reuse_port=WORKER in app)

@@ -20,6 +20,7 @@ from data_plane.table.store import TableStore
 from data_plane.table.subscriber import TableSubscriber
 from data_plane.telemetry.accumulator import TelemetryAccumulators
 from data_plane.telemetry.publisher import TelemetryPublisher
+from data_plane.worker import WorkerIdentity
 
 CONFIG = web.AppKey("config", RouterConfig)
 ROUTER_ID = web.AppKey("router_id", str)
@@ -44,3 +45,5 @@ TABLE_SUBSCRIBER = web.AppKey("table_subscriber", TableSubscriber)
 """Absent unless the config links the router to a control plane."""
 TELEMETRY_PUBLISHER = web.AppKey("telemetry_publisher", TelemetryPublisher)
 """Absent unless the config has a redis_url."""
+WORKER = web.AppKey("worker", WorkerIdentity)
+"""Absent unless the router runs as one of several workers (`meridian router --workers N`)."""

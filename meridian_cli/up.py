@@ -1,6 +1,6 @@
-"""`meridian up [--topology FILE] [--routers-per-region N] [--detach]`: starts a whole multi-region stack on
-127.0.0.1 (etcd, Redis, Toxiproxy, two control-plane replicas, the routers, the simulated backends) and writes
-`.meridian/stack.json` (docs/regions.md)."""
+"""`meridian up [--topology FILE] [--routers-per-region N] [--router-workers N] [--detach]`: starts a whole
+multi-region stack on 127.0.0.1 (etcd, Redis, Toxiproxy, two control-plane replicas, the routers, the simulated
+backends) and writes `.meridian/stack.json` (docs/regions.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY,
                         help="topology file (default: the bundled regions/topology.yaml)")
     parser.add_argument("--routers-per-region", type=int, default=1, help="routers in each region (default 1)")
+    parser.add_argument("--router-workers", type=int, default=1, metavar="N",
+                        help="worker processes of each router, sharing its port (`meridian router --workers`; "
+                        "default 1)")
     parser.add_argument("--detach", action="store_true", help="return once the stack is ready; `meridian down` "
                         "stops it")
     parser.add_argument("--timeout", type=float, default=45.0,
@@ -37,11 +40,14 @@ def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.routers_per_region <= 16:
         print("meridian up: --routers-per-region must be between 1 and 16", file=sys.stderr)
         return 2
+    if not 1 <= args.router_workers <= 16:
+        print("meridian up: --router-workers must be between 1 and 16", file=sys.stderr)
+        return 2
     try:
         load_topology(args.topology)
     except ConfigError as error:
         print(f"meridian up: {error}", file=sys.stderr)
         return 2
     options = UpOptions(topology_path=args.topology, routers_per_region=args.routers_per_region,
-                        directory=Path.cwd(), table_wait_s=args.timeout)
+                        router_workers=args.router_workers, directory=Path.cwd(), table_wait_s=args.timeout)
     return run_up(options, detach=args.detach, say=lambda line: print(line, flush=True))

@@ -24,11 +24,15 @@ def announce_port(port_file: Path | None, port: int) -> None:
     partial.replace(port_file)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Binds before the application starts, so start-up code already knows the port (port 0 = any)."""
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Binds before the application starts, so start-up code already knows the port (port 0 = any).
+    `reuse_port` (SO_REUSEPORT) lets several processes bind the same port, each listening, and the kernel
+    spread new connections over them; every socket on the port must set it (see meridian_common.worker_pool)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -47,10 +51,12 @@ async def serve_until_cancelled(
     handler_cancellation: bool = False,
     shutdown_timeout_s: float = 60.0,
     on_bound: Callable[[int], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Runs until cancelled. `on_bound(port)` runs before the application's start-up hooks;
-    `shutdown_timeout_s` bounds how long open requests (streams) may delay exit."""
-    sock = bind_socket(host, port)
+    `shutdown_timeout_s` bounds how long open requests (streams) may delay exit; `reuse_port`: see
+    bind_socket."""
+    sock = bind_socket(host, port, reuse_port=reuse_port)
     bound = sock.getsockname()[1]
     if on_bound is not None:
         on_bound(bound)

@@ -78,6 +78,8 @@ class StackStartError(RuntimeError):
 class UpOptions:
     topology_path: Path
     routers_per_region: int = 1
+    router_workers: int = 1
+    """Worker processes of each router (`meridian router --workers`)."""
     directory: Path = field(default_factory=Path.cwd)
     table_wait_s: float = TABLE_WAIT_S
 
@@ -267,7 +269,8 @@ def _start_control_plane(topology: Topology, layout: _Layout, started: _Started,
 
 
 def _start_routers(topology: Topology, layout: _Layout, started: _Started, routers_per_region: int, *,
-                   backend_urls: dict[str, str], listens: dict[str, str], env: dict[str, str]) -> list[RouterPlan]:
+                   backend_urls: dict[str, str], listens: dict[str, str], env: dict[str, str],
+                   workers: int = 1) -> list[RouterPlan]:
     """Every router on a port picked in advance (each router's config lists all of them for /v1/regions).
     Should another process take one of those ports first, all routers are started again on new ones."""
     ids = router_ids(topology, routers_per_region)
@@ -286,7 +289,8 @@ def _start_routers(topology: Topology, layout: _Layout, started: _Started, route
                                      backend_urls=backend_urls, listens=listens,
                                      state_dir=layout.state(plan.router_id))
             config = _write_yaml(layout.configs / f"router-{plan.router_id}.yaml", document)
-            argvs.append((f"router-{plan.router_id}", [*_MERIDIAN, "router", "--config", str(config)]))
+            argvs.append((f"router-{plan.router_id}", [*_MERIDIAN, "router", "--config", str(config),
+                                                       *(["--workers", str(workers)] if workers > 1 else [])]))
         attempt_started = _Started()
         try:
             _start_each(argvs, layout, attempt_started, health_path="/ready", env=env)
@@ -304,17 +308,25 @@ def _start_routers(topology: Topology, layout: _Layout, started: _Started, route
 
 
 def _wait_for_tables(plans: Sequence[RouterPlan], layout: _Layout, timeout_s: float, say: Say, t0: float) -> None:
-    """Until every router has applied a table from the control plane (its /routing says so)."""
+    """Until every router has applied a table from the control plane (its /routing says so). A router with
+    workers counts once each of its workers has said so: each connection reaches one of them at random."""
     pending = {plan.router_id: plan for plan in plans}
+    applied: dict[str, set[int]] = {plan.router_id: set() for plan in plans}
     deadline = time.monotonic() + timeout_s
     while pending:
         for router_id, plan in list(pending.items()):
             routing = _get_json(f"{plan.url}/routing")
             table = routing.get("table", {}) if isinstance(routing, dict) else {}
-            if table.get("source") == "control-plane":
-                del pending[router_id]
-                say(f"[{_elapsed(t0)}] router      {router_id:<12} {plan.region:<10} {plan.url}  "
-                    f"table v{table.get('version')} from the control plane")
+            worker = routing.get("worker") if isinstance(routing, dict) else None
+            if table.get("source") != "control-plane":
+                continue
+            if isinstance(worker, dict):
+                applied[router_id].add(int(worker["index"]))
+                if len(applied[router_id]) < int(worker["count"]):
+                    continue
+            del pending[router_id]
+            say(f"[{_elapsed(t0)}] router      {router_id:<12} {plan.region:<10} {plan.url}  "
+                f"table v{table.get('version')} from the control plane")
         if pending and time.monotonic() >= deadline:
             tails = "\n".join(
                 f"--- {path.name}:\n{log_tail(path, 8)}"
@@ -356,7 +368,7 @@ def bring_up(options: UpOptions, say: Say, admin_token: str) -> tuple[dict[str, 
         listens |= _create_proxies(toxiproxy.url, grpc_specs, layout)
         specs += grpc_specs
         plans = _start_routers(topology, layout, started, options.routers_per_region, backend_urls=backend_urls,
-                               listens=listens, env=env)
+                               listens=listens, env=env, workers=options.router_workers)
         say(f"[{_elapsed(t0)}] routers     {len(plans)} serving; waiting for their control-plane tables")
         _wait_for_tables(plans, layout, options.table_wait_s, say, t0)
     except BaseException:
@@ -373,6 +385,7 @@ def bring_up(options: UpOptions, say: Say, admin_token: str) -> tuple[dict[str, 
         "clients": {name: c.model_dump(mode="json") for name, c in topology.clients.items()},
         "routers": {region: [p.url for p in plans if p.region == region] for region in topology.regions},
         "router_ids": {p.router_id: {"region": p.region, "url": p.url} for p in plans},
+        "router_workers": options.router_workers,
         "control_plane": {
             "admin": [replicas[r]["admin"] for r in CONTROL_PLANE_REPLICAS],
             "admin_grpc": [replicas[r]["admin_grpc"] for r in CONTROL_PLANE_REPLICAS],

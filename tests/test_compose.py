@@ -107,8 +107,10 @@ def meridian_services() -> list[str]:
 
 
 def command_of(service: Mapping[str, Any]) -> list[str]:
+    """The command as compose runs it: split, with variables interpolated (`${MERIDIAN_ROUTER_WORKERS:-1}`)."""
     command = service.get("command", [])
-    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+    parts = shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+    return [compose_value(part) for part in parts]
 
 
 def environment_of(service: Mapping[str, Any]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from data_plane.api import worker_metrics
 from data_plane.app_keys import (
     CACHE,
     CONFIG,
@@ -20,6 +22,7 @@ from data_plane.app_keys import (
     STATE,
     TABLE_SUBSCRIBER,
     TELEMETRY_PUBLISHER,
+    WORKER,
 )
 from data_plane.jobs.handlers import JOBS
 from data_plane.live_state import LiveDeployment, RouterState
@@ -110,12 +113,19 @@ def _links_json(publisher: TelemetryPublisher | None, subscriber: TableSubscribe
     return links
 
 
+def _worker_json(app: web.Application) -> dict[str, Any] | None:
+    """Which worker answered (None: the router runs alone): what /routing shows is this worker's own."""
+    worker = app.get(WORKER)
+    return None if worker is None else {"index": worker.index, "count": worker.count, "pid": os.getpid()}
+
+
 def routing_json(app: web.Application) -> dict[str, Any]:
     state, queues, now, now_unix_ms = app[STATE], app[QUEUES], time.monotonic(), time.time() * 1000
     table = state.table
     return {
         "router_id": app[ROUTER_ID],
         "region": app[CONFIG].region,
+        "worker": _worker_json(app),
         "url": app.get(PUBLIC_URL, ""),
         **_links_json(app.get(TELEMETRY_PUBLISHER), app.get(TABLE_SUBSCRIBER)),
         "rate_limits": state.rate_limits.status() if state.rate_limits is not None else None,
@@ -172,12 +182,21 @@ async def routing(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+def refresh_scrape_gauges(app: web.Application) -> None:
+    """The gauges computed when metrics are read rather than when things happen."""
+    app[METRICS].table_age.labels(app[CONFIG].region).set(table_age_s(app[STATE]))
+
+
 async def metrics(request: web.Request) -> web.Response:
     _check_ops(request)
-    router_metrics = request.app[METRICS]
-    router_metrics.table_age.labels(request.app[CONFIG].region).set(table_age_s(request.app[STATE]))
-    return web.Response(body=generate_latest(router_metrics.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    app = request.app
+    refresh_scrape_gauges(app)
+    worker = app.get(WORKER)
+    if worker is None:
+        body = generate_latest(app[METRICS].registry)
+    else:
+        body = generate_latest(await worker_metrics.all_workers(worker, app[METRICS].registry))  # type: ignore[arg-type]
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def cache_stats(request: web.Request) -> web.Response:

@@ -41,10 +41,10 @@ def start_simulator(workdir: Path) -> Iterator[StartSimulator]:
 def start_router(workdir: Path) -> Iterator[StartRouter]:
     started: list[ServiceProcess] = []
 
-    def start(name: str, config_text: str, env: Mapping[str, str] | None = None) -> ServiceProcess:
+    def start(name: str, config_text: str, env: Mapping[str, str] | None = None, *flags: str) -> ServiceProcess:
         config = workdir / f"{name}.yaml"
         config.write_text(config_text)
-        service = start_service(name, meridian("router", "--config", str(config), "--port", "0"), workdir,
+        service = start_service(name, meridian("router", "--config", str(config), "--port", "0", *flags), workdir,
                                 health_path="/ready", env=env)
         started.append(service)
         return service

@@ -1,6 +1,7 @@
 """`meridian up --detach` / `meridian down` on the two-region topology, end to end with real processes: the stack
-file, every part healthy, /v1/regions, a cross-region call slowed by the RTT proxy, refusal of a second stack,
-and nothing left running after down."""
+file, every part healthy, routers of two workers each, /v1/regions, a cross-region call slowed by the RTT proxy,
+refusal of a second stack, and nothing left running after down (workers included). Routers without workers are
+started by every other stack test."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 TOPOLOGY = DEFAULT_TOPOLOGY.parent / "topology-two-regions.yaml"
 RTT_MS = load_topology(TOPOLOGY).rtt_ms("us-east", "eu-west")
 TOLERANCE = 0.9
+WORKERS = 2
 
 
 def _meridian(cwd: Path, *args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
@@ -52,7 +54,8 @@ def _chat(router: str, policy: str) -> tuple[str, float]:
 @pytest.fixture(scope="module")
 def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("stack")
-    result = _meridian(directory, "up", "--topology", str(TOPOLOGY), "--routers-per-region", "1", "--detach")
+    result = _meridian(directory, "up", "--topology", str(TOPOLOGY), "--routers-per-region", "1",
+                       "--router-workers", str(WORKERS), "--detach")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield directory
@@ -106,6 +109,26 @@ def test_every_part_is_healthy(stack: dict[str, Any]) -> None:
         assert sock.recv(16).startswith(b"+PONG")
 
 
+def _worker_pids(router: str, tries: int = 60) -> dict[str, int]:
+    """router id -> pid of each worker of `router` met over new connections (SO_REUSEPORT spreads them)."""
+    seen: dict[str, int] = {}
+    for _ in range(tries):
+        routing = _get(f"{router}/routing")
+        seen[routing["router_id"]] = routing["worker"]["pid"]
+        if len(seen) == WORKERS:
+            break
+    return seen
+
+
+def test_routers_run_their_workers_each_with_the_table(stack: dict[str, Any]) -> None:
+    router = stack["routers"]["us-east"][0]
+    assert set(_worker_pids(router)) == {"us-east-1-w0", "us-east-1-w1"}
+    assert stack["router_workers"] == WORKERS
+    # The launcher waited for every worker's control-plane table, not only the first to answer.
+    for _ in range(10):
+        assert _get(f"{router}/routing")["table"]["source"] == "control-plane"
+
+
 def test_any_router_lists_every_region(stack: dict[str, Any]) -> None:
     body = _get(f"{stack['routers']['eu-west'][0]}/v1/regions")
     assert set(body["regions"]) == {"us-east", "eu-west"}
@@ -141,9 +164,13 @@ def test_second_up_is_refused(stack_dir: Path) -> None:
 
 def test_down_leaves_nothing_running(stack_dir: Path, stack: dict[str, Any]) -> None:
     records: list[ProcessRecord] = processes(stack)
+    workers = [pid for urls in stack["routers"].values() for url in urls for pid in _worker_pids(url).values()]
     result = _meridian(stack_dir, "down", timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert not [r.name for r in records if r.alive()]
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     assert not (stack_dir / ".meridian" / "stack.json").exists()
     assert (stack_dir / ".meridian" / "logs" / "etcd.log").exists()
     again = _meridian(stack_dir, "down", timeout_s=30)
