@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import BenchRequest, closed_loop
-from benchmarks.proc_cpu import tree_cpu_s
+from benchmarks.proc_cpu import tree_cpu_by_process
 from benchmarks.wrk_load import run_wrk, write_bodies, wrk_executable
 
 WARM_UP_S = 2.0
@@ -32,6 +32,7 @@ class CpuRun:
     cpu_s: float
     duration_s: float
     chunks: int  # tokens the backend generated meanwhile: the chunks of the streams
+    cpu_by_process: dict[int, float]  # each process of the target's tree (a worker pool's parent and workers)
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -81,11 +82,11 @@ async def measure(targets: Mapping[str, Target], backend_url: str, bodies: Seque
     for round_number in range(1, rounds + 1):
         progress(f"    round {round_number}/{rounds} ({', '.join(targets)}) ...")
         for name, target in targets.items():
-            tokens_before, cpu_before = generated_tokens(backend_url), tree_cpu_s(target.pid)
+            tokens_before, cpu_before = generated_tokens(backend_url), tree_cpu_by_process(target.pid)
             requests, errors, duration_s = await _load(target, bodies, body_file, connections, seconds, workdir)
-            cpu_s = tree_cpu_s(target.pid) - cpu_before
+            used = {pid: cpu_s - cpu_before.get(pid, 0.0) for pid, cpu_s in tree_cpu_by_process(target.pid).items()}
             chunks = generated_tokens(backend_url) - tokens_before
-            runs[name].append(CpuRun(requests, errors, cpu_s, duration_s, chunks))
+            runs[name].append(CpuRun(requests, errors, sum(used.values()), duration_s, chunks, used))
     figures: dict[str, Any] = {"client": "wrk" if wrk_executable() is not None else "python (client-bound)"}
     for name, measured in runs.items():
         figures[name] = {
@@ -93,5 +94,14 @@ async def measure(targets: Mapping[str, Target], backend_url: str, bodies: Seque
             "cpu_us_per_chunk": round(statistics.median(r.cpu_us_per_chunk for r in measured), 2),
             "throughput_rps": round(statistics.median(r.requests / r.duration_s for r in measured), 1),
             "errors": sum(r.errors for r in measured),
+            # How the work spread over the target's processes (a worker pool's), in the median round by CPU.
+            "cpu_share_by_process": _shares(sorted(measured, key=lambda r: r.cpu_s)[len(measured) // 2]),
         }
     return figures
+
+
+def _shares(run: CpuRun) -> list[float]:
+    """Each process's share of the run's CPU, largest first."""
+    if run.cpu_s <= 0:
+        return []
+    return sorted((round(cpu_s / run.cpu_s, 3) for cpu_s in run.cpu_by_process.values()), reverse=True)

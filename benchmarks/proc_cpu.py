@@ -43,12 +43,13 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu_s(pid: int) -> float:
-    """User and system CPU seconds of `pid` and its living descendants (a descendant that exited took its time
+def tree_cpu_by_process(pid: int) -> dict[int, float]:
+    """User and system CPU seconds of `pid` and of each of its living descendants (one that exited took its time
     with it unless its parent waited for it, in which case the parent's cutime/cstime count it)."""
-    total_ticks = 0
+    seconds: dict[int, float] = {}
     for member in process_tree(pid):
         fields = _stat_fields(member)
         if fields is not None:  # fields[11:15]: utime, stime, cutime, cstime (stat fields 14-17)
-            total_ticks += sum(int(value) for value in fields[11:15])
-    return total_ticks / _TICKS_PER_S
+            seconds[member] = sum(int(value) for value in fields[11:15]) / _TICKS_PER_S
+    return seconds
+
