@@ -114,7 +114,7 @@ async def run_overhead(settings: OverheadSettings, progress: Any = print) -> dic
     bodies = chat_requests(MODEL, settings.workload, settings.requests)
     with tempfile.TemporaryDirectory(prefix="meridian-bench-") as tmp:
         workdir = Path(tmp)
-        services = await asyncio.to_thread(_start_stack, workdir, 0, settings.workload)
+        services = await asyncio.to_thread(_start_stack, workdir, 0, settings.workload, settings.workers)
         try:
             simulator, passthrough, router = services
             targets = {"direct": simulator.url, "passthrough": passthrough.url, "router": router.url}
