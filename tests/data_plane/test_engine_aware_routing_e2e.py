@@ -83,8 +83,12 @@ async def _stream(session: aiohttp.ClientSession, url: str, prompt: str, max_tok
 def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it(
         start_simulator: StartSimulator, start_router: StartRouter) -> None:
     answers = simulator_flags(REALISTIC)
-    steady = start_simulator("steady", "--model", "m", "--ttft-ms", "60", "--itl-ms", "3", "--capacity", "4", *answers)
-    quick = start_simulator("quick", "--model", "m", "--ttft-ms", "20", "--itl-ms", "3", "--capacity", "4", *answers)
+    # Tokens 10 ms apart: the other tenant's long answers keep the queue for seconds without making the simulator
+    # itself too busy to answer its metrics page.
+    steady = start_simulator("steady", "--model", "m", "--ttft-ms", "60", "--itl-ms", "10", "--capacity", "4",
+                             *answers)
+    quick = start_simulator("quick", "--model", "m", "--ttft-ms", "20", "--itl-ms", "10", "--capacity", "4",
+                            *answers)
     router = _router(start_router, "queue-router", "latency-first", [deployment_yaml("steady", steady.url),
                                                                      deployment_yaml("quick", quick.url)])
     routed = f"{router.url}/v1/chat/completions"
@@ -95,10 +99,10 @@ def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it
 
     async def scenario() -> tuple[list[str], list[str], dict[str, Any], float, dict[str, Any]]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            before = [await _stream(session, routed, f"question {i}", 200) for i in range(12)]
+            before = [await _stream(session, routed, f"question {i}", 100) for i in range(12)]
             measured_before = quick_figures()
-            # Another tenant, straight to the backend: 12 long answers (12 s each) on 4 slots, 8 of them queued.
-            hog = [asyncio.create_task(_stream(session, f"{quick.url}/v1/chat/completions", f"hog {i}", 4000))
+            # Another tenant, straight to the backend: 12 long answers (20 s each) on 4 slots, 8 of them queued.
+            hog = [asyncio.create_task(_stream(session, f"{quick.url}/v1/chat/completions", f"hog {i}", 2000))
                    for i in range(12)]
             waiting = 0.0
             for _ in range(40):  # at most 2 s for the router's scrape to see the queue
@@ -107,7 +111,7 @@ def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it
                 waiting = engine["requests_waiting"] if engine is not None else 0.0
                 if waiting >= 6:
                     break
-            during = [await _stream(session, routed, f"question {i}", 200) for i in range(12)]
+            during = [await _stream(session, routed, f"question {i}", 100) for i in range(8)]
             measured_during = quick_figures()
             for task in hog:
                 task.cancel()
@@ -119,7 +123,7 @@ def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it
     assert time.monotonic() - started < 120
     assert before.count("quick") >= 9, before
     assert waiting >= 6, waiting
-    assert during.count("quick") <= 2, during
+    assert during.count("quick") <= 1, (during, measured_during["engine"])
     # What the router measured of the backend has not changed: the engine's queue, not a slow answer, moved it.
     assert measured_during["stats"]["ttft_ms"] <= 1.5 * measured_before["stats"]["ttft_ms"], (
         measured_before["stats"], measured_during["stats"])
