@@ -4,6 +4,7 @@ closed loop takes its place, and the figures say they are client-bound: it share
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import urllib.request
@@ -63,7 +64,8 @@ async def _load(target: Target, bodies: Sequence[BenchRequest], body_file: Path,
                 workdir: Path) -> tuple[int, int, float]:
     """(requests answered, errors, seconds) of one run against `target`."""
     if wrk_executable() is not None:
-        result = run_wrk(target.url, body_file, connections=connections, duration_s=seconds, workdir=workdir)
+        result = await asyncio.to_thread(run_wrk, target.url, body_file, connections=connections, duration_s=seconds,
+                                         workdir=workdir)
         return result.requests, result.errors, result.duration_s
     count = max(connections, round(seconds * 500))  # about what a Python client sustains on these cores
     loaded = await closed_loop(f"{target.url}/v1/chat/completions", bodies, concurrency=connections, requests=count)
