@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import BenchRequest, closed_loop
-from benchmarks.proc_cpu import tree_cpu_by_process
+from benchmarks.proc_stats import tree_cpu_by_process
 from benchmarks.wrk_load import run_wrk, write_bodies, wrk_executable
 
 WARM_UP_S = 2.0

@@ -7,7 +7,6 @@ from the push to the last subscriber's ACK of the table that carries it."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -21,25 +20,13 @@ from typing import IO, Any
 from benchmarks.control_plane_benches import push_policy
 from benchmarks.control_plane_stack import MODEL, REGIONS, ControlPlaneStack, wait_for
 from benchmarks.load import percentile
+from benchmarks.proc_stats import process_cpu_s, rss_bytes
 from benchmarks.table_subscribers import raise_fd_limit
 
 TARGET_P99_MS = 500.0
 READY_TIMEOUT_S = 120.0
 PUSH_TIMEOUT_S = 30.0
 SETTLE_S = 1.0  # after the last subscriber is up, before reading RSS: let the replica's allocations settle
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU time of the process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
 
 
 class SubscriberProcesses:
@@ -128,7 +115,7 @@ def run_one(subscribers: int, pushes: int, processes: int, progress: Callable[[s
             delays_ms: list[float] = []
             acks: list[int] = []
             nacks = 0
-            cpu_before_s = cpu_s(replica.pid)
+            cpu_before_s = process_cpu_s(replica.pid)
             for push in range(pushes):
                 budget = 1000 + push
                 pushed_at = time.monotonic()
@@ -141,7 +128,7 @@ def run_one(subscribers: int, pushes: int, processes: int, progress: Callable[[s
                 progress(f"  push {push + 1}/{pushes}: {delays_ms[-1]:.1f} ms, {acks[-1]} ACKs")
             # Less noisy than the delays on a shared machine: what the replica itself spent per push (the leader's
             # work on the push, the fan-out, the ACKs, and its background loops meanwhile).
-            cpu_per_push_ms = (cpu_s(replica.pid) - cpu_before_s) * 1000 / pushes
+            cpu_per_push_ms = (process_cpu_s(replica.pid) - cpu_before_s) * 1000 / pushes
             rss_end = rss_bytes(replica.pid)
             return {
                 "subscribers": subscribers, "subscriber_processes": processes, "pushes": pushes,

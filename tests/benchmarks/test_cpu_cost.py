@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from benchmarks.proc_cpu import process_tree, tree_cpu_by_process
+from benchmarks.proc_stats import process_tree, tree_cpu_by_process
 from benchmarks.wrk_load import parse_wrk_output
 
 WRK_REPORT = """Running 8s test @ http://127.0.0.1:41749

@@ -1,5 +1,6 @@
-"""CPU time a process and its descendants have used, read from /proc: what a benchmark charges a server for the
-requests it served, robust on a noisy machine where wall-clock throughput is not (Linux only)."""
+"""What a server process costs, read from /proc: the CPU time it and its descendants used (what a benchmark
+charges a server for the requests it served, robust on a noisy machine where wall-clock throughput is not) and
+its resident memory (Linux only)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,18 @@ def tree_cpu_by_process(pid: int) -> dict[int, float]:
             seconds[member] = sum(int(value) for value in fields[11:15]) / _TICKS_PER_S
     return seconds
 
+
+
+def process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of `pid` itself."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise ProcessLookupError(f"no process {pid}")
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def rss_bytes(pid: int) -> int:
+    for line in (_PROC / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
