@@ -303,7 +303,8 @@ def create_app(config: RouterConfig, worker: WorkerIdentity | None = None) -> we
     or the configured table, metrics, credentials, queues); its cleanup contexts start the rest. `worker`:
     this router is that worker of a `--workers N` pool (its own router id, its metrics merged on scrape)."""
     metrics = RouterMetrics()
-    store = TableStore(config.state_dir / f"table-{config.region}.bin") if config.state_dir else None
+    table_file = worker.table_file(config.region) if worker is not None else f"table-{config.region}.bin"
+    store = TableStore(config.state_dir / table_file) if config.state_dir else None
     table = _initial_table(config, store)
     queues = _queues(metrics, config.region)
     limits = RateLimits(config.region, sync_interval_s=config.rate_limits.sync_interval_s,

@@ -22,6 +22,11 @@ class WorkerIdentity:
         """Each worker is a router of its own to the control plane and the shared limits: its own id."""
         return f"{base}-w{self.index}"
 
+    def table_file(self, region: str) -> str:
+        """Each worker persists the table it applied under its own name: a worker starting after a sibling saved
+        the current version would otherwise take it from disk and never hear it from the control plane."""
+        return f"table-{region}-w{self.index}.bin"
+
     def metrics_socket(self, index: int) -> Path:
         return self.directory / f"worker-{index}.metrics.sock"
 

@@ -196,8 +196,10 @@ class ModelView(NamedTuple):
 
 
 # A weak prior: a prefill of about 10 ms per 1k tokens, decoding slowing a little per request in the batch and
-# per 1k tokens of context. Variances wide enough that a few dozen varied answers outweigh it.
-_PREFILL_PRIOR = ((10.0,), (1e4,))
+# per 1k tokens of context. Its variance is worth one answer whose feature is 1 away from the mean: an answer
+# of a very different size outweighs it at once, while one near the mean (whose error is mostly the level's,
+# as when a backend has just turned slow) moves the slope only in proportion to its distance.
+_PREFILL_PRIOR = ((10.0,), (1.0,))
 _TPOT_PRIOR = ((0.05, 0.05), (1.0, 1.0))
 FORGETTING = 0.99  # about the last hundred answers carry the fit
 

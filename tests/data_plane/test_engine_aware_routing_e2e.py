@@ -98,11 +98,12 @@ def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it
         return next(d for d in deployments if d["name"] == "quick")
 
     async def scenario() -> tuple[list[str], list[str], dict[str, Any], float, dict[str, Any]]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=100)) as session:
             before = [await _stream(session, routed, f"question {i}", 100) for i in range(12)]
             measured_before = quick_figures()
-            # Another tenant, straight to the backend: 12 long answers (20 s each) on 4 slots, 8 of them queued.
-            hog = [asyncio.create_task(_stream(session, f"{quick.url}/v1/chat/completions", f"hog {i}", 2000))
+            # Another tenant, straight to the backend: 12 long answers (about 10 s each) on 4 slots, 8 of them
+            # queued for the first 10 s.
+            hog = [asyncio.create_task(_stream(session, f"{quick.url}/v1/chat/completions", f"hog {i}", 800))
                    for i in range(12)]
             waiting = 0.0
             for _ in range(40):  # at most 2 s for the router's scrape to see the queue
