@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import BenchRequest, closed_loop
+from benchmarks.metrics_text import sample_totals
 from benchmarks.proc_stats import tree_cpu_by_process
 from benchmarks.wrk_load import run_wrk, write_bodies, wrk_executable
 
@@ -56,8 +57,7 @@ def generated_tokens(backend_url: str) -> int:
     """The backend's `vllm:generation_tokens_total`, summed over its series (0 when it has none)."""
     with urllib.request.urlopen(f"{backend_url}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return round(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                     if line.startswith("vllm:generation_tokens_total")))
+    return round(sample_totals(text, {"vllm:generation_tokens_total": "tokens"})["tokens"])
 
 
 async def _load(target: Target, bodies: Sequence[BenchRequest], body_file: Path, connections: int, seconds: float,

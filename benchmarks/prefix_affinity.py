@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load import BenchRequest, chat_requests, percentile
+from benchmarks.metrics_text import sample_totals
 from data_plane.config import PrefixAffinityConfig
 from harness.load import StreamReader
 from meridian_common.service_process import ServiceProcess, start_service
@@ -147,15 +147,10 @@ async def _send_all(url: str, requests: tuple[BenchRequest, ...], concurrency: i
 
 def engine_counters(metrics_text: str) -> dict[str, float]:
     """A simulator's prefix-cache counters (tokens) and its time-to-first-token histogram's sum and count."""
-    wanted = {"vllm:prefix_cache_hits_total": "hits", "vllm:prefix_cache_queries_total": "queries",
-              "vllm:time_to_first_token_seconds_sum": "ttft_sum_s",
-              "vllm:time_to_first_token_seconds_count": "ttft_count"}
-    counters = dict.fromkeys(wanted.values(), 0.0)
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name in wanted:
-                counters[wanted[sample.name]] += sample.value
-    return counters
+    return sample_totals(metrics_text, {"vllm:prefix_cache_hits_total": "hits",
+                                        "vllm:prefix_cache_queries_total": "queries",
+                                        "vllm:time_to_first_token_seconds_sum": "ttft_sum_s",
+                                        "vllm:time_to_first_token_seconds_count": "ttft_count"})
 
 
 async def _read(session: aiohttp.ClientSession, url: str) -> str:
