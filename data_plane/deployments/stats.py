@@ -53,35 +53,52 @@ def decay_weight(gap_s: float, decay_s: float) -> float:
     return max(1.0 - math.exp(-max(0.0, gap_s) / decay_s), MIN_WEIGHT)
 
 
-class DecayingMean:
-    """An exponentially weighted mean over time, not over samples: a sample weighs `decay_weight` of the time
-    since the previous one. Under steady traffic it averages the last few seconds; after a quiet spell the first
-    new sample outweighs everything before; past `stale_after_s` without a sample it knows nothing, and the next
-    sample starts it afresh."""
+class _MeanOverTime:
+    """What a mean over time keeps besides its value: its time constants and when its last sample came."""
 
-    __slots__ = ("_decay_s", "_stale_after_s", "_value", "last_at")
+    __slots__ = ("_decay_s", "_stale_after_s", "last_at")
 
     def __init__(self, decay_s: float, stale_after_s: float) -> None:
         if not (decay_s > 0 and stale_after_s > 0):
             raise ValueError(f"decay_s and stale_after_s must be > 0, got {decay_s}, {stale_after_s}")
         self._decay_s = decay_s
         self._stale_after_s = stale_after_s
-        self._value: float | None = None
         self.last_at = -math.inf
 
-    def add(self, value: float, now: float) -> None:
+    def _weight(self, now: float, known: bool) -> float | None:
+        """The weight of a sample at `now`; None when it starts the mean afresh (nothing known, or stale)."""
         gap_s = now - self.last_at
-        if self._value is None or gap_s > self._stale_after_s:
+        self.last_at = max(self.last_at, now)
+        if not known or gap_s > self._stale_after_s:
+            return None
+        return decay_weight(gap_s, self._decay_s)
+
+    def _fresh(self, now: float) -> bool:
+        return now - self.last_at <= self._stale_after_s
+
+
+class DecayingMean(_MeanOverTime):
+    """An exponentially weighted mean over time, not over samples: a sample weighs `decay_weight` of the time
+    since the previous one. Under steady traffic it averages the last few seconds; after a quiet spell the first
+    new sample outweighs everything before; past `stale_after_s` without a sample it knows nothing, and the next
+    sample starts it afresh."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, decay_s: float, stale_after_s: float) -> None:
+        super().__init__(decay_s, stale_after_s)
+        self._value: float | None = None
+
+    def add(self, value: float, now: float) -> None:
+        weight = self._weight(now, self._value is not None)
+        if weight is None or self._value is None:
             self._value = value
         else:
-            self._value += decay_weight(gap_s, self._decay_s) * (value - self._value)
-        self.last_at = max(self.last_at, now)
+            self._value += weight * (value - self._value)
 
     def value(self, now: float) -> float | None:
         """The mean, or None when no sample came for `stale_after_s`."""
-        if self._value is None or now - self.last_at > self._stale_after_s:
-            return None
-        return self._value
+        return self._value if self._value is not None and self._fresh(now) else None
 
     def reset(self) -> None:
         self._value = None
@@ -93,36 +110,28 @@ class DecayingMean:
         self.last_at = now
 
 
-class DecayingMeans:
+class DecayingMeans(_MeanOverTime):
     """Several means over time of values that come together (one weight for all, as DecayingMean's), known or
     unknown together."""
 
-    __slots__ = ("_decay_s", "_stale_after_s", "_values", "last_at")
+    __slots__ = ("_values",)
 
     def __init__(self, decay_s: float, stale_after_s: float) -> None:
-        if not (decay_s > 0 and stale_after_s > 0):
-            raise ValueError(f"decay_s and stale_after_s must be > 0, got {decay_s}, {stale_after_s}")
-        self._decay_s = decay_s
-        self._stale_after_s = stale_after_s
+        super().__init__(decay_s, stale_after_s)
         self._values: list[float] | None = None
-        self.last_at = -math.inf
 
     def add(self, values: tuple[float, ...], now: float) -> None:
-        gap_s = now - self.last_at
         current = self._values
-        if current is None or gap_s > self._stale_after_s:
+        weight = self._weight(now, current is not None)
+        if weight is None or current is None:
             self._values = list(values)
         else:
-            weight = decay_weight(gap_s, self._decay_s)
             for index, value in enumerate(values):
                 current[index] += weight * (value - current[index])
-        self.last_at = max(self.last_at, now)
 
     def values(self, now: float) -> list[float] | None:
         """The means (not to be changed), or None when no sample came for `stale_after_s`."""
-        if self._values is None or now - self.last_at > self._stale_after_s:
-            return None
-        return self._values
+        return self._values if self._values is not None and self._fresh(now) else None
 
 
 class RollingHistogram:
