@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
+
+from data_plane.metric_tallies import CounterTally, GaugeReading, HistogramTally, Labels, TallyCollector
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TPOT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
@@ -21,17 +21,34 @@ _DEPLOYMENT = ("region", "model", "deployment", "architecture")
 
 @dataclass
 class RouterMetrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict, repr=False)
+    """The metrics updated on every request are tallies (`metric_tallies`), updated with a label tuple; the rest
+    are prometheus-client's."""
 
-    def bound(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """`metric.labels(*labels)`, looked up once: on the request path the lookup cost more than the update.
-        Not for a metric that is ever cleared (its old children would linger here)."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _tallies: TallyCollector = field(default_factory=TallyCollector, repr=False)
+
+    def read_in_flight(self, read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
+        """Exports meridian_in_flight_requests from the routing state at scrape time: `read` yields each
+        deployment's labels (region, model, deployment, architecture) and its requests in flight."""
+        self._tallies.add(GaugeReading("meridian_in_flight_requests", "Requests in flight to a deployment.",
+                                       _DEPLOYMENT, read))
+
+    def read_body_bytes_held(self, read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
+        """Exports meridian_request_body_bytes_held from the body budget at scrape time (labels: region)."""
+        self._tallies.add(GaugeReading(
+            "meridian_request_body_bytes_held", "Bytes of request bodies held, from the first byte read to the "
+            "answer (request_bodies.in_flight_bytes caps it).", ("region",), read))
+
+    def _counter(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> CounterTally:
+        tally = CounterTally(name, documentation, labelnames)
+        self._tallies.add(tally)
+        return tally
+
+    def _histogram(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                   buckets: tuple[float, ...]) -> HistogramTally:
+        tally = HistogramTally(name, documentation, labelnames, buckets)
+        self._tallies.add(tally)
+        return tally
 
     def restarts(self, region: str) -> Callable[[str], None]:
         """Counts the restarts of the router's supervised background loops (`meridian_common.supervision`)."""
@@ -39,20 +56,18 @@ class RouterMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.requests = Counter(
+        r.register(self._tallies)
+        self.requests = self._counter(
             "meridian_requests", "Requests answered, by the deployment that served them ('none' if no "
-            "deployment could) and HTTP status.", (*_DEPLOYMENT, "policy", "status"), registry=r)
-        self.latency = Histogram(
+            "deployment could) and HTTP status.", (*_DEPLOYMENT, "policy", "status"))
+        self.latency = self._histogram(
             "meridian_request_latency_seconds", "Backend call latency, first attempt to last byte.",
-            _DEPLOYMENT, buckets=_LATENCY_BUCKETS_S, registry=r)
-        self.ttft = Histogram(
-            "meridian_ttft_seconds", "Time to first token of streamed responses.",
-            _DEPLOYMENT, buckets=_LATENCY_BUCKETS_S, registry=r)
-        self.tpot = Histogram(
+            _DEPLOYMENT, _LATENCY_BUCKETS_S)
+        self.ttft = self._histogram(
+            "meridian_ttft_seconds", "Time to first token of streamed responses.", _DEPLOYMENT, _LATENCY_BUCKETS_S)
+        self.tpot = self._histogram(
             "meridian_tpot_seconds", "Time per output token after the first (measured on streams, derived from "
-            "the total time of whole answers).", _DEPLOYMENT, buckets=_TPOT_BUCKETS_S, registry=r)
-        self.in_flight = Gauge(
-            "meridian_in_flight_requests", "Requests in flight to a deployment.", _DEPLOYMENT, registry=r)
+            "the total time of whole answers).", _DEPLOYMENT, _TPOT_BUCKETS_S)
         self.breaker_state = Gauge(
             "meridian_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             _DEPLOYMENT, registry=r)
@@ -76,12 +91,11 @@ class RouterMetrics:
             (*_DEPLOYMENT, "reason"), registry=r)
         self.cache = Counter(
             "meridian_cache_requests", "Response cache lookups.", ("region", "model", "result"), registry=r)
-        self.tokens = Counter(
+        self.tokens = self._counter(
             "meridian_tokens", "Tokens processed; source is 'reported' or 'estimated'.",
-            (*_DEPLOYMENT, "kind", "source"), registry=r)
-        self.cost = Counter(
-            "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.",
-            _DEPLOYMENT, registry=r)
+            (*_DEPLOYMENT, "kind", "source"))
+        self.cost = self._counter(
+            "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.", _DEPLOYMENT)
         self.engine_requests_running = Gauge(
             "meridian_engine_requests_running", "Requests the deployment's engine is generating, as its own metrics "
             "page says (local deployments this router scrapes).", _DEPLOYMENT, registry=r)
@@ -100,10 +114,10 @@ class RouterMetrics:
             registry=r)
         # Per client only as `auth.metric_client` labels it: one series per configured key, `anonymous` for
         # every address-based identity (addresses are unbounded, and would make the series so).
-        self.client_cost = Counter(
+        self.client_cost = self._counter(
             "meridian_client_cost_usd", "Cost of a client's requests from token usage and the serving "
             "deployment's prices; client is its key's digest (key-...), or 'anonymous' without client keys.",
-            ("region", "model", "client"), registry=r)
+            ("region", "model", "client"))
         self.table_version = Gauge(
             "meridian_table_version", "Version of the routing table in force.", ("region", "source"),
             registry=r)
@@ -125,15 +139,11 @@ class RouterMetrics:
             "meridian_background_restarts", "Background loops (health checks, shared limits, telemetry, jobs) "
             "started again after an unexpected exception, logged as background_loop_failed.", ("region", "loop"),
             registry=r)
-        self.request_body_bytes_held = Gauge(
-            "meridian_request_body_bytes_held", "Bytes of request bodies held, from the first byte read to the "
-            "answer (request_bodies.in_flight_bytes caps it).", ("region",), registry=r)
         self.request_bodies_refused = Counter(
             "meridian_request_bodies_refused", "Request bodies refused before they were parsed: too_large (413), "
             "over_budget (503), read_timeout (408).", ("region", "reason"), registry=r)
         self.unhandled_errors = Counter(
             "meridian_unhandled_errors", "Requests that failed on an unexpected exception (500), by its type; "
             "their tracebacks are logged at most once per interval per type.", ("region", "exception"), registry=r)
-        self.decision_time = Histogram(
-            "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"),
-            buckets=_DECISION_BUCKETS_S, registry=r)
+        self.decision_time = self._histogram(
+            "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"), _DECISION_BUCKETS_S)

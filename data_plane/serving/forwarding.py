@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -207,8 +207,8 @@ class Forwarder:
                              code="all_deployments_busy", headers={**response_headers, "Retry-After": "1"})
         model = last_model.model if last_model else self._state.table.models[parsed.model]
         retry_after = max(1, math.ceil(model.breaker.open_duration_s)) if plan.tried else 1
-        self._metrics.requests.labels(self._settings.region, parsed.model, "none", "none",
-                                      last_model.request.policy if last_model else "none", "503").inc()
+        self._metrics.requests.inc((self._settings.region, parsed.model, "none", "none",
+                                    last_model.request.policy if last_model else "none", "503"))
         return ClientError(503, f"no healthy deployment could serve model {parsed.model!r} ({plan.summary()})",
                            code="no_healthy_deployment",
                            headers={**response_headers, "Retry-After": str(retry_after)})
@@ -221,8 +221,6 @@ class Forwarder:
         body = parsed.body.for_model(spec.served_model, ask_usage=streaming and parsed.asks_backend_usage)
         timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
                                         sock_connect=self._settings.connect_timeout_s)
-        in_flight = self._metrics.bound(self._metrics.in_flight, self._settings.region, live.model, spec.name,
-                                        spec.architecture)
         started = time.monotonic()
         size = self._state.send_size(live, route_request.estimated_input_tokens, route_request.expected_output_tokens,
                                      route_request.prefix_blocks, started)
@@ -230,16 +228,16 @@ class Forwarder:
             live.prefixes.sent(size.prompt_tokens, size.prompt_tokens - size.uncached_prompt_tokens)
             live.prefixes.remember(route_request.prefix_blocks)
         live.stats.begin(started, awaiting_first_token=streaming)
-        in_flight.inc()
-        outcome: Outcome | None = None
+        # What the attempt came to, made one Outcome when it ends; still ABANDONED when the handler is cancelled
+        # (the client went away), which says nothing about the backend.
+        kind, answer, usage, first_token_at = OutcomeKind.ABANDONED, None, None, None
         overdue = _OverdueVerdict(self._recorder, live, parsed, started, streaming)
         try:
             async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=body,
                                           headers=upstream_headers(spec), timeout=timeout) as upstream:
                 answer = classify(upstream.status, upstream.headers.get("Retry-After"), now_unix=time.time())
                 if answer.meaning.falls_back:
-                    outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), answer,
-                                      estimated_prompt_tokens=tokens)
+                    kind = OutcomeKind.ANSWERED
                     raise RetryableFailure(_refusal(answer, await upstream.read()), answer)
                 for name in PASSED_THROUGH_HEADERS:
                     if name in upstream.headers:
@@ -255,28 +253,25 @@ class Forwarder:
                     if kind is not OutcomeKind.ANSWERED:
                         log.info(event("stream_ended_early", model=live.model, deployment=spec.name, outcome=kind,
                                        error=relayed.broken))
-                    outcome = Outcome(kind, started, time.monotonic(), answer if kind is OutcomeKind.ANSWERED else None,
-                                      relayed.usage, relayed.first_token_at, tokens)
+                    usage, first_token_at = relayed.usage, relayed.first_token_at
                     return relayed.response
                 response, usage = await relay_whole(parsed, upstream, headers)
+                kind = OutcomeKind.ANSWERED
                 if answer.meaning is AnswerMeaning.OK:
                     response.headers[COST_HEADER] = usd(usage.cost(spec.cost_per_1m_input, spec.cost_per_1m_output))
-                outcome = Outcome(OutcomeKind.ANSWERED, started, time.monotonic(), answer, usage,
-                                  estimated_prompt_tokens=tokens)
                 return response
-        except RetryableFailure:
-            # Its answer's status when that was the failure; else a stream closed before its first byte.
-            outcome = outcome or Outcome(OutcomeKind.FAILED, started, time.monotonic(), estimated_prompt_tokens=tokens)
+        except RetryableFailure as failure:
+            if failure.answer is None:  # a stream closed before its first byte: the backend is up, and failing
+                kind = OutcomeKind.FAILED
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            outcome = Outcome(OutcomeKind.UNREACHABLE, started, time.monotonic(), estimated_prompt_tokens=tokens)
+            kind = OutcomeKind.UNREACHABLE
             raise RetryableFailure(f"{type(error).__name__} {error}".strip()) from error
         finally:
-            in_flight.dec()
-            # No outcome: cancelled because the client went away, which says nothing about the backend.
-            outcome = outcome or Outcome(OutcomeKind.ABANDONED, started, time.monotonic())
             overdue.answered()
-            outcome = replace(outcome, size=size, breaker_judged=overdue.fired)
-            self._recorder.apply(live, outcome, policy=headers["x-meridian-policy"], on_usage=on_usage)
+            answered = answer if kind is OutcomeKind.ANSWERED else None
+            self._recorder.apply(live, Outcome(kind, started, time.monotonic(), answered, usage, first_token_at,
+                                               tokens, overdue.fired, size),
+                                 policy=headers["x-meridian-policy"], on_usage=on_usage)
             if self._on_release is not None:
                 self._on_release(live.model)

@@ -21,7 +21,7 @@ from data_plane.policies.prediction import known_figures
 from data_plane.serving.answer_timing import AnswerTiming, streamed_timing
 from data_plane.serving.backend_answer import listed_models, models_probe_failure
 from data_plane.serving.forwarding import upstream_headers
-from data_plane.serving.outcome import OutcomeRecorder, learn_timing, report_health
+from data_plane.serving.outcome import OutcomeRecorder, learn_timing, prediction, report_health
 from data_plane.serving.sse_events import SseFramer
 from data_plane.serving.sse_usage import StreamUsageScanner
 from data_plane.serving.usage import estimate_tokens
@@ -125,7 +125,8 @@ async def _measure_latency(session: aiohttp.ClientSession, state: RouterState, g
         return
     now = time.monotonic()
     for live, size in zip(group, sizes, strict=True):
-        learn_timing(live, size, known_figures(live.stats.view(now), live.spec), now, ttft_ms=timing.ttft_ms,
+        known = known_figures(live.stats.view(now), live.spec)
+        learn_timing(live, size, known, prediction(live, size, known, now), now, ttft_ms=timing.ttft_ms,
                      tpot_ms=timing.tpot_ms)
         live.stats.record_probe(now, timing.ttft_ms, timing.tpot_ms)
         outcomes.probe_verdict(live, timing, now)

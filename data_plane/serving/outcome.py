@@ -15,7 +15,7 @@ from data_plane.deployments.latency_model import RequestSize
 from data_plane.limits.rate_limits import RateLimits
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.metrics import BREAKER_STATE_VALUES, RouterMetrics
-from data_plane.policies.prediction import NO_PRIORS, Known, known_figures, predict
+from data_plane.policies.prediction import NO_PRIORS, Known, Prediction, known_figures, predict
 from data_plane.serving.answer_timing import AnswerTiming, slowness, streamed_timing, whole_answer_timing
 from data_plane.serving.backend_answer import AnswerMeaning, BackendAnswer
 from data_plane.serving.usage import Usage
@@ -90,11 +90,15 @@ def report_health(metrics: RouterMetrics, region: str, live: LiveDeployment, cha
     metrics.health_state.labels(*_labels(region, live)).set(1 if live.health.healthy else 0)
 
 
-def learn_timing(live: LiveDeployment, size: RequestSize, known: Known, now: float, *, ttft_ms: float | None,
-                 tpot_ms: float | None) -> None:
-    """Teaches the deployment's size model an answer's timing (a live answer's or a probe's), with what routing
-    predicted for it from `known` (the size-blind figures before it) to keep the prediction's error."""
-    predicted = predict(known, live.spec, NO_PRIORS, size, live.latency_model.view(now))
+def prediction(live: LiveDeployment, size: RequestSize, known: Known, now: float) -> Prediction:
+    """What the size model predicts for a request of `size` from `known` (the size-blind figures)."""
+    return predict(known, live.spec, NO_PRIORS, size, live.latency_model.view(now))
+
+
+def learn_timing(live: LiveDeployment, size: RequestSize, known: Known, predicted: Prediction, now: float, *,
+                 ttft_ms: float | None, tpot_ms: float | None) -> None:
+    """Teaches the deployment's size model an answer's timing (a live answer's or a probe's), with what was
+    `predicted` for it from `known` (the size-blind figures before it) to keep the prediction's error."""
     live.latency_model.learn(size, now, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
                              predicted=(predicted.ttft_ms, predicted.tpot_ms), baseline=(known.ttft_ms, known.tpot_ms))
 
@@ -157,8 +161,7 @@ class OutcomeRecorder:
         elif meaning is AnswerMeaning.CLIENT_ERROR:
             # The request was at fault: the client has the backend's answer, which says nothing of the backend.
             self._no_verdict(live, outcome)
-            self._metrics.bound(self._metrics.requests, *_labels(self._region, live), policy,
-                                str(answer.status)).inc()
+            self._metrics.requests.inc((*_labels(self._region, live), policy, str(answer.status)))
         elif meaning is AnswerMeaning.SATURATED:
             # Saturation is not brokenness: no breaker or health verdict, only no request until its Retry-After.
             self._no_verdict(live, outcome)
@@ -200,16 +203,16 @@ class OutcomeRecorder:
             log.warning(event("deployment_misconfigured", model=live.model, deployment=live.spec.name,
                               status=answer.status, hint=answer.hint))
 
-    def timing(self, live: LiveDeployment, outcome: Outcome, completion_tokens: int, known: Known) -> AnswerTiming:
-        """The answer's TTFT and TPOT: measured on a stream; for a whole answer, its TTFT is what was predicted
+    @staticmethod
+    def timing(outcome: Outcome, completion_tokens: int, known: Known, predicted: Prediction | None) -> AnswerTiming:
+        """The answer's TTFT and TPOT: measured on a stream; for a whole answer, its TTFT is what was `predicted`
         for this request's size (`known`: the size-blind figures before this answer)."""
         if outcome.first_token_at is not None:
             return streamed_timing(outcome.total_ms, (outcome.first_token_at - outcome.started) * 1000,
                                    completion_tokens)
         estimate = known.ttft_ms
-        if estimate is not None and outcome.size is not None:
-            estimate = predict(known, live.spec, NO_PRIORS, outcome.size,
-                               live.latency_model.view(outcome.ended)).ttft_ms
+        if estimate is not None and predicted is not None:
+            estimate = predicted.ttft_ms
         return whole_answer_timing(outcome.total_ms, completion_tokens, estimate)
 
     def _answered(self, live: LiveDeployment, outcome: Outcome, answer: BackendAnswer, policy: str,
@@ -221,9 +224,13 @@ class OutcomeRecorder:
                            after_status=live.misconfigured_status, status=answer.status))
             live.misconfigured_status = 0
         known = known_figures(live.stats.view(now), spec)
-        timing = self.timing(live, outcome, usage.completion_tokens, known)
-        if outcome.size is not None:
-            learn_timing(live, outcome.size._replace(output_tokens=usage.completion_tokens), known, now,
+        # The size the answer turned out to have: one prediction for it serves the whole answer's TTFT estimate
+        # and the size model's error.
+        size = outcome.size._replace(output_tokens=usage.completion_tokens) if outcome.size is not None else None
+        predicted = prediction(live, size, known, now) if size is not None else None
+        timing = self.timing(outcome, usage.completion_tokens, known, predicted)
+        if size is not None and predicted is not None:
+            learn_timing(live, size, known, predicted, now,
                          ttft_ms=timing.ttft_ms if outcome.first_token_at is not None else None, tpot_ms=timing.tpot_ms)
         if not outcome.breaker_judged:
             self.report(live, live.breaker.record(now, ok=True, slow=_slowness(live, timing), started=outcome.started,
@@ -248,14 +255,14 @@ class OutcomeRecorder:
                policy: str) -> None:
         metrics = self._metrics
         labels = _labels(self._region, live)
-        metrics.bound(metrics.requests, *labels, policy, str(outcome.status)).inc()
-        metrics.bound(metrics.latency, *labels).observe(outcome.total_ms / 1000)
+        metrics.requests.inc((*labels, policy, str(outcome.status)))
+        metrics.latency.observe(labels, outcome.total_ms / 1000)
         if outcome.first_token_at is not None:
-            metrics.bound(metrics.ttft, *labels).observe(timing.ttft_ms / 1000)
+            metrics.ttft.observe(labels, timing.ttft_ms / 1000)
         if timing.tpot_ms is not None:
-            metrics.bound(metrics.tpot, *labels).observe(timing.tpot_ms / 1000)
+            metrics.tpot.observe(labels, timing.tpot_ms / 1000)
         source = "estimated" if usage.estimated else "reported"
-        metrics.bound(metrics.tokens, *labels, "input", source).inc(usage.prompt_tokens)
-        metrics.bound(metrics.tokens, *labels, "output", source).inc(usage.completion_tokens)
-        metrics.bound(metrics.cost, *labels).inc(cost_usd)
+        metrics.tokens.inc((*labels, "input", source), usage.prompt_tokens)
+        metrics.tokens.inc((*labels, "output", source), usage.completion_tokens)
+        metrics.cost.inc(labels, cost_usd)
 

@@ -108,8 +108,8 @@ async def _forward_through_queue(serving: Serving, request: web.Request | None, 
         for model_decision, spec in chain_attempts:
             if model_decision.model.name not in decided:
                 decided.add(model_decision.model.name)
-                metrics.bound(metrics.decision_time, serving.region, model_decision.request.policy).observe(
-                    model_decision.decision_s)
+                metrics.decision_time.observe((serving.region, model_decision.request.policy),
+                                              model_decision.decision_s)
             yield model_decision, spec
 
     def admitted() -> None:
@@ -137,7 +137,7 @@ async def _forward_through_queue(serving: Serving, request: web.Request | None, 
                     room.requeue(ticket)
     except (Saturated, QueueRejected) as error:
         metrics.queue_rejected.labels(serving.region, model.name, error.code or "busy").inc()
-        metrics.requests.labels(serving.region, model.name, "none", "none", model.policy, "503").inc()
+        metrics.requests.inc((serving.region, model.name, "none", "none", model.policy, "503"))
         raise
     finally:
         if ticket is not None and room is not None:
@@ -168,7 +168,7 @@ async def serve_parsed(serving: Serving, parsed: ParsedRequest, request_headers:
     def settle(settled: Settled) -> None:
         """The client's share of an answer: its cost, and its tokens against its limits."""
         metrics = serving.metrics
-        metrics.bound(metrics.client_cost, serving.region, settled.model, client).inc(settled.cost_usd)
+        metrics.client_cost.inc((serving.region, settled.model, client), settled.cost_usd)
         limits = serving.state.rate_limits
         if identity_limited is not None and limits is not None:
             limits.settle_client(primary.name, identity_limited, prompt_tokens, settled.usage.total_tokens,

@@ -15,7 +15,7 @@ from data_plane.serving.backend_answer import BackendAnswer
 from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.sse_events import SseFramer
 from data_plane.serving.sse_usage import StreamUsageScanner
-from data_plane.serving.usage import Usage, completion_text, normalise, reported_usage
+from data_plane.serving.usage import Usage, answer_usage
 
 PASSED_THROUGH_HEADERS = ("Content-Type", "openai-processing-ms", "x-request-id")
 
@@ -55,7 +55,7 @@ async def relay_whole(parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
         except orjson.JSONDecodeError:
             document = None
         if isinstance(document, dict):
-            usage = normalise(reported_usage(document), parsed.estimated_prompt_tokens, completion_text(document))
+            usage = answer_usage(document, parsed.estimated_prompt_tokens)
             if "usage" not in document and parsed.endpoint != "embeddings":
                 document["usage"] = usage.as_openai()
                 payload = orjson.dumps(document)

@@ -5,8 +5,7 @@ before it is read and given back when its request is done."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 from aiohttp import web
 
@@ -29,33 +28,30 @@ class BodyIntake:
         self._read_timeout_s = read_timeout_s
         self._budget = BodyBudget(in_flight_bytes)
         self._large_parse = asyncio.Lock()
-        self._held = metrics.request_body_bytes_held.labels(region)
+        metrics.read_body_bytes_held(lambda: [((region,), self._budget.held_bytes)])
         self._refused = {reason: metrics.request_bodies_refused.labels(region, reason)
                          for reason in ("too_large", "over_budget", "read_timeout")}
 
-    @asynccontextmanager
-    async def receive(self, request: web.Request, endpoint: str, *,
-                      max_body_bytes: int | None = None) -> AsyncIterator[ParsedRequest]:
-        """The request for `endpoint` (see parse_openai_request), its body held (and counted in the budget) until
-        the block exits; `max_body_bytes` lowers the router's limit for this body."""
-        limit = self._max_bytes if max_body_bytes is None else min(max_body_bytes, self._max_bytes)
-        share = self._budget.share()
-        try:
-            declared = request.content_length
-            if declared is not None:
-                self._check_size(declared, limit)
-                self._grow(share, declared)
-            body = await self._read(request, share, limit, counted=declared is not None)
-            if len(body) < LARGE_BODY_BYTES:
-                yield parse_openai_request(endpoint, body)
-            else:
-                async with self._large_parse:
-                    await asyncio.sleep(0)
-                    parsed = parse_openai_request(endpoint, body)
-                yield parsed
-        finally:
-            share.release()
-            self._held.set(self._budget.held_bytes)
+    def receive(self, request: web.Request, endpoint: str, *, max_body_bytes: int | None = None) -> Reception:
+        """`async with` it for the request for `endpoint` (see parse_openai_request), its body held (and counted
+        in the budget) until the block exits; `max_body_bytes` lowers the router's limit for this body."""
+        return Reception(self, request, endpoint,
+                         self._max_bytes if max_body_bytes is None else min(max_body_bytes, self._max_bytes))
+
+    async def parse(self, request: web.Request, endpoint: str, share: BodyShare, limit: int) -> ParsedRequest:
+        declared = request.content_length
+        if declared is not None:
+            self._check_size(declared, limit)
+            self._grow(share, declared)
+        body = await self._read(request, share, limit, counted=declared is not None)
+        if len(body) < LARGE_BODY_BYTES:
+            return parse_openai_request(endpoint, body)
+        async with self._large_parse:
+            await asyncio.sleep(0)
+            return parse_openai_request(endpoint, body)
+
+    def share(self) -> BodyShare:
+        return self._budget.share()
 
     async def _read(self, request: web.Request, share: BodyShare, limit: int, *, counted: bool) -> bytearray:
         content = request.content
@@ -95,4 +91,27 @@ class BodyIntake:
                               f"{size - share.held_bytes} more would pass its limit of {budget.capacity_bytes} "
                               "(request_bodies.in_flight_bytes); retry shortly", code="request_bodies_over_budget",
                               headers={"Retry-After": "1"})
-        self._held.set(self._budget.held_bytes)
+
+
+class Reception:
+    """One body received through a BodyIntake: the parsed request on entry, its share of the budget given back
+    on exit. A class rather than an async generator: it is entered on every request."""
+
+    __slots__ = ("_intake", "_request", "_endpoint", "_limit", "_share")
+
+    def __init__(self, intake: BodyIntake, request: web.Request, endpoint: str, limit: int) -> None:
+        self._intake, self._request, self._endpoint, self._limit = intake, request, endpoint, limit
+        self._share: BodyShare | None = None
+
+    async def __aenter__(self) -> ParsedRequest:
+        share = self._share = self._intake.share()
+        try:
+            return await self._intake.parse(self._request, self._endpoint, share, self._limit)
+        except BaseException:
+            share.release()
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        if self._share is not None:
+            self._share.release()

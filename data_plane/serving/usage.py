@@ -72,8 +72,10 @@ def completion_text(payload: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-def normalise(reported: tuple[int, int] | None, prompt_tokens: int, completion: str) -> Usage:
-    """The usage a backend reported, or the request's estimated prompt tokens and the completion's estimate."""
+def answer_usage(payload: dict[str, Any], prompt_tokens: int) -> Usage:
+    """The usage a whole answer reports, or the request's estimated prompt tokens and an estimate from the
+    answer's text (read only then: most backends report)."""
+    reported = reported_usage(payload)
     if reported is not None:
         return Usage(reported[0], reported[1], estimated=False)
-    return Usage(prompt_tokens, estimate_tokens(len(completion)), estimated=True)
+    return Usage(prompt_tokens, estimate_tokens(len(completion_text(payload))), estimated=True)
