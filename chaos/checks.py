@@ -58,6 +58,42 @@ def zero_client_errors(*, excuse_streams_cut_at_the_fault: bool = False) -> Chec
     return check
 
 
+def streams_complete() -> Check:
+    """Every stream that was answered is whole: `[DONE]` and no error event (`ok`), exactly one finish reason,
+    and the tokens it asked for when it set max_tokens (as its usage reported them, else its content chunks)."""
+    def check(timeline: Timeline) -> CheckResult:
+        streams = [r for r in timeline.requests if r.streamed and r.status == 200]
+        if not streams:
+            return CheckResult("every stream complete", False, "no stream was answered")
+        problems = []
+        for r in streams:
+            if not r.ok:
+                problems.append(f"t={r.start_s:.2f}s cut: {(r.error or '')[:100]}")
+            elif r.finish_reasons != 1:
+                problems.append(f"t={r.start_s:.2f}s {r.finish_reasons} finish reasons")
+            elif r.requested_tokens is not None and r.output_tokens != r.requested_tokens:
+                problems.append(f"t={r.start_s:.2f}s {r.output_tokens} of {r.requested_tokens} tokens")
+        resumed = sum(1 for r in streams if r.resumes)
+        detail = (f"{len(streams) - len(problems)} of {len(streams)} streams whole ({resumed} resumed after a cut)"
+                  + (f"; {len(problems)} not: {'; '.join(problems[:3])}" if problems else ""))
+        return CheckResult("every stream complete", not problems, detail)
+    return check
+
+
+def streams_resumed_during_fault(minimum: int = 1) -> Check:
+    """Proves the fault cut streams under way and routers finished them elsewhere: at least `minimum` streams
+    that started in the fault window carried a `: meridian resumed` comment."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        fault = [r for r in timeline.requests if r.streamed and p.fault_start_s <= r.start_s < p.fault_end_s]
+        resumed = [r for r in fault if r.resumes]
+        backends = sorted({str(r.backend) for r in resumed})
+        return CheckResult(f"streams cut in the fault were resumed (at least {minimum})", len(resumed) >= minimum,
+                           f"{len(resumed)} of {len(fault)} streams started in the fault were resumed"
+                           + (f" (first served by {', '.join(backends)})" if backends else ""))
+    return check
+
+
 def routing_continues(min_rate_ratio: float = 0.5) -> Check:
     """Requests kept being served during the fault, at no less than `min_rate_ratio` of the baseline rate."""
     def check(timeline: Timeline) -> CheckResult:
