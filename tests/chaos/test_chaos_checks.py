@@ -114,6 +114,8 @@ def test_streams_complete() -> None:
 def test_streams_resumed_during_fault() -> None:
     resumed_in_fault = _stream(PHASES.fault_start_s + 0.5, resumes=1)
     assert checks.streams_resumed_during_fault()(timeline(steady() + [resumed_in_fault])).passed
+    under_way_at_the_fault = _stream(PHASES.fault_start_s - 0.2, resumes=1)  # 0.5 s long: cut by it
+    assert checks.streams_resumed_during_fault()(timeline(steady() + [under_way_at_the_fault])).passed
     resumed_before = _stream(PHASES.fault_start_s - 1.0, resumes=1)
     result = checks.streams_resumed_during_fault()(timeline(steady() + [resumed_before, _stream(4.0)]))
     assert not result.passed and "0 of" in result.detail
