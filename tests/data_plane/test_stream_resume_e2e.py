@@ -25,6 +25,7 @@ import pytest
 from meridian_common.service_process import ServiceProcess
 from meridian_common.workload import REALISTIC, chat_body, draw
 from regions.toxiproxy.launcher import RunningToxiproxy, start_toxiproxy
+from simulator.admin_client import change_sim_config
 from simulator.tokens import VOCABULARY, continuation_start
 from tests.data_plane.conftest import StartRouter, StartSimulator, deployment_yaml
 
@@ -216,3 +217,32 @@ def test_a_whole_answer_cut_mid_body_is_retried_elsewhere(start_simulator: Start
         assert raw.headers["x-meridian-backend"] == "b" and raw.headers["x-meridian-attempts"] == "2"
         assert answer.usage is not None and answer.usage.completion_tokens == body["max_tokens"]
         assert len((answer.choices[0].message.content or "").split(" ")[1:]) == body["max_tokens"]
+
+
+def test_a_stream_that_stalls_is_continued_elsewhere(start_simulator: StartSimulator,
+                                                     start_router: StartRouter) -> None:
+    stalling = start_simulator("stalls", "--model", "m", "--ttft-ms", "5", "--itl-ms", "5")
+    healthy = start_simulator("stall-healthy", *SIM)
+    deployments = "\n".join((deployment_yaml("a", stalling.url, cost_in=0.01, cost_out=0.01),
+                             deployment_yaml("b", healthy.url, cost_in=1.0, cost_out=1.0)))
+    router = start_router("stall-router", CONFIG.format(deployments=deployments)
+                          + "stream_stall: {tpot_multiple: 50, floor_s: 0.3, cap_s: 0.5}\n")
+    client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    (body,) = _requests(1, "stall")
+    body["max_tokens"] = 120
+    options = {k: v for k, v in body.items() if k not in ("model", "messages")}
+    texts, finishes = [], []
+    try:
+        with client.chat.completions.create(model="m", messages=body["messages"], **options) as stream:
+            for chunk in stream:
+                for choice in chunk.choices:
+                    texts.append(choice.delta.content or "")
+                    if choice.finish_reason:
+                        finishes.append(choice.finish_reason)
+                if len(texts) == 10:  # a backend that stops generating mid-answer, its connection open
+                    change_sim_config(stalling.url, itl_ms=60_000)
+    finally:
+        change_sim_config(stalling.url, itl_ms=5)
+    _assert_whole_and_continuous(body, "".join(texts), finishes)
+    (resumed,) = _resumes_in_log(router)
+    assert (resumed["from_deployment"], resumed["reason"]) == ("a", "stalled")
