@@ -31,9 +31,10 @@ def _fmt_errors(records: Sequence[RequestRecord]) -> str:
 
 
 def cut_at_the_fault(record: RequestRecord, fault_start_s: float, cut_region: str | None) -> bool:
-    """A stream already answering from the region whose links the fault cut: no router can finish it elsewhere
-    yet (mid-stream failover is not built), so it ends with an error event, never a clean truncated end. (A
-    backend behind a cut link sends no first token: one that did was connected before the cut reached it.)"""
+    """A stream already answering from the region whose links the fault cut that no router could finish
+    elsewhere (a router continues a cut stream on another deployment when one can take it), so it ended with an
+    error event, never a clean truncated end. (A backend behind a cut link sends no first token: one that did
+    was connected before the cut reached it.)"""
     return (record.streamed and record.ttft_ms is not None and not record.ok and record.end_s >= fault_start_s
             and record.backend_region is not None and record.backend_region == cut_region)
 
@@ -53,8 +54,44 @@ def zero_client_errors(*, excuse_streams_cut_at_the_fault: bool = False) -> Chec
         detail = f"{errors} of {len(records)} requests failed" + (f" ({_fmt_errors(counted)})" if errors else "")
         if cut:
             detail += (f"; {len(cut)} streams already answering when the fault cut them ended with an error event "
-                       "(excused: nothing can finish a stream elsewhere yet)")
+                       "(excused: no router could finish them elsewhere)")
         return CheckResult("zero client errors", errors == 0, detail)
+    return check
+
+
+def streams_complete() -> Check:
+    """Every stream that was answered is whole: `[DONE]` and no error event (`ok`), exactly one finish reason,
+    and the tokens it asked for when it set max_tokens (as its usage reported them, else its content chunks)."""
+    def check(timeline: Timeline) -> CheckResult:
+        streams = [r for r in timeline.requests if r.streamed and r.status == 200]
+        if not streams:
+            return CheckResult("every stream complete", False, "no stream was answered")
+        problems = []
+        for r in streams:
+            if not r.ok:
+                problems.append(f"t={r.start_s:.2f}s cut: {(r.error or '')[:100]}")
+            elif r.finish_reasons != 1:
+                problems.append(f"t={r.start_s:.2f}s {r.finish_reasons} finish reasons")
+            elif r.requested_tokens is not None and r.output_tokens != r.requested_tokens:
+                problems.append(f"t={r.start_s:.2f}s {r.output_tokens} of {r.requested_tokens} tokens")
+        resumed = sum(1 for r in streams if r.resumes)
+        detail = (f"{len(streams) - len(problems)} of {len(streams)} streams whole ({resumed} resumed after a cut)"
+                  + (f"; {len(problems)} not: {'; '.join(problems[:3])}" if problems else ""))
+        return CheckResult("every stream complete", not problems, detail)
+    return check
+
+
+def streams_resumed_during_fault(minimum: int = 1) -> Check:
+    """Proves the fault cut streams under way and routers finished them elsewhere: at least `minimum` streams
+    in flight during the fault window carried a `: meridian resumed` comment."""
+    def check(timeline: Timeline) -> CheckResult:
+        p = timeline.phases
+        fault = [r for r in timeline.requests if r.streamed and r.start_s < p.fault_end_s and r.end_s > p.fault_start_s]
+        resumed = [r for r in fault if r.resumes]
+        backends = sorted({str(r.backend) for r in resumed})
+        return CheckResult(f"streams cut in the fault were resumed (at least {minimum})", len(resumed) >= minimum,
+                           f"{len(resumed)} of {len(fault)} streams in flight during the fault were resumed"
+                           + (f" (first served by {', '.join(backends)})" if backends else ""))
     return check
 
 

@@ -197,6 +197,21 @@ class RequestBodyLimits(FrozenModel):
     read_timeout_s: float = Field(30.0, gt=0, description="time to receive a whole body; a slower client gets 408")
 
 
+class StreamStallConfig(FrozenModel):
+    """When a stream that has started counts as cut for waiting on its backend: `tpot_multiple` times the
+    deployment's time per output token, within [floor_s, cap_s]; the cap when its TPOT is not known yet."""
+
+    tpot_multiple: float = Field(50.0, gt=0, description="tokens' worth of silence that is a stall")
+    floor_s: float = Field(2.0, gt=0, description="never a shorter stall timeout: batch hiccups are not cuts")
+    cap_s: float = Field(15.0, gt=0, description="never a longer one, and the timeout while the TPOT is unknown")
+
+    @model_validator(mode="after")
+    def _floor_below_cap(self) -> StreamStallConfig:
+        if self.floor_s > self.cap_s:
+            raise ValueError(f"floor_s ({self.floor_s}) is above cap_s ({self.cap_s}): set floor_s <= cap_s")
+        return self
+
+
 class RouterConfig(FrozenModel):
     region: str = Field(min_length=1)
     listen: Listen = Listen()
@@ -207,6 +222,14 @@ class RouterConfig(FrozenModel):
     request_timeout_s: float = Field(120.0, gt=0, description="overall deadline of one request")
     connect_timeout_s: float = Field(2.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="deployments tried before giving up")
+    max_stream_resumes: int = Field(
+        2, ge=0, description="times one stream cut by its backend after its first byte is continued on another "
+        "deployment; 0 = never: a cut stream ends with an error event")
+    stream_stall: StreamStallConfig = StreamStallConfig()
+    chat_continuation: Literal["vllm", "prefill"] = Field(
+        "vllm", description="how a cut chat stream is continued: vllm sends continue_final_message and "
+        "add_generation_prompt (vLLM, SGLang); prefill ends the messages with the partial assistant message only, "
+        "for servers that continue such a message as it is")
     client_api_keys_env: str | None = Field(
         None, description="environment variable holding comma-separated client API keys"
     )

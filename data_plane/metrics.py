@@ -89,6 +89,9 @@ class RouterMetrics:
         self.fallbacks = Counter(
             "meridian_fallbacks", "Attempts abandoned for the next candidate, by the failure.",
             (*_DEPLOYMENT, "reason"), registry=r)
+        self.stream_resumes = Counter(
+            "meridian_stream_resumes", "Streams cut by this deployment after their first byte and continued on "
+            "another, by why the stream counted as cut.", (*_DEPLOYMENT, "reason"), registry=r)
         self.cache = Counter(
             "meridian_cache_requests", "Response cache lookups.", ("region", "model", "result"), registry=r)
         self.tokens = self._counter(

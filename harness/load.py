@@ -27,6 +27,7 @@ from regions.client import NoRouterError, RegionClient
 REQUEST_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 2.0
 DONE = b"[DONE]"
+RESUMED = b": meridian resumed"
 
 
 # --- reading a stream (pure) -----------------------------------------------------------------------------------
@@ -38,6 +39,9 @@ class StreamOutcome:
     content_chunks: int
     output_tokens: int
     """The usage the stream reported, else its content chunks."""
+    finish_reasons: int = 0
+    resumes: int = 0
+    """`: meridian resumed` comments: continuations a router stitched in after a backend cut the stream."""
 
     @property
     def ok(self) -> bool:
@@ -51,6 +55,12 @@ def reported_output_tokens(message: Any) -> int | None:
     usage = message.get("usage")
     value = usage.get("completion_tokens") if isinstance(usage, dict) else message.get("eval_count")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _finish_reasons(message: dict[str, Any]) -> int:
+    choices = message.get("choices")
+    return sum(1 for choice in choices if isinstance(choice, dict) and choice.get("finish_reason") is not None
+               ) if isinstance(choices, list) else 0
 
 
 def _content_chunks(message: dict[str, Any]) -> int:
@@ -77,6 +87,8 @@ class StreamReader:
         self._error: str | None = None
         self._usage_tokens: int | None = None
         self.content_chunks = 0
+        self.finish_reasons = 0
+        self.resumes = 0
 
     def feed(self, data: bytes) -> None:
         lines = (self._pending + data).split(b"\n")
@@ -93,11 +105,14 @@ class StreamReader:
         if error is None and not self._done:
             error = f"stream cut before data: [DONE] after {self.content_chunks} content chunks"
         tokens = self._usage_tokens if self._usage_tokens is not None else self.content_chunks
-        return StreamOutcome(error, self.content_chunks, tokens)
+        return StreamOutcome(error, self.content_chunks, tokens, self.finish_reasons, self.resumes)
 
     def _line(self, line: bytes) -> None:
         if not line:
             self._event = ""  # an empty line ends an event
+            return
+        if line.startswith(RESUMED):
+            self.resumes += 1
             return
         if line.startswith(b"event:"):
             self._event = line[6:].strip().decode(errors="replace")
@@ -121,6 +136,7 @@ class StreamReader:
             return
         if isinstance(message, dict):
             self.content_chunks += _content_chunks(message)
+            self.finish_reasons += _finish_reasons(message)
             reported = reported_output_tokens(message)
             if reported is not None:
                 self._usage_tokens = reported
@@ -177,6 +193,8 @@ class _Answer:
     error: str | None = None
     ttft_ms: float | None = None
     output_tokens: int | None = None
+    finish_reasons: int | None = None
+    resumes: int = 0
 
 
 class LoadRecorder:
@@ -256,7 +274,9 @@ class LoadRecorder:
             latency_ms, headers.get("x-meridian-backend"), headers.get("x-meridian-region"),
             _int_header(headers, "x-meridian-table-version"), answer.error,
             _int_header(headers, "x-meridian-attempts"), headers.get("x-meridian-reason"),
-            streamed=stream, ttft_ms=answer.ttft_ms, output_tokens=answer.output_tokens, prompt_tokens=prompt_tokens))
+            streamed=stream, ttft_ms=answer.ttft_ms, output_tokens=answer.output_tokens, prompt_tokens=prompt_tokens,
+            requested_tokens=_int_or_none(body.get("max_tokens")), finish_reasons=answer.finish_reasons,
+            resumes=answer.resumes))
         if answer.status == 0:
             try:
                 await client.failover()
@@ -272,6 +292,7 @@ async def _read_streamed(response: aiohttp.ClientResponse, answer: _Answer, perf
             answer.ttft_ms = (time.perf_counter() - perf) * 1000
     outcome = reader.finish()
     answer.error, answer.output_tokens = outcome.error, outcome.output_tokens
+    answer.finish_reasons, answer.resumes = outcome.finish_reasons, outcome.resumes
 
 
 def _json_or_none(payload: bytes) -> Any:
@@ -279,6 +300,10 @@ def _json_or_none(payload: bytes) -> Any:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -38,6 +38,12 @@ class RequestRecord:
     """The usage the answer reported, else a stream's content chunks; None when neither is known."""
     prompt_tokens: int | None = None
     """The prompt's size as the client built it (characters / 4, the estimate router and simulator use)."""
+    requested_tokens: int | None = None
+    """The request's max_tokens; None when it set none."""
+    finish_reasons: int | None = None
+    """Streams: how many finish reasons came (a whole stream has exactly one); None otherwise."""
+    resumes: int = 0
+    """Streams: how many `: meridian resumed` comments came (a backend cut it and another continued it)."""
 
     @property
     def ok(self) -> bool:

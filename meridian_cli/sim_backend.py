@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--prefix-cache-blocks", type=int, default=_DEFAULTS.prefix_cache_blocks,
                         help="256-character prompt blocks the prefix cache keeps, LRU; 0 disables it "
                              "(default %(default)s)")
+    parser.add_argument("--cut-after-tokens", type=int, default=_DEFAULTS.cut_after_tokens,
+                        help="cut every longer stream after this many tokens (half an event, then the connection "
+                             "closed); 0 = off (default %(default)s)")
+    parser.add_argument("--cut-rate", type=float, default=_DEFAULTS.cut_rate,
+                        help="probability that a stream is cut that way at a random token (default %(default)s)")
     parser.add_argument("--api-key-env", metavar="VAR",
                         help="environment variable holding the key every /v1 request must send as a bearer "
                              "token (default: no key)")
@@ -75,7 +80,8 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         output_tokens_sigma=args.output_tokens_sigma, usage_format=UsageFormat(args.usage_format), seed=args.seed,
         throttle_rate=args.throttle_rate, retry_after_s=args.retry_after_s, api_key=api_key,
         prefill_ms_per_1k=args.prefill_ms_per_1k, kv_cache_tokens=args.kv_cache_tokens,
-        prefix_cache_blocks=args.prefix_cache_blocks,
+        prefix_cache_blocks=args.prefix_cache_blocks, cut_after_tokens=args.cut_after_tokens,
+        cut_rate=args.cut_rate,
     )
 
 

@@ -27,8 +27,8 @@ _ID_PREFIXES = {GenerationKind.CHAT: "chatcmpl", GenerationKind.COMPLETION: "cmp
 
 
 class SimulatorState:
-    __slots__ = ("_id_stem", "_issued", "admission", "cancelled", "engine", "errors", "prefix_cache", "rejected",
-                 "rng", "served", "settings", "started_unix", "throttled")
+    __slots__ = ("_id_stem", "_issued", "admission", "cancelled", "cut", "engine", "errors", "prefix_cache",
+                 "rejected", "rng", "served", "settings", "started_unix", "throttled")
 
     def __init__(self, settings: SimulatorSettings, started_unix: int) -> None:
         self.settings = settings
@@ -42,6 +42,7 @@ class SimulatorState:
         self.rejected = 0  # invalid or unauthorised requests (HTTP 4xx)
         self.throttled = 0  # simulated saturation (HTTP 429)
         self.cancelled = 0  # clients that went away before the answer was complete
+        self.cut = 0  # streams the simulator cut on purpose (cut_after_tokens, cut_rate)
         # Ids only need to be unique, not secret: a per-process stem and a counter are enough and cheap.
         self._id_stem = os.urandom(4).hex()
         self._issued = 0
@@ -57,6 +58,15 @@ class SimulatorState:
 
     def draw_throttle(self) -> bool:
         return self._draw(self.settings.throttle_rate)
+
+    def draw_cut(self, tokens: int) -> int | None:
+        """After how many of its `tokens` a stream is cut, or None when it runs whole."""
+        settings = self.settings
+        if settings.cut_after_tokens:
+            return settings.cut_after_tokens if settings.cut_after_tokens < tokens else None
+        if tokens < 2 or not self._draw(settings.cut_rate):
+            return None
+        return self.rng.randrange(1, tokens)
 
     def _draw(self, rate: float) -> bool:
         # No draw at 0 or 1, so that a seeded run's sequence does not depend on settings that never fire.
@@ -136,6 +146,7 @@ class SimulatorState:
             "rejected": self.rejected,
             "throttled": self.throttled,
             "cancelled": self.cancelled,
+            "cut": self.cut,
             "kv_cache_reserved_tokens": self.admission.kv_reserved,
             "kv_cache_usage": self.kv_cache_usage(),
             "prefix_cache_blocks_used": len(self.prefix_cache),

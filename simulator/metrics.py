@@ -76,7 +76,7 @@ class SimulatorCollector(Collector):
                          engine.e2e_s)
         requests = CounterMetricFamily("sim_requests", "Requests by outcome.", labels=["model_name", "outcome"])
         outcomes = (("served", state.served), ("error", state.errors), ("rejected", state.rejected),
-                    ("throttled", state.throttled), ("cancelled", state.cancelled))
+                    ("throttled", state.throttled), ("cancelled", state.cancelled), ("cut", state.cut))
         for outcome, count in outcomes:
             requests.add_metric([model, outcome], count)
         yield requests

@@ -44,6 +44,9 @@ class GenerationRequest:
     cache_text: str = ""
     """The text the prefix cache hashes: for chat each message's role, a newline, its text and a newline;
     for completions the prompt."""
+    continues: str = ""
+    """The text the answer follows on from: a completion's prompt, or a chat's final assistant message when
+    the request sets `continue_final_message` (as vLLM takes it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,25 @@ def _prompt_text(prompt: object) -> tuple[str, str]:
                        code="missing_required_parameter", param="prompt")
 
 
+def _final_message_text(body: Mapping[str, Any]) -> str:
+    """The final assistant message's text when the request asks to continue it (vLLM's
+    `continue_final_message: true` with `add_generation_prompt: false`), else ""."""
+    if body.get("continue_final_message") is not True:
+        return ""
+    if body.get("add_generation_prompt", True) is not False:
+        raise RequestError(400, "continue_final_message needs add_generation_prompt: false (as vLLM has it: a "
+                           "generation prompt would start a new message)", code="invalid_value",
+                           param="add_generation_prompt")
+    last = body["messages"][-1]
+    if last.get("role") != "assistant":
+        raise RequestError(400, "continue_final_message needs the last message to be the assistant's, the text to "
+                           "continue", code="invalid_value", param="messages")
+    content = last.get("content")
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
 def _max_tokens(body: Mapping[str, Any]) -> int | None:
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
@@ -142,8 +164,11 @@ def parse_generation(body: Mapping[str, Any], kind: GenerationKind, served_model
     check_model(body, served_model)
     if kind is GenerationKind.CHAT:
         text, cache_text = _messages_text(body.get("messages"))
+        continues = _final_message_text(body)
     else:
         text, cache_text = _prompt_text(body.get("prompt"))
+        prompt = body.get("prompt")
+        continues = prompt if isinstance(prompt, str) else ""
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError(400, f"'stream' must be true or false, got {stream!r}", code="invalid_value",
@@ -157,6 +182,7 @@ def parse_generation(body: Mapping[str, Any], kind: GenerationKind, served_model
         stream=stream,
         include_usage=_include_usage(body, stream),
         cache_text=cache_text,
+        continues=continues,
     )
 
 

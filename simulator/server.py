@@ -37,7 +37,7 @@ from simulator.responses import (
     stream_events,
 )
 from simulator.settings import SettingsError, SimulatorSettings, with_runtime_changes
-from simulator.tokens import VOCABULARY, generated_tokens
+from simulator.tokens import VOCABULARY, continuation_start, generated_tokens
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,12 @@ async def _generate(request: web.Request, state: SimulatorState, parsed: Generat
     multipliers = state.draw_latency()
     ttft_s = state.ttft_s(parsed.prompt_tokens, cached, multipliers)
     engine = state.engine
+    # Drawn even for a continuation, so that a seeded run's sequence does not depend on what its prompts say.
+    start = state.rng.randrange(len(VOCABULARY))
+    following = continuation_start(parsed.continues)
     generation = Generation(
         id=state.next_id(parsed.kind), created=int(time.time()), model=settings.model, kind=parsed.kind,
-        tokens=generated_tokens(state.rng.randrange(len(VOCABULARY)), parsed.output_tokens),
+        tokens=generated_tokens(start if following is None else following, parsed.output_tokens),
         prompt_tokens=parsed.prompt_tokens, finish_reason=parsed.finish_reason,
         usage_format=settings.usage_format,
     )
@@ -203,7 +206,8 @@ async def _generate(request: web.Request, state: SimulatorState, parsed: Generat
         _record_served(state, arrived_at, loop.time(), parsed.output_tokens)
         return web.Response(body=completion_body(generation), content_type=_JSON)
     events = stream_events(generation, include_usage=parsed.include_usage)
-    if settings.itl_ms == 0:
+    cut_after = state.draw_cut(parsed.output_tokens)
+    if settings.itl_ms == 0 and cut_after is None:
         # Nothing to pace: one write of the whole stream is what "as fast as it can" means here.
         if ttft_s > 0:
             await asyncio.sleep(ttft_s)
@@ -213,15 +217,16 @@ async def _generate(request: web.Request, state: SimulatorState, parsed: Generat
         _record_served(state, arrived_at, now, parsed.output_tokens)
         return web.Response(body=events.whole(), headers=_SSE_HEADERS)
     return await _paced_stream(request, state, events, admitted_at + ttft_s, multipliers.jitter,
-                               parsed.prompt_tokens, arrived_at)
+                               parsed.prompt_tokens, arrived_at, cut_after)
 
 
 async def _paced_stream(request: web.Request, state: SimulatorState, events: StreamEvents,
                         first_token_at: float, jitter: float, prompt_tokens: int,
-                        arrived_at: float) -> web.StreamResponse:
+                        arrived_at: float, cut_after: int | None = None) -> web.StreamResponse:
     """Writes the first token at `first_token_at` and each next one an inter-token latency later, taken at the
     load and context of that moment (deadlines, not sleeps, so that the pace does not drift); a client that
-    goes away ends the generation at its next write."""
+    goes away ends the generation at its next write. With `cut_after`, the stream dies after that many tokens:
+    half of the next event, then the connection closed without the chunked body's end."""
     loop = asyncio.get_running_loop()
     engine = state.engine
     response = web.StreamResponse(headers=_SSE_HEADERS)
@@ -237,6 +242,11 @@ async def _paced_stream(request: web.Request, state: SimulatorState, events: Str
             delay_s = due_at - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
+            if index == cut_after:
+                await response.write(token[:len(token) // 2])
+                state.cut += 1
+                _close_abruptly(request)
+                return response
             piece = events.head + token if index == 0 else token
             await response.write(piece + events.tail if index == last else piece)
             now = loop.time()
@@ -248,6 +258,14 @@ async def _paced_stream(request: web.Request, state: SimulatorState, events: Str
         return response
     _record_served(state, arrived_at, loop.time(), 0)  # its tokens were counted as they were written
     return response
+
+
+def _close_abruptly(request: web.Request) -> None:
+    """Closes the connection under a stream being written, as a backend that crashes does; what was written is
+    flushed first, so the client gets exactly the half event."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 async def embeddings(request: web.Request) -> web.Response:

@@ -70,6 +70,12 @@ class SimulatorSettings:
     not fit."""
     prefix_cache_blocks: int = DEFAULT_PREFIX_CACHE_BLOCKS
     """Block hashes the prefix cache keeps (least recently used evicted first); 0 disables it."""
+    cut_after_tokens: int = 0
+    """Every stream longer than this many tokens is cut after them: half of the next event is written and the
+    connection closed, as a backend that dies mid-answer does; 0: off."""
+    cut_rate: float = 0.0
+    """Probability that a stream is cut that way after a uniformly drawn number of its tokens (at least one,
+    fewer than all); `cut_after_tokens`, when set, decides instead."""
     api_key: str | None = dataclasses.field(default=None, repr=False)
     """When set, every /v1 request must carry `Authorization: Bearer <api_key>` (401 otherwise), as vLLM's
     `--api-key` asks. Never shown."""
@@ -93,7 +99,10 @@ class SimulatorSettings:
         if not 0 <= self.prefix_cache_blocks <= MAX_PREFIX_CACHE_BLOCKS:
             raise SettingsError("prefix_cache_blocks", f"expected 0 (disabled) to {MAX_PREFIX_CACHE_BLOCKS} blocks, "
                                 f"got {self.prefix_cache_blocks}")
-        for name in ("error_rate", "throttle_rate"):
+        if not 0 <= self.cut_after_tokens <= MAX_OUTPUT_TOKENS:
+            raise SettingsError("cut_after_tokens", f"expected 0 (off) to {MAX_OUTPUT_TOKENS} tokens, got "
+                                f"{self.cut_after_tokens}")
+        for name in ("error_rate", "throttle_rate", "cut_rate"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise SettingsError(name, f"expected a probability from 0 to 1, got {value}")
@@ -129,12 +138,15 @@ class SimulatorSettings:
             "prefill_ms_per_1k": self.prefill_ms_per_1k,
             "kv_cache_tokens": self.kv_cache_tokens,
             "prefix_cache_blocks": self.prefix_cache_blocks,
+            "cut_after_tokens": self.cut_after_tokens,
+            "cut_rate": self.cut_rate,
         }
 
 
 RUNTIME_FIELDS = ("error_rate", "ttft_ms", "itl_ms", "capacity", "profile", "throttle_rate", "retry_after_s",
-                  "prefill_ms_per_1k", "kv_cache_tokens", "prefix_cache_blocks")
-_WHOLE_NUMBER_FIELDS = {"capacity": "requests", "kv_cache_tokens": "tokens", "prefix_cache_blocks": "blocks"}
+                  "prefill_ms_per_1k", "kv_cache_tokens", "prefix_cache_blocks", "cut_after_tokens", "cut_rate")
+_WHOLE_NUMBER_FIELDS = {"capacity": "requests", "kv_cache_tokens": "tokens", "prefix_cache_blocks": "blocks",
+                        "cut_after_tokens": "tokens"}
 
 
 def _number(field: str, value: object) -> float:

@@ -1,5 +1,7 @@
 """A tokenizer-free stand-in for a model's tokens: prompt lengths are estimated from characters and the
-generated text is a deterministic walk through a small vocabulary, one word per token."""
+generated text is a deterministic walk through a small vocabulary, one word per token. A text that ends with a
+token of the walk is continued by the walk's next token, so that an answer cut and continued from its own
+text reads exactly as the uncut answer."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ VOCABULARY: tuple[str, ...] = tuple(" " + word for word in _WORDS)
 
 # Coprime with the vocabulary size, so a walk visits every word before repeating.
 _STRIDE = 7
+_POSITION = {token: index for index, token in enumerate(VOCABULARY)}
 
 
 def estimate_tokens(text: str) -> int:
@@ -31,3 +34,13 @@ def generated_tokens(start: int, count: int) -> tuple[str, ...]:
     """`count` tokens beginning at vocabulary position `start`; the same arguments give the same text."""
     size = len(VOCABULARY)
     return tuple(VOCABULARY[(start + i * _STRIDE) % size] for i in range(count))
+
+
+def continuation_start(text: str) -> int | None:
+    """The vocabulary position of the token that follows `text` in the walk when `text` ends with one of its
+    tokens (a space and a vocabulary word), else None."""
+    head, space, word = text.rpartition(" ")
+    if not space or not word:
+        return None
+    position = _POSITION.get(" " + word)
+    return None if position is None else (position + _STRIDE) % len(VOCABULARY)

@@ -13,14 +13,15 @@ from chaos.scenarios import (
     redis_latency,
     redis_loss,
     region_partition,
+    stream_cut,
 )
 
 SCENARIOS: dict[str, Scenario] = {
     module.SCENARIO.name: module.SCENARIO
     # backend-saturation before backend-latency: a backend made slow keeps a high p95 in the routers' 30 s
     # window, so latency-first would send the saturation scenario's linear-attention target nothing to shift.
-    for module in (redis_loss, redis_latency, backend_saturation, backend_latency, backend_errors, leader_kill,
-                   etcd_loss, control_plane_partition, region_partition)
+    for module in (redis_loss, redis_latency, backend_saturation, backend_latency, backend_errors, stream_cut,
+                   leader_kill, etcd_loss, control_plane_partition, region_partition)
 }
 
 

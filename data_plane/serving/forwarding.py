@@ -3,9 +3,10 @@
 The attempt plan says what to try next; a connection error, a timeout, or an answer whose status means the
 deployment failed, is misconfigured or is saturated (`backend_answer`), before the first byte reaches the
 client, moves on to the next candidate, within `max_attempts` and the request's deadline; a client error
-(400, 413, 422...) reaches the client as the backend sent it. Once a byte has reached the client nothing is
-retried. Every attempt ends in one Outcome, applied in one place
-(`outcome.OutcomeRecorder`). Cancelling the handler (the client went away) closes the upstream request.
+(400, 413, 422...) reaches the client as the backend sent it. A stream cut after its first byte is continued
+by the next candidate in the same client stream, or ended with an error event (`stream_resume`). Every attempt
+ends in one Outcome, applied in one place (`outcome.OutcomeRecorder`). Cancelling the handler (the client went
+away) closes the upstream request.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from data_plane.serving.outcome import Outcome, OutcomeKind, OutcomeRecorder, Us
 from data_plane.serving.relay import PASSED_THROUGH_HEADERS, RetryableFailure, relay_stream, relay_whole
 from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.route_planning import ModelDecision
+from data_plane.serving.stream_resume import Resumer, ResumeSettings, Resumption, StreamCut
+from data_plane.serving.stream_stall import stall_timeout_s
 from data_plane.serving.usage import COST_HEADER, usd
 from data_plane.table.snapshot import DeploymentSpec
 from meridian_common.logging_setup import event
@@ -48,6 +51,7 @@ class ForwardSettings:
     max_attempts: int
     request_timeout_s: float
     connect_timeout_s: float
+    resume: ResumeSettings = ResumeSettings()
 
 
 class Saturated(ClientError):
@@ -111,6 +115,7 @@ class Forwarder:
         self._state = state
         self._metrics = metrics
         self._settings = settings
+        self._resumer = Resumer(settings.resume, metrics, settings.region)
 
     async def forward(
         self,
@@ -128,6 +133,7 @@ class Forwarder:
                            deadline if deadline is not None else time.monotonic() + self._settings.request_timeout_s)
         tokens = parsed.estimated_prompt_tokens
         last_model: ModelDecision | None = None
+        resumption: Resumption | None = None  # the client's stream, once a backend cut it
         for model_decision, spec in candidates:
             if model_decision is not last_model:
                 plan.saw_decision(model_decision.decision.saturated)
@@ -173,7 +179,12 @@ class Forwarder:
                 headers["x-meridian-model"] = model_decision.model.name
             try:
                 return await self._attempt(request, parsed, model_decision.request, live, headers, plan.deadline,
-                                           tokens, on_usage)
+                                           tokens, on_usage, resumption)
+            except StreamCut as cut:
+                resumption = cut.resumption
+                plan.failed(spec.name, f"stream cut ({resumption.cut.reason})")
+                if not resumption.continues:
+                    return await resumption.end()
             except RetryableFailure as failure:
                 plan.failed(spec.name, failure.code)
                 self._metrics.fallbacks.labels(self._settings.region, live.model, spec.name, spec.architecture,
@@ -182,6 +193,8 @@ class Forwarder:
                 if failure.answer is None or failure.answer.meaning is AnswerMeaning.SERVER_FAILURE:
                     log.info(event("attempt_failed", model=live.model, deployment=spec.name,
                                    reason=failure.reason, attempt=attempt))
+        if resumption is not None:
+            return await resumption.end(f"no deployment was left to continue it ({plan.summary()})")
         raise self._exhausted(plan, parsed, last_model, response_headers)
 
     def _blocked(self, live: LiveDeployment, tokens: int, now: float) -> Exclusion | None:
@@ -215,10 +228,12 @@ class Forwarder:
 
     async def _attempt(self, request: web.Request | None, parsed: ParsedRequest, route_request: RouteRequest,
                        live: LiveDeployment, headers: dict[str, str], deadline: float, tokens: int,
-                       on_usage: UsageSink | None) -> web.StreamResponse:
+                       on_usage: UsageSink | None, resumption: Resumption | None) -> web.StreamResponse:
+        """With `resumption`, continues that client's stream (raises RetryableFailure on any answer but a 200)."""
         spec = live.spec
         streaming = request is not None and parsed.streaming
-        body = parsed.body.for_model(spec.served_model, ask_usage=streaming and parsed.asks_backend_usage)
+        body = (resumption.body_for(spec.served_model) if resumption is not None else
+                parsed.body.for_model(spec.served_model, ask_usage=streaming and parsed.asks_backend_usage))
         timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
                                         sock_connect=self._settings.connect_timeout_s)
         started = time.monotonic()
@@ -236,7 +251,7 @@ class Forwarder:
             async with self._session.post(f"{spec.url}/{parsed.endpoint}", data=body,
                                           headers=upstream_headers(spec), timeout=timeout) as upstream:
                 answer = classify(upstream.status, upstream.headers.get("Retry-After"), now_unix=time.time())
-                if answer.meaning.falls_back:
+                if answer.meaning.falls_back or (resumption is not None and upstream.status != 200):
                     kind = OutcomeKind.ANSWERED
                     raise RetryableFailure(_refusal(answer, await upstream.read()), answer)
                 for name in PASSED_THROUGH_HEADERS:
@@ -247,13 +262,20 @@ class Forwarder:
                         live.stats.first_token(started)
                         overdue.answered()
 
-                    relayed = await relay_stream(request, parsed, upstream, headers, time.monotonic, first_token)
+                    stall_s = stall_timeout_s(live.stats.view(started).tpot_ms or spec.tpot_ms,
+                                              self._settings.resume.stall)
+                    resumed = resumption.begin(live, time.monotonic()) if resumption is not None else None
+                    relayed = await relay_stream(request, parsed, upstream, headers, time.monotonic, first_token,
+                                                 stall_s=stall_s, resumed=resumed)
                     kind = (OutcomeKind.ABANDONED if relayed.client_gone else OutcomeKind.STREAM_BROKEN
-                            if relayed.broken else OutcomeKind.ANSWERED)
+                            if relayed.cut else OutcomeKind.ANSWERED)
                     if kind is not OutcomeKind.ANSWERED:
                         log.info(event("stream_ended_early", model=live.model, deployment=spec.name, outcome=kind,
-                                       error=relayed.broken))
+                                       cut=relayed.cut.reason if relayed.cut else None,
+                                       error=relayed.cut.detail if relayed.cut else None))
                     usage, first_token_at = relayed.usage, relayed.first_token_at
+                    if relayed.cut is not None:
+                        raise self._resumer.cut(resumption, parsed, relayed, live, relayed.cut, time.monotonic())
                     return relayed.response
                 response, usage = await relay_whole(parsed, upstream, headers)
                 kind = OutcomeKind.ANSWERED

@@ -15,6 +15,9 @@ from data_plane.serving.backend_answer import BackendAnswer
 from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.sse_events import SseFramer
 from data_plane.serving.sse_usage import StreamUsageScanner
+from data_plane.serving.stream_cut import Cut, CutReason
+from data_plane.serving.stream_stall import StallWatch, StreamStalled
+from data_plane.serving.stream_stitch import StreamStitch
 from data_plane.serving.usage import Usage, answer_usage
 
 PASSED_THROUGH_HEADERS = ("Content-Type", "openai-processing-ms", "x-request-id")
@@ -41,8 +44,19 @@ class StreamRelay:
     response: web.StreamResponse
     first_token_at: float
     usage: Usage
-    broken: str | None  # why the backend's stream broke after bytes reached the client
+    cut: Cut | None  # why the backend's stream counts as cut after bytes reached the client
     client_gone: bool
+    written: list[bytes]  # what the client got, in order: read only if the stream is cut, to continue it
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Where a continuation goes: the client's stream already under way, what it got so far (appended to),
+    and how the continuation's events are rewritten into it."""
+
+    response: web.StreamResponse
+    written: list[bytes]
+    stitch: StreamStitch
 
 
 async def relay_whole(parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
@@ -67,11 +81,15 @@ async def relay_whole(parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
 
 async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: aiohttp.ClientResponse,
                        headers: dict[str, str], clock: Callable[[], float],
-                       on_first_token: Callable[[float], None]) -> StreamRelay:
+                       on_first_token: Callable[[float], None], *, stall_s: float,
+                       resumed: Resumed | None = None) -> StreamRelay:
     """Relays the stream event by event: each whole event is written as soon as its last byte arrives (a
-    backend's chunk that completes several is one write), and what follows the last one at the end. The
-    usage-only chunk is kept from a client that did not ask for it (`ParsedRequest.asks_backend_usage`).
-    Raises RetryableFailure when the backend closes before its first byte (nothing reached the client)."""
+    backend's chunk that completes several is one write); half an event is never written. The usage-only chunk
+    is kept from a client that did not ask for it (`ParsedRequest.asks_backend_usage`). The stream counts as
+    cut (`StreamRelay.cut`, nothing more is written: the caller continues or ends it) when the backend closes
+    or resets it before `[DONE]`, sends nothing for `stall_s`, or sends a malformed or an error event. With
+    `resumed`, the events continue a stream already under way. Raises RetryableFailure when the backend
+    closes before its first byte (nothing reached the client)."""
     first = await upstream.content.readany()
     if not first:
         raise RetryableFailure("empty_stream backend closed the stream before the first byte")
@@ -79,36 +97,46 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
     on_first_token(first_token_at)
     framer, scanner = SseFramer(), StreamUsageScanner()
     hide_usage = parsed.asks_backend_usage
+    if resumed is None:
+        response = web.StreamResponse(status=200, headers=headers)
+        response.content_type = "text/event-stream"
+        await response.prepare(request)
+        written: list[bytes] = []
+        rewrite = None
+    else:
+        response, written, rewrite = resumed.response, resumed.written, resumed.stitch.rewrite
 
     def relayed(events: list[bytes]) -> bytes:
-        return b"".join(event for event in events if not (scanner.observe(event) and hide_usage))
+        kept = (event for event in events if not ((scanner.observe(event) and hide_usage) or scanner.fault))
+        return b"".join(kept if rewrite is None else map(rewrite, kept))
 
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_type = "text/event-stream"
-    await response.prepare(request)
-    broken: str | None = None
+    cut: Cut | None = None
     client_gone = False
+    watch = StallWatch(upstream.content, stall_s)
     try:
         chunk = first
-        while chunk:
+        while chunk and scanner.fault is None:
             if out := relayed(framer.feed(chunk)):
+                written.append(out)
                 await response.write(out)
-            chunk = await upstream.content.readany()
-        tail = framer.tail()  # a last event the backend did not end with a blank line
-        if tail and (out := relayed([tail])):
-            await response.write(out)
+            if scanner.fault is None:
+                chunk = await upstream.content.readany()
+        # What follows the last blank line is relayed only when it is the `[DONE]` the backend did not end with
+        # one; anything else there is half an event.
+        tail = framer.tail()
+        if tail and not scanner.done and scanner.fault is None and (out := relayed([tail])) and scanner.done:
+            await response.write(out + b"\n\n")
+        cut = scanner.fault or (None if scanner.done else Cut(CutReason.CLOSED, "closed before [DONE]"))
     except ConnectionResetError:
         client_gone = True
+    except StreamStalled as stalled:
+        cut = Cut(CutReason.STALLED, str(stalled))
     except (aiohttp.ClientError, TimeoutError) as error:
-        # Bytes already reached the client, so no retry: end the stream with an error event. A partial event
-        # held back is dropped: written, it would run into the error event and spoil both.
-        broken = type(error).__name__
-        message = f"the backend stream broke after it started: {broken}"
-        await response.write(b"data: " + orjson.dumps(
-            {"error": {"message": message, "type": "api_error", "param": None, "code": "stream_broken"}}
-        ) + b"\n\n")
-    if broken is None and not client_gone:
+        cut = Cut(CutReason.CLOSED, f"{type(error).__name__} {error}".strip())
+    finally:
+        watch.stop()
+    if cut is None and not client_gone:
         await response.write_eof()
     usage = Usage(*(scanner.reported or (parsed.estimated_prompt_tokens, scanner.content_chunks)),
                   estimated=scanner.reported is None)
-    return StreamRelay(response, first_token_at, usage, broken, client_gone)
+    return StreamRelay(response, first_token_at, usage, cut, client_gone, written)

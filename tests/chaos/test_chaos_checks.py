@@ -92,6 +92,35 @@ def test_a_partition_excuses_only_the_streams_it_cut_mid_answer() -> None:
     assert not checks.zero_client_errors()(timeline(steady() + [answering], facts=facts)).passed
 
 
+def _stream(start_s: float, **fields: object) -> RequestRecord:
+    values: dict[str, object] = {"streamed": True, "ttft_ms": 50.0, "requested_tokens": 200, "output_tokens": 200,
+                                 "finish_reasons": 1}
+    values.update(fields)
+    return RequestRecord(start_s, start_s + 0.5, "c", "us", "us", 200, 500.0, "a", "us", **values)  # type: ignore[arg-type]
+
+
+def test_streams_complete() -> None:
+    whole = [_stream(1.0), _stream(4.0, resumes=1), _stream(5.0, requested_tokens=None, output_tokens=37)]
+    result = checks.streams_complete()(timeline(steady() + whole))
+    assert result.passed and "3 of 3 streams whole (1 resumed after a cut)" in result.detail
+    for broken, says in ((_stream(4.5, error="stream cut before data: [DONE]"), "cut"),
+                         (_stream(4.5, finish_reasons=2), "2 finish reasons"),
+                         (_stream(4.5, output_tokens=120), "120 of 200 tokens")):
+        result = checks.streams_complete()(timeline(steady() + whole + [broken]))
+        assert not result.passed and says in result.detail
+    assert not checks.streams_complete()(timeline(steady())).passed  # no stream at all proves nothing
+
+
+def test_streams_resumed_during_fault() -> None:
+    resumed_in_fault = _stream(PHASES.fault_start_s + 0.5, resumes=1)
+    assert checks.streams_resumed_during_fault()(timeline(steady() + [resumed_in_fault])).passed
+    under_way_at_the_fault = _stream(PHASES.fault_start_s - 0.2, resumes=1)  # 0.5 s long: cut by it
+    assert checks.streams_resumed_during_fault()(timeline(steady() + [under_way_at_the_fault])).passed
+    resumed_before = _stream(PHASES.fault_start_s - 1.0, resumes=1)
+    result = checks.streams_resumed_during_fault()(timeline(steady() + [resumed_before, _stream(4.0)]))
+    assert not result.passed and "0 of" in result.detail
+
+
 def test_routing_continues() -> None:
     assert checks.routing_continues()(timeline(steady())).passed
     stalled = [r for r in steady() if not PHASES.fault_start_s <= r.start_s < PHASES.fault_end_s]
@@ -313,8 +342,8 @@ def test_probe_parsing() -> None:
 
 def test_registry() -> None:
     assert list(SCENARIOS) == ["redis-loss", "redis-latency", "backend-saturation", "backend-latency",
-                               "backend-errors", "leader-kill", "etcd-loss", "control-plane-partition",
-                               "region-partition"]
+                               "backend-errors", "stream-cut", "leader-kill", "etcd-loss",
+                               "control-plane-partition", "region-partition"]
     assert all(s.checks and s.description and s.injects for s in SCENARIOS.values())
     with pytest.raises(KeyError, match="unknown scenario 'nope'"):
         get_scenario("nope")

@@ -55,6 +55,14 @@ def test_read_stream(payload: bytes, error: str | None, content_chunks: int, out
     assert outcome.ok == (error is None)
 
 
+def test_finish_reasons_and_resumes_are_counted() -> None:
+    finish = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}\n\n'
+    outcome = read_stream(ROLE + _chunk(" a") + b": meridian resumed on b after 1 tokens from a (closed)\n\n"
+                          + _chunk(" b") + finish + DONE)
+    assert (outcome.finish_reasons, outcome.resumes, outcome.ok) == (1, 1, True)
+    assert read_stream(COMPLETE).resumes == 0
+
+
 def test_a_completions_stream_counts_its_text_chunks() -> None:
     text = b'data: {"choices": [{"index": 0, "text": " once"}]}\n\ndata: {"choices": [{"text": " upon"}]}\n\n'
     assert read_stream(text + DONE).content_chunks == 2

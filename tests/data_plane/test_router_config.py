@@ -39,3 +39,23 @@ def test_invalid_body_limits_name_the_field(tmp_path: Path, extra: str, expected
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, extra)
     assert expected in str(caught.value)
+
+
+def test_stream_resumption_defaults(tmp_path: Path) -> None:
+    config = _load(tmp_path, "")
+    stall = config.stream_stall
+    assert (config.max_stream_resumes, config.chat_continuation) == (2, "vllm")
+    assert (stall.floor_s, stall.cap_s, stall.tpot_multiple) == (2.0, 15.0, 50.0)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("max_stream_resumes: -1", "max_stream_resumes"),
+    ("stream_stall: {floor_s: 0}", "stream_stall.floor_s"),
+    ("stream_stall: {tpot_multiple: -2}", "stream_stall.tpot_multiple"),
+    ("stream_stall: {floor_s: 20, cap_s: 10}", "floor_s (20.0) is above cap_s (10.0)"),
+    ("chat_continuation: guess", "chat_continuation"),
+])
+def test_invalid_stream_resumption_settings_name_the_field(tmp_path: Path, extra: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, extra)
+    assert expected in str(caught.value)

@@ -1,5 +1,6 @@
 """Usage read from a stream's whole events: the usage-only chunk told apart from content, in OpenAI's and
-Ollama's names, and the content chunks counted for the estimate."""
+Ollama's names, and the content chunks counted for the estimate; the `[DONE]` that ends a stream and the events
+that show its backend broke."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import pytest
 
 from data_plane.serving.sse_usage import StreamUsageScanner
+from data_plane.serving.stream_cut import CutReason
 
 
 def _data(payload: object) -> bytes:
@@ -29,7 +31,6 @@ USAGE_ONLY = _data({"choices": [], "usage": {"prompt_tokens": 12, "completion_to
     (_data({"choices": [], "usage": None}), False, None, 0),
     (b"data: [DONE]\n\n", False, None, 0),
     (b": keep-alive\n\n", False, None, 0),
-    (b"data: {not json with \"usage\"\n\n", False, None, 1),
 ])
 def test_usage_only_chunks_are_told_apart(event: bytes, usage_only: bool, reported: tuple[int, int] | None,
                                           content: int) -> None:
@@ -44,3 +45,28 @@ def test_the_last_usage_reported_is_kept() -> None:
     for event in (CONTENT, CONTENT, USAGE_ONLY, b"data: [DONE]\n\n"):
         scanner.observe(event)
     assert (scanner.reported, scanner.content_chunks) == ((12, 300), 2)
+
+
+@pytest.mark.parametrize(("event", "fault"), [
+    (CONTENT, None),
+    (b": keep-alive\n\n", None),
+    (b"data: [DONE]\n\n", None),
+    (b'data: {not json with "usage"\n\n', CutReason.MALFORMED),
+    (b'data: {"choices": [{"delta": {"content": "x"}}], "usage": nul}\n\n', CutReason.MALFORMED),
+    (b"data: plain text\n\n", CutReason.MALFORMED),
+    (_data({"error": {"message": "engine died", "type": "internal_error"}}), CutReason.ERROR_EVENT),
+    # A token whose text is "error" is content, not an error event.
+    (_data({"choices": [{"delta": {"content": "error"}}]}), None),
+])
+def test_events_that_show_the_backend_broke(event: bytes, fault: CutReason | None) -> None:
+    scanner = StreamUsageScanner()
+    scanner.observe(event)
+    assert (scanner.fault.reason if scanner.fault else None) is fault
+
+
+def test_done_is_noted() -> None:
+    scanner = StreamUsageScanner()
+    scanner.observe(CONTENT)
+    assert not scanner.done
+    scanner.observe(b"data: [DONE]\n\n")
+    assert scanner.done and scanner.fault is None

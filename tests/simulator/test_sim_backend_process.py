@@ -23,6 +23,7 @@ import pytest
 from fixtures.polling import wait_until
 from simulator.admin_client import SimulatorAdminError, change_sim_config, read_sim_config
 from simulator.process import RunningSimulator, ServiceStartError, start_simulator, start_simulators
+from simulator.tokens import continuation_start, generated_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,7 @@ SIMULATORS = {
                "linear-attention", "--seed", "3"],
     "spread": ["--model", "m", "--ttft-ms", "0", "--itl-ms", "0", "--output-tokens", "40", "--output-tokens-sigma",
                "0.8", "--seed", "5"],
+    "cutting": ["--model", "m", "--ttft-ms", "1", "--itl-ms", "1", "--cut-after-tokens", "5"],
 }
 
 
@@ -432,3 +434,56 @@ def test_a_throttled_request_gets_429_with_the_retry_after_until_changed(sims: d
         change_sim_config(main.url, throttle_rate=0.0, retry_after_s=None)
     assert _http("POST", url, _chat())[0] == 200
     assert read_sim_config(main.url)["throttled"] == before + 2
+
+
+def _raw_stream(url: str, body: dict[str, Any]) -> tuple[bytes, str | None]:
+    """A stream's bytes as they came, and why reading it failed (None when it ended cleanly)."""
+    async def read() -> tuple[bytes, str | None]:
+        received = bytearray()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                try:
+                    async for data in response.content.iter_any():
+                        received += data
+                except aiohttp.ClientPayloadError as error:
+                    return bytes(received), type(error).__name__
+        return bytes(received), None
+
+    return asyncio.run(read())
+
+
+def test_a_stream_is_cut_mid_event_and_its_text_continues_elsewhere(sims: dict[str, RunningSimulator]) -> None:
+    cutting, whole = sims["cutting"], sims["main"]
+    question = [{"role": "user", "content": "hello"}]
+    received, error = _raw_stream(cutting.url, {"model": "m", "messages": question, "stream": True, "max_tokens": 12})
+    assert error == "ClientPayloadError"  # the connection closed without the chunked body's end
+    events = received.split(b"\n\n")
+    assert events[-1] and not events[-1].endswith(b"}")  # half an event, then nothing
+    chunks = [json.loads(e.removeprefix(b"data: ")) for e in events[:-1]]
+    sent = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert len(chunks) == 6 and sent  # the role chunk and 5 tokens
+    assert read_sim_config(cutting.url)["cut"] >= 1
+    client = openai.OpenAI(base_url=whole.base_url, api_key="unused", max_retries=0)
+    rest = client.chat.completions.create(
+        model="m", messages=[*question, {"role": "assistant", "content": sent}], max_tokens=7,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    # The whole answer's text is a walk on from the cut text: the 12 tokens read as one answer.
+    text = sent + (rest.choices[0].message.content or "")
+    words = text.split(" ")[1:]
+    assert len(words) == 12
+    start = continuation_start(" " + words[0])
+    assert start is not None and "".join(generated_tokens(start, 11)) == "".join(" " + w for w in words[1:])
+
+
+def test_a_cut_rate_of_one_cuts_every_stream_and_none_after(sims: dict[str, RunningSimulator]) -> None:
+    url = sims["main"].url
+    change_sim_config(url, cut_rate=1.0)
+    try:
+        _, error = _raw_stream(url, {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True,
+                                     "max_tokens": 8})
+        assert error == "ClientPayloadError"
+    finally:
+        change_sim_config(url, cut_rate=0.0)
+    _, error = _raw_stream(url, {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True,
+                                 "max_tokens": 8})
+    assert error is None

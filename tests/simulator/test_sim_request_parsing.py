@@ -14,7 +14,7 @@ from simulator.request_parsing import (
     parse_embedding,
     parse_generation,
 )
-from simulator.tokens import VOCABULARY, estimate_tokens, generated_tokens
+from simulator.tokens import VOCABULARY, continuation_start, estimate_tokens, generated_tokens
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello world"}]}
 
@@ -150,3 +150,42 @@ def test_generated_tokens_are_deterministic_words() -> None:
     assert generated_tokens(3, 5) == generated_tokens(3, 5)
     assert len(set(generated_tokens(0, len(VOCABULARY)))) == len(VOCABULARY)
     assert all(token.startswith(" ") and token.strip() for token in generated_tokens(11, 40))
+
+
+@pytest.mark.parametrize("start", [0, 5, len(VOCABULARY) - 1])
+@pytest.mark.parametrize("cut", [1, 3, len(VOCABULARY) + 2])
+def test_a_cut_answer_continued_from_its_text_is_the_uncut_answer(start: int, cut: int) -> None:
+    whole = generated_tokens(start, cut + 10)
+    following = continuation_start("".join(whole[:cut]))
+    assert following is not None
+    assert generated_tokens(following, 10) == whole[cut:]
+
+
+@pytest.mark.parametrize("text", ["", "the", " routers", "hello world", " the "])
+def test_text_not_ending_in_a_token_has_no_continuation(text: str) -> None:
+    assert continuation_start(text) is None
+
+
+def _continuing(**fields: Any) -> dict[str, Any]:
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " the router"}]
+    return {"model": "m", "messages": messages, **fields}
+
+
+def test_continue_final_message_continues_the_assistant_text() -> None:
+    parsed = parse_generation(_continuing(continue_final_message=True, add_generation_prompt=False),
+                              GenerationKind.CHAT, "m", 16)
+    assert parsed.continues == " the router"
+    assert parse_generation(_continuing(), GenerationKind.CHAT, "m", 16).continues == ""
+    prompt = {"model": "m", "prompt": "once the"}
+    assert parse_generation(prompt, GenerationKind.COMPLETION, "m", 16).continues == "once the"
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    (_continuing(continue_final_message=True), "add_generation_prompt"),
+    (_continuing(continue_final_message=True, add_generation_prompt=True), "add_generation_prompt"),
+    ({**CHAT, "continue_final_message": True, "add_generation_prompt": False}, "messages"),
+])
+def test_continue_final_message_is_refused_as_vllm_refuses_it(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(RequestError) as raised:
+        parse_generation(body, GenerationKind.CHAT, "m", 16)
+    assert (raised.value.status, raised.value.param) == (400, param)

@@ -42,6 +42,8 @@ def test_defaults_are_valid() -> None:
         ({"kv_cache_tokens": 0}, "kv_cache_tokens"),
         ({"prefix_cache_blocks": -1}, "prefix_cache_blocks"),
         ({"prefix_cache_blocks": 10**9}, "prefix_cache_blocks"),
+        ({"cut_after_tokens": -1}, "cut_after_tokens"),
+        ({"cut_rate": 1.5}, "cut_rate"),
     ],
 )
 def test_invalid_settings_name_their_field(changes: dict[str, Any], field: str) -> None:
@@ -99,6 +101,8 @@ def test_the_api_key_is_never_shown() -> None:
         ({"kv_cache_tokens": 0}, "kv_cache_tokens"),
         ({"prefix_cache_blocks": True}, "prefix_cache_blocks"),
         ({"prefix_cache_blocks": -3}, "prefix_cache_blocks"),
+        ({"cut_after_tokens": 2.5}, "cut_after_tokens"),
+        ({"cut_rate": -0.1}, "cut_rate"),
     ],
 )
 def test_invalid_runtime_changes_are_refused_whole(body: object, field: str) -> None:
@@ -107,3 +111,9 @@ def test_invalid_runtime_changes_are_refused_whole(body: object, field: str) -> 
         with_runtime_changes(before, body)
     assert raised.value.field == field
     assert field in str(raised.value)
+
+
+def test_stream_cuts_change_at_run_time() -> None:
+    changed = with_runtime_changes(SimulatorSettings(), {"cut_after_tokens": 40, "cut_rate": 0.25})
+    assert (changed.cut_after_tokens, changed.cut_rate) == (40, 0.25)
+    assert changed.runtime_view()["cut_after_tokens"] == 40 and changed.runtime_view()["cut_rate"] == 0.25
