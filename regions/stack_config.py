@@ -262,10 +262,10 @@ def router_config(topology: Topology, router: RouterPlan, *, all_routers: Sequen
     }
 
 
-def simulator_argv(backend: BackendSpec) -> list[str]:
-    """`meridian sim-backend` flags of a simulated backend (the caller adds the executable and the port); an
-    answer without max_tokens has the default workload's length distribution."""
-    argv = ["sim-backend", "--host", LOOPBACK, "--port", "0", "--model", backend.model, "--profile", backend.profile,
+def simulator_argv(backend: BackendSpec, *, host: str = LOOPBACK, port: int = 0) -> list[str]:
+    """`meridian sim-backend` flags of a simulated backend (the caller adds the executable); an answer without
+    max_tokens has the default workload's length distribution."""
+    argv = ["sim-backend", "--host", host, "--port", str(port), "--model", backend.model, "--profile", backend.profile,
             "--ttft-ms", str(backend.ttft_ms), "--itl-ms", str(backend.itl_ms), "--capacity", str(backend.capacity),
             *simulator_flags(REALISTIC)]
     if backend.seed is not None:
