@@ -1,5 +1,6 @@
-"""`meridian deploy compose [--topology FILE] [--out DIR] [--image IMAGE]`: renders the compose stack of a topology
-(docs/deployment.md). The committed docker-compose.yml and deploy/ are its output for the bundled topology."""
+"""`meridian deploy compose|k8s [--topology FILE] [--out DIR] [--image IMAGE]`: renders the compose stack or the
+Kubernetes manifests of a topology (docs/deployment.md). The committed docker-compose.yml, deploy/ and
+deploy/k8s/ are these commands' output for the bundled topology."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 _TARGETS = {
     "compose": ("docker-compose.yml and the deploy/ files it mounts, under --out (the repository, the build "
                 "context)", Path(".")),
+    "k8s": ("Kubernetes manifests, one file per component and per region, into --out", Path("deploy/k8s")),
 }
 
 
@@ -37,10 +39,11 @@ def _run(args: argparse.Namespace) -> int:
     from regions.deploy.compose import render_compose
     from regions.deploy.compose_wiring import PortPlanError
     from regions.deploy.files import RenderWriteError, write_files
+    from regions.deploy.k8s import render_k8s
     from regions.deploy.options import RenderOptions, topology_label
     from regions.topology import load_topology
 
-    render = {"compose": render_compose}[args.target]
+    render = {"compose": render_compose, "k8s": render_k8s}[args.target]
     try:
         topology = load_topology(args.topology)
         files = render(topology, RenderOptions(source=topology_label(args.topology), image=args.image))
