@@ -65,7 +65,7 @@ def control_plane_document(topology: Topology) -> dict[str, Any]:
         "grpc": {"host": "0.0.0.0", "port": CONTROL_PLANE_GRPC_PORT},
         "admin": {"host": "0.0.0.0", "port": CONTROL_PLANE_ADMIN_PORT, "grpc_port": CONTROL_PLANE_ADMIN_GRPC_PORT,
                   "token_env": ADMIN_TOKEN_ENV},
-        # In-cluster traffic, fenced by the NetworkPolicies; docs/security.md has the certificates to add.
+        # In-cluster traffic, fenced by the NetworkPolicies; `tls` (docs/control-plane-operations.md) adds certificates.
         "tls": {"allow_plaintext": True},
         "lease_ttl_s": settings.lease_ttl_s,
         "tick_s": settings.tick_s,

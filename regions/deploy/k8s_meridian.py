@@ -125,7 +125,9 @@ def router_objects(topology: Topology, region: str, options: RenderOptions) -> l
         # /ready: a routing table with models (the config's until the control plane's arrives); /health: alive.
         "readinessProbe": http_probe("/ready", "http"),
         "livenessProbe": http_probe("/health", "http", period_s=10, failures=3, initial_delay_s=5),
-        "resources": resources("500m", "256Mi", "1", "512Mi"),
+        # One core: a router is one process (scale by pods). Memory: request bodies held at once (64 MiB by
+        # default) cost up to ~280 MB more than an idle router (docs/benchmarks.md, big bodies).
+        "resources": resources("500m", "256Mi", "1", "768Mi"),
         "securityContext": RESTRICTED_CONTAINER,
         # /tmp: `router --workers N` keeps its workers' files there, and the root filesystem is read-only.
         "volumeMounts": [_CONFIG_MOUNT, {"name": "state", "mountPath": images.STATE_DIR},
