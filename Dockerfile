@@ -12,12 +12,13 @@ WORKDIR /src
 # .dockerignore keeps the virtualenv, tests and local state out of the context.
 COPY . .
 RUN pip install . \
-    && useradd --system --home-dir /var/lib/meridian --create-home --shell /usr/sbin/nologin meridian \
+    && useradd --system --uid 10001 --home-dir /var/lib/meridian --create-home --shell /usr/sbin/nologin meridian \
     && rm -rf /src
 
 # Routers persist their last good table here (state_dir in deploy/routers/*.yaml).
 WORKDIR /var/lib/meridian
-USER meridian
+# By number: Kubernetes' runAsNonRoot can only check a numeric user (deploy/k8s runs it as 10001).
+USER 10001
 
 ENTRYPOINT ["meridian"]
 CMD ["--help"]

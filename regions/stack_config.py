@@ -21,6 +21,8 @@ ETCD_PROXY = "etcd"
 REDIS_CP_PROXY = "redis-cp"
 ADMIN_TOKEN_ENV = "MERIDIAN_ADMIN_TOKEN"
 ETCD_PREFIX = "/meridian"
+# Probes every 2 s, two in a row to change state: a dead backend leaves within about 4 s.
+ROUTER_HEALTH_CHECK = {"interval_s": 2, "timeout_s": 1, "healthy_after": 2, "unhealthy_after": 2}
 
 
 def redis_proxy_name(region: str) -> str:
@@ -257,15 +259,15 @@ def router_config(topology: Topology, router: RouterPlan, *, all_routers: Sequen
         "control_plane": {"targets": [listens[cp_grpc_proxy_name(region, r)] for r in replicas]},
         "state_dir": str(state_dir),
         "peers": peers(all_routers),
-        "health_check": {"interval_s": 2, "timeout_s": 1, "healthy_after": 2, "unhealthy_after": 2},
+        "health_check": dict(ROUTER_HEALTH_CHECK),
         "models": models_section(topology, backend_urls, listens, region),
     }
 
 
-def simulator_argv(backend: BackendSpec) -> list[str]:
-    """`meridian sim-backend` flags of a simulated backend (the caller adds the executable and the port); an
-    answer without max_tokens has the default workload's length distribution."""
-    argv = ["sim-backend", "--host", LOOPBACK, "--port", "0", "--model", backend.model, "--profile", backend.profile,
+def simulator_argv(backend: BackendSpec, *, host: str = LOOPBACK, port: int = 0) -> list[str]:
+    """`meridian sim-backend` flags of a simulated backend (the caller adds the executable); an answer without
+    max_tokens has the default workload's length distribution."""
+    argv = ["sim-backend", "--host", host, "--port", str(port), "--model", backend.model, "--profile", backend.profile,
             "--ttft-ms", str(backend.ttft_ms), "--itl-ms", str(backend.itl_ms), "--capacity", str(backend.capacity),
             *simulator_flags(REALISTIC)]
     if backend.seed is not None:
