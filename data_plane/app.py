@@ -319,7 +319,7 @@ def create_app(config: RouterConfig, worker: WorkerIdentity | None = None) -> we
                         on_apply=[_record_table(metrics, config.region), _apply_queues(queues)],
                         rate_limits=limits)
     _record_table(metrics, config.region)(table)
-    metrics.read_in_flight(lambda: [((config.region, live.model, live.spec.name, live.spec.architecture),
+    metrics.in_flight.read_from(lambda: [((config.region, live.model, live.spec.name, live.spec.architecture),
                                      live.stats.in_flight) for live in state.live.values()])
     errors = openai_errors(metrics=metrics, region=config.region,
                            throttle=LogThrottle(UNHANDLED_TRACEBACK_INTERVAL_S))

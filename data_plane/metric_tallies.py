@@ -73,15 +73,20 @@ class HistogramTally:
         return family
 
 
+Reader = Callable[[], Iterable[tuple[Labels, float]]]
+
+
 class GaugeReading:
-    """A gauge family read from live state at scrape time (`read` yields each series' labels and value), so the
-    request path does not update it at all."""
+    """A gauge family read from live state at scrape time, so the request path does not update it at all: the
+    component that holds the state gives `read_from` a function yielding each series' labels and value."""
 
     __slots__ = ("name", "documentation", "labelnames", "_read")
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._read: Reader = tuple
+
+    def read_from(self, read: Reader) -> None:
         self._read = read
 
     def family(self) -> GaugeMetricFamily:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from data_plane.metric_tallies import CounterTally, GaugeReading, HistogramTally, Labels, TallyCollector
+from data_plane.metric_tallies import CounterTally, GaugeReading, HistogramTally, TallyCollector
+
+_Tally = TypeVar("_Tally", CounterTally, HistogramTally, GaugeReading)
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TPOT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
@@ -27,28 +30,9 @@ class RouterMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _tallies: TallyCollector = field(default_factory=TallyCollector, repr=False)
 
-    def read_in_flight(self, read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
-        """Exports meridian_in_flight_requests from the routing state at scrape time: `read` yields each
-        deployment's labels (region, model, deployment, architecture) and its requests in flight."""
-        self._tallies.add(GaugeReading("meridian_in_flight_requests", "Requests in flight to a deployment.",
-                                       _DEPLOYMENT, read))
-
-    def read_body_bytes_held(self, read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
-        """Exports meridian_request_body_bytes_held from the body budget at scrape time (labels: region)."""
-        self._tallies.add(GaugeReading(
-            "meridian_request_body_bytes_held", "Bytes of request bodies held, from the first byte read to the "
-            "answer (request_bodies.in_flight_bytes caps it).", ("region",), read))
-
-    def _counter(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> CounterTally:
-        tally = CounterTally(name, documentation, labelnames)
-        self._tallies.add(tally)
-        return tally
-
-    def _histogram(self, name: str, documentation: str, labelnames: tuple[str, ...],
-                   buckets: tuple[float, ...]) -> HistogramTally:
-        tally = HistogramTally(name, documentation, labelnames, buckets)
-        self._tallies.add(tally)
-        return tally
+    def _tally(self, member: _Tally) -> _Tally:
+        self._tallies.add(member)
+        return member
 
     def restarts(self, region: str) -> Callable[[str], None]:
         """Counts the restarts of the router's supervised background loops (`meridian_common.supervision`)."""
@@ -57,17 +41,19 @@ class RouterMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         r.register(self._tallies)
-        self.requests = self._counter(
+        self.requests = self._tally(CounterTally(
             "meridian_requests", "Requests answered, by the deployment that served them ('none' if no "
-            "deployment could) and HTTP status.", (*_DEPLOYMENT, "policy", "status"))
-        self.latency = self._histogram(
+            "deployment could) and HTTP status.", (*_DEPLOYMENT, "policy", "status")))
+        self.latency = self._tally(HistogramTally(
             "meridian_request_latency_seconds", "Backend call latency, first attempt to last byte.",
-            _DEPLOYMENT, _LATENCY_BUCKETS_S)
-        self.ttft = self._histogram(
-            "meridian_ttft_seconds", "Time to first token of streamed responses.", _DEPLOYMENT, _LATENCY_BUCKETS_S)
-        self.tpot = self._histogram(
+            _DEPLOYMENT, _LATENCY_BUCKETS_S))
+        self.ttft = self._tally(HistogramTally(
+            "meridian_ttft_seconds", "Time to first token of streamed responses.", _DEPLOYMENT, _LATENCY_BUCKETS_S))
+        self.tpot = self._tally(HistogramTally(
             "meridian_tpot_seconds", "Time per output token after the first (measured on streams, derived from "
-            "the total time of whole answers).", _DEPLOYMENT, _TPOT_BUCKETS_S)
+            "the total time of whole answers).", _DEPLOYMENT, _TPOT_BUCKETS_S))
+        self.in_flight = self._tally(GaugeReading(
+            "meridian_in_flight_requests", "Requests in flight to a deployment.", _DEPLOYMENT))
         self.breaker_state = Gauge(
             "meridian_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             _DEPLOYMENT, registry=r)
@@ -94,11 +80,11 @@ class RouterMetrics:
             "another, by why the stream counted as cut.", (*_DEPLOYMENT, "reason"), registry=r)
         self.cache = Counter(
             "meridian_cache_requests", "Response cache lookups.", ("region", "model", "result"), registry=r)
-        self.tokens = self._counter(
+        self.tokens = self._tally(CounterTally(
             "meridian_tokens", "Tokens processed; source is 'reported' or 'estimated'.",
-            (*_DEPLOYMENT, "kind", "source"))
-        self.cost = self._counter(
-            "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.", _DEPLOYMENT)
+            (*_DEPLOYMENT, "kind", "source")))
+        self.cost = self._tally(CounterTally(
+            "meridian_cost_dollars", "Cost of requests from token usage and deployment prices.", _DEPLOYMENT))
         self.engine_requests_running = Gauge(
             "meridian_engine_requests_running", "Requests the deployment's engine is generating, as its own metrics "
             "page says (local deployments this router scrapes).", _DEPLOYMENT, registry=r)
@@ -117,10 +103,10 @@ class RouterMetrics:
             registry=r)
         # Per client only as `auth.metric_client` labels it: one series per configured key, `anonymous` for
         # every address-based identity (addresses are unbounded, and would make the series so).
-        self.client_cost = self._counter(
+        self.client_cost = self._tally(CounterTally(
             "meridian_client_cost_usd", "Cost of a client's requests from token usage and the serving "
             "deployment's prices; client is its key's digest (key-...), or 'anonymous' without client keys.",
-            ("region", "model", "client"))
+            ("region", "model", "client")))
         self.table_version = Gauge(
             "meridian_table_version", "Version of the routing table in force.", ("region", "source"),
             registry=r)
@@ -142,11 +128,14 @@ class RouterMetrics:
             "meridian_background_restarts", "Background loops (health checks, shared limits, telemetry, jobs) "
             "started again after an unexpected exception, logged as background_loop_failed.", ("region", "loop"),
             registry=r)
+        self.request_body_bytes_held = self._tally(GaugeReading(
+            "meridian_request_body_bytes_held", "Bytes of request bodies held, from the first byte read to the "
+            "answer (request_bodies.in_flight_bytes caps it).", ("region",)))
         self.request_bodies_refused = Counter(
             "meridian_request_bodies_refused", "Request bodies refused before they were parsed: too_large (413), "
             "over_budget (503), read_timeout (408).", ("region", "reason"), registry=r)
         self.unhandled_errors = Counter(
             "meridian_unhandled_errors", "Requests that failed on an unexpected exception (500), by its type; "
             "their tracebacks are logged at most once per interval per type.", ("region", "exception"), registry=r)
-        self.decision_time = self._histogram(
-            "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"), _DECISION_BUCKETS_S)
+        self.decision_time = self._tally(HistogramTally(
+            "meridian_decision_seconds", "Time to take a routing decision.", ("region", "policy"), _DECISION_BUCKETS_S))

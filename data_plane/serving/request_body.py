@@ -28,7 +28,7 @@ class BodyIntake:
         self._read_timeout_s = read_timeout_s
         self._budget = BodyBudget(in_flight_bytes)
         self._large_parse = asyncio.Lock()
-        metrics.read_body_bytes_held(lambda: [((region,), self._budget.held_bytes)])
+        metrics.request_body_bytes_held.read_from(lambda: [((region,), self._budget.held_bytes)])
         self._refused = {reason: metrics.request_bodies_refused.labels(region, reason)
                          for reason in ("too_large", "over_budget", "read_timeout")}
 

@@ -44,9 +44,11 @@ def test_a_gauge_reading_is_read_at_each_scrape() -> None:
     in_flight = {"a": 1.0}
     registry = CollectorRegistry()
     tallies = TallyCollector()
-    tallies.add(GaugeReading("in_flight", "In flight.", ("deployment",),
-                             lambda: [((name,), value) for name, value in in_flight.items()]))
+    reading = GaugeReading("in_flight", "In flight.", ("deployment",))
+    tallies.add(reading)
     registry.register(tallies)
+    assert registry.get_sample_value("in_flight", {"deployment": "a"}) is None  # nothing reads it yet
+    reading.read_from(lambda: [((name,), value) for name, value in in_flight.items()])
     assert registry.get_sample_value("in_flight", {"deployment": "a"}) == 1.0
     in_flight.update(a=3.0, b=1.0)
     assert registry.get_sample_value("in_flight", {"deployment": "a"}) == 3.0
