@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.call_count import ProfiledServer, calls_per_request
 from benchmarks.cpu_cost import Target, measure, set_simulator
 from benchmarks.decision import measure_decision_time
 from benchmarks.load import (
@@ -26,6 +27,7 @@ from benchmarks.load import (
     percentile,
     stream_timing,
 )
+from benchmarks.wrk_load import write_bodies, wrk_executable
 from meridian_common.service_process import ServiceProcess, start_service
 from meridian_common.workload import REALISTIC, WorkloadConfig, median_shape, simulator_flags
 
@@ -35,6 +37,7 @@ STREAM_ITL_MS = 20
 # figure; every chunk is still a write of its own, relayed event by event.
 STREAM_CPU_ITL_MS = 2
 CPU_BODIES = 500  # requests drawn from the workload, which the load cycles through
+CALL_COUNT_SECONDS = 5.0  # of load per profiled server: the count is exact, so a short run is enough
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +83,27 @@ def _start_stack(workdir: Path, itl_ms: int, workload: WorkloadConfig, workers: 
     )
     config = workdir / f"router-{itl_ms}.yaml"
     config.write_text(_router_config(simulator.url))
-    passthrough = start_service(
-        "passthrough", [sys.executable, "-m", "benchmarks.passthrough", "--upstream", simulator.url], workdir,
-        health_path=None,
-    )
-    worker_flags = ("--workers", str(workers)) if workers > 1 else ()
-    router = start_service("router", _cli("router", "--config", str(config), "--port", "0", *worker_flags), workdir,
-                           health_path="/ready")
+    passthrough = start_service("passthrough", _passthrough_argv(simulator.url), workdir, health_path=None)
+    router = start_service("router", _router_argv(config, workers), workdir, health_path="/ready")
     return [simulator, passthrough, router]
+
+
+def _passthrough_argv(simulator_url: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.passthrough", "--upstream", simulator_url]
+
+
+def _router_argv(config: Path, workers: int = 1) -> list[str]:
+    worker_flags = ("--workers", str(workers)) if workers > 1 else ()
+    return _cli("router", "--config", str(config), "--port", "0", *worker_flags)
+
+
+def _call_counts(simulator_url: str, workdir: Path, settings: OverheadSettings) -> dict[str, dict[str, float]]:
+    """Python calls per whole-answer request of the pass-through and of the (single-process) router."""
+    bodies = write_bodies(_bodies(settings.workload, stream_share=0.0), workdir / "call-count-bodies.txt")
+    servers = (ProfiledServer("passthrough", _passthrough_argv(simulator_url), None),
+               ProfiledServer("router", _router_argv(workdir / "router-0.yaml"), "/ready"))
+    return {server.name: calls_per_request(server, bodies, workdir, connections=settings.cpu_connections,
+                                           seconds=CALL_COUNT_SECONDS) for server in servers}
 
 
 def _figures(rounds: list[LoadResult]) -> dict[str, float]:
@@ -147,6 +163,14 @@ async def run_overhead(settings: OverheadSettings, progress: Any = print) -> dic
             figures["passthrough_cpu_us_per_request"] = cpu["passthrough"]["cpu_us_per_request"]
             figures["cpu_ratio"] = _ratio(cpu["router"]["cpu_us_per_request"], cpu["passthrough"]["cpu_us_per_request"])
             figures["throughput_ratio"] = _ratio(cpu["router"]["throughput_rps"], cpu["passthrough"]["throughput_rps"])
+            if wrk_executable() is not None:
+                progress("  Python calls per request (cProfile), whole answers ...")
+                calls = await asyncio.to_thread(_call_counts, simulator.url, workdir, settings)
+                figures["calls"] = calls
+                figures["router_calls_per_request"] = calls["router"]["calls_per_request"]
+                figures["passthrough_calls_per_request"] = calls["passthrough"]["calls_per_request"]
+                figures["calls_ratio"] = _ratio(calls["router"]["calls_per_request"],
+                                                calls["passthrough"]["calls_per_request"])
         finally:
             for service in reversed(services):
                 service.stop()
@@ -238,6 +262,9 @@ def format_table(figures: dict[str, Any]) -> str:
               f"{cpu['passthrough']['throughput_rps']} req/s: ratio {figures['throughput_ratio']}",
               f"CPU per streamed chunk: router {streamed['router']['cpu_us_per_chunk']} µs, pass-through "
               f"{streamed['passthrough']['cpu_us_per_chunk']} µs: ratio {figures['stream_cpu_ratio']}"]
+    if "calls" in figures:
+        lines.append(f"Python calls per request (cProfile): router {figures['router_calls_per_request']}, "
+                     f"pass-through {figures['passthrough_calls_per_request']}: ratio {figures['calls_ratio']}")
     stream = figures["stream"]
     lines += ["", f"streaming ({stream['chunks']} chunks, {stream['itl_ms']} ms apart, a {stream['prompt_tokens']}-"
               f"token prompt): added TTFT "

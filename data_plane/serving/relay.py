@@ -107,7 +107,7 @@ async def relay_stream(request: web.Request, parsed: ParsedRequest, upstream: ai
         response, written, rewrite = resumed.response, resumed.written, resumed.stitch.rewrite
 
     def relayed(events: list[bytes]) -> bytes:
-        kept = (event for event in events if not ((scanner.observe(event) and hide_usage) or scanner.fault))
+        kept = [event for event in events if not ((scanner.observe(event) and hide_usage) or scanner.fault)]
         return b"".join(kept if rewrite is None else map(rewrite, kept))
 
     cut: Cut | None = None

@@ -28,18 +28,20 @@ class StreamUsageScanner:
     def observe(self, event: bytes) -> bool:
         """Reads one event; True when it is a usage-only chunk: no choices (`"choices": []`, what a backend
         sends last when asked for `stream_options.include_usage`) and a usage it reports."""
-        data = (event_data(event) or b"").strip()
-        if not data:
-            return False
-        if data == b"[DONE]":
-            self.done = True
-            return False
-        # Only the brackets are looked at on every event: a backend's JSON is parsed only where it has usage.
-        if not (data.startswith(b"{") and data.endswith(b"}")):
-            self.fault = Cut(CutReason.MALFORMED, f"event data {data[:80]!r}")
-            return False
-        # Two `in` tests, not a generator over the markers: this runs for every event of every stream.
-        if data.startswith(_ERROR_START) or b'"usage"' in data or b"eval_count" in data:
+        data = event_data(event)
+        # Slices and `in` tests rather than method calls: this runs for every event of every stream. Only the
+        # brackets are looked at: a backend's JSON is parsed only where it has usage, or is an error.
+        if data is None or data[:1] != b"{" or data[-1:] != b"}":
+            data = (data or b"").strip()
+            if not data:
+                return False
+            if data == b"[DONE]":
+                self.done = True
+                return False
+            if not (data.startswith(b"{") and data.endswith(b"}")):
+                self.fault = Cut(CutReason.MALFORMED, f"event data {data[:80]!r}")
+                return False
+        if data[:len(_ERROR_START)] == _ERROR_START or b'"usage"' in data or b"eval_count" in data:
             try:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError:

@@ -56,6 +56,8 @@ def test_any_chunking_gives_the_same_events(events: list[bytes], crlf: bool, cut
 @pytest.mark.parametrize(("event", "data"), [
     (b"data: {\"a\": 1}\n\n", b'{"a": 1}'),
     (b"data:{\"a\": 1}\r\n\r\n", b'{"a": 1}'),
+    (b"data: {\"a\": 1}\r\n\n", b'{"a": 1}'),
+    (b"data:  two spaces\n\n", b" two spaces"),
     (b"data: one\ndata: two\n\n", b"one\ntwo"),
     (b"event: done\ndata\n\n", b""),
     (b": keep-alive\n\n", None),
