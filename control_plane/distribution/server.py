@@ -173,7 +173,7 @@ class TableDistributionServicer(distribution_pb2_grpc.TableDistributionServicer)
         router = session.hello.router_id if session.hello is not None else ""
         kind = item.WhichOneof("kind")
         if kind == "ack":
-            log.info(event("router_ack", router=router, version=item.ack.version, stream=stream_id))
+            log.debug(event("router_ack", router=router, version=item.ack.version, stream=stream_id))
         elif kind == "nack":
             nack = item.nack
             log.warning(event("router_nack", router=router, version=nack.version, reason=nack.reason,
