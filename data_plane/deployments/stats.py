@@ -138,7 +138,7 @@ class RollingHistogram:
     """Counts in fixed log-spaced buckets over a sliding window of `slots` sub-windows, with running totals
     so that quantiles cost one cumulative sum, not a merge of every slot."""
 
-    __slots__ = ("_slot_s", "_ids", "_counts", "_total", "count")
+    __slots__ = ("_slot_s", "_ids", "_counts", "_total", "count", "_expired_for")
 
     def __init__(self, window_s: float, slots: int) -> None:
         self._slot_s = window_s / slots
@@ -146,6 +146,7 @@ class RollingHistogram:
         self._counts: list[list[int] | None] = [None] * slots
         self._total = [0] * _BUCKETS
         self.count = 0
+        self._expired_for = -math.inf  # the latest sub-window expired for: within it nothing more is to drop
 
     def record(self, value_ms: float, now: float) -> None:
         self.expire(now)
@@ -163,7 +164,11 @@ class RollingHistogram:
         self.count += 1
 
     def expire(self, now: float) -> None:
-        oldest = int(now // self._slot_s) - len(self._ids) + 1
+        current = int(now // self._slot_s)
+        if current <= self._expired_for:
+            return
+        self._expired_for = current
+        oldest = current - len(self._ids) + 1
         for index, slot_id in enumerate(self._ids):
             if slot_id != -1 and slot_id < oldest:
                 self._drop(index)
@@ -205,7 +210,7 @@ class DeploymentStats:
     __slots__ = (
         "in_flight", "_waiting", "_last_sent_at", "_slot_s", "_slots", "latency", "ttft", "tpot",
         "recent_ttft", "recent_tpot", "_ttft_since_probe", "_tpot_since_probe", "_refresh_s", "_computed_at",
-        "_view",
+        "_view", "_expired_for",
     )
 
     def __init__(self, window_s: float = DEFAULT_WINDOW_S, refresh_s: float = 0.1, *, slots: int = 10,
@@ -227,6 +232,7 @@ class DeploymentStats:
         self._refresh_s = refresh_s
         self._computed_at = -math.inf
         self._view = EMPTY_VIEW
+        self._expired_for = -math.inf  # as RollingHistogram's
 
     def begin(self, started: float, *, awaiting_first_token: bool = False, probe: bool = False) -> None:
         """A request sent at `started`. A health probe holds a slot like any request but is not traffic: the
@@ -322,7 +328,11 @@ class DeploymentStats:
         return slot
 
     def _expire(self, now: float) -> None:
-        oldest = int(now // self._slot_s) - len(self._slots) + 1
+        current = int(now // self._slot_s)
+        if current <= self._expired_for:
+            return
+        self._expired_for = current
+        oldest = current - len(self._slots) + 1
         for slot in self._slots:
             if slot.slot_id != -1 and slot.slot_id < oldest:
                 slot.slot_id = -1
