@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from meridian_common.service_process import ServiceStartError
 from regions import local_services
-from regions.local_services import RunningService, start_etcd, start_redis
+from regions.local_services import RunningService, restart_etcd_member, start_etcd, start_etcd_cluster, start_redis
 
 
 def assert_gone(pid: int) -> None:
@@ -122,9 +122,9 @@ def test_redis_on_a_taken_port_fails_clearly(tmp_path: Path, taken_port: int) ->
 def test_etcd_retries_when_it_loses_the_port_race(
     tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = local_services._two_free_ports
-    picks = iter([(taken_port, real()[1])])
-    monkeypatch.setattr(local_services, "_two_free_ports", lambda: next(picks, None) or real())
+    real = local_services._free_ports
+    picks = iter([[(taken_port, real(2)[0][1])]])
+    monkeypatch.setattr(local_services, "_free_ports", lambda count: next(picks, None) or real(count))
     etcd = start_etcd(tmp_path / "data", tmp_path / "etcd.log")
     try:
         assert etcd.port != taken_port
@@ -132,3 +132,21 @@ def test_etcd_retries_when_it_loses_the_port_race(
     finally:
         etcd.stop()
     assert_gone(etcd.pid)
+
+
+def test_a_three_member_cluster_survives_a_member_and_takes_it_back(tmp_path: Path) -> None:
+    cluster = start_etcd_cluster(3, tmp_path / "data", tmp_path / "logs")
+    members = [member for member, _ in cluster]
+    try:
+        assert len({m.client_url for m in members} | {m.peer_url for m in members}) == 6
+        assert all(local_services._etcd_healthy(m.client_url) for m in members)
+        first, service = cluster[0]
+        service.kill()
+        assert_gone(service.pid)
+        assert all(local_services._etcd_healthy(m.client_url) for m in members[1:]), "two of three keep a quorum"
+        restarted = restart_etcd_member(first, members, tmp_path / "logs" / "etcd-1.log")
+        cluster[0] = (first, restarted)
+        assert local_services._etcd_healthy(first.client_url)
+    finally:
+        for _, running in cluster:
+            running.stop()
