@@ -109,9 +109,16 @@ def simulator_url(address: str) -> str:
 
 # --- proxy plans -----------------------------------------------------------------------------------------
 
-def control_plane_proxies(etcd_address: str, redis_address: str) -> list[ProxySpec]:
-    """Control plane -> etcd and -> Redis: needed before a replica starts."""
-    return [ProxySpec(ETCD_PROXY, etcd_address, "etcd"), ProxySpec(REDIS_CP_PROXY, redis_address, "redis-cp")]
+def etcd_proxy_names(members: int) -> list[str]:
+    """One proxy per etcd member: `etcd` for a single member, `etcd-1`, `etcd-2`... for a cluster."""
+    return [ETCD_PROXY] if members == 1 else [f"{ETCD_PROXY}-{index + 1}" for index in range(members)]
+
+
+def control_plane_proxies(etcd_addresses: Sequence[str], redis_address: str) -> list[ProxySpec]:
+    """Control plane -> every etcd member and -> Redis: needed before a replica starts."""
+    names = etcd_proxy_names(len(etcd_addresses))
+    return [*(ProxySpec(name, address, "etcd") for name, address in zip(names, etcd_addresses, strict=True)),
+            ProxySpec(REDIS_CP_PROXY, redis_address, "redis-cp")]
 
 
 def cp_grpc_proxies(topology: Topology, grpc_by_replica: Mapping[str, str]) -> list[ProxySpec]:
@@ -202,12 +209,14 @@ class ControlPlaneSettings:
 
 
 def control_plane_config(topology: Topology, replica_id: str, *, backend_urls: Mapping[str, str],
-                         listens: Mapping[str, str], settings: ControlPlaneSettings = ControlPlaneSettings()
-                         ) -> dict[str, Any]:
-    """One replica's config: etcd and Redis through their proxies, listeners on free ports of 127.0.0.1."""
+                         listens: Mapping[str, str], settings: ControlPlaneSettings = ControlPlaneSettings(),
+                         etcd_members: int = 1) -> dict[str, Any]:
+    """One replica's config: etcd (every member, in order) and Redis through their proxies, listeners on free
+    ports of 127.0.0.1."""
     return {
         "replica_id": replica_id,
-        "etcd": {"endpoints": [f"http://{listens[ETCD_PROXY]}"], "prefix": ETCD_PREFIX},
+        "etcd": {"endpoints": [f"http://{listens[name]}" for name in etcd_proxy_names(etcd_members)],
+                 "prefix": ETCD_PREFIX},
         "redis_url": f"redis://{listens[REDIS_CP_PROXY]}/0",
         "grpc": {"host": LOOPBACK, "port": 0},
         "admin": {"host": LOOPBACK, "port": 0, "grpc_port": 0, "token_env": ADMIN_TOKEN_ENV},

@@ -47,7 +47,7 @@ def _backend_urls(topology: Topology) -> dict[str, str]:
 
 
 def _listens(topology: Topology) -> dict[str, str]:
-    specs = [*control_plane_proxies("127.0.0.1:2379", REDIS),
+    specs = [*control_plane_proxies(["127.0.0.1:2379"], REDIS),
              *data_plane_proxies(topology, REDIS, _backend_urls(topology)),
              *cp_grpc_proxies(topology, {"cp-1": "127.0.0.1:50051", "cp-2": "127.0.0.1:50061"})]
     return {spec.name: f"127.0.0.1:{20000 + i}" for i, spec in enumerate(specs)}
@@ -70,7 +70,7 @@ def test_every_link_has_a_proxy(topology: Topology) -> None:
                 assert xregion_proxy_name(region, backend.name) in names
     # 3 Redis + 6 local backends + 6 backends x 2 other regions
     assert len(specs) == 3 + 6 + 12
-    assert {s.name for s in control_plane_proxies("127.0.0.1:2379", REDIS)} == {ETCD_PROXY, REDIS_CP_PROXY}
+    assert {s.name for s in control_plane_proxies(["127.0.0.1:2379"], REDIS)} == {ETCD_PROXY, REDIS_CP_PROXY}
     grpc = cp_grpc_proxies(topology, {"cp-1": "127.0.0.1:1", "cp-2": "127.0.0.1:2"})
     assert {s.name for s in grpc} == {cp_grpc_proxy_name(r, c) for r in topology.regions for c in REPLICAS}
 
@@ -192,3 +192,15 @@ def test_simulators_answer_with_the_workloads_natural_length() -> None:
     register_sim_backend(parser.add_subparsers())
     args = parser.parse_args(argv)
     assert (args.output_tokens, args.output_tokens_sigma, args.seed) == (200, 0.8, 4)
+
+
+def test_a_replica_of_a_three_member_cluster_lists_every_member_through_its_proxy(topology: Topology) -> None:
+    members = ["127.0.0.1:2379", "127.0.0.1:2479", "127.0.0.1:2579"]
+    specs = control_plane_proxies(members, REDIS)
+    assert [(s.name, s.upstream, s.kind) for s in specs[:3]] == [
+        ("etcd-1", members[0], "etcd"), ("etcd-2", members[1], "etcd"), ("etcd-3", members[2], "etcd")]
+    listens = {spec.name: f"127.0.0.1:{21000 + i}" for i, spec in enumerate(specs)} | _listens(topology)
+    document = control_plane_config(topology, "cp-1", backend_urls=_backend_urls(topology), listens=listens,
+                                    etcd_members=3)
+    config = parse_control_plane_config(document, "generated")
+    assert config.etcd.endpoints == tuple(f"http://{listens[f'etcd-{i}']}" for i in (1, 2, 3))
