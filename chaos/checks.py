@@ -322,6 +322,67 @@ def new_leader_within_lease() -> Check:
     return check
 
 
+def leadership_holds(after_event: str) -> Check:
+    """After `after_event`, the leader keeps leading, or a replica leads again within lease TTL + 1 s: no
+    stretch of replica probes without a leader lasts longer, and one leads at the end of the fault."""
+    def check(timeline: Timeline) -> CheckResult:
+        ttl = float(timeline.facts["lease_ttl_s"])
+        limit = ttl + 1.0
+        name = f"a leader throughout, or again within lease TTL + 1 s ({limit:g} s)"
+        fault = timeline.event(after_event)
+        if fault is None:
+            return CheckResult(name, False, f"no {after_event} event: the fault did not happen")
+        probes = sorted((p for p in timeline.replica_probes if fault.t_s <= p.t_s < timeline.phases.fault_end_s),
+                        key=lambda p: p.t_s)
+        if not probes:
+            return CheckResult(name, False, "no replica was probed during the fault")
+        role: dict[str, str | None] = {}
+        leaders: list[tuple[float, list[str]]] = []
+        for probe in probes:
+            role[probe.replica] = probe.role
+            leaders.append((probe.t_s, sorted(r for r, now in role.items() if now == "leader")))
+        longest, since = 0.0, None
+        for t, leading in leaders:
+            if leading:
+                since = None
+            else:
+                since = t if since is None else since
+                longest = max(longest, t - since)
+        held = sorted({replica for _, leading in leaders for replica in leading})
+        last = leaders[-1][1]
+        passed = longest <= limit and bool(last)
+        return CheckResult(name, passed, f"leaders during the fault: {', '.join(held) or 'none'}; longest time "
+                                         f"without one {longest:.2f} s; at the end: {', '.join(last) or 'none'}")
+    return check
+
+
+def policy_pushes_reach_routers(limit_s: float) -> Check:
+    """Every policy push of the fault (a `policy_pushed` event setting latency_budget_ms) was in force on every
+    router of its region within `limit_s` of being sent."""
+    def check(timeline: Timeline) -> CheckResult:
+        name = f"policy pushes reach the routers within {limit_s:g} s"
+        pushes = [e for e in timeline.events if e.name == "policy_pushed"]
+        if not pushes:
+            return CheckResult(name, False, "no policy was pushed during the fault")
+        parts, late = [], []
+        for push in pushes:
+            region, model, budget = push.detail["region"], push.detail["model"], push.detail["latency_budget_ms"]
+            sent = float(push.detail["sent_s"])
+            routers = sorted({p.router_id for p in timeline.router_probes if p.region == region})
+            arrivals = [next((p.t_s for p in timeline.probes_of(rid)
+                              if p.t_s >= sent and p.latency_budget_ms(model) == budget), None) for rid in routers]
+            if not routers or None in arrivals:
+                late.append(f"{budget} ms never reached {region}")
+                continue
+            delay = max(t for t in arrivals if t is not None) - sent
+            parts.append(f"{budget} ms {delay:.2f} s ({push.detail['attempts']} attempt(s))")
+            if delay > limit_s:
+                late.append(f"{budget} ms after {delay:.2f} s")
+        return CheckResult(name, not late, ("late: " + "; ".join(late) + "; ") * bool(late)
+                           + "every router of the region held each pushed budget after: " + ", ".join(parts))
+    return check
+
+
 def _max_version(probes: Sequence[RouterProbe]) -> int:
     return max((pr.table_version for pr in probes if pr.table_version is not None), default=0)
 

@@ -3,6 +3,7 @@ what must hold, as pure checks over the recorded Timeline; and the settings and 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,23 @@ def restore_all(handle: StackHandle) -> Sequence[str]:
     return handle.restore()
 
 
+class StackFeature(enum.Enum):
+    """What a scenario may need of the stack beyond the default `meridian up`; the value is the flag that gives
+    it."""
+
+    ETCD_CLUSTER = "--etcd-members 3"
+    REDIS_SENTINEL = "--redis-sentinel"
+
+
+def stack_features(stack: Mapping[str, Any]) -> frozenset[StackFeature]:
+    features = set()
+    if len(stack.get("etcd", {}).get("members", [])) >= 3:
+        features.add(StackFeature.ETCD_CLUSTER)
+    if stack.get("redis", {}).get("sentinels"):
+        features.add(StackFeature.REDIS_SENTINEL)
+    return frozenset(features)
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
@@ -52,6 +70,14 @@ class Scenario:
     min_fault_s: float = 0.0
     min_recovery_s: float = 0.0
     """Phases this scenario needs whatever `--duration` says (a lease must lapse, an election must finish)."""
+    needs: frozenset[StackFeature] = frozenset()
+
+    def unmet_needs(self, stack: Mapping[str, Any]) -> str | None:
+        """Why this scenario cannot run against `stack` (what to start instead), or None when it can."""
+        missing = sorted(need.value for need in self.needs - stack_features(stack))
+        if not missing:
+            return None
+        return f"{self.name} needs a stack started with `meridian up {' '.join(missing)}`"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from meridian_common.catalog import RoutingDefaults
 from meridian_common.logging_setup import event
 from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
-from regions.launcher import restart_replica
+from regions.launcher import restart_etcd_member, restart_replica
 from regions.topology import Topology, load_topology
 from simulator.admin_client import change_sim_config, read_sim_config
 
@@ -42,6 +42,8 @@ DEFAULT_LEASE_TTL_S = 3.0
 PRESSURE_REQUEST_TIMEOUT_S = 60.0
 PRESSURE_RETRY_S = 0.1
 MAX_PRESSURE_REQUESTS = 1000
+PUSH_ATTEMPTS = 20
+PUSH_RETRY_S = 0.1
 
 
 class ChaosActionError(RuntimeError):
@@ -160,6 +162,30 @@ class StackHandle:
                 return replica
         return None
 
+    @property
+    def etcd_members(self) -> list[dict[str, Any]]:
+        """Every etcd member of stack.json (name, url, pid, proxy...), in order."""
+        return list(self.stack["etcd"].get("members", []))
+
+    def etcd_member_in_use(self, replica: str) -> str:
+        """The etcd member a replica talks to now: its /health names the endpoint (a member's proxy)."""
+        health = self.replica_health(replica) or {}
+        endpoint = str(health.get("etcd_endpoint", ""))
+        listen = endpoint.removeprefix("http://")
+        proxy = next((p.name for p in self.proxies(kind="etcd")
+                      if self.stack["toxiproxy"]["proxies"][p.name]["listen"] == listen), None)
+        member = next((m["name"] for m in self.etcd_members if proxy is not None and m.get("proxy") == proxy), None)
+        if member is None:
+            raise ChaosActionError(f"replica {replica} talks to etcd at {endpoint or '(no etcd_endpoint in /health)'},"
+                                   " which is no member's proxy in stack.json")
+        return str(member)
+
+    def policy_entry(self, region: str, model: str) -> dict[str, Any]:
+        """The policy document's entry for (region, model) as the admin API shows it ({} when there is none)."""
+        document = self._admin("GET", "/v1/policy")
+        return next((e for e in document.get("models", []) if (e.get("region"), e.get("model")) == (region, model)),
+                    {})
+
     # --- events ---------------------------------------------------------------------------------------------
 
     def note(self, name: str, **detail: Any) -> None:
@@ -275,21 +301,80 @@ class StackHandle:
         self.note("replica_killed", replica=replica, pid=current.pid)
         return current.pid
 
-    def _current_record(self, replica: str) -> stack_file.ProcessRecord | None:
-        """The replica's record in the stack file now (a restart by an earlier scenario changed its pid)."""
+    def kill_etcd_member(self, member: str) -> int:
+        """SIGKILLs an etcd member of a cluster (`meridian up --etcd-members 3`) and, on restore, starts it again
+        on its ports and data dir, where it rejoins the cluster."""
+        current = self._current_record(member)
+        if current is None or not current.alive():
+            raise ChaosActionError(f"etcd member {member} is not a running process of the stack")
+        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
+
+        def restart() -> None:
+            self._wait_dead(current)
+            restarted = restart_etcd_member(path, member)
+            self.note("etcd_member_restarted", member=member, pid=restarted.pid)
+
+        self._on_undo(f"restart etcd member {member}", restart)
+        os.kill(current.pid, signal.SIGKILL)
+        self.note("etcd_member_killed", member=member, pid=current.pid)
+        return current.pid
+
+    def push_policy(self, region: str, model: str, **changes: Any) -> None:
+        """`POST /v1/policy/set` through the first replica that accepts it, as an operator's client would: a
+        503 (etcd unreachable from that replica for the moment) is tried again, boundedly. On restore, the
+        fields pushed get their values from before the first push back."""
+        before = self.policy_entry(region, model)
+        original = {key: before.get(key) for key in changes}
+
+        def undo() -> None:
+            self._push_with_retries({"region": region, "model": model, **original, "author": "chaos-restore"})
+
+        self._on_undo(f"restore policy {region}/{model} {original}", undo)
+        sent_s = self._clock()
+        attempts = self._push_with_retries({"region": region, "model": model, **changes, "author": "chaos"})
+        self.note("policy_pushed", region=region, model=model, sent_s=round(sent_s, 3), attempts=attempts, **changes)
+
+    def _push_with_retries(self, body: Mapping[str, Any]) -> int:
+        last: ChaosActionError | None = None
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            try:
+                self._admin("POST", "/v1/policy/set", body)
+                return attempt
+            except ChaosActionError as error:
+                last = error
+                time.sleep(PUSH_RETRY_S)
+        raise ChaosActionError(f"policy push refused {PUSH_ATTEMPTS} times: {last}")
+
+    def _admin(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """The admin API of the first replica that answers (a killed replica does not)."""
+        headers = {"Authorization": f"Bearer {self.stack['admin_token']}"}
+        failures = []
+        for replica, info in self.replicas.items():
+            try:
+                return _request(method, f"{info['admin']}{path}", body, headers)
+            except ChaosActionError as error:
+                failures.append(f"{replica}: {error}")
+        raise ChaosActionError("; ".join(failures))
+
+    def _wait_dead(self, record: stack_file.ProcessRecord) -> None:
+        deadline = time.monotonic() + 5.0
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILL is asynchronous: let the kernel finish the old process first
+
+    def _current_record(self, name: str) -> stack_file.ProcessRecord | None:
+        """A process's record in the stack file now (a restart by an earlier scenario changed its pid)."""
         path = Path(self.stack["directory"]) / stack_file.STACK_FILE
         with contextlib.suppress(stack_file.StackFileError):
             current = stack_file.read_stack(path)
             if current is not None:
-                return next((r for r in stack_file.processes(current) if r.name == replica), None)
+                return next((r for r in stack_file.processes(current) if r.name == name), None)
         return None
 
     def _restart(self, replica: str) -> None:
         path = Path(self.stack["directory"]) / stack_file.STACK_FILE
         record = self._current_record(replica)
-        deadline = time.monotonic() + 5.0
-        while record is not None and record.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)  # SIGKILL is asynchronous: let the kernel finish the old process first
+        if record is not None:
+            self._wait_dead(record)
         restarted = restart_replica(path, replica)
         self.note("replica_restarted", replica=replica, pid=restarted.pid)
 

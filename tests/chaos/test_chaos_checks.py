@@ -314,7 +314,7 @@ def test_probe_parsing() -> None:
 def test_registry() -> None:
     assert list(SCENARIOS) == ["redis-loss", "redis-latency", "backend-saturation", "backend-latency",
                                "backend-errors", "leader-kill", "etcd-loss", "control-plane-partition",
-                               "region-partition"]
+                               "region-partition", "etcd-member-loss"]
     assert all(s.checks and s.description and s.injects for s in SCENARIOS.values())
     with pytest.raises(KeyError, match="unknown scenario 'nope'"):
         get_scenario("nope")
@@ -344,3 +344,47 @@ def test_restore_undoes_newest_first_and_reports_failures() -> None:
     failures = handle.restore()
     assert done == ["last", "first"] and failures == ["broken: toxiproxy gone"]
     assert handle.restore() == []  # nothing twice
+
+
+def _leaders(gap: tuple[float, float] | None, *, new_leader: str = "cp-1") -> list[ReplicaProbe]:
+    """cp-1 leads, except during `gap` (nobody leads); after the gap `new_leader` leads."""
+    probes = []
+    for i in range(41):
+        t = i * 0.25
+        if gap is not None and gap[0] <= t < gap[1]:
+            probes += [ReplicaProbe(t, "cp-1", True, "no-quorum"), ReplicaProbe(t, "cp-2", True, "follower")]
+        else:
+            leader = new_leader if gap is not None and t >= gap[1] else "cp-1"
+            probes += [ReplicaProbe(t, r, True, "leader" if r == leader else "follower") for r in ("cp-1", "cp-2")]
+    return probes
+
+
+@pytest.mark.parametrize(
+    ("gap", "new_leader", "passed"),
+    [(None, "cp-1", True), ((3.5, 6.0), "cp-2", True), ((3.5, 7.75), "cp-2", False), ((3.25, 8.0), "cp-1", False)],
+)
+def test_leadership_holds(gap: tuple[float, float] | None, new_leader: str, passed: bool) -> None:
+    kill = Event(3.0, "etcd_member_killed", {"member": "etcd-1", "pid": 42})
+    check = checks.leadership_holds("etcd_member_killed")
+    result = check(timeline(replicas=_leaders(gap, new_leader=new_leader), events=[kill], facts={"lease_ttl_s": 3.0}))
+    assert result.passed is passed, result.detail
+    assert not check(timeline(replicas=_leaders(None), facts={"lease_ttl_s": 3.0})).passed
+
+
+@pytest.mark.parametrize(("arrives_at", "passed"), [(4.5, True), (5.25, False), (None, False)])
+def test_policy_pushes_reach_routers(arrives_at: float | None, passed: bool) -> None:
+    push = Event(3.2, "policy_pushed", {"region": "us", "model": "m", "latency_budget_ms": 4001, "sent_s": 3.0,
+                                        "attempts": 1})
+    probes = [RouterProbe(i * 0.25, rid, "us", True,
+                          latency_budgets_ms=(("m", 4001 if arrives_at is not None and i * 0.25 >= arrives_at
+                                               else None),))
+              for i in range(41) for rid in ("r1", "r2")]
+    check = checks.policy_pushes_reach_routers(2.0)
+    assert check(timeline(routers=probes, events=[push])).passed is passed
+    assert not check(timeline(routers=probes)).passed
+
+
+def test_probe_reads_the_latency_budget_of_every_model() -> None:
+    probe = router_probe_from(1.0, "r1", "us", {"models": {"m": {"latency_budget_ms": 900, "deployments": []},
+                                                           "n": {"deployments": []}}})
+    assert probe.latency_budget_ms("m") == 900 and probe.latency_budget_ms("n") is None
