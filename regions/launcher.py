@@ -638,11 +638,14 @@ def _infrastructure(name: str) -> str | None:
 
 def stop_tiers(records: Sequence[stack_file.ProcessRecord]) -> list[list[stack_file.ProcessRecord]]:
     """The order of a stop: routers, then backends and control-plane replicas (a leader resigns through
-    etcd, so etcd must still be there), then Toxiproxy, Redis and etcd (every member at once) one by one."""
+    etcd, so etcd must still be there), then Toxiproxy, Redis and etcd one by one. The members of an etcd
+    cluster stop one after the other: stopped together, each waits for the others to take over its leadership
+    and the whole tier took 6 s instead of 1.4."""
     routers = [r for r in records if r.name.startswith("router-")]
     middle = [r for r in records if r not in routers and _infrastructure(r.name) is None]
-    infrastructure = [[r for r in records if _infrastructure(r.name) == tier] for tier in _INFRASTRUCTURE]
-    return [tier for tier in (routers, middle, *infrastructure) if tier]
+    infrastructure = [[r for r in records if _infrastructure(r.name) == tier] for tier in _INFRASTRUCTURE[:-1]]
+    etcd = [[r] for r in records if _infrastructure(r.name) == "etcd"]
+    return [tier for tier in (routers, middle, *infrastructure, *etcd) if tier]
 
 
 def stop_records(records: Sequence[stack_file.ProcessRecord]) -> list[stack_file.ProcessRecord]:
