@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chaos.scenario import Check, CheckResult
+from chaos.verdict import Check, CheckResult
 from harness.timeline import (
     RequestRecord,
     RouterProbe,

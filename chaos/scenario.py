@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chaos.verdict import Check, CheckResult
 from harness.timeline import Timeline
 from meridian_common.workload import NO_OVERRIDES, WorkloadOverrides
 
@@ -16,20 +17,6 @@ if TYPE_CHECKING:
     from harness.stack_handle import StackHandle
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    name: str
-    passed: bool
-    detail: str
-
-    def verdict_line(self, scenario: str) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'}  {scenario}: {self.name} — {self.detail}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail}
-
-
-Check = Callable[[Timeline], CheckResult]
 Inject = Callable[["StackHandle", Timeline], Mapping[str, Any]]
 """Breaks something; gets the baseline recorded so far and returns the facts its checks need. Blocking: the
 runner calls it in a thread. Every change goes through the handle, which records how to undo it."""
