@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from meridian_common.catalog import DeploymentConfig, FrozenModel, ModelConfig
 from meridian_common.config_loading import FieldReferenceError, load_yaml, validate
+from meridian_common.redis_url import parse_redis_url
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -104,7 +105,7 @@ class RegionConfig(FrozenModel):
 class ControlPlaneConfig(FrozenModel):
     replica_id: str | None = Field(None, min_length=1, description="default: hostname-pid, set by the caller")
     etcd: EtcdConfig = EtcdConfig()
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="one Redis, or redis+sentinel://... (Sentinel)")
     grpc: GrpcListen = GrpcListen()
     admin: AdminListen = AdminListen()
     tls: TlsConfig = TlsConfig()
@@ -120,9 +121,8 @@ class ControlPlaneConfig(FrozenModel):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis_url {value!r} must start with redis://, rediss:// or unix://")
+    def _redis_url(cls, value: str) -> str:
+        parse_redis_url(value)
         return value
 
     @model_validator(mode="after")
