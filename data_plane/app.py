@@ -29,6 +29,7 @@ from data_plane.app_keys import (
     ROUTER_ID,
     SERVING,
     SESSION,
+    SHARED_LIMITS,
     STATE,
     TABLE_STORE,
     TABLE_SUBSCRIBER,
@@ -234,8 +235,9 @@ async def _shared_limits(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     settings = config.rate_limits
-    shared = SharedLimits(config.redis_url, limits, router_id=app[ROUTER_ID],
-                          interval_s=settings.sync_interval_s, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+    shared = app[SHARED_LIMITS] = SharedLimits(config.redis_url, limits, router_id=app[ROUTER_ID],
+                                               interval_s=settings.sync_interval_s,
+                                               heartbeat_ttl_s=settings.heartbeat_ttl_s)
     task = _supervised(app, "shared_limits", shared.run)
     yield
     task.cancel()
