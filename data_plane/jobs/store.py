@@ -19,13 +19,13 @@ from typing import Any
 
 import msgspec
 import orjson
-import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from data_plane.jobs.state import CallbackStatus, Claim, JobState, JobStatus, apply, claimable
 from data_plane.serving.request_shapes import body_model
+from meridian_common.redis_connection import redis_client
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 
@@ -80,6 +80,7 @@ return 1
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _CLAIM_WINDOW = 16  # queued ids looked at per claim: a few not yet due must not block the rest
+REPLICA_ACK_TIMEOUT_MS = 500
 
 
 class JobsUnavailable(Exception):
@@ -209,16 +210,19 @@ def unavailable(error: BaseException) -> JobsUnavailable:
 
 class JobStore:
     def __init__(self, redis_url: str, region: str, *, result_ttl_s: float, max_queued: int,
-                 max_queued_per_client: int = 0, socket_timeout_s: float = 1.0) -> None:
+                 max_queued_per_client: int = 0, socket_timeout_s: float = 1.0, replicas_to_ack: int = 0) -> None:
+        """`replicas_to_ack`: a submit is accepted only once that many replicas hold it (Redis WAIT), so that a
+        failover to a replica cannot lose a job the client was told was accepted."""
         # One immediate retry only: it reconnects after a Redis restart, and a dead Redis answers a submit
         # with 503 at once instead of after redis-py's default backoff.
-        self._client = redis_asyncio.Redis.from_url(
+        self._client = redis_client(
             redis_url, socket_connect_timeout=0.25, socket_timeout=socket_timeout_s, retry=Retry(NoBackoff(), 1))
         self._commit = self._client.register_script(COMMIT_SCRIPT)
         self._prefix = f"meridian:jobs:{region}:"
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_queued = max_queued
         self._max_queued_per_client = max_queued_per_client
+        self._replicas_to_ack = replicas_to_ack
         self.region = region
 
     def key(self, job_id: str) -> str:
@@ -246,9 +250,28 @@ class JobStore:
         if submit:
             keys.append(f"{self._prefix}queued:{submitted_by}")
         try:
-            return int(await self._commit(keys=keys, args=args))
+            if not (submit and self._replicas_to_ack):
+                return int(await self._commit(keys=keys, args=args))
+            # WAIT counts the replicas holding this connection's writes: the script and WAIT share a pipeline.
+            async with self._client.pipeline(transaction=False) as pipe:
+                await self._commit(keys=keys, args=args, client=pipe)
+                pipe.wait(self._replicas_to_ack, REPLICA_ACK_TIMEOUT_MS)
+                written, acked = await pipe.execute()
         except REDIS_ERRORS as error:
             raise unavailable(error) from error
+        if int(written) == 1 and int(acked) < self._replicas_to_ack:
+            await self._withdraw(new.id)
+            raise JobsUnavailable(f"no replica of the job store confirmed the job within {REPLICA_ACK_TIMEOUT_MS} ms "
+                                  f"({acked} of {self._replicas_to_ack}): a failover could lose it")
+        return int(written)
+
+    async def _withdraw(self, job_id: str) -> None:
+        """Takes back a submit that could not be replicated (best effort: the primary may be going)."""
+        try:
+            await self._client.delete(self.key(job_id))
+            await self._forget(job_id)
+        except (JobsUnavailable, *REDIS_ERRORS):
+            pass
 
     async def submit(self, state: JobState, request: JobRequest) -> None:
         """Writes the record and queues it in one step; returns only once Redis holds both."""
