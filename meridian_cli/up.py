@@ -1,4 +1,5 @@
-"""`meridian up [--topology FILE] [--routers-per-region N] [--router-workers N] [--etcd-members N] [--detach]`:
+"""`meridian up [--topology FILE] [--routers-per-region N] [--router-workers N] [--etcd-members N]
+[--redis-sentinel] [--detach]`:
 starts a whole multi-region stack on 127.0.0.1 (etcd, Redis, Toxiproxy, two control-plane replicas, the routers,
 the simulated backends) and writes `.meridian/stack.json` (docs/regions.md)."""
 
@@ -26,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--etcd-members", type=int, default=1, metavar="N",
                         help="etcd as a cluster of N members (3 or 5 for a quorum that survives losing one or two), "
                         "every member in each control-plane replica's endpoints (default 1: a single etcd)")
+    parser.add_argument("--redis-sentinel", action="store_true",
+                        help="Redis as a primary, a replica and three sentinels (failover in about 2 s); every "
+                        "router and replica finds the primary through the sentinels")
     parser.add_argument("--detach", action="store_true", help="return once the stack is ready; `meridian down` "
                         "stops it")
     parser.add_argument("--timeout", type=float, default=45.0,
@@ -56,5 +60,5 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     options = UpOptions(topology_path=args.topology, routers_per_region=args.routers_per_region,
                         router_workers=args.router_workers, directory=Path.cwd(), table_wait_s=args.timeout,
-                        etcd_members=args.etcd_members)
+                        etcd_members=args.etcd_members, redis_sentinel=args.redis_sentinel)
     return run_up(options, detach=args.detach, say=lambda line: print(line, flush=True))

@@ -34,8 +34,9 @@ import yaml
 from meridian_common.logging_setup import event
 from meridian_common.service_process import ServiceProcess, ServiceStartError, log_tail, pick_free_port, start_service
 from regions import local_services, stack_file
-from regions.local_services import EtcdMember, RunningService, start_etcd, start_etcd_cluster, start_redis
+from regions.local_services import EtcdMember, start_etcd, start_etcd_cluster, start_redis
 from regions.proxies import ProxySetupError, create_proxies
+from regions.redis_sentinel import primary_address, start_sentinel_group
 from regions.stack_config import (
     ADMIN_TOKEN_ENV,
     LOOPBACK,
@@ -85,6 +86,8 @@ class UpOptions:
     table_wait_s: float = TABLE_WAIT_S
     etcd_members: int = 1
     """1: a single etcd; 3 (or any N): a cluster of N members, every one in each replica's endpoints."""
+    redis_sentinel: bool = False
+    """A Redis primary, a replica and three sentinels instead of one Redis; every client uses the sentinels."""
 
 
 @dataclass(slots=True)
@@ -198,13 +201,30 @@ def _start_etcd(layout: _Layout, started: _Started, say: Say, t0: float, members
     return entries
 
 
-def _start_infrastructure(layout: _Layout, started: _Started, say: Say, t0: float, etcd_members: int
-                          ) -> tuple[list[dict[str, Any]], RunningService, RunningToxiproxy]:
-    etcd = _start_etcd(layout, started, say, t0, etcd_members)
-    redis = start_redis(layout.run / "data" / "redis", layout.logs / "redis.log",
-                        ready_timeout_s=SERVICE_START_TIMEOUT_S)
-    started.add("redis", redis.pid, redis.log_path, redis.stop)
-    say(f"[{_elapsed(t0)}] redis       {redis.url}  (pid {redis.pid})")
+def _start_redis(layout: _Layout, started: _Started, say: Say, t0: float, sentinel: bool) -> dict[str, Any]:
+    """One Redis (process `redis`), or with `sentinel` a primary, its replica and three sentinels; returns
+    stack.json's `redis` entry (`url` is what clients use: the sentinels' URL with Sentinel)."""
+    if not sentinel:
+        redis = start_redis(layout.run / "data" / "redis", layout.logs / "redis.log",
+                            ready_timeout_s=SERVICE_START_TIMEOUT_S)
+        started.add("redis", redis.pid, redis.log_path, redis.stop)
+        say(f"[{_elapsed(t0)}] redis       {redis.url}  (pid {redis.pid})")
+        return {"url": redis.url, "pid": redis.pid}
+    group = start_sentinel_group(layout.run / "data" / "redis", layout.logs, ready_timeout_s=SERVICE_START_TIMEOUT_S)
+    for process in (*group.servers, *group.sentinels):
+        started.add(process.name, process.pid, process.log_path, process.stop)
+        say(f"[{_elapsed(t0)}] redis       {process.name:<12} {process.host}:{process.port}  (pid {process.pid})")
+    say(f"[{_elapsed(t0)}] redis       {group.url}  (service {group.service}, primary {group.servers[0].name})")
+    return {"url": group.url, "service": group.service,
+            "servers": [{"name": s.name, "url": s.url, "port": s.port, "pid": s.pid,
+                         "data_dir": str(layout.run / "data" / "redis" / s.name)} for s in group.servers],
+            "sentinels": [{"name": s.name, "address": f"{s.host}:{s.port}", "pid": s.pid} for s in group.sentinels]}
+
+
+def _start_infrastructure(layout: _Layout, started: _Started, say: Say, t0: float, options: UpOptions
+                          ) -> tuple[list[dict[str, Any]], dict[str, Any], RunningToxiproxy]:
+    etcd = _start_etcd(layout, started, say, t0, options.etcd_members)
+    redis = _start_redis(layout, started, say, t0, options.redis_sentinel)
     try:
         toxiproxy = start_toxiproxy(layout.logs / "toxiproxy.log")
     except RuntimeError as error:
@@ -267,14 +287,14 @@ def _create_proxies(api_url: str, specs: Sequence[ProxySpec], layout: _Layout) -
 
 
 def _start_control_plane(topology: Topology, layout: _Layout, started: _Started, *, backend_urls: dict[str, str],
-                         listens: dict[str, str], env: dict[str, str], etcd_members: int
-                         ) -> dict[str, dict[str, Any]]:
+                         listens: dict[str, str], env: dict[str, str], etcd_members: int,
+                         redis_url: str | None) -> dict[str, dict[str, Any]]:
     """Both replicas; returns each one's bound addresses (grpc, admin, admin_grpc) and pid."""
     argvs = []
     for replica in CONTROL_PLANE_REPLICAS:
         config = _write_yaml(layout.configs / f"{replica}.yaml",
                              control_plane_config(topology, replica, backend_urls=backend_urls, listens=listens,
-                                                  etcd_members=etcd_members))
+                                                  etcd_members=etcd_members, redis_url=redis_url))
         argvs.append((replica, [*_MERIDIAN, "control-plane", "--config", str(config), "--ports-file",
                                 str(layout.ports / f"{replica}.json")]))
     services = _start_each(argvs, layout, started, health_path="/health", env=env)
@@ -292,7 +312,7 @@ def _start_control_plane(topology: Topology, layout: _Layout, started: _Started,
 
 def _start_routers(topology: Topology, layout: _Layout, started: _Started, routers_per_region: int, *,
                    backend_urls: dict[str, str], listens: dict[str, str], env: dict[str, str],
-                   workers: int = 1) -> list[RouterPlan]:
+                   workers: int = 1, redis_url: str | None = None) -> list[RouterPlan]:
     """Every router on a port picked in advance (each router's config lists all of them for /v1/regions).
     Should another process take one of those ports first, all routers are started again on new ones."""
     ids = router_ids(topology, routers_per_region)
@@ -309,7 +329,7 @@ def _start_routers(topology: Topology, layout: _Layout, started: _Started, route
         for plan in plans:
             document = router_config(topology, plan, all_routers=plans, replicas=CONTROL_PLANE_REPLICAS,
                                      backend_urls=backend_urls, listens=listens,
-                                     state_dir=layout.state(plan.router_id))
+                                     state_dir=layout.state(plan.router_id), redis_url=redis_url)
             config = _write_yaml(layout.configs / f"router-{plan.router_id}.yaml", document)
             argvs.append((f"router-{plan.router_id}", [*_MERIDIAN, "router", "--config", str(config),
                                                        *(["--workers", str(workers)] if workers > 1 else [])]))
@@ -372,19 +392,22 @@ def bring_up(options: UpOptions, say: Say, admin_token: str) -> tuple[dict[str, 
     env = {ADMIN_TOKEN_ENV: admin_token}
     t0 = time.monotonic()
     try:
-        etcd, redis, toxiproxy = _start_infrastructure(layout, started, say, t0, options.etcd_members)
-        specs = control_plane_proxies([host_port(m["url"]) for m in etcd], f"{LOOPBACK}:{redis.port}")
+        etcd, redis, toxiproxy = _start_infrastructure(layout, started, say, t0, options)
+        # With Sentinel, clients ask the sentinels where the primary is, so no proxy stands in front of Redis.
+        redis_address = None if options.redis_sentinel else host_port(redis["url"])
+        sentinel_url = redis["url"] if options.redis_sentinel else None
+        specs = control_plane_proxies([host_port(m["url"]) for m in etcd], redis_address)
         listens = _create_proxies(toxiproxy.url, specs, layout)
         for member, proxy in zip(etcd, etcd_proxy_names(len(etcd)), strict=True):
             member["proxy"] = proxy
         backend_urls = _start_simulators(topology, layout, started, say, t0)
-        data_specs = data_plane_proxies(topology, f"{LOOPBACK}:{redis.port}", backend_urls)
+        data_specs = data_plane_proxies(topology, redis_address, backend_urls)
         listens |= _create_proxies(toxiproxy.url, data_specs, layout)
         specs += data_specs
         say(f"[{_elapsed(t0)}] proxies     {len(listens)} (Redis, etcd, backends, cross-region with RTT/2 "
             "latency each way)")
         replicas = _start_control_plane(topology, layout, started, backend_urls=backend_urls, listens=listens,
-                                        env=env, etcd_members=options.etcd_members)
+                                        env=env, etcd_members=options.etcd_members, redis_url=sentinel_url)
         for replica, addresses in replicas.items():
             say(f"[{_elapsed(t0)}] control     {replica:<12} admin {addresses['admin']}  grpc {addresses['grpc']}"
                 f"  (pid {addresses['pid']})")
@@ -392,7 +415,7 @@ def bring_up(options: UpOptions, say: Say, admin_token: str) -> tuple[dict[str, 
         listens |= _create_proxies(toxiproxy.url, grpc_specs, layout)
         specs += grpc_specs
         plans = _start_routers(topology, layout, started, options.routers_per_region, backend_urls=backend_urls,
-                               listens=listens, env=env, workers=options.router_workers)
+                               listens=listens, env=env, workers=options.router_workers, redis_url=sentinel_url)
         say(f"[{_elapsed(t0)}] routers     {len(plans)} serving; waiting for their control-plane tables")
         _wait_for_tables(plans, layout, options.table_wait_s, say, t0)
     except BaseException:
@@ -419,7 +442,7 @@ def bring_up(options: UpOptions, say: Say, admin_token: str) -> tuple[dict[str, 
         },
         # url: the first member's (the only one unless --etcd-members); members: every one, with its pid.
         "etcd": {"url": etcd[0]["url"], "members": etcd},
-        "redis": {"url": redis.url, "pid": redis.pid},
+        "redis": redis,
         "toxiproxy": {
             "url": toxiproxy.url, "implementation": toxiproxy.implementation, "pid": toxiproxy.pid,
             "proxies": {spec.name: spec.describe(listens[spec.name]) for spec in specs},
@@ -596,6 +619,30 @@ def restart_etcd_member(path: Path, name: str) -> stack_file.ProcessRecord:
                            lambda stack: next(e for e in stack["etcd"]["members"] if e["name"] == name))
 
 
+def restart_redis_server(path: Path, name: str) -> stack_file.ProcessRecord:
+    """Starts a Redis server of the running stack's Sentinel group (`meridian up --redis-sentinel`) again after
+    it died, on its port, as a replica of whichever server the sentinels name primary now (a failover may have
+    promoted the other one); records it in stack.json."""
+    stack = stack_file.read_stack(path)
+    if stack is None:
+        raise StackStartError(f"no stack file at {path}")
+    redis = stack["redis"]
+    entry = next((e for e in redis.get("servers", []) if e["name"] == name), None)
+    if entry is None:
+        raise StackStartError(f"{path}: no Redis server {name!r} of a Sentinel group (`meridian up --redis-sentinel`)")
+    if any(r.name == name and r.alive() for r in stack_file.processes(stack)):
+        raise StackStartError(f"Redis server {name} is still running")
+    _, primary_port = primary_address([int(s["address"].rsplit(":", 1)[1]) for s in redis["sentinels"]],
+                                      redis["service"])
+    if primary_port == entry["port"]:
+        raise StackStartError(f"the sentinels still name {name} (port {primary_port}) primary: wait for the failover")
+    layout = _Layout(path.parent)
+    service = start_redis(Path(entry["data_dir"]), layout.logs / f"{name}.log", entry["port"], name=name,
+                          replica_of=primary_port, ready_timeout_s=SERVICE_START_TIMEOUT_S)
+    return _record_restart(path, name, service.pid, service.log_path,
+                           lambda stack: next(e for e in stack["redis"]["servers"] if e["name"] == name))
+
+
 def _record_restart(path: Path, name: str, pid: int, log_path: Path,
                     entry_of: Callable[[dict[str, Any]], dict[str, Any]]) -> stack_file.ProcessRecord:
     """Records a restarted process in stack.json: its process record, and the pid in its own entry."""
@@ -632,7 +679,9 @@ _INFRASTRUCTURE = ("toxiproxy", "redis", "etcd")
 
 
 def _infrastructure(name: str) -> str | None:
-    """Which infrastructure tier a process belongs to: `etcd-2` to etcd like `etcd`."""
+    """Which infrastructure tier a process belongs to: `etcd-2` to etcd like `etcd`, `redis-1` and `sentinel-1`
+    to redis."""
+    name = "redis-" + name if name.startswith("sentinel-") else name
     return next((tier for tier in _INFRASTRUCTURE if name == tier or name.startswith(f"{tier}-")), None)
 
 

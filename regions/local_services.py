@@ -183,43 +183,64 @@ def _start_cluster(
 
 
 def start_redis(
-    data_dir: Path, log_path: Path, port: int | None = None, *, ready_timeout_s: float = READY_TIMEOUT_S
+    data_dir: Path, log_path: Path, port: int | None = None, *, ready_timeout_s: float = READY_TIMEOUT_S,
+    name: str = "redis", replica_of: int | None = None,
 ) -> RunningService:
     """A Redis without persistence; `port=None` picks a free port, a given port lets a test restart Redis
-    where its clients expect it."""
+    where its clients expect it. `replica_of`: the port of the primary on 127.0.0.1 this one replicates
+    (ready once its link to the primary is up)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    attempts = START_ATTEMPTS if port is None else 1
-    last_error: ServiceStartError | None = None
-    for attempt in range(1, attempts + 1):
-        chosen = port if port is not None else pick_free_port()
-        argv = [
+
+    def argv(chosen: int) -> list[str]:
+        replication = ["--replicaof", LOOPBACK, str(replica_of)] if replica_of is not None else []
+        return [
             str(redis_executable()),
             "--port", str(chosen),
             "--bind", LOOPBACK,
             "--save", "",
             "--appendonly", "no",
+            # A replica's first sync streams straight from memory at once: there is no disk copy to wait for.
+            "--repl-diskless-sync", "yes",
+            "--repl-diskless-sync-delay", "0",
             "--dir", str(data_dir),
             "--daemonize", "no",
             "--loglevel", "warning",
+            *replication,
         ]
+
+    ready = _redis_pings if replica_of is None else _replica_linked
+    managed, chosen = start_redis_process(name, argv, ready, log_path, port, ready_timeout_s)
+    url = f"redis://{LOOPBACK}:{chosen}/0"
+    log.info(event("redis_ready", server=name, url=url, pid=managed.pid, replica_of=replica_of or "-"))
+    return RunningService(name, LOOPBACK, chosen, url, managed)
+
+
+def start_redis_process(
+    name: str, argv: Callable[[int], list[str]], ready: Callable[[int], bool], log_path: Path, port: int | None,
+    ready_timeout_s: float,
+) -> tuple[ManagedProcess, int]:
+    """Starts a redis-server (a server or a sentinel) with `argv(port)` and waits for `ready(port)`; a free
+    port is picked when `port` is None, and picked again should another process take it first."""
+    attempts = START_ATTEMPTS if port is None else 1
+    last_error: ServiceStartError | None = None
+    for attempt in range(1, attempts + 1):
+        chosen = port if port is not None else pick_free_port()
         offset = _log_size(log_path)
-        managed = spawn("redis", argv, log_path)
+        managed = spawn(name, argv(chosen), log_path)
         try:
-            wait_ready(managed, lambda p=chosen: _redis_pings(p), ready_timeout_s)
+            wait_ready(managed, lambda p=chosen: ready(p), ready_timeout_s)
         except ServiceStartError as error:
             managed.stop()
             last_error = error
             if port is not None or not _lost_port_race(log_path, offset):
                 raise
-            log.warning(event("redis_port_taken", attempt=attempt, port=chosen))
+            log.warning(event("redis_port_taken", server=name, attempt=attempt, port=chosen))
             continue
         except BaseException:
             managed.kill()
             raise
-        url = f"redis://{LOOPBACK}:{chosen}/0"
-        log.info(event("redis_ready", url=url, pid=managed.pid))
-        return RunningService("redis", LOOPBACK, chosen, url, managed)
-    raise ServiceStartError(f"redis could not bind a free port in {attempts} attempts") from last_error
+        return managed, chosen
+    raise ServiceStartError(f"{name} could not bind a free port in {attempts} attempts") from last_error
 
 
 def _free_ports(count: int) -> list[tuple[int, int]]:
@@ -256,6 +277,15 @@ def _etcd_healthy(client_url: str) -> bool:
         with urllib.request.urlopen(client_url + "/health", timeout=1.0) as response:
             return response.status == 200 and b'"true"' in response.read()
     except (urllib.error.URLError, OSError):
+        return False
+
+
+def _replica_linked(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1.0) as sock:
+            sock.sendall(b"INFO replication\r\n")
+            return b"master_link_status:up" in sock.recv(4096)
+    except OSError:
         return False
 
 

@@ -204,3 +204,18 @@ def test_a_replica_of_a_three_member_cluster_lists_every_member_through_its_prox
                                     etcd_members=3)
     config = parse_control_plane_config(document, "generated")
     assert config.etcd.endpoints == tuple(f"http://{listens[f'etcd-{i}']}" for i in (1, 2, 3))
+
+
+def test_behind_sentinel_no_proxy_stands_in_front_of_redis(topology: Topology) -> None:
+    sentinels = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381/meridian/0"
+    specs = [*control_plane_proxies(["127.0.0.1:2379"], None), *data_plane_proxies(topology, None,
+                                                                                    _backend_urls(topology))]
+    assert not [s for s in specs if s.kind in ("redis", "redis-cp")]
+    listens = _listens(topology)
+    replica = parse_control_plane_config(control_plane_config(
+        topology, "cp-1", backend_urls=_backend_urls(topology), listens=listens, redis_url=sentinels), "generated")
+    assert replica.redis_url == sentinels
+    plan = RouterPlan("us-east", "us-east-1", 8080)
+    router = router_config(topology, plan, all_routers=[plan], replicas=REPLICAS, backend_urls=_backend_urls(topology),
+                           listens=listens, state_dir=Path("/tmp/state"), redis_url=sentinels)
+    assert router["redis_url"] == sentinels
