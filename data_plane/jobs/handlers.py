@@ -240,11 +240,11 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         app[JOBS] = JobsOff("asynchronous jobs need Redis to be kept: this router has no redis_url", 503)
         yield
         return
-    # Behind Sentinel, a failover promotes a replica: a job is accepted only once the replica holds it too.
+    # Behind Sentinel, a failover promotes a replica: a job is accepted only once a replica holds it too.
     replicated = parse_redis_url(config.redis_url) is not None
     store = JobStore(config.redis_url, config.region, result_ttl_s=settings.result_ttl_s,
                      max_queued=settings.max_queued, max_queued_per_client=settings.max_queued_per_client,
-                     replicas_to_ack=1 if replicated else 0)
+                     replicated=replicated)
     secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
     callbacks: aiohttp.ClientSession | None = None
     deliverer: CallbackDeliverer | None = None
