@@ -127,6 +127,75 @@ def telemetry_resumes_within(limit_s: float) -> Check:
     return check
 
 
+_WRITES = {"telemetry": "last_flush_unix_ms", "rate limits": "limits_synced_unix_ms"}
+
+
+def redis_writes_resume_within(what: str, limit_s: float, after_event: str) -> Check:
+    """Every router wrote `what` ("telemetry" or "rate limits") to Redis again within `limit_s` of
+    `after_event`: a successful write later than the event (after a primary's loss, the new primary took it)."""
+    field_name = _WRITES[what]
+
+    def check(timeline: Timeline) -> CheckResult:
+        name = f"{what} reach Redis again within {limit_s:g} s"
+        fault = timeline.event(after_event)
+        if fault is None:
+            return CheckResult(name, False, f"no {after_event} event: the fault did not happen")
+        since_unix_ms = timeline.unix_ms(fault.t_s)
+        delays, late = [], []
+        for rid in timeline.router_ids():
+            written = [value for pr in timeline.probes_of(rid)
+                       if (value := getattr(pr, field_name)) is not None and value >= since_unix_ms]
+            if not written:
+                late.append(f"{rid} never")
+                continue
+            delay = (min(written) - since_unix_ms) / 1000
+            delays.append(f"{rid} {delay:.2f} s")
+            if delay > limit_s:
+                late.append(f"{rid} {delay:.2f} s")
+        return CheckResult(name, not late and bool(delays), ("late: " + ", ".join(late)) if late
+                           else f"first write after {after_event}: " + ", ".join(delays))
+    return check
+
+
+def jobs_accepted_again_within(limit_s: float, after_event: str) -> Check:
+    """A job submitted after `after_event` was accepted within `limit_s` of it (refusals before are allowed: a
+    job is refused rather than accepted when it cannot be kept)."""
+    def check(timeline: Timeline) -> CheckResult:
+        name = f"jobs accepted again within {limit_s:g} s"
+        fault = timeline.event(after_event)
+        if fault is None:
+            return CheckResult(name, False, f"no {after_event} event: the fault did not happen")
+        submits = [e for e in timeline.events if e.name == "job_submitted" and e.t_s >= fault.t_s]
+        accepted = next((e for e in submits if e.detail.get("accepted")), None)
+        refused = sum(1 for e in submits if not e.detail.get("accepted"))
+        if accepted is None:
+            return CheckResult(name, False, f"none of {len(submits)} jobs submitted after {after_event} was accepted")
+        delay = accepted.t_s - fault.t_s
+        return CheckResult(name, delay <= limit_s, f"first accepted {delay:.2f} s after {after_event}; {refused} "
+                                                   "refused before (503: not kept, not accepted)")
+    return check
+
+
+def no_job_lost() -> Check:
+    """Every job a router accepted, before the fault or during it, is still known afterwards and succeeded."""
+    def check(timeline: Timeline) -> CheckResult:
+        name = "no job lost"
+        accepted = [str(e.detail["job"]) for e in timeline.events
+                    if e.name == "job_submitted" and e.detail.get("accepted")]
+        outcomes = {str(e.detail["job"]): str(e.detail["status"]) for e in timeline.events if e.name == "job_outcome"}
+        if not accepted:
+            return CheckResult(name, False, "no job was accepted: nothing to keep")
+        status_of = {job: outcomes.get(job, "not checked") for job in accepted}
+        unsettled = {job: status for job, status in status_of.items() if status != "succeeded"}
+        counts: dict[str, int] = {}
+        for status in status_of.values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return CheckResult(name, not unsettled, f"{len(accepted)} accepted jobs: {summary}" + (
+            "; " + ", ".join(f"{job} {status}" for job, status in sorted(unsettled.items())[:5]) if unsettled else ""))
+    return check
+
+
 def dropped_samples_reported() -> Check:
     def check(timeline: Timeline) -> CheckResult:
         figures = []

@@ -29,19 +29,22 @@ def restore_all(handle: StackHandle) -> Sequence[str]:
 
 
 class StackFeature(enum.Enum):
-    """What a scenario may need of the stack beyond the default `meridian up`; the value is the flag that gives
-    it."""
+    """What a scenario may need of the stack; the value says what it is and how to start a stack that has it."""
 
-    ETCD_CLUSTER = "--etcd-members 3"
-    REDIS_SENTINEL = "--redis-sentinel"
+    ETCD_CLUSTER = "an etcd cluster of 3 members or more (`meridian up --etcd-members 3`)"
+    REDIS_SENTINEL = "Redis Sentinel (`meridian up --redis-sentinel`)"
+    PROXIED_REDIS = "one Redis behind Toxiproxy (`meridian up` without --redis-sentinel)"
+
+
+DEFAULT_FEATURES = frozenset({StackFeature.PROXIED_REDIS})
+"""What a plain `meridian up` gives."""
 
 
 def stack_features(stack: Mapping[str, Any]) -> frozenset[StackFeature]:
     features = set()
     if len(stack.get("etcd", {}).get("members", [])) >= 3:
         features.add(StackFeature.ETCD_CLUSTER)
-    if stack.get("redis", {}).get("sentinels"):
-        features.add(StackFeature.REDIS_SENTINEL)
+    features.add(StackFeature.REDIS_SENTINEL if stack.get("redis", {}).get("sentinels") else StackFeature.PROXIED_REDIS)
     return frozenset(features)
 
 
@@ -60,11 +63,9 @@ class Scenario:
     needs: frozenset[StackFeature] = frozenset()
 
     def unmet_needs(self, stack: Mapping[str, Any]) -> str | None:
-        """Why this scenario cannot run against `stack` (what to start instead), or None when it can."""
+        """Why this scenario cannot run against `stack` (and what to start instead), or None when it can."""
         missing = sorted(need.value for need in self.needs - stack_features(stack))
-        if not missing:
-            return None
-        return f"{self.name} needs a stack started with `meridian up {' '.join(missing)}`"
+        return f"{self.name} needs {' and '.join(missing)}" if missing else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ def router_probe_from(t_s: float, router_id: str, region: str, body: Any) -> Rou
         table_source=table.get("source"), control_plane_link=link, breakers=tuple(breakers), healthy=tuple(healthy),
         telemetry_connected=telemetry.get("connected"), dropped_samples=telemetry.get("dropped_samples"),
         buffered_batches=telemetry.get("buffered_batches"), last_flush_unix_ms=telemetry.get("last_flush_unix_ms"),
-        latency_budgets_ms=budgets)
+        limits_synced_unix_ms=(body.get("rate_limits") or {}).get("last_sync_unix_ms"), latency_budgets_ms=budgets)
 
 
 def replica_probe_from(t_s: float, replica: str, body: Any) -> ReplicaProbe:

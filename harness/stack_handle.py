@@ -29,9 +29,11 @@ import yaml
 from harness.timeline import Event
 from meridian_common.catalog import RoutingDefaults
 from meridian_common.logging_setup import event
+from meridian_common.service_process import ServiceStartError
 from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
-from regions.launcher import restart_etcd_member, restart_replica
+from regions.launcher import restart_etcd_member, restart_redis_server, restart_replica
+from regions.redis_sentinel import primary_address
 from regions.topology import Topology, load_topology
 from simulator.admin_client import change_sim_config, read_sim_config
 
@@ -43,6 +45,7 @@ PRESSURE_REQUEST_TIMEOUT_S = 60.0
 PRESSURE_RETRY_S = 0.1
 MAX_PRESSURE_REQUESTS = 1000
 PUSH_ATTEMPTS = 20
+FAILOVER_WAIT_S = 10.0
 PUSH_RETRY_S = 0.1
 
 
@@ -318,6 +321,63 @@ class StackHandle:
         os.kill(current.pid, signal.SIGKILL)
         self.note("etcd_member_killed", member=member, pid=current.pid)
         return current.pid
+
+    def redis_primary(self) -> str:
+        """The Redis server the sentinels name primary now (a stack of `meridian up --redis-sentinel`)."""
+        redis = self.stack["redis"]
+        if not redis.get("sentinels"):
+            raise ChaosActionError("this stack's Redis has no sentinels: start it with `meridian up --redis-sentinel`")
+        ports = [int(s["address"].rsplit(":", 1)[1]) for s in redis["sentinels"]]
+        try:
+            _, port = primary_address(ports, redis["service"])
+        except ServiceStartError as error:
+            raise ChaosActionError(str(error)) from error
+        name = next((s["name"] for s in redis["servers"] if s["port"] == port), None)
+        if name is None:
+            raise ChaosActionError(f"the sentinels name port {port} primary, which is no server of stack.json")
+        return str(name)
+
+    def kill_redis_server(self, name: str) -> int:
+        """SIGKILLs a Redis server of the Sentinel group and, on restore, starts it again on its port as a replica
+        of the primary the sentinels name then."""
+        current = self._current_record(name)
+        if current is None or not current.alive():
+            raise ChaosActionError(f"Redis server {name} is not a running process of the stack")
+        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
+
+        def restart() -> None:
+            self._wait_dead(current)
+            deadline = time.monotonic() + FAILOVER_WAIT_S
+            while self.redis_primary() == name and time.monotonic() < deadline:
+                time.sleep(0.1)  # the sentinels have not promoted the replica yet
+            restarted = restart_redis_server(path, name)
+            self.note("redis_server_restarted", server=name, pid=restarted.pid)
+
+        self._on_undo(f"restart Redis server {name}", restart)
+        os.kill(current.pid, signal.SIGKILL)
+        self.note("redis_server_killed", server=name, pid=current.pid)
+        return current.pid
+
+    def submit_job(self, router: str, rng: random.Random, *, workload: WorkloadConfig = REALISTIC) -> str | None:
+        """Submits an asynchronous job drawn from `workload` through a router; its id, or None when the router
+        refused it (503 while the job store cannot keep it). Noted as `job_submitted` either way."""
+        model = next(iter(self.topology.models))
+        body = chat_body(model, replace(draw(workload, rng), stream=False), rng)
+        try:
+            answer = _request("POST", f"{self.routers[router]}/v1/async/chat/completions", body)
+        except ChaosActionError as error:
+            self.note("job_submitted", router=router, accepted=False, error=str(error)[:160])
+            return None
+        self.note("job_submitted", router=router, accepted=True, job=answer["id"])
+        return str(answer["id"])
+
+    def job_status(self, router: str, job_id: str) -> str:
+        """The job's status as a router shows it (`queued`, `running`, `succeeded`...), `missing` on a 404 and
+        `unreachable` when the router did not answer."""
+        try:
+            return str(_request("GET", f"{self.routers[router]}/v1/async/{job_id}")["status"])
+        except ChaosActionError as error:
+            return "missing" if "HTTP 404" in str(error) else "unreachable"
 
     def push_policy(self, region: str, model: str, **changes: Any) -> None:
         """`POST /v1/policy/set` through the first replica that accepts it, as an operator's client would: a

@@ -62,6 +62,8 @@ class RouterProbe:
     dropped_samples: int | None = None
     buffered_batches: int | None = None
     last_flush_unix_ms: int | None = None
+    limits_synced_unix_ms: int | None = None
+    """When the shared rate limits last reached Redis."""
     latency_budgets_ms: tuple[tuple[str, int | None], ...] = ()
     """(model, latency budget in force) of every model: what a policy push that scenarios make changes."""
 

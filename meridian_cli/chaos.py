@@ -76,10 +76,10 @@ def _list(args: argparse.Namespace) -> int:
 
     if args.json:
         print(json.dumps([{"name": s.name, "injects": s.injects, "description": s.description,
-                           "needs": sorted(n.value for n in s.needs)} for s in SCENARIOS.values()], indent=2))
+                           "needs": sorted(n.name.lower() for n in s.needs)} for s in SCENARIOS.values()], indent=2))
         return 0
     for scenario in SCENARIOS.values():
-        needs = "".join(f" (needs meridian up {n.value})" for n in sorted(scenario.needs, key=lambda n: n.value))
+        needs = "".join(f" [needs {n.value}]" for n in sorted(scenario.needs, key=lambda n: n.value))
         print(f"{scenario.name:26} {scenario.injects}{needs}")
     return 0
 

@@ -11,6 +11,7 @@ from chaos.scenarios import (
     etcd_loss,
     etcd_member_loss,
     leader_kill,
+    redis_failover,
     redis_latency,
     redis_loss,
     region_partition,
@@ -21,7 +22,8 @@ SCENARIOS: dict[str, Scenario] = {
     # backend-saturation before backend-latency: a backend made slow keeps a high p95 in the routers' 30 s
     # window, so latency-first would send the saturation scenario's linear-attention target nothing to shift.
     for module in (redis_loss, redis_latency, backend_saturation, backend_latency, backend_errors, leader_kill,
-                   etcd_loss, control_plane_partition, region_partition, etcd_member_loss)
+                   etcd_loss, control_plane_partition, region_partition, etcd_member_loss,
+                   redis_failover)
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chaos.runner import run_and_report, wait_steady
-from chaos.scenario import RunSettings, ScenarioResult
+from chaos.scenario import DEFAULT_FEATURES, RunSettings, ScenarioResult
 from chaos.scenarios import SCENARIOS
 from harness.stack_handle import StackHandle, get_json
 from regions import stack_file
@@ -71,7 +71,8 @@ def _run(name: str, stack_dir: Path, tmp_path: Path) -> ScenarioResult:
     return result
 
 
-@pytest.mark.parametrize("name", [n for n, s in SCENARIOS.items() if n != "redis-latency" and not s.needs])
+@pytest.mark.parametrize("name", [n for n, s in SCENARIOS.items()
+                                  if n != "redis-latency" and s.needs <= DEFAULT_FEATURES])
 def test_scenario(name: str, stack_dir: Path, stack: dict[str, Any], tmp_path: Path) -> None:
     result = _run(name, stack_dir, tmp_path)
     _assert_restored(stack)
