@@ -25,6 +25,10 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 class EtcdConfig(FrozenModel):
     endpoints: tuple[str, ...] = Field(("http://127.0.0.1:2379",), min_length=1)
     prefix: str = "/meridian"
+    call_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="deadline of one etcd call; past it the replica moves to the next member. A "
+        "write sent as the etcd leader dies is dropped and answered only at etcd's own timeout (over 5 s), so this "
+        "bounds how long a leader's publishing stalls then")
 
     @field_validator("endpoints")
     @classmethod

@@ -83,7 +83,7 @@ class ClusterWatch:
 class EtcdClusterClient:
     """The subset of aetcd.Client that Meridian uses, over every endpoint of `endpoints` in order."""
 
-    def __init__(self, endpoints: tuple[str, ...], *, timeout_s: int) -> None:
+    def __init__(self, endpoints: tuple[str, ...], *, timeout_s: float) -> None:
         for endpoint in endpoints:
             etcd_host_port(endpoint)
         self._timeout_s = timeout_s

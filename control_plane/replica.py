@@ -57,7 +57,6 @@ from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
 
-ETCD_CALL_TIMEOUT_S = 2
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 2.0
 SHUTDOWN_STEP_S = 1.0
@@ -119,7 +118,7 @@ class Replica:
         self._reader_factory = reader_factory
         self._clock = clock
         try:
-            self.client = EtcdClusterClient(config.etcd.endpoints, timeout_s=ETCD_CALL_TIMEOUT_S)
+            self.client = EtcdClusterClient(config.etcd.endpoints, timeout_s=config.etcd.call_timeout_s)
         except EtcdEndpointError as error:
             raise ReplicaStartError(str(error)) from error
         self.follower = TableFollower(self.client, self.keys, self.cache)
@@ -260,7 +259,8 @@ class Replica:
         while not self._stopping:
             try:
                 session = await asyncio.wait_for(
-                    LeaseSession.open(self.client, max(1, round(self.config.lease_ttl_s))), ETCD_CALL_TIMEOUT_S * 2)
+                    LeaseSession.open(self.client, max(1, round(self.config.lease_ttl_s))),
+                    self.config.etcd.call_timeout_s * 2)
             except _ETCD_ERRORS as error:
                 if failures == 0:
                     log.warning(event("etcd_unreachable", endpoint=self.client.endpoint,
