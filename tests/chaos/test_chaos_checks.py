@@ -439,3 +439,15 @@ def test_scenarios_say_what_stack_they_need() -> None:
     assert "without --redis-sentinel" in str(SCENARIOS["redis-loss"].unmet_needs(replicated))
     assert "--etcd-members 3" in str(SCENARIOS["etcd-member-loss"].unmet_needs(default))
     assert SCENARIOS["redis-failover"].unmet_needs(replicated) is None
+
+
+def test_a_push_replaced_before_it_was_published_counts_as_reached_by_the_next() -> None:
+    pushes = [Event(3.2 + i, "policy_pushed", {"region": "us", "model": "m", "latency_budget_ms": budget,
+                                               "sent_s": 3.0 + i, "attempts": 1}) for i, budget in enumerate((1, 2))]
+    probes = [RouterProbe(i * 0.25, "r1", "us", True, latency_budgets_ms=(("m", 2 if i * 0.25 >= 4.5 else None),))
+              for i in range(41)]
+    check = checks.policy_pushes_reach_routers(2.0)
+    assert check(timeline(routers=probes, events=pushes)).passed
+    stalled = [RouterProbe(p.t_s, "r1", "us", True, latency_budgets_ms=(("m", 2 if p.t_s >= 5.5 else None),))
+               for p in probes]
+    assert not check(timeline(routers=stalled, events=pushes)).passed  # the first push waited 2.5 s
