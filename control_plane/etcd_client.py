@@ -56,7 +56,6 @@ class ClusterWatch:
         self._on_failure = on_failure
         self._endpoint = endpoint
         self._cancelled = False
-        self.watch_id = watch.watch_id
 
     def __aiter__(self) -> AsyncIterator[aetcd.Event]:
         return self._events()
@@ -95,10 +94,6 @@ class EtcdClusterClient:
     def endpoint(self) -> str:
         """The endpoint calls go to now."""
         return self._ring.current
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        return self._ring.endpoints
 
     @property
     def transactions(self) -> Any:
