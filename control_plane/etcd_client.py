@@ -99,7 +99,7 @@ class EtcdClusterClient:
     def transactions(self) -> Any:
         return self._client.transactions
 
-    # --- reads, keep-alives and watches: retried once on the next member ------------------------------------
+    # --- reads, leases and watches: retried once on the next member ----------------------------------------
 
     async def get(self, key: bytes, **options: Any) -> Any:
         return await self._retried(lambda client: client.get(key, **options))
@@ -116,6 +116,10 @@ class EtcdClusterClient:
     async def revoke_lease(self, lease_id: int) -> None:
         await self._retried(lambda client: client.revoke_lease(lease_id))
 
+    async def lease(self, ttl_s: int) -> Any:
+        # A grant whose reply was lost leaves an unused lease that expires by itself: safe to try elsewhere.
+        return await self._retried(lambda client: client.lease(ttl_s))
+
     async def watch(self, key: bytes, **options: Any) -> ClusterWatch:
         return await self._retried(lambda client: client.watch(key, **options), watching=True)
 
@@ -129,10 +133,6 @@ class EtcdClusterClient:
 
     async def transaction(self, compare: list[Any], success: list[Any], failure: list[Any]) -> Any:
         return await self._once(lambda client: client.transaction(compare=compare, success=success, failure=failure))
-
-    async def lease(self, ttl_s: int) -> Any:
-        # A grant whose reply was lost leaves an unused lease that expires by itself: safe to try elsewhere.
-        return await self._retried(lambda client: client.lease(ttl_s))
 
     async def close(self) -> None:
         for task, client in list(self._retired.items()):
