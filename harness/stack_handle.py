@@ -293,34 +293,12 @@ class StackHandle:
     def kill_replica(self, replica: str) -> int:
         """SIGKILLs a control-plane replica (no resignation: its lease must expire) and, on restore, starts it
         again on the same ports so that the stack keeps its shape."""
-        record = next((r for r in stack_file.processes(dict(self.stack)) if r.name == replica), None)
-        if record is None:
-            raise ChaosActionError(f"replica {replica} is not among the stack's processes")
-        current = self._current_record(replica) or record
-        if not current.alive():
-            raise ChaosActionError(f"replica {replica} (pid {current.pid}) is not running")
-        self._on_undo(f"restart replica {replica}", lambda: self._restart(replica))
-        os.kill(current.pid, signal.SIGKILL)
-        self.note("replica_killed", replica=replica, pid=current.pid)
-        return current.pid
+        return self._sigkill(replica, "replica", "replica", restart_replica)
 
     def kill_etcd_member(self, member: str) -> int:
         """SIGKILLs an etcd member of a cluster (`meridian up --etcd-members 3`) and, on restore, starts it again
         on its ports and data dir, where it rejoins the cluster."""
-        current = self._current_record(member)
-        if current is None or not current.alive():
-            raise ChaosActionError(f"etcd member {member} is not a running process of the stack")
-        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
-
-        def restart() -> None:
-            self._wait_dead(current)
-            restarted = restart_etcd_member(path, member)
-            self.note("etcd_member_restarted", member=member, pid=restarted.pid)
-
-        self._on_undo(f"restart etcd member {member}", restart)
-        os.kill(current.pid, signal.SIGKILL)
-        self.note("etcd_member_killed", member=member, pid=current.pid)
-        return current.pid
+        return self._sigkill(member, "etcd_member", "member", restart_etcd_member)
 
     def redis_primary(self) -> str:
         """The Redis server the sentinels name primary now (a stack of `meridian up --redis-sentinel`)."""
@@ -340,22 +318,33 @@ class StackHandle:
     def kill_redis_server(self, name: str) -> int:
         """SIGKILLs a Redis server of the Sentinel group and, on restore, starts it again on its port as a replica
         of the primary the sentinels name then."""
+
+        def restart(path: Path, server: str) -> stack_file.ProcessRecord:
+            deadline = time.monotonic() + FAILOVER_WAIT_S
+            while self.redis_primary() == server and time.monotonic() < deadline:
+                time.sleep(0.1)  # the sentinels have not promoted the replica yet
+            return restart_redis_server(path, server)
+
+        return self._sigkill(name, "redis_server", "server", restart)
+
+    def _sigkill(self, name: str, kind: str, key: str,
+                 restart: Callable[[Path, str], stack_file.ProcessRecord]) -> int:
+        """SIGKILLs a process of the stack (what a crash looks like to everyone else), notes `<kind>_killed`
+        with `<key>=name`, and records the undo: once it is gone, `restart(stack file, name)`, which records the
+        new process in stack.json."""
         current = self._current_record(name)
         if current is None or not current.alive():
-            raise ChaosActionError(f"Redis server {name} is not a running process of the stack")
+            raise ChaosActionError(f"{kind.replace('_', ' ')} {name} is not a running process of the stack")
         path = Path(self.stack["directory"]) / stack_file.STACK_FILE
 
-        def restart() -> None:
+        def undo() -> None:
             self._wait_dead(current)
-            deadline = time.monotonic() + FAILOVER_WAIT_S
-            while self.redis_primary() == name and time.monotonic() < deadline:
-                time.sleep(0.1)  # the sentinels have not promoted the replica yet
-            restarted = restart_redis_server(path, name)
-            self.note("redis_server_restarted", server=name, pid=restarted.pid)
+            restarted = restart(path, name)
+            self.note(f"{kind}_restarted", **{key: name}, pid=restarted.pid)
 
-        self._on_undo(f"restart Redis server {name}", restart)
+        self._on_undo(f"restart {kind.replace('_', ' ')} {name}", undo)
         os.kill(current.pid, signal.SIGKILL)
-        self.note("redis_server_killed", server=name, pid=current.pid)
+        self.note(f"{kind}_killed", **{key: name}, pid=current.pid)
         return current.pid
 
     def submit_job(self, router: str, rng: random.Random, *, workload: WorkloadConfig = REALISTIC) -> str | None:
@@ -373,7 +362,7 @@ class StackHandle:
 
     def job_status(self, router: str, job_id: str) -> str:
         """The job's status as a router shows it (`queued`, `running`, `succeeded`...), `missing` on a 404 and
-        `unreachable` when the router did not answer."""
+        `unreachable` when the router did not answer or could not read the job store."""
         try:
             return str(_request("GET", f"{self.routers[router]}/v1/async/{job_id}")["status"])
         except ChaosActionError as error:
@@ -429,14 +418,6 @@ class StackHandle:
             if current is not None:
                 return next((r for r in stack_file.processes(current) if r.name == name), None)
         return None
-
-    def _restart(self, replica: str) -> None:
-        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
-        record = self._current_record(replica)
-        if record is not None:
-            self._wait_dead(record)
-        restarted = restart_replica(path, replica)
-        self.note("replica_restarted", replica=replica, pid=restarted.pid)
 
     def restore(self) -> list[str]:
         """Undoes every change, newest first; returns what could not be undone (each also logged)."""
