@@ -46,6 +46,8 @@ PRESSURE_RETRY_S = 0.1
 MAX_PRESSURE_REQUESTS = 1000
 PUSH_ATTEMPTS = 20
 FAILOVER_WAIT_S = 10.0
+JOB_POLL_S = 0.25
+FINISHED_JOB = ("succeeded", "failed", "cancelled")
 PUSH_RETRY_S = 0.1
 
 
@@ -367,6 +369,21 @@ class StackHandle:
             return str(_request("GET", f"{self.routers[router]}/v1/async/{job_id}")["status"])
         except ChaosActionError as error:
             return "missing" if "HTTP 404" in str(error) else "unreachable"
+
+    def settle_jobs(self, jobs: list[tuple[str, str]], within_s: float) -> None:
+        """Polls every (router, job id) until it finished, for `within_s` at most; notes each job's last status
+        as `job_outcome`."""
+        status = {job: "not checked" for _, job in jobs}
+        deadline = time.monotonic() + within_s
+        for _ in range(int(within_s / JOB_POLL_S) + 1):
+            for router, job in jobs:
+                if status[job] not in FINISHED_JOB:
+                    status[job] = self.job_status(router, job)
+            if all(s in FINISHED_JOB for s in status.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(JOB_POLL_S)
+        for job, last in status.items():
+            self.note("job_outcome", job=job, status=last)
 
     def push_policy(self, region: str, model: str, **changes: Any) -> None:
         """`POST /v1/policy/set` through the first replica that accepts it, as an operator's client would: a

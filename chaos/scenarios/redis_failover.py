@@ -19,7 +19,6 @@ JOBS_BEFORE = 4
 SUBMIT_EVERY_S = 0.25
 SUBMIT_WINDOW_S = 6.0
 SETTLE_WITHIN_S = 25.0
-POLL_EVERY_S = 0.25
 
 
 def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:
@@ -36,23 +35,8 @@ def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:
         if (job := handle.submit_job(router, rng)) is not None:
             accepted.append((router, job))
         time.sleep(max(0.0, started + (index + 1) * SUBMIT_EVERY_S - time.monotonic()))
-    _settle(handle, accepted)
+    handle.settle_jobs(accepted, SETTLE_WITHIN_S)
     return {"killed_primary": primary, "pid": pid, "new_primary": handle.redis_primary()}
-
-
-def _settle(handle: StackHandle, accepted: list[tuple[str, str]]) -> None:
-    """Polls every accepted job until it finished (bounded), then notes each one's last status."""
-    status = {job: "not checked" for _, job in accepted}
-    deadline = time.monotonic() + SETTLE_WITHIN_S
-    for _ in range(int(SETTLE_WITHIN_S / POLL_EVERY_S)):
-        for router, job in accepted:
-            if status[job] not in ("succeeded", "failed"):
-                status[job] = handle.job_status(router, job)
-        if all(s in ("succeeded", "failed") for s in status.values()) or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_EVERY_S)
-    for job, last in status.items():
-        handle.note("job_outcome", job=job, status=last)
 
 
 SCENARIO = Scenario(
