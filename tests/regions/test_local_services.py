@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,7 +144,11 @@ def test_a_three_member_cluster_survives_a_member_and_takes_it_back(tmp_path: Pa
         first, service = cluster[0]
         service.kill()
         assert_gone(service.pid)
-        assert all(local_services._etcd_healthy(m.client_url) for m in members[1:]), "two of three keep a quorum"
+        # If the killed one led the raft, the other two elect a leader first (/health is false until then).
+        deadline = time.monotonic() + 5.0
+        while not all(local_services._etcd_healthy(m.client_url) for m in members[1:]):
+            assert time.monotonic() < deadline, "two of three did not keep a quorum"
+            time.sleep(0.1)
         restarted = restart_etcd_member(first, members, tmp_path / "logs" / "etcd-1.log")
         cluster[0] = (first, restarted)
         assert local_services._etcd_healthy(first.client_url)
