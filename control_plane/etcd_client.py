@@ -149,10 +149,12 @@ class EtcdClusterClient:
     async def _once(self, call: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         client, generation = self._client, self._ring.generation
         try:
-            return await call(client)
+            result = await call(client)
         except MEMBER_FAILURES as error:
             self._member_failed(generation, error)
             raise
+        self._member_answered(generation)
+        return result
 
     async def _retried(self, call: Callable[[aetcd.Client], Awaitable[Any]], *, watching: bool = False) -> Any:
         for attempt in (1, 2):
@@ -164,6 +166,7 @@ class EtcdClusterClient:
                 if attempt == 2 or self._ring.generation == generation:
                     raise
                 continue
+            self._member_answered(generation)
             if not watching:
                 return result
             return ClusterWatch(result, lambda error, g=generation: self._member_failed(g, error), endpoint)
@@ -175,11 +178,23 @@ class EtcdClusterClient:
         if self._ring is before:
             return
         retired, self._client = self._client, self._client_for(self._ring.current)
-        log.warning(event("etcd_endpoint_switched", failed=before.current, to=self._ring.current,
-                          error=type(error).__name__))
+        # One line per move while members fail one at a time; one line when a whole round has failed (etcd out
+        # of reach: the moves go on, quietly, until a call succeeds).
+        if not self._ring.all_failed:
+            log.warning(event("etcd_endpoint_switched", failed=before.current, to=self._ring.current,
+                              error=type(error).__name__))
+        elif not before.all_failed:
+            log.warning(event("etcd_endpoints_all_failing", endpoints=len(self._ring.endpoints),
+                              error=type(error).__name__, action="trying each in turn until one answers"))
         task = asyncio.get_running_loop().create_task(self._retire(retired), name="etcd-client-retired")
         self._retired[task] = retired
         task.add_done_callback(lambda done: self._retired.pop(done, None))
+
+    def _member_answered(self, generation: int) -> None:
+        before = self._ring
+        self._ring = before.after_success(generation)
+        if before.all_failed and not self._ring.all_failed:
+            log.info(event("etcd_endpoint_answering", endpoint=self._ring.current))
 
     async def _retire(self, client: aetcd.Client) -> None:
         # Calls still in flight through the old client end on their own first (each has a deadline of timeout_s):

@@ -41,3 +41,15 @@ def test_every_endpoint_is_visited_in_order() -> None:
 def test_invalid_rings_are_refused(endpoints: tuple[str, ...], index: int) -> None:
     with pytest.raises(ValueError):
         EndpointRing(endpoints, index)
+
+
+def test_a_round_of_failures_means_the_cluster_is_out_of_reach_until_a_call_succeeds() -> None:
+    ring = EndpointRing((A, B, C))
+    for _ in range(2):
+        ring = ring.after_failure(ring.generation)
+    assert not ring.all_failed
+    ring = ring.after_failure(ring.generation)
+    assert ring.all_failed and ring.current == A
+    assert ring.after_success(ring.generation - 1).all_failed  # an older client's success says nothing
+    back = ring.after_success(ring.generation)
+    assert not back.all_failed and back.current == A and back.generation == ring.generation
