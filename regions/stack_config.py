@@ -114,12 +114,13 @@ def etcd_proxy_names(members: int) -> list[str]:
     return [ETCD_PROXY] if members == 1 else [f"{ETCD_PROXY}-{index + 1}" for index in range(members)]
 
 
-def control_plane_proxies(etcd_addresses: Sequence[str], redis_address: str | None) -> list[ProxySpec]:
-    """Control plane -> every etcd member and -> Redis (None: Redis Sentinel, whose primary moves, so its clients
-    ask the sentinels directly): needed before a replica starts."""
-    names = etcd_proxy_names(len(etcd_addresses))
+def control_plane_proxies(etcd: str | Sequence[str], redis_address: str | None) -> list[ProxySpec]:
+    """Control plane -> etcd (one address, or every member's) and -> Redis (None: Redis Sentinel, whose primary
+    moves, so its clients ask the sentinels directly): needed before a replica starts."""
+    addresses = [etcd] if isinstance(etcd, str) else list(etcd)
+    names = etcd_proxy_names(len(addresses))
     redis = [ProxySpec(REDIS_CP_PROXY, redis_address, "redis-cp")] if redis_address is not None else []
-    return [*(ProxySpec(name, address, "etcd") for name, address in zip(names, etcd_addresses, strict=True)), *redis]
+    return [*(ProxySpec(name, address, "etcd") for name, address in zip(names, addresses, strict=True)), *redis]
 
 
 def cp_grpc_proxies(topology: Topology, grpc_by_replica: Mapping[str, str]) -> list[ProxySpec]:

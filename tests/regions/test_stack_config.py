@@ -47,7 +47,7 @@ def _backend_urls(topology: Topology) -> dict[str, str]:
 
 
 def _listens(topology: Topology) -> dict[str, str]:
-    specs = [*control_plane_proxies(["127.0.0.1:2379"], REDIS),
+    specs = [*control_plane_proxies("127.0.0.1:2379", REDIS),
              *data_plane_proxies(topology, REDIS, _backend_urls(topology)),
              *cp_grpc_proxies(topology, {"cp-1": "127.0.0.1:50051", "cp-2": "127.0.0.1:50061"})]
     return {spec.name: f"127.0.0.1:{20000 + i}" for i, spec in enumerate(specs)}
@@ -70,7 +70,7 @@ def test_every_link_has_a_proxy(topology: Topology) -> None:
                 assert xregion_proxy_name(region, backend.name) in names
     # 3 Redis + 6 local backends + 6 backends x 2 other regions
     assert len(specs) == 3 + 6 + 12
-    assert {s.name for s in control_plane_proxies(["127.0.0.1:2379"], REDIS)} == {ETCD_PROXY, REDIS_CP_PROXY}
+    assert {s.name for s in control_plane_proxies("127.0.0.1:2379", REDIS)} == {ETCD_PROXY, REDIS_CP_PROXY}
     grpc = cp_grpc_proxies(topology, {"cp-1": "127.0.0.1:1", "cp-2": "127.0.0.1:2"})
     assert {s.name for s in grpc} == {cp_grpc_proxy_name(r, c) for r in topology.regions for c in REPLICAS}
 
