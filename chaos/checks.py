@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chaos.scenario import Check, CheckResult
+from chaos.verdict import Check, CheckResult
 from harness.timeline import (
     RequestRecord,
     RouterProbe,
@@ -161,6 +161,75 @@ def telemetry_resumes_within(limit_s: float) -> Check:
         return CheckResult(f"telemetry resumes within {limit_s:g} s of recovery", not late,
                            "first flush after recovery: " + ", ".join(delays) if not late
                            else "late: " + ", ".join(late))
+    return check
+
+
+_WRITES = {"telemetry": "last_flush_unix_ms", "rate limits": "limits_synced_unix_ms"}
+
+
+def redis_writes_resume_within(what: str, limit_s: float, after_event: str) -> Check:
+    """Every router wrote `what` ("telemetry" or "rate limits") to Redis again within `limit_s` of
+    `after_event`: a successful write later than the event (after a primary's loss, the new primary took it)."""
+    field_name = _WRITES[what]
+
+    def check(timeline: Timeline) -> CheckResult:
+        name = f"{what} reach Redis again within {limit_s:g} s"
+        fault = timeline.event(after_event)
+        if fault is None:
+            return CheckResult(name, False, f"no {after_event} event: the fault did not happen")
+        since_unix_ms = timeline.unix_ms(fault.t_s)
+        delays, late = [], []
+        for rid in timeline.router_ids():
+            written = [value for pr in timeline.probes_of(rid)
+                       if (value := getattr(pr, field_name)) is not None and value >= since_unix_ms]
+            if not written:
+                late.append(f"{rid} never")
+                continue
+            delay = (min(written) - since_unix_ms) / 1000
+            delays.append(f"{rid} {delay:.2f} s")
+            if delay > limit_s:
+                late.append(f"{rid} {delay:.2f} s")
+        return CheckResult(name, not late and bool(delays), ("late: " + ", ".join(late)) if late
+                           else f"first write after {after_event}: " + ", ".join(delays))
+    return check
+
+
+def jobs_accepted_again_within(limit_s: float, after_event: str) -> Check:
+    """A job submitted after `after_event` was accepted within `limit_s` of it (refusals before are allowed: a
+    job is refused rather than accepted when it cannot be kept)."""
+    def check(timeline: Timeline) -> CheckResult:
+        name = f"jobs accepted again within {limit_s:g} s"
+        fault = timeline.event(after_event)
+        if fault is None:
+            return CheckResult(name, False, f"no {after_event} event: the fault did not happen")
+        submits = [e for e in timeline.events if e.name == "job_submitted" and e.t_s >= fault.t_s]
+        accepted = next((e for e in submits if e.detail.get("accepted")), None)
+        refused = sum(1 for e in submits if not e.detail.get("accepted"))
+        if accepted is None:
+            return CheckResult(name, False, f"none of {len(submits)} jobs submitted after {after_event} was accepted")
+        delay = accepted.t_s - fault.t_s
+        return CheckResult(name, delay <= limit_s, f"first accepted {delay:.2f} s after {after_event}; {refused} "
+                                                   "refused before (503: not kept, not accepted)")
+    return check
+
+
+def no_job_lost() -> Check:
+    """Every job a router accepted, before the fault or during it, is still known afterwards and succeeded."""
+    def check(timeline: Timeline) -> CheckResult:
+        name = "no job lost"
+        accepted = [str(e.detail["job"]) for e in timeline.events
+                    if e.name == "job_submitted" and e.detail.get("accepted")]
+        outcomes = {str(e.detail["job"]): str(e.detail["status"]) for e in timeline.events if e.name == "job_outcome"}
+        if not accepted:
+            return CheckResult(name, False, "no job was accepted: nothing to keep")
+        status_of = {job: outcomes.get(job, "not checked") for job in accepted}
+        unsettled = {job: status for job, status in status_of.items() if status != "succeeded"}
+        counts: dict[str, int] = {}
+        for status in status_of.values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return CheckResult(name, not unsettled, f"{len(accepted)} accepted jobs: {summary}" + (
+            "; " + ", ".join(f"{job} {status}" for job, status in sorted(unsettled.items())[:5]) if unsettled else ""))
     return check
 
 
@@ -356,6 +425,73 @@ def new_leader_within_lease() -> Check:
         delay = elected.t_s - killed.t_s
         return CheckResult(name, delay <= limit, f"{elected.replica} leader {delay:.2f} s after {victim} "
                                                  f"(pid {killed.detail.get('pid')}) was killed")
+    return check
+
+
+def leadership_holds(after_event: str) -> Check:
+    """After `after_event`, the leader keeps leading, or a replica leads again within lease TTL + 1 s: no
+    stretch of replica probes without a leader lasts longer, and one leads at the end of the fault."""
+    def check(timeline: Timeline) -> CheckResult:
+        ttl = float(timeline.facts["lease_ttl_s"])
+        limit = ttl + 1.0
+        name = f"a leader throughout, or again within lease TTL + 1 s ({limit:g} s)"
+        fault = timeline.event(after_event)
+        if fault is None:
+            return CheckResult(name, False, f"no {after_event} event: the fault did not happen")
+        probes = sorted((p for p in timeline.replica_probes if fault.t_s <= p.t_s < timeline.phases.fault_end_s),
+                        key=lambda p: p.t_s)
+        if not probes:
+            return CheckResult(name, False, "no replica was probed during the fault")
+        role: dict[str, str | None] = {}
+        leaders: list[tuple[float, list[str]]] = []
+        for probe in probes:
+            role[probe.replica] = probe.role
+            leaders.append((probe.t_s, sorted(r for r, now in role.items() if now == "leader")))
+        longest, since = 0.0, None
+        for t, leading in leaders:
+            if leading:
+                since = None
+            else:
+                since = t if since is None else since
+                longest = max(longest, t - since)
+        held = sorted({replica for _, leading in leaders for replica in leading})
+        last = leaders[-1][1]
+        passed = longest <= limit and bool(last)
+        return CheckResult(name, passed, f"leaders during the fault: {', '.join(held) or 'none'}; longest time "
+                                         f"without one {longest:.2f} s; at the end: {', '.join(last) or 'none'}")
+    return check
+
+
+def policy_pushes_reach_routers(limit_s: float) -> Check:
+    """Within `limit_s` of each policy push of the fault (a `policy_pushed` event setting latency_budget_ms),
+    every router of its region held it or a later push: tables carry the whole policy in force, so a push
+    replaced before a table was computed from it reaches the routers as part of the next one."""
+    def check(timeline: Timeline) -> CheckResult:
+        name = f"policy pushes reach the routers within {limit_s:g} s"
+        pushes = sorted((e for e in timeline.events if e.name == "policy_pushed"),
+                        key=lambda e: float(e.detail["sent_s"]))
+        if not pushes:
+            return CheckResult(name, False, "no policy was pushed during the fault")
+        parts, late = [], []
+        for index, push in enumerate(pushes):
+            region, model, budget = push.detail["region"], push.detail["model"], push.detail["latency_budget_ms"]
+            this_or_later = {p.detail["latency_budget_ms"] for p in pushes[index:]
+                             if (p.detail["region"], p.detail["model"]) == (region, model)}
+            sent = float(push.detail["sent_s"])
+            routers = sorted({p.router_id for p in timeline.router_probes if p.region == region})
+            arrivals = [next((p.t_s for p in timeline.probes_of(rid)
+                              if p.t_s >= sent and p.latency_budget_ms(model) in this_or_later), None)
+                        for rid in routers]
+            if not routers or None in arrivals:
+                late.append(f"{budget} ms never reached {region}")
+                continue
+            delay = max(t for t in arrivals if t is not None) - sent
+            parts.append(f"{budget} ms {delay:.2f} s ({push.detail['attempts']} attempt(s))")
+            if delay > limit_s:
+                late.append(f"{budget} ms after {delay:.2f} s")
+        return CheckResult(name, not late, ("late: " + "; ".join(late) + "; ") * bool(late)
+                           + "every router of the region held each pushed budget (or a later one) after: "
+                           + ", ".join(parts))
     return check
 
 

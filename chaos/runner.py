@@ -167,7 +167,8 @@ def _timeline(name: str, recorder: LoadRecorder, prober: Prober, handle: StackHa
 
 
 def _brief(facts: Mapping[str, Any]) -> str:
-    keys = ("backend", "region", "killed_replica", "pid", "proxies", "budget_ms", "capacity")
+    keys = ("backend", "region", "killed_replica", "killed_member", "killed_primary", "pid", "proxies", "budget_ms",
+            "capacity")
     shown = []
     for key in keys:
         if key in facts:

@@ -3,11 +3,13 @@ what must hold, as pure checks over the recorded Timeline; and the settings and 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chaos.verdict import Check, CheckResult
 from harness.timeline import Timeline
 from meridian_common.workload import NO_OVERRIDES, WorkloadOverrides
 
@@ -15,20 +17,6 @@ if TYPE_CHECKING:
     from harness.stack_handle import StackHandle
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    name: str
-    passed: bool
-    detail: str
-
-    def verdict_line(self, scenario: str) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'}  {scenario}: {self.name} — {self.detail}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail}
-
-
-Check = Callable[[Timeline], CheckResult]
 Inject = Callable[["StackHandle", Timeline], Mapping[str, Any]]
 """Breaks something; gets the baseline recorded so far and returns the facts its checks need. Blocking: the
 runner calls it in a thread. Every change goes through the handle, which records how to undo it."""
@@ -38,6 +26,26 @@ Remove = Callable[["StackHandle"], Sequence[str]]
 
 def restore_all(handle: StackHandle) -> Sequence[str]:
     return handle.restore()
+
+
+class StackFeature(enum.Enum):
+    """What a scenario may need of the stack; the value says what it is and how to start a stack that has it."""
+
+    ETCD_CLUSTER = "an etcd cluster of 3 members or more (`meridian up --etcd-members 3`)"
+    REDIS_SENTINEL = "Redis Sentinel (`meridian up --redis-sentinel`)"
+    PROXIED_REDIS = "one Redis behind Toxiproxy (`meridian up` without --redis-sentinel)"
+
+
+DEFAULT_FEATURES = frozenset({StackFeature.PROXIED_REDIS})
+"""What a plain `meridian up` gives."""
+
+
+def stack_features(stack: Mapping[str, Any]) -> frozenset[StackFeature]:
+    features = set()
+    if len(stack.get("etcd", {}).get("members", [])) >= 3:
+        features.add(StackFeature.ETCD_CLUSTER)
+    features.add(StackFeature.REDIS_SENTINEL if stack.get("redis", {}).get("sentinels") else StackFeature.PROXIED_REDIS)
+    return frozenset(features)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,12 @@ class Scenario:
     min_fault_s: float = 0.0
     min_recovery_s: float = 0.0
     """Phases this scenario needs whatever `--duration` says (a lease must lapse, an election must finish)."""
+    needs: frozenset[StackFeature] = frozenset()
+
+    def unmet_needs(self, stack: Mapping[str, Any]) -> str | None:
+        """Why this scenario cannot run against `stack` (and what to start instead), or None when it can."""
+        missing = sorted(need.value for need in self.needs - stack_features(stack))
+        return f"{self.name} needs {' and '.join(missing)}" if missing else None
 
 
 @dataclass(frozen=True, slots=True)

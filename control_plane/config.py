@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from meridian_common.catalog import DeploymentConfig, FrozenModel, ModelConfig
 from meridian_common.config_loading import FieldReferenceError, load_yaml, validate
+from meridian_common.redis_url import parse_redis_url
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -24,6 +25,10 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 class EtcdConfig(FrozenModel):
     endpoints: tuple[str, ...] = Field(("http://127.0.0.1:2379",), min_length=1)
     prefix: str = "/meridian"
+    call_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="deadline of one etcd call; past it the replica moves to the next member. A "
+        "write sent as the etcd leader dies is dropped and answered only at etcd's own timeout (over 5 s), so this "
+        "bounds how long a leader's publishing stalls then")
 
     @field_validator("endpoints")
     @classmethod
@@ -104,7 +109,7 @@ class RegionConfig(FrozenModel):
 class ControlPlaneConfig(FrozenModel):
     replica_id: str | None = Field(None, min_length=1, description="default: hostname-pid, set by the caller")
     etcd: EtcdConfig = EtcdConfig()
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="one Redis, or redis+sentinel://... (Sentinel)")
     grpc: GrpcListen = GrpcListen()
     admin: AdminListen = AdminListen()
     tls: TlsConfig = TlsConfig()
@@ -120,9 +125,8 @@ class ControlPlaneConfig(FrozenModel):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis_url {value!r} must start with redis://, rediss:// or unix://")
+    def _redis_url(cls, value: str) -> str:
+        parse_redis_url(value)
         return value
 
     @model_validator(mode="after")

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aetcd
 import grpc
@@ -41,6 +40,7 @@ from control_plane.election.campaign import Election, NotLeader
 from control_plane.election.identity import CandidateIdentity
 from control_plane.election.lease_session import LeaseSession, SessionLost
 from control_plane.election.machine import Role
+from control_plane.etcd_client import EtcdClusterClient, EtcdEndpointError
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
 from control_plane.metrics import ReplicaFigures, replica_metrics
 from control_plane.policy.store import PolicyStore
@@ -57,7 +57,6 @@ from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
 
-ETCD_CALL_TIMEOUT_S = 2
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 2.0
 SHUTDOWN_STEP_S = 1.0
@@ -85,15 +84,6 @@ class BoundAddresses:
 
     def as_dict(self) -> dict[str, str]:
         return {"grpc": self.grpc, "admin": self.admin, "admin_grpc": self.admin_grpc}
-
-
-def etcd_host_port(endpoint: str) -> tuple[str, int]:
-    parts = urlsplit(endpoint)
-    if parts.scheme != "http":
-        # aetcd 1.0 opens insecure channels only; refusing beats silently talking plaintext to an https URL.
-        raise ReplicaStartError(f"etcd endpoint {endpoint!r}: only http:// endpoints are supported (aetcd has no TLS)")
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
 
 
 def write_ports_file(path: Path, addresses: BoundAddresses, ports: dict[str, int]) -> None:
@@ -127,8 +117,10 @@ class Replica:
         self._ports = ports
         self._reader_factory = reader_factory
         self._clock = clock
-        host, port = etcd_host_port(config.etcd.endpoints[0])
-        self.client = aetcd.Client(host=host, port=port, timeout=ETCD_CALL_TIMEOUT_S)
+        try:
+            self.client = EtcdClusterClient(config.etcd.endpoints, timeout_s=config.etcd.call_timeout_s)
+        except EtcdEndpointError as error:
+            raise ReplicaStartError(str(error)) from error
         self.follower = TableFollower(self.client, self.keys, self.cache)
         self.election: Election | None = None
         self.addresses: BoundAddresses | None = None
@@ -151,6 +143,7 @@ class Replica:
         addresses = self.addresses.as_dict() if self.addresses is not None else {}
         return {"status": "ok", "id": self.replica_id, "pid": os.getpid(), "role": self.role(),
                 "publishing": self.publisher_status.publishing, "etcd_connected": self.follower.connected,
+                "etcd_endpoint": self.client.endpoint,
                 "regions": self.cache.regions(), **addresses}
 
     def figures(self) -> ReplicaFigures:
@@ -222,7 +215,7 @@ class Replica:
             self._registry = ReplicaRegistry(self.keys, self._record(), self.cache, clock=self._clock)
             log.info(event("replica_started", replica=self.replica_id, grpc=self.addresses.grpc,
                            admin=self.addresses.admin, admin_grpc=self.addresses.admin_grpc, tls=tls.enabled,
-                           mutual_tls=tls.require_client_cert, etcd=config.etcd.endpoints[0],
+                           mutual_tls=tls.require_client_cert, etcd=",".join(config.etcd.endpoints),
                            prefix=config.etcd.prefix))
             tasks.append(asyncio.create_task(self.follower.run(), name="table-follower"))
             tasks.append(asyncio.create_task(self._elections(), name="elections"))
@@ -266,17 +259,18 @@ class Replica:
         while not self._stopping:
             try:
                 session = await asyncio.wait_for(
-                    LeaseSession.open(self.client, max(1, round(self.config.lease_ttl_s))), ETCD_CALL_TIMEOUT_S * 2)
+                    LeaseSession.open(self.client, max(1, round(self.config.lease_ttl_s))),
+                    self.config.etcd.call_timeout_s * 2)
             except _ETCD_ERRORS as error:
                 if failures == 0:
-                    log.warning(event("etcd_unreachable", endpoint=self.config.etcd.endpoints[0],
+                    log.warning(event("etcd_unreachable", endpoint=self.client.endpoint,
                                       error=type(error).__name__, action="serving the tables held; retrying"))
                 self.publisher_status.stopped(f"{NOT_PUBLISHING} (etcd unreachable)", type(error).__name__)
                 failures += 1
                 await asyncio.sleep(_backoff_s(failures))
                 continue
             if failures:
-                log.info(event("etcd_reachable", endpoint=self.config.etcd.endpoints[0], after_failures=failures))
+                log.info(event("etcd_reachable", endpoint=self.client.endpoint, after_failures=failures))
             failures = 0
             await self._with_session(session)
 

@@ -55,7 +55,8 @@ class ReplicaRegistry:
                        admin=self._record.admin, grpc=self._record.grpc))
 
     async def sync_routers(self, session: LeaseSession) -> None:
-        """Keeps the router list in etcd current until the session ends or an etcd call fails."""
+        """Keeps the router list in etcd current until the session ends; a failed write is tried again at the
+        next check (the client may have moved to another etcd member meanwhile)."""
         written: list[RouterEntry] | None = None
         while not session.done.is_set():
             entries = self.local_routers()
@@ -66,8 +67,8 @@ class ReplicaRegistry:
                 except (aetcd.ClientError, TimeoutError, OSError) as error:
                     log.warning(event("router_status_write_failed", replica=self._record.id,
                                       error=type(error).__name__))
-                    return
-                written = material(entries)
+                else:
+                    written = material(entries)
             try:
                 await asyncio.wait_for(session.done.wait(), timeout=ROUTER_SYNC_S)
             except TimeoutError:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import redis.asyncio as redis_asyncio
 from aiohttp import web
 
 from data_plane.api import openai_handlers, ops_handlers, regions_directory
@@ -30,6 +29,7 @@ from data_plane.app_keys import (
     ROUTER_ID,
     SERVING,
     SESSION,
+    SHARED_LIMITS,
     STATE,
     TABLE_STORE,
     TABLE_SUBSCRIBER,
@@ -64,6 +64,7 @@ from data_plane.telemetry.publisher import TelemetryPublisher
 from data_plane.worker import WorkerIdentity
 from meridian_common.aiohttp_serving import serve_until_cancelled
 from meridian_common.logging_setup import event
+from meridian_common.redis_connection import redis_client
 from meridian_common.supervision import supervise
 from meridian_proto import routing_pb2, telemetry_pb2
 
@@ -189,7 +190,7 @@ async def _engine_scraper(app: web.Application) -> AsyncIterator[None]:
 async def _response_cache(app: web.Application) -> AsyncIterator[None]:
     redis_url = app[CONFIG].redis_url
     client = (None if redis_url is None
-              else redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25))
+              else redis_client(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25))
     cache = app[CACHE] = ResponseCache(MemoryCacheStore() if client is None else RedisCacheStore(client))
     yield
     await cache.drain()
@@ -238,8 +239,9 @@ async def _shared_limits(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     settings = config.rate_limits
-    shared = SharedLimits(config.redis_url, limits, router_id=app[ROUTER_ID],
-                          interval_s=settings.sync_interval_s, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+    shared = app[SHARED_LIMITS] = SharedLimits(config.redis_url, limits, router_id=app[ROUTER_ID],
+                                               interval_s=settings.sync_interval_s,
+                                               heartbeat_ttl_s=settings.heartbeat_ttl_s)
     task = _supervised(app, "shared_limits", shared.run)
     yield
     task.cancel()

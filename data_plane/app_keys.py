@@ -8,6 +8,7 @@ from aiohttp import web
 
 from data_plane.auth import Credentials
 from data_plane.config import RouterConfig
+from data_plane.limits.shared_limits import SharedLimits
 from data_plane.limits.waiting_room import WaitingRooms
 from data_plane.live_state import RouterState
 from data_plane.metrics import RouterMetrics
@@ -44,6 +45,8 @@ SERVING = web.AppKey("serving", Serving)
 TABLE_SUBSCRIBER = web.AppKey("table_subscriber", TableSubscriber)
 """Absent unless the config links the router to a control plane."""
 TELEMETRY_PUBLISHER = web.AppKey("telemetry_publisher", TelemetryPublisher)
+"""Absent unless the config has a redis_url."""
+SHARED_LIMITS = web.AppKey("shared_limits", SharedLimits)
 """Absent unless the config has a redis_url."""
 WORKER = web.AppKey("worker", WorkerIdentity)
 """Absent unless the router runs as one of several workers (`meridian router --workers N`)."""

@@ -16,6 +16,7 @@ from pydantic import Field, HttpUrl, PrivateAttr, field_validator, model_validat
 from data_plane.callback_rules import HostPattern
 from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
 from meridian_common.config_loading import FieldReferenceError, load_config
+from meridian_common.redis_url import parse_redis_url
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
@@ -236,7 +237,8 @@ class RouterConfig(FrozenModel):
     admin_token_env: str | None = Field(None, description="environment variable holding the admin token")
     ops_auth: bool = Field(False, description="/routing and /metrics require the admin token too (/health and "
                                               "/ready stay open for probes)")
-    redis_url: str | None = Field(None, description="telemetry, and the response cache")
+    redis_url: str | None = Field(None, description="telemetry, the response cache, shared rate limits and jobs; "
+                                                    "one Redis, or redis+sentinel://... (Sentinel)")
     control_plane: ControlPlaneLink | None = None
     state_dir: Path | None = Field(None, description="where the last good table is persisted")
     public_url: str | None = Field(None, description="the URL clients use, reported to the control plane")
@@ -251,6 +253,13 @@ class RouterConfig(FrozenModel):
     rate_limits: RateLimitSettings = RateLimitSettings()
     jobs: JobsConfig = JobsConfig()
     backend_keys: BackendKeys = BackendKeys()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_redis_url(value)
+        return value
 
     @model_validator(mode="after")
     def _own_secrets_stay_home(self) -> RouterConfig:

@@ -25,6 +25,7 @@ def router_probe_from(t_s: float, router_id: str, region: str, body: Any) -> Rou
     link = (body.get("control_plane") or {}).get("link")
     breakers: list[tuple[str, str]] = []
     healthy: list[tuple[str, bool]] = []
+    budgets = tuple((str(name), model.get("latency_budget_ms")) for name, model in (body.get("models") or {}).items())
     for model in (body.get("models") or {}).values():
         for deployment in model.get("deployments", []):
             breakers.append((str(deployment.get("name")), str(deployment.get("breaker"))))
@@ -33,7 +34,8 @@ def router_probe_from(t_s: float, router_id: str, region: str, body: Any) -> Rou
         t_s, router_id, region, reachable=True, table_version=table.get("version"), table_epoch=table.get("epoch"),
         table_source=table.get("source"), control_plane_link=link, breakers=tuple(breakers), healthy=tuple(healthy),
         telemetry_connected=telemetry.get("connected"), dropped_samples=telemetry.get("dropped_samples"),
-        buffered_batches=telemetry.get("buffered_batches"), last_flush_unix_ms=telemetry.get("last_flush_unix_ms"))
+        buffered_batches=telemetry.get("buffered_batches"), last_flush_unix_ms=telemetry.get("last_flush_unix_ms"),
+        limits_synced_unix_ms=(body.get("rate_limits") or {}).get("last_sync_unix_ms"), latency_budgets_ms=budgets)
 
 
 def replica_probe_from(t_s: float, replica: str, body: Any) -> ReplicaProbe:

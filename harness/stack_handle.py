@@ -29,9 +29,11 @@ import yaml
 from harness.timeline import Event
 from meridian_common.catalog import RoutingDefaults
 from meridian_common.logging_setup import event
+from meridian_common.service_process import ServiceStartError
 from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
-from regions.launcher import restart_replica
+from regions.launcher import restart_etcd_member, restart_redis_server, restart_replica
+from regions.redis_sentinel import primary_address
 from regions.topology import Topology, load_topology
 from simulator.admin_client import change_sim_config, read_sim_config
 
@@ -42,6 +44,11 @@ DEFAULT_LEASE_TTL_S = 3.0
 PRESSURE_REQUEST_TIMEOUT_S = 60.0
 PRESSURE_RETRY_S = 0.1
 MAX_PRESSURE_REQUESTS = 1000
+PUSH_ATTEMPTS = 20
+FAILOVER_WAIT_S = 10.0
+JOB_POLL_S = 0.25
+FINISHED_JOB = ("succeeded", "failed", "cancelled")
+PUSH_RETRY_S = 0.1
 
 
 class ChaosActionError(RuntimeError):
@@ -160,6 +167,30 @@ class StackHandle:
                 return replica
         return None
 
+    @property
+    def etcd_members(self) -> list[dict[str, Any]]:
+        """Every etcd member of stack.json (name, url, pid, proxy...), in order."""
+        return list(self.stack["etcd"].get("members", []))
+
+    def etcd_member_in_use(self, replica: str) -> str:
+        """The etcd member a replica talks to now: its /health names the endpoint (a member's proxy)."""
+        health = self.replica_health(replica) or {}
+        endpoint = str(health.get("etcd_endpoint", ""))
+        listen = endpoint.removeprefix("http://")
+        proxy = next((p.name for p in self.proxies(kind="etcd")
+                      if self.stack["toxiproxy"]["proxies"][p.name]["listen"] == listen), None)
+        member = next((m["name"] for m in self.etcd_members if proxy is not None and m.get("proxy") == proxy), None)
+        if member is None:
+            raise ChaosActionError(f"replica {replica} talks to etcd at {endpoint or '(no etcd_endpoint in /health)'},"
+                                   " which is no member's proxy in stack.json")
+        return str(member)
+
+    def policy_entry(self, region: str, model: str) -> dict[str, Any]:
+        """The policy document's entry for (region, model) as the admin API shows it ({} when there is none)."""
+        document = self._admin("GET", "/v1/policy")
+        return next((e for e in document.get("models", []) if (e.get("region"), e.get("model")) == (region, model)),
+                    {})
+
     # --- events ---------------------------------------------------------------------------------------------
 
     def note(self, name: str, **detail: Any) -> None:
@@ -264,34 +295,146 @@ class StackHandle:
     def kill_replica(self, replica: str) -> int:
         """SIGKILLs a control-plane replica (no resignation: its lease must expire) and, on restore, starts it
         again on the same ports so that the stack keeps its shape."""
-        record = next((r for r in stack_file.processes(dict(self.stack)) if r.name == replica), None)
-        if record is None:
-            raise ChaosActionError(f"replica {replica} is not among the stack's processes")
-        current = self._current_record(replica) or record
-        if not current.alive():
-            raise ChaosActionError(f"replica {replica} (pid {current.pid}) is not running")
-        self._on_undo(f"restart replica {replica}", lambda: self._restart(replica))
+        return self._sigkill(replica, "replica", "replica", restart_replica)
+
+    def kill_etcd_member(self, member: str) -> int:
+        """SIGKILLs an etcd member of a cluster (`meridian up --etcd-members 3`) and, on restore, starts it again
+        on its ports and data dir, where it rejoins the cluster."""
+        return self._sigkill(member, "etcd_member", "member", restart_etcd_member)
+
+    def redis_primary(self) -> str:
+        """The Redis server the sentinels name primary now (a stack of `meridian up --redis-sentinel`)."""
+        redis = self.stack["redis"]
+        if not redis.get("sentinels"):
+            raise ChaosActionError("this stack's Redis has no sentinels: start it with `meridian up --redis-sentinel`")
+        ports = [int(s["address"].rsplit(":", 1)[1]) for s in redis["sentinels"]]
+        try:
+            _, port = primary_address(ports, redis["service"])
+        except ServiceStartError as error:
+            raise ChaosActionError(str(error)) from error
+        name = next((s["name"] for s in redis["servers"] if s["port"] == port), None)
+        if name is None:
+            raise ChaosActionError(f"the sentinels name port {port} primary, which is no server of stack.json")
+        return str(name)
+
+    def kill_redis_server(self, name: str) -> int:
+        """SIGKILLs a Redis server of the Sentinel group and, on restore, starts it again on its port as a replica
+        of the primary the sentinels name then."""
+
+        def restart(path: Path, server: str) -> stack_file.ProcessRecord:
+            deadline = time.monotonic() + FAILOVER_WAIT_S
+            while self.redis_primary() == server and time.monotonic() < deadline:
+                time.sleep(0.1)  # the sentinels have not promoted the replica yet
+            return restart_redis_server(path, server)
+
+        return self._sigkill(name, "redis_server", "server", restart)
+
+    def _sigkill(self, name: str, kind: str, key: str,
+                 restart: Callable[[Path, str], stack_file.ProcessRecord]) -> int:
+        """SIGKILLs a process of the stack (what a crash looks like to everyone else), notes `<kind>_killed`
+        with `<key>=name`, and records the undo: once it is gone, `restart(stack file, name)`, which records the
+        new process in stack.json."""
+        current = self._current_record(name)
+        if current is None or not current.alive():
+            raise ChaosActionError(f"{kind.replace('_', ' ')} {name} is not a running process of the stack")
+        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
+
+        def undo() -> None:
+            self._wait_dead(current)
+            restarted = restart(path, name)
+            self.note(f"{kind}_restarted", **{key: name}, pid=restarted.pid)
+
+        self._on_undo(f"restart {kind.replace('_', ' ')} {name}", undo)
         os.kill(current.pid, signal.SIGKILL)
-        self.note("replica_killed", replica=replica, pid=current.pid)
+        self.note(f"{kind}_killed", **{key: name}, pid=current.pid)
         return current.pid
 
-    def _current_record(self, replica: str) -> stack_file.ProcessRecord | None:
-        """The replica's record in the stack file now (a restart by an earlier scenario changed its pid)."""
+    def submit_job(self, router: str, rng: random.Random, *, workload: WorkloadConfig = REALISTIC) -> str | None:
+        """Submits an asynchronous job drawn from `workload` through a router; its id, or None when the router
+        refused it (503 while the job store cannot keep it). Noted as `job_submitted` either way."""
+        model = next(iter(self.topology.models))
+        body = chat_body(model, replace(draw(workload, rng), stream=False), rng)
+        try:
+            answer = _request("POST", f"{self.routers[router]}/v1/async/chat/completions", body)
+        except ChaosActionError as error:
+            self.note("job_submitted", router=router, accepted=False, error=str(error)[:160])
+            return None
+        self.note("job_submitted", router=router, accepted=True, job=answer["id"])
+        return str(answer["id"])
+
+    def job_status(self, router: str, job_id: str) -> str:
+        """The job's status as a router shows it (`queued`, `running`, `succeeded`...), `missing` on a 404 and
+        `unreachable` when the router did not answer or could not read the job store."""
+        try:
+            return str(_request("GET", f"{self.routers[router]}/v1/async/{job_id}")["status"])
+        except ChaosActionError as error:
+            return "missing" if "HTTP 404" in str(error) else "unreachable"
+
+    def settle_jobs(self, jobs: list[tuple[str, str]], within_s: float) -> None:
+        """Polls every (router, job id) until it finished, for `within_s` at most; notes each job's last status
+        as `job_outcome`."""
+        status = {job: "not checked" for _, job in jobs}
+        deadline = time.monotonic() + within_s
+        for _ in range(int(within_s / JOB_POLL_S) + 1):
+            for router, job in jobs:
+                if status[job] not in FINISHED_JOB:
+                    status[job] = self.job_status(router, job)
+            if all(s in FINISHED_JOB for s in status.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(JOB_POLL_S)
+        for job, last in status.items():
+            self.note("job_outcome", job=job, status=last)
+
+    def push_policy(self, region: str, model: str, **changes: Any) -> None:
+        """`POST /v1/policy/set` through the first replica that accepts it, as an operator's client would: a
+        503 (etcd unreachable from that replica for the moment) is tried again, boundedly. On restore, the
+        fields pushed get their values from before the first push back."""
+        before = self.policy_entry(region, model)
+        original = {key: before.get(key) for key in changes}
+
+        def undo() -> None:
+            self._push_with_retries({"region": region, "model": model, **original, "author": "chaos-restore"})
+
+        self._on_undo(f"restore policy {region}/{model} {original}", undo)
+        sent_s = self._clock()
+        attempts = self._push_with_retries({"region": region, "model": model, **changes, "author": "chaos"})
+        self.note("policy_pushed", region=region, model=model, sent_s=round(sent_s, 3), attempts=attempts, **changes)
+
+    def _push_with_retries(self, body: Mapping[str, Any]) -> int:
+        last: ChaosActionError | None = None
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            try:
+                self._admin("POST", "/v1/policy/set", body)
+                return attempt
+            except ChaosActionError as error:
+                last = error
+                time.sleep(PUSH_RETRY_S)
+        raise ChaosActionError(f"policy push refused {PUSH_ATTEMPTS} times: {last}")
+
+    def _admin(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """The admin API of the first replica that answers (a killed replica does not)."""
+        headers = {"Authorization": f"Bearer {self.stack['admin_token']}"}
+        failures = []
+        for replica, info in self.replicas.items():
+            try:
+                return _request(method, f"{info['admin']}{path}", body, headers)
+            except ChaosActionError as error:
+                failures.append(f"{replica}: {error}")
+        raise ChaosActionError("; ".join(failures))
+
+    def _wait_dead(self, record: stack_file.ProcessRecord) -> None:
+        deadline = time.monotonic() + 5.0
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILL is asynchronous: let the kernel finish the old process first
+
+    def _current_record(self, name: str) -> stack_file.ProcessRecord | None:
+        """A process's record in the stack file now (a restart by an earlier scenario changed its pid)."""
         path = Path(self.stack["directory"]) / stack_file.STACK_FILE
         with contextlib.suppress(stack_file.StackFileError):
             current = stack_file.read_stack(path)
             if current is not None:
-                return next((r for r in stack_file.processes(current) if r.name == replica), None)
+                return next((r for r in stack_file.processes(current) if r.name == name), None)
         return None
-
-    def _restart(self, replica: str) -> None:
-        path = Path(self.stack["directory"]) / stack_file.STACK_FILE
-        record = self._current_record(replica)
-        deadline = time.monotonic() + 5.0
-        while record is not None and record.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)  # SIGKILL is asynchronous: let the kernel finish the old process first
-        restarted = restart_replica(path, replica)
-        self.note("replica_restarted", replica=replica, pid=restarted.pid)
 
     def restore(self) -> list[str]:
         """Undoes every change, newest first; returns what could not be undone (each also logged)."""

@@ -68,9 +68,16 @@ class RouterProbe:
     dropped_samples: int | None = None
     buffered_batches: int | None = None
     last_flush_unix_ms: int | None = None
+    limits_synced_unix_ms: int | None = None
+    """When the shared rate limits last reached Redis."""
+    latency_budgets_ms: tuple[tuple[str, int | None], ...] = ()
+    """(model, latency budget in force) of every model: what a policy push that scenarios make changes."""
 
     def breaker(self, deployment: str) -> str | None:
         return next((state for name, state in self.breakers if name == deployment), None)
+
+    def latency_budget_ms(self, model: str) -> int | None:
+        return next((budget for name, budget in self.latency_budgets_ms if name == model), None)
 
 
 @dataclass(frozen=True, slots=True)

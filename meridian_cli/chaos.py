@@ -75,11 +75,12 @@ def _list(args: argparse.Namespace) -> int:
     from chaos.scenarios import SCENARIOS
 
     if args.json:
-        print(json.dumps([{"name": s.name, "injects": s.injects, "description": s.description}
-                          for s in SCENARIOS.values()], indent=2))
+        print(json.dumps([{"name": s.name, "injects": s.injects, "description": s.description,
+                           "needs": sorted(n.name.lower() for n in s.needs)} for s in SCENARIOS.values()], indent=2))
         return 0
     for scenario in SCENARIOS.values():
-        print(f"{scenario.name:26} {scenario.injects}")
+        needs = "".join(f" [needs {n.value}]" for n in sorted(scenario.needs, key=lambda n: n.value))
+        print(f"{scenario.name:26} {scenario.injects}{needs}")
     return 0
 
 
@@ -136,6 +137,13 @@ def _run(args: argparse.Namespace) -> int:
         print(line, file=out, flush=True)
 
     scenarios = list(SCENARIOS.values()) if args.all else [SCENARIOS[args.name]]
+    unmet = {s.name: reason for s in scenarios if (reason := s.unmet_needs(stack)) is not None}
+    if not args.all and unmet:
+        print(f"meridian chaos run: {unmet[args.name]}", file=sys.stderr)
+        return 2
+    for reason in unmet.values():
+        say(f"skipped: {reason}")
+    scenarios = [s for s in scenarios if s.name not in unmet]
     results = []
     for scenario in scenarios:
         result = asyncio.run(run_and_report(scenario, stack, settings, say))

@@ -1,6 +1,7 @@
-"""`meridian up [--topology FILE] [--routers-per-region N] [--router-workers N] [--detach]`: starts a whole
-multi-region stack on 127.0.0.1 (etcd, Redis, Toxiproxy, two control-plane replicas, the routers, the simulated
-backends) and writes `.meridian/stack.json` (docs/regions.md)."""
+"""`meridian up [--topology FILE] [--routers-per-region N] [--router-workers N] [--etcd-members N]
+[--redis-sentinel] [--detach]`:
+starts a whole multi-region stack on 127.0.0.1 (etcd, Redis, Toxiproxy, two control-plane replicas, the routers,
+the simulated backends) and writes `.meridian/stack.json` (docs/regions.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--router-workers", type=int, default=1, metavar="N",
                         help="worker processes of each router, sharing its port (`meridian router --workers`; "
                         "default 1)")
+    parser.add_argument("--etcd-members", type=int, default=1, metavar="N",
+                        help="etcd as a cluster of N members (3 or 5 for a quorum that survives losing one or two), "
+                        "every member in each control-plane replica's endpoints (default 1: a single etcd)")
+    parser.add_argument("--redis-sentinel", action="store_true",
+                        help="Redis as a primary, a replica and three sentinels (failover in about 2 s); every "
+                        "router and replica finds the primary through the sentinels")
     parser.add_argument("--detach", action="store_true", help="return once the stack is ready; `meridian down` "
                         "stops it")
     parser.add_argument("--timeout", type=float, default=45.0,
@@ -43,11 +50,15 @@ def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.router_workers <= 16:
         print("meridian up: --router-workers must be between 1 and 16", file=sys.stderr)
         return 2
+    if not 1 <= args.etcd_members <= 7:
+        print("meridian up: --etcd-members must be between 1 and 7 (3 or 5 for a real quorum)", file=sys.stderr)
+        return 2
     try:
         load_topology(args.topology)
     except ConfigError as error:
         print(f"meridian up: {error}", file=sys.stderr)
         return 2
     options = UpOptions(topology_path=args.topology, routers_per_region=args.routers_per_region,
-                        router_workers=args.router_workers, directory=Path.cwd(), table_wait_s=args.timeout)
+                        router_workers=args.router_workers, directory=Path.cwd(), table_wait_s=args.timeout,
+                        etcd_members=args.etcd_members, redis_sentinel=args.redis_sentinel)
     return run_up(options, detach=args.detach, say=lambda line: print(line, flush=True))

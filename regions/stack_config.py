@@ -111,9 +111,18 @@ def simulator_url(address: str) -> str:
 
 # --- proxy plans -----------------------------------------------------------------------------------------
 
-def control_plane_proxies(etcd_address: str, redis_address: str) -> list[ProxySpec]:
-    """Control plane -> etcd and -> Redis: needed before a replica starts."""
-    return [ProxySpec(ETCD_PROXY, etcd_address, "etcd"), ProxySpec(REDIS_CP_PROXY, redis_address, "redis-cp")]
+def etcd_proxy_names(members: int) -> list[str]:
+    """One proxy per etcd member: `etcd` for a single member, `etcd-1`, `etcd-2`... for a cluster."""
+    return [ETCD_PROXY] if members == 1 else [f"{ETCD_PROXY}-{index + 1}" for index in range(members)]
+
+
+def control_plane_proxies(etcd: str | Sequence[str], redis_address: str | None) -> list[ProxySpec]:
+    """Control plane -> etcd (one address, or every member's) and -> Redis (None: Redis Sentinel, whose primary
+    moves, so its clients ask the sentinels directly): needed before a replica starts."""
+    addresses = [etcd] if isinstance(etcd, str) else list(etcd)
+    names = etcd_proxy_names(len(addresses))
+    redis = [ProxySpec(REDIS_CP_PROXY, redis_address, "redis-cp")] if redis_address is not None else []
+    return [*(ProxySpec(name, address, "etcd") for name, address in zip(names, addresses, strict=True)), *redis]
 
 
 def cp_grpc_proxies(topology: Topology, grpc_by_replica: Mapping[str, str]) -> list[ProxySpec]:
@@ -125,12 +134,13 @@ def cp_grpc_proxies(topology: Topology, grpc_by_replica: Mapping[str, str]) -> l
     ]
 
 
-def data_plane_proxies(topology: Topology, redis_address: str, backend_urls: Mapping[str, str]) -> list[ProxySpec]:
+def data_plane_proxies(topology: Topology, redis_address: str | None, backend_urls: Mapping[str, str]
+                       ) -> list[ProxySpec]:
     """Routers -> Redis (per region) and -> every backend: `backend-<name>` from the backend's own region,
     `xregion-<from>-<name>` with RTT/2 of latency each way from every other region. `backend_urls` holds the
     direct base URL of every backend (simulators once started); an https backend gets no proxy."""
     specs = [ProxySpec(redis_proxy_name(region), redis_address, "redis", region=region)
-             for region in topology.regions]
+             for region in topology.regions if redis_address is not None]
     for home, backend in topology.backends():
         url = backend_urls[backend.name]
         if not proxiable(url):
@@ -204,13 +214,15 @@ class ControlPlaneSettings:
 
 
 def control_plane_config(topology: Topology, replica_id: str, *, backend_urls: Mapping[str, str],
-                         listens: Mapping[str, str], settings: ControlPlaneSettings = ControlPlaneSettings()
-                         ) -> dict[str, Any]:
-    """One replica's config: etcd and Redis through their proxies, listeners on free ports of 127.0.0.1."""
+                         listens: Mapping[str, str], settings: ControlPlaneSettings = ControlPlaneSettings(),
+                         etcd_members: int = 1, redis_url: str | None = None) -> dict[str, Any]:
+    """One replica's config: etcd (every member, in order) and Redis through their proxies (Redis Sentinel:
+    `redis_url`, the sentinels' URL), listeners on free ports of 127.0.0.1."""
     return {
         "replica_id": replica_id,
-        "etcd": {"endpoints": [f"http://{listens[ETCD_PROXY]}"], "prefix": ETCD_PREFIX},
-        "redis_url": f"redis://{listens[REDIS_CP_PROXY]}/0",
+        "etcd": {"endpoints": [f"http://{listens[name]}" for name in etcd_proxy_names(etcd_members)],
+                 "prefix": ETCD_PREFIX},
+        "redis_url": redis_url or f"redis://{listens[REDIS_CP_PROXY]}/0",
         "grpc": {"host": LOOPBACK, "port": 0},
         "admin": {"host": LOOPBACK, "port": 0, "grpc_port": 0, "token_env": ADMIN_TOKEN_ENV},
         "lease_ttl_s": settings.lease_ttl_s,
@@ -246,8 +258,9 @@ def peers(routers: Sequence[RouterPlan]) -> dict[str, list[str]]:
 
 def router_config(topology: Topology, router: RouterPlan, *, all_routers: Sequence[RouterPlan],
                   replicas: Sequence[str], backend_urls: Mapping[str, str], listens: Mapping[str, str],
-                  state_dir: Path) -> dict[str, Any]:
-    """A router of `router.region`: Redis, the control plane and every backend through their proxies."""
+                  state_dir: Path, redis_url: str | None = None) -> dict[str, Any]:
+    """A router of `router.region`: Redis (unless `redis_url`, the sentinels' URL), the control plane and every
+    backend through their proxies."""
     region = router.region
     return {
         "region": region,
@@ -255,7 +268,7 @@ def router_config(topology: Topology, router: RouterPlan, *, all_routers: Sequen
         "listen": {"host": LOOPBACK, "port": router.port},
         "public_url": router.url,
         "admin_token_env": ADMIN_TOKEN_ENV,
-        "redis_url": f"redis://{listens[redis_proxy_name(region)]}/0",
+        "redis_url": redis_url or f"redis://{listens[redis_proxy_name(region)]}/0",
         "control_plane": {"targets": [listens[cp_grpc_proxy_name(region, r)] for r in replicas]},
         "state_dir": str(state_dir),
         "peers": peers(all_routers),

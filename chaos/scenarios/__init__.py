@@ -9,7 +9,9 @@ from chaos.scenarios import (
     backend_saturation,
     control_plane_partition,
     etcd_loss,
+    etcd_member_loss,
     leader_kill,
+    redis_failover,
     redis_latency,
     redis_loss,
     region_partition,
@@ -21,7 +23,8 @@ SCENARIOS: dict[str, Scenario] = {
     # backend-saturation before backend-latency: a backend made slow keeps a high p95 in the routers' 30 s
     # window, so latency-first would send the saturation scenario's linear-attention target nothing to shift.
     for module in (redis_loss, redis_latency, backend_saturation, backend_latency, backend_errors, stream_cut,
-                   leader_kill, etcd_loss, control_plane_partition, region_partition)
+                   leader_kill, etcd_loss, control_plane_partition, region_partition, etcd_member_loss,
+                   redis_failover)
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chaos import checks
-from chaos.scenario import Scenario
+from chaos.scenario import Scenario, StackFeature
 from harness.stack_handle import StackHandle
 from harness.timeline import Timeline
 
@@ -31,4 +31,5 @@ SCENARIO = Scenario(
     injects=f"latency toxic {ADDED_LATENCY_MS} ms (downstream) on the redis-<region> and redis-cp proxies",
     inject=inject,
     checks=(checks.zero_client_errors(), checks.ttft_unchanged(ALLOWED_P50_MS, ALLOWED_P95_MS)),
+    needs=frozenset({StackFeature.PROXIED_REDIS}),
 )

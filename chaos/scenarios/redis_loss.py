@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chaos import checks
-from chaos.scenario import Scenario
+from chaos.scenario import Scenario, StackFeature
 from harness.stack_handle import StackHandle
 from harness.timeline import Timeline
 
@@ -33,4 +33,5 @@ SCENARIO = Scenario(
         checks.telemetry_resumes_within(RESUME_LIMIT_S),
         checks.dropped_samples_reported(),
     ),
+    needs=frozenset({StackFeature.PROXIED_REDIS}),
 )

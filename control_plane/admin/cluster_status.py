@@ -20,6 +20,7 @@ import aetcd
 from control_plane.distribution.table_cache import RouterStatus
 from control_plane.election.campaign import LeaderInfo, read_leader
 from control_plane.election.identity import CandidateIdentity
+from control_plane.etcd_client import EtcdClient
 from control_plane.etcd_keys import EtcdKeys, ReplicaRecord
 from meridian_proto import policy_pb2, routing_pb2
 
@@ -138,7 +139,7 @@ def assemble_status(
 
 
 async def gather_status(
-    client: aetcd.Client,
+    client: EtcdClient,
     keys: EtcdKeys,
     tables: Sequence[routing_pb2.RoutingTable],
     local_routers: Sequence[Mapping[str, Any]],

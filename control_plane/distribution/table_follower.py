@@ -18,6 +18,7 @@ from aetcd import EventKind
 from google.protobuf.message import DecodeError
 
 from control_plane.distribution.table_cache import InconsistentTableError, StaleTableError, TableCache
+from control_plane.etcd_client import EtcdClient
 from control_plane.etcd_keys import EtcdKeys, decode_table
 from meridian_common.logging_setup import event
 from meridian_proto import routing_pb2
@@ -32,7 +33,7 @@ READ_NEWEST_TIMEOUT_S = 2.0
 class TableFollower:
     """Follows the tables published in etcd into the replica's TableCache (one per replica, leader or not)."""
 
-    def __init__(self, client: aetcd.Client, keys: EtcdKeys, cache: TableCache) -> None:
+    def __init__(self, client: EtcdClient, keys: EtcdKeys, cache: TableCache) -> None:
         self._client = client
         self._keys = keys
         self._cache = cache

@@ -19,6 +19,7 @@ from aetcd import EventKind
 
 from control_plane.election.lease_session import LeaseSession, SessionLost
 from control_plane.election.machine import ElectionMachine, Role, Transition, Trigger
+from control_plane.etcd_client import EtcdClient, EtcdWatch
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _as_bytes(value: bytes | str) -> bytes:
 # --- the shell: aetcd calls ---------------------------------------------------------------------------------
 
 
-async def fenced_transaction(client: aetcd.Client, fence: Fence, ops: Sequence[WriteOp]) -> int:
+async def fenced_transaction(client: EtcdClient, fence: Fence, ops: Sequence[WriteOp]) -> int:
     """Applies `ops` atomically only if `fence` holds; returns the revision of the write (the new table
     version). Raises NotLeader, having written nothing, otherwise."""
     if any(op.key == fence.leader_key for op in ops):
@@ -132,7 +133,7 @@ async def fenced_transaction(client: aetcd.Client, fence: Fence, ops: Sequence[W
     return int(current.header.revision)
 
 
-async def read_leader(client: aetcd.Client, prefix: str) -> tuple[LeaderInfo | None, int]:
+async def read_leader(client: EtcdClient, prefix: str) -> tuple[LeaderInfo | None, int]:
     """The current leader (or None) and the store revision it was read at."""
     key = leader_key(prefix)
     # get_range rather than get: aetcd's get() returns None for a missing key and so drops the revision.
@@ -144,7 +145,7 @@ async def read_leader(client: aetcd.Client, prefix: str) -> tuple[LeaderInfo | N
     return info, int(found.header.revision)
 
 
-async def observe_leader(client: aetcd.Client, prefix: str) -> AsyncIterator[LeaderInfo | None]:
+async def observe_leader(client: EtcdClient, prefix: str) -> AsyncIterator[LeaderInfo | None]:
     """Yields the current leader, then every change (None while there is none), by watching the key from the
     revision it was read at, so no change between the read and the watch is missed. Use under
     `contextlib.aclosing` so that the watch is cancelled when the caller stops early."""
@@ -429,7 +430,7 @@ class Election:
         return transition
 
 
-async def _first_event(watch: aetcd.Watch) -> aetcd.Event | None:
+async def _first_event(watch: EtcdWatch) -> aetcd.Event | None:
     async for change in watch:
         return change
     return None

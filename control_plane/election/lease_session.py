@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import aetcd
 
+from control_plane.etcd_client import EtcdClient
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class SessionLost(RuntimeError):
 class LeaseSession:
     """Open with `await LeaseSession.open(client, ttl_s)`; close with `await session.close()`."""
 
-    def __init__(self, client: aetcd.Client, lease_id: int, lease_clock: LeaseClock, *, clock: Clock) -> None:
+    def __init__(self, client: EtcdClient, lease_id: int, lease_clock: LeaseClock, *, clock: Clock) -> None:
         self._client = client
         self._lease_id = lease_id
         self._lease_clock = lease_clock
@@ -72,7 +73,7 @@ class LeaseSession:
 
     @classmethod
     async def open(
-        cls, client: aetcd.Client, ttl_s: int = DEFAULT_TTL_S, *, clock: Clock = time.monotonic
+        cls, client: EtcdClient, ttl_s: int = DEFAULT_TTL_S, *, clock: Clock = time.monotonic
     ) -> LeaseSession:
         sent_at = clock()
         lease = await client.lease(ttl_s)
@@ -82,7 +83,7 @@ class LeaseSession:
         return session
 
     @property
-    def client(self) -> aetcd.Client:
+    def client(self) -> EtcdClient:
         return self._client
 
     @property

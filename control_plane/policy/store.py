@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import aetcd
 from aetcd import EventKind
 
+from control_plane.etcd_client import EtcdClient
 from control_plane.etcd_keys import EtcdKeys, decode_policy
 from meridian_proto import policy_pb2
 
@@ -49,7 +50,7 @@ def _stamped(document: policy_pb2.PolicyDocument, author: str, now_unix_ms: int)
 class PolicyStore:
     """`versions_kept` counts the document in force: 100 keeps it and the 99 it superseded last."""
 
-    def __init__(self, client: aetcd.Client, keys: EtcdKeys, *, versions_kept: int) -> None:
+    def __init__(self, client: EtcdClient, keys: EtcdKeys, *, versions_kept: int) -> None:
         if versions_kept < 1:
             raise ValueError(f"versions_kept must be >= 1 (the document in force), got {versions_kept}")
         self._client = client

@@ -33,6 +33,8 @@ from meridian_proto import policy_pb2, routing_pb2
 log = logging.getLogger(__name__)
 
 NOT_PUBLISHING = "cannot prove leadership: not publishing"
+POLICY_REWATCH_S = 0.1
+_ETCD_ERRORS = (aetcd.ClientError, TimeoutError, OSError)
 
 ReaderFactory = Callable[[ControlPlaneConfig], TelemetryReader]
 
@@ -192,19 +194,27 @@ class TablePublisher:
         return tables
 
     async def _follow_policy(self, first: asyncio.Future[None]) -> None:
+        """Follows the policy in force. Once the first document is in, a broken watch (the etcd client moved
+        to another member) is watched again from a fresh read while this term lasts: it says nothing about
+        leadership, which the session's deadline and the fenced writes decide."""
         store = PolicyStore(self._client, self._keys, versions_kept=self._config.policy_versions_kept)
-        try:
-            async with contextlib.aclosing(store.observe()) as documents:
-                async for document in documents:
-                    self._take_policy(document)
-                    if not first.done():
-                        first.set_result(None)
-                    else:
-                        self._policy_changed.set()
-        except BaseException as error:
-            if not first.done():
-                first.set_exception(error)
-            raise
+        while True:
+            try:
+                async with contextlib.aclosing(store.observe()) as documents:
+                    async for document in documents:
+                        self._take_policy(document)
+                        if not first.done():
+                            first.set_result(None)
+                        else:
+                            self._policy_changed.set()
+            except BaseException as error:
+                if not first.done():
+                    first.set_exception(error)
+                    raise
+                if not isinstance(error, _ETCD_ERRORS) or not self._election.is_leader:
+                    raise
+                log.warning(event("policy_watch_broken", error=type(error).__name__, action="watching again"))
+            await asyncio.sleep(POLICY_REWATCH_S)
 
     def _take_policy(self, document: policy_pb2.PolicyDocument) -> None:
         try:

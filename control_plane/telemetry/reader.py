@@ -13,14 +13,15 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis.asyncio as redis_asyncio
 from google.protobuf.message import DecodeError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from meridian_common.logging_setup import event
-from meridian_common.telemetry_stream import BATCH_FIELD, redis_endpoint, stream_key
+from meridian_common.redis_connection import redis_client
+from meridian_common.redis_url import redis_endpoint
+from meridian_common.telemetry_stream import BATCH_FIELD, stream_key
 from meridian_proto import telemetry_pb2
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class TelemetryReader:
         self._window = SampleWindow(window_s, max_samples=max_samples)
         self._count = max_entries_per_stream
         self._timeout_s = 2 * socket_timeout_s
-        self._client = redis_asyncio.Redis.from_url(
+        self._client = redis_client(
             redis_url, socket_connect_timeout=socket_timeout_s, socket_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 0),
         )

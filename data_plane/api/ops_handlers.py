@@ -19,12 +19,15 @@ from data_plane.app_keys import (
     PUBLIC_URL,
     QUEUES,
     ROUTER_ID,
+    SHARED_LIMITS,
     STATE,
     TABLE_SUBSCRIBER,
     TELEMETRY_PUBLISHER,
     WORKER,
 )
 from data_plane.jobs.handlers import JOBS
+from data_plane.limits.rate_limits import RateLimits
+from data_plane.limits.shared_limits import SharedLimits
 from data_plane.live_state import LiveDeployment, RouterState
 from data_plane.table.subscriber import TableSubscriber
 from data_plane.telemetry.publisher import TelemetryPublisher
@@ -113,6 +116,14 @@ def _links_json(publisher: TelemetryPublisher | None, subscriber: TableSubscribe
     return links
 
 
+def _rate_limits_json(limits: RateLimits | None, shared: SharedLimits | None) -> dict[str, Any] | None:
+    if limits is None:
+        return None
+    # The last round trip that reached Redis: after a failover, when the limits were held on the new primary.
+    synced = {"last_sync_unix_ms": shared.last_sync_unix_ms or None} if shared is not None else {}
+    return {**limits.status(), **synced}
+
+
 def _worker_json(app: web.Application) -> dict[str, Any] | None:
     """Which worker answered (None: the router runs alone): what /routing shows is this worker's own."""
     worker = app.get(WORKER)
@@ -128,7 +139,7 @@ def routing_json(app: web.Application) -> dict[str, Any]:
         "worker": _worker_json(app),
         "url": app.get(PUBLIC_URL, ""),
         **_links_json(app.get(TELEMETRY_PUBLISHER), app.get(TABLE_SUBSCRIBER)),
-        "rate_limits": state.rate_limits.status() if state.rate_limits is not None else None,
+        "rate_limits": _rate_limits_json(state.rate_limits, app.get(SHARED_LIMITS)),
         "table": {
             "version": table.version, "epoch": table.epoch, "source": table.source,
             "cluster_id": f"{table.proto.cluster_id:x}",  # the etcd cluster its version counts in; 0 = unknown

@@ -30,6 +30,7 @@ from data_plane.serving.request_parsing import BUDGET_HEADER, POLICY_HEADER, PRI
 from data_plane.serving.request_shapes import InvalidRequest, ParsedRequest, optional_text
 from data_plane.serving.route_planning import model_chain
 from meridian_common.logging_setup import event
+from meridian_common.redis_url import parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +240,11 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         app[JOBS] = JobsOff("asynchronous jobs need Redis to be kept: this router has no redis_url", 503)
         yield
         return
+    # Behind Sentinel, a failover promotes a replica: a job is accepted only once a replica holds it too.
+    replicated = parse_redis_url(config.redis_url) is not None
     store = JobStore(config.redis_url, config.region, result_ttl_s=settings.result_ttl_s,
-                     max_queued=settings.max_queued, max_queued_per_client=settings.max_queued_per_client)
+                     max_queued=settings.max_queued, max_queued_per_client=settings.max_queued_per_client,
+                     replicated=replicated)
     secret = os.environ.get(settings.callback_secret_env) if settings.callback_secret_env else None
     callbacks: aiohttp.ClientSession | None = None
     deliverer: CallbackDeliverer | None = None

@@ -12,6 +12,8 @@ lease expires or the callback is due), `...:index` (sorted set of ids by creatio
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -19,13 +21,16 @@ from typing import Any
 
 import msgspec
 import orjson
-import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from data_plane.jobs.state import CallbackStatus, Claim, JobState, JobStatus, apply, claimable
 from data_plane.serving.request_shapes import body_model
+from meridian_common.logging_setup import event
+from meridian_common.redis_connection import redis_client
+
+log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 
@@ -80,6 +85,7 @@ return 1
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _CLAIM_WINDOW = 16  # queued ids looked at per claim: a few not yet due must not block the rest
+REPLICA_ACK_TIMEOUT_MS = 500
 
 
 class JobsUnavailable(Exception):
@@ -209,16 +215,19 @@ def unavailable(error: BaseException) -> JobsUnavailable:
 
 class JobStore:
     def __init__(self, redis_url: str, region: str, *, result_ttl_s: float, max_queued: int,
-                 max_queued_per_client: int = 0, socket_timeout_s: float = 1.0) -> None:
+                 max_queued_per_client: int = 0, socket_timeout_s: float = 1.0, replicated: bool = False) -> None:
+        """`replicated`: Redis has replicas that a failover promotes (Sentinel); see `_replicated_submit`."""
         # One immediate retry only: it reconnects after a Redis restart, and a dead Redis answers a submit
         # with 503 at once instead of after redis-py's default backoff.
-        self._client = redis_asyncio.Redis.from_url(
+        self._client = redis_client(
             redis_url, socket_connect_timeout=0.25, socket_timeout=socket_timeout_s, retry=Retry(NoBackoff(), 1))
         self._commit = self._client.register_script(COMMIT_SCRIPT)
         self._prefix = f"meridian:jobs:{region}:"
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_queued = max_queued
         self._max_queued_per_client = max_queued_per_client
+        self._replicated = replicated
+        self._replica_expected = replicated
         self.region = region
 
     def key(self, job_id: str) -> str:
@@ -246,9 +255,54 @@ class JobStore:
         if submit:
             keys.append(f"{self._prefix}queued:{submitted_by}")
         try:
+            if submit and self._replicated:
+                return await self._replicated_submit(new.id, keys, args)
             return int(await self._commit(keys=keys, args=args))
         except REDIS_ERRORS as error:
             raise unavailable(error) from error
+
+    async def _replicated_submit(self, job_id: str, keys: list[str], args: list[Any]) -> int:
+        """A submit that returns once a replica holds the job too, so that a failover cannot lose it; refused
+        (and withdrawn) when a replica is connected but does not confirm in time. A primary left with no
+        replica at all (the other one died with the old primary) keeps accepting, as a lone Redis does, and
+        says so once: refusing every job until a replica returns would turn one lost server into an outage."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            await self._commit(keys=keys, args=args, client=pipe)
+            # WAIT counts the replicas holding this connection's writes: it must share the script's pipeline.
+            if self._replica_expected:
+                pipe.wait(1, REPLICA_ACK_TIMEOUT_MS)
+            else:
+                pipe.execute_command("ROLE")
+            written, reply = await pipe.execute()
+        if int(written) != 1:
+            return int(written)
+        if not self._replica_expected:
+            self._replica_seen(_connected_replicas(reply))
+            return 1
+        if int(reply) >= 1:
+            return 1
+        replicas = _connected_replicas(await self._client.execute_command("ROLE"))
+        self._replica_seen(replicas)
+        if replicas == 0:
+            return 1
+        await self._withdraw(job_id)
+        raise JobsUnavailable(f"no replica of the job store confirmed the job within {REPLICA_ACK_TIMEOUT_MS} ms: "
+                              "a failover could lose it")
+
+    def _replica_seen(self, replicas: int) -> None:
+        expected = replicas > 0
+        if expected != self._replica_expected:
+            log.log(logging.INFO if expected else logging.WARNING,
+                    event("job_store_replication", region=self.region, replicas=replicas,
+                          effect="submits wait for a replica" if expected
+                          else "submits accepted on the primary alone: a failover now could lose them"))
+        self._replica_expected = expected
+
+    async def _withdraw(self, job_id: str) -> None:
+        """Takes back a submit that could not be replicated (best effort: the primary may be going)."""
+        with contextlib.suppress(JobsUnavailable, *REDIS_ERRORS):
+            await self._client.delete(self.key(job_id))
+            await self._forget(job_id)
 
     async def submit(self, state: JobState, request: JobRequest) -> None:
         """Writes the record and queues it in one step; returns only once Redis holds both."""
@@ -355,6 +409,11 @@ class JobStore:
             if job_id not in states:
                 await self._forget(job_id)
         return [states[i] for i in ids if i in states and (status is None or states[i].status is status)]
+
+
+def _connected_replicas(role: Any) -> int:
+    """The replicas a primary's ROLE reply lists (`['master', offset, [[host, port, offset], ...]]`)."""
+    return len(role[2]) if isinstance(role, list | tuple) and len(role) > 2 and role[0] in (b"master", "master") else 0
 
 
 def _stored(raw: dict[bytes, bytes]) -> StoredJob | None:

@@ -10,11 +10,11 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from data_plane.limits.rate_limits import RateLimits, SyncBatch, SyncReply
 from meridian_common.logging_setup import event
+from meridian_common.redis_connection import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ _BUCKET_TTL_MS = 180_000  # three minutes: longer than any bucket takes to refil
 class SharedLimits:
     def __init__(self, redis_url: str, limits: RateLimits, *, router_id: str, interval_s: float,
                  heartbeat_ttl_s: float) -> None:
-        self._client = redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25)
+        self._client = redis_client(redis_url, socket_connect_timeout=0.25, socket_timeout=0.25)
         self._script = self._client.register_script(SYNC_SCRIPT)
         self._limits = limits
         self._router_id = router_id

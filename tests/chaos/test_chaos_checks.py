@@ -343,7 +343,7 @@ def test_probe_parsing() -> None:
 def test_registry() -> None:
     assert list(SCENARIOS) == ["redis-loss", "redis-latency", "backend-saturation", "backend-latency",
                                "backend-errors", "stream-cut", "leader-kill", "etcd-loss",
-                               "control-plane-partition", "region-partition"]
+                               "control-plane-partition", "region-partition", "etcd-member-loss", "redis-failover"]
     assert all(s.checks and s.description and s.injects for s in SCENARIOS.values())
     with pytest.raises(KeyError, match="unknown scenario 'nope'"):
         get_scenario("nope")
@@ -373,3 +373,110 @@ def test_restore_undoes_newest_first_and_reports_failures() -> None:
     failures = handle.restore()
     assert done == ["last", "first"] and failures == ["broken: toxiproxy gone"]
     assert handle.restore() == []  # nothing twice
+
+
+def _leaders(gap: tuple[float, float] | None, *, new_leader: str = "cp-1") -> list[ReplicaProbe]:
+    """cp-1 leads, except during `gap` (nobody leads); after the gap `new_leader` leads."""
+    probes = []
+    for i in range(41):
+        t = i * 0.25
+        if gap is not None and gap[0] <= t < gap[1]:
+            probes += [ReplicaProbe(t, "cp-1", True, "no-quorum"), ReplicaProbe(t, "cp-2", True, "follower")]
+        else:
+            leader = new_leader if gap is not None and t >= gap[1] else "cp-1"
+            probes += [ReplicaProbe(t, r, True, "leader" if r == leader else "follower") for r in ("cp-1", "cp-2")]
+    return probes
+
+
+@pytest.mark.parametrize(
+    ("gap", "new_leader", "passed"),
+    [(None, "cp-1", True), ((3.5, 6.0), "cp-2", True), ((3.5, 7.75), "cp-2", False), ((3.25, 8.0), "cp-1", False)],
+)
+def test_leadership_holds(gap: tuple[float, float] | None, new_leader: str, passed: bool) -> None:
+    kill = Event(3.0, "etcd_member_killed", {"member": "etcd-1", "pid": 42})
+    check = checks.leadership_holds("etcd_member_killed")
+    result = check(timeline(replicas=_leaders(gap, new_leader=new_leader), events=[kill], facts={"lease_ttl_s": 3.0}))
+    assert result.passed is passed, result.detail
+    assert not check(timeline(replicas=_leaders(None), facts={"lease_ttl_s": 3.0})).passed
+
+
+@pytest.mark.parametrize(("arrives_at", "passed"), [(4.5, True), (5.25, False), (None, False)])
+def test_policy_pushes_reach_routers(arrives_at: float | None, passed: bool) -> None:
+    push = Event(3.2, "policy_pushed", {"region": "us", "model": "m", "latency_budget_ms": 4001, "sent_s": 3.0,
+                                        "attempts": 1})
+    probes = [RouterProbe(i * 0.25, rid, "us", True,
+                          latency_budgets_ms=(("m", 4001 if arrives_at is not None and i * 0.25 >= arrives_at
+                                               else None),))
+              for i in range(41) for rid in ("r1", "r2")]
+    check = checks.policy_pushes_reach_routers(2.0)
+    assert check(timeline(routers=probes, events=[push])).passed is passed
+    assert not check(timeline(routers=probes)).passed
+
+
+def test_probe_reads_the_latency_budget_of_every_model() -> None:
+    probe = router_probe_from(1.0, "r1", "us", {"models": {"m": {"latency_budget_ms": 900, "deployments": []},
+                                                           "n": {"deployments": []}}})
+    assert probe.latency_budget_ms("m") == 900 and probe.latency_budget_ms("n") is None
+
+
+KILL = Event(3.0, "redis_server_killed", {"server": "redis-1", "pid": 42})
+
+
+@pytest.mark.parametrize(("what", "field"), [("telemetry", "last_flush_unix_ms"),
+                                             ("rate limits", "limits_synced_unix_ms")])
+@pytest.mark.parametrize(("back_at_s", "passed"), [(5.5, True), (8.5, False), (None, False)])
+def test_redis_writes_resume_within(what: str, field: str, back_at_s: float | None, passed: bool) -> None:
+    def written(t: float) -> int:
+        # Each probe shows the last write: before the kill, then frozen, then again from back_at_s.
+        last = min(t, 2.9) if back_at_s is None or t < back_at_s else t
+        return int(1_000_000 + last * 1000)
+
+    probes = [RouterProbe(i * 0.25, "r1", "us", True, **{field: written(i * 0.25)}) for i in range(41)]
+    check = checks.redis_writes_resume_within(what, 5.0, "redis_server_killed")
+    assert check(timeline(routers=probes, events=[KILL])).passed is passed
+    assert not check(timeline(routers=probes)).passed
+
+
+def _submits(accepted_at: list[float], refused_at: list[float]) -> list[Event]:
+    return sorted([Event(t, "job_submitted", {"accepted": True, "job": f"job-{t}"}) for t in accepted_at]
+                  + [Event(t, "job_submitted", {"accepted": False, "error": "503"}) for t in refused_at],
+                  key=lambda e: e.t_s)
+
+
+@pytest.mark.parametrize(("accepted_at", "passed"), [([1.0, 5.5], True), ([1.0, 8.5], False), ([1.0], False)])
+def test_jobs_accepted_again_within(accepted_at: list[float], passed: bool) -> None:
+    events = [KILL, *_submits(accepted_at, [3.5, 4.0])]
+    assert checks.jobs_accepted_again_within(5.0, "redis_server_killed")(timeline(events=events)).passed is passed
+
+
+@pytest.mark.parametrize(("outcomes", "passed"), [(("succeeded", "succeeded"), True), (("succeeded", "missing"), False),
+                                                  (("succeeded", None), False), (("failed", "succeeded"), False)])
+def test_no_job_lost(outcomes: tuple[str | None, ...], passed: bool) -> None:
+    events = _submits([1.0, 4.0], [3.5])
+    events += [Event(9.0, "job_outcome", {"job": f"job-{t}", "status": status})
+               for t, status in zip((1.0, 4.0), outcomes, strict=True) if status is not None]
+    result = checks.no_job_lost()(timeline(events=events))
+    assert result.passed is passed, result.detail
+    assert not checks.no_job_lost()(timeline(events=_submits([], [3.5]))).passed
+
+
+def test_scenarios_say_what_stack_they_need() -> None:
+    default = {"etcd": {"members": [{"name": "etcd"}]}, "redis": {"url": "redis://127.0.0.1:1/0"}}
+    replicated = {"etcd": {"members": [{"name": f"etcd-{i}"} for i in (1, 2, 3)]},
+                  "redis": {"url": "redis+sentinel://127.0.0.1:1/meridian", "sentinels": [{"name": "sentinel-1"}]}}
+    assert SCENARIOS["redis-loss"].unmet_needs(default) is None
+    assert "without --redis-sentinel" in str(SCENARIOS["redis-loss"].unmet_needs(replicated))
+    assert "--etcd-members 3" in str(SCENARIOS["etcd-member-loss"].unmet_needs(default))
+    assert SCENARIOS["redis-failover"].unmet_needs(replicated) is None
+
+
+def test_a_push_replaced_before_it_was_published_counts_as_reached_by_the_next() -> None:
+    pushes = [Event(3.2 + i, "policy_pushed", {"region": "us", "model": "m", "latency_budget_ms": budget,
+                                               "sent_s": 3.0 + i, "attempts": 1}) for i, budget in enumerate((1, 2))]
+    probes = [RouterProbe(i * 0.25, "r1", "us", True, latency_budgets_ms=(("m", 2 if i * 0.25 >= 4.5 else None),))
+              for i in range(41)]
+    check = checks.policy_pushes_reach_routers(2.0)
+    assert check(timeline(routers=probes, events=pushes)).passed
+    stalled = [RouterProbe(p.t_s, "r1", "us", True, latency_budgets_ms=(("m", 2 if p.t_s >= 5.5 else None),))
+               for p in probes]
+    assert not check(timeline(routers=stalled, events=pushes)).passed  # the first push waited 2.5 s

@@ -103,6 +103,8 @@ _DELETE = object()
         ("etcd.endpoints", ["127.0.0.1:2379"], "etcd.endpoints", "http://host:port"),
         ("etcd.prefix", "meridian/", "etcd.prefix", "must start with '/'"),
         ("redis_url", "http://x", "redis_url", "redis://"),
+        ("redis_url", "redis+sentinel://s1:26379", "redis_url", "/<service name>"),
+        ("etcd.call_timeout_s", 0, "etcd.call_timeout_s", "greater than 0"),
         ("telemetry_window_s", 0.5, "telemetry_window_s", "tick_s"),
         ("compute.probe_after_s", 5, "compute.probe_after_s", "telemetry_window_s"),
         ("compute.weight_hysteresis", 0.2, "compute", "below max_weight_step"),

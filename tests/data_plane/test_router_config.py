@@ -1,4 +1,4 @@
-"""The router config's request-body limits: defaults, and invalid values refused with the field's path."""
+"""The router config: request-body limits (defaults, invalid values refused with the field's path) and redis_url."""
 
 from __future__ import annotations
 
@@ -59,3 +59,11 @@ def test_invalid_stream_resumption_settings_name_the_field(tmp_path: Path, extra
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, extra)
     assert expected in str(caught.value)
+
+
+def test_redis_url_takes_sentinels_and_says_what_a_bad_one_lacks(tmp_path: Path) -> None:
+    url = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/meridian/0"
+    assert _load(tmp_path, f"redis_url: {url}").redis_url == url
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "redis_url: redis+sentinel://127.0.0.1:26379")
+    assert "redis_url" in str(caught.value) and "/<service name>" in str(caught.value)

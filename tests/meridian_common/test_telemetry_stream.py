@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from meridian_common.telemetry_stream import redis_endpoint, stream_key
+from meridian_common.redis_url import redis_endpoint
+from meridian_common.telemetry_stream import stream_key
 
 
 def test_a_region_has_one_stream() -> None:

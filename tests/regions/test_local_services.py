@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import redis.asyncio as aioredis
 
 from meridian_common.service_process import ServiceStartError
 from regions import local_services
-from regions.local_services import RunningService, start_etcd, start_redis
+from regions.local_services import RunningService, restart_etcd_member, start_etcd, start_etcd_cluster, start_redis
 
 
 def assert_gone(pid: int) -> None:
@@ -122,9 +123,9 @@ def test_redis_on_a_taken_port_fails_clearly(tmp_path: Path, taken_port: int) ->
 def test_etcd_retries_when_it_loses_the_port_race(
     tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = local_services._two_free_ports
-    picks = iter([(taken_port, real()[1])])
-    monkeypatch.setattr(local_services, "_two_free_ports", lambda: next(picks, None) or real())
+    real = local_services._free_ports
+    picks = iter([[(taken_port, real(2)[0][1])]])
+    monkeypatch.setattr(local_services, "_free_ports", lambda count: next(picks, None) or real(count))
     etcd = start_etcd(tmp_path / "data", tmp_path / "etcd.log")
     try:
         assert etcd.port != taken_port
@@ -132,3 +133,25 @@ def test_etcd_retries_when_it_loses_the_port_race(
     finally:
         etcd.stop()
     assert_gone(etcd.pid)
+
+
+def test_a_three_member_cluster_survives_a_member_and_takes_it_back(tmp_path: Path) -> None:
+    cluster = start_etcd_cluster(3, tmp_path / "data", tmp_path / "logs")
+    members = [member for member, _ in cluster]
+    try:
+        assert len({m.client_url for m in members} | {m.peer_url for m in members}) == 6
+        assert all(local_services._etcd_healthy(m.client_url) for m in members)
+        first, service = cluster[0]
+        service.kill()
+        assert_gone(service.pid)
+        # If the killed one led the raft, the other two elect a leader first (/health is false until then).
+        deadline = time.monotonic() + 5.0
+        while not all(local_services._etcd_healthy(m.client_url) for m in members[1:]):
+            assert time.monotonic() < deadline, "two of three did not keep a quorum"
+            time.sleep(0.1)
+        restarted = restart_etcd_member(first, members, tmp_path / "logs" / "etcd-1.log")
+        cluster[0] = (first, restarted)
+        assert local_services._etcd_healthy(first.client_url)
+    finally:
+        for _, running in cluster:
+            running.stop()

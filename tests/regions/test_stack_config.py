@@ -192,3 +192,30 @@ def test_simulators_answer_with_the_workloads_natural_length() -> None:
     register_sim_backend(parser.add_subparsers())
     args = parser.parse_args(argv)
     assert (args.output_tokens, args.output_tokens_sigma, args.seed) == (200, 0.8, 4)
+
+
+def test_a_replica_of_a_three_member_cluster_lists_every_member_through_its_proxy(topology: Topology) -> None:
+    members = ["127.0.0.1:2379", "127.0.0.1:2479", "127.0.0.1:2579"]
+    specs = control_plane_proxies(members, REDIS)
+    assert [(s.name, s.upstream, s.kind) for s in specs[:3]] == [
+        ("etcd-1", members[0], "etcd"), ("etcd-2", members[1], "etcd"), ("etcd-3", members[2], "etcd")]
+    listens = {spec.name: f"127.0.0.1:{21000 + i}" for i, spec in enumerate(specs)} | _listens(topology)
+    document = control_plane_config(topology, "cp-1", backend_urls=_backend_urls(topology), listens=listens,
+                                    etcd_members=3)
+    config = parse_control_plane_config(document, "generated")
+    assert config.etcd.endpoints == tuple(f"http://{listens[f'etcd-{i}']}" for i in (1, 2, 3))
+
+
+def test_behind_sentinel_no_proxy_stands_in_front_of_redis(topology: Topology) -> None:
+    sentinels = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381/meridian/0"
+    specs = [*control_plane_proxies(["127.0.0.1:2379"], None), *data_plane_proxies(topology, None,
+                                                                                    _backend_urls(topology))]
+    assert not [s for s in specs if s.kind in ("redis", "redis-cp")]
+    listens = _listens(topology)
+    replica = parse_control_plane_config(control_plane_config(
+        topology, "cp-1", backend_urls=_backend_urls(topology), listens=listens, redis_url=sentinels), "generated")
+    assert replica.redis_url == sentinels
+    plan = RouterPlan("us-east", "us-east-1", 8080)
+    router = router_config(topology, plan, all_routers=[plan], replicas=REPLICAS, backend_urls=_backend_urls(topology),
+                           listens=listens, state_dir=Path("/tmp/state"), redis_url=sentinels)
+    assert router["redis_url"] == sentinels

@@ -73,3 +73,11 @@ def test_stop_tiers_routers_first_etcd_last() -> None:
     tiers = stop_tiers([ProcessRecord(n, i + 1, None) for i, n in enumerate(names)])
     assert [[r.name for r in tier] for tier in tiers] == [
         ["router-us-1", "router-eu-1"], ["sim-a", "cp-1", "cp-2"], ["toxiproxy"], ["redis"], ["etcd"]]
+
+
+def test_stop_tiers_of_replicated_dependencies() -> None:
+    names = ["etcd-1", "etcd-2", "etcd-3", "redis-1", "redis-2", "sentinel-1", "toxiproxy", "cp-1", "router-us-1"]
+    tiers = stop_tiers([ProcessRecord(n, i + 1, None) for i, n in enumerate(names)])
+    assert [[r.name for r in tier] for tier in tiers] == [
+        ["router-us-1"], ["cp-1"], ["toxiproxy"], ["redis-1", "redis-2", "sentinel-1"], ["etcd-1"], ["etcd-2"],
+        ["etcd-3"]]
