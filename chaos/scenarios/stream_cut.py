@@ -1,6 +1,8 @@
-"""A backend's links cut streams under way: `limit_data` closes each connection after some kilobytes and
-`reset_peer` resets it shortly after its first byte. Every stream the routers had started on it is finished on
-another deployment in the same client stream; clients see no error and every stream whole."""
+"""A backend's links cut streams under way: `limit_data` closes each connection after a few kilobytes of answer
+and `reset_peer` resets it shortly after the next bytes the backend sends. Both act on the answers' direction,
+so every stream in flight on that backend when the fault begins is cut mid-answer (a request sent during the
+fault fails before its first byte and moves on). Every cut stream is finished on another deployment in the
+same client stream; clients see no error and every stream whole."""
 
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from chaos.scenarios.targets import busiest_backend
 from harness.stack_handle import StackHandle
 from harness.timeline import Timeline
 
-CUT_AFTER_BYTES = 16_384
-"""About 80 tokens of stream events: most realistic answers (median 200 tokens) are cut, short ones pass."""
+CUT_AFTER_BYTES = 4_096
+"""About 20 tokens of stream events, as in the measurement that motivated resumption: a stream under way is cut
+unless it was about to end."""
 RESET_AFTER_MS = 150
-"""A connection is reset this long after its first byte: longer streams on a slower backend are cut this way."""
+"""A connection is reset this long after the first bytes the backend sends once the fault is on (those are
+dropped, as a reset drops what was not delivered)."""
 
 
 def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:
@@ -24,18 +28,18 @@ def inject(handle: StackHandle, baseline: Timeline) -> Mapping[str, Any]:
     proxies = [p.name for p in handle.proxies(backend=backend)]
     for name in proxies:
         handle.add_toxic(name, "chaos_stream_cut_limit", "limit_data", "downstream", {"bytes": CUT_AFTER_BYTES})
-        handle.add_toxic(name, "chaos_stream_cut_reset", "reset_peer", "upstream", {"timeout": RESET_AFTER_MS})
+        handle.add_toxic(name, "chaos_stream_cut_reset", "reset_peer", "downstream", {"timeout": RESET_AFTER_MS})
     return {"backend": backend, "proxies": proxies, "cut_after_bytes": CUT_AFTER_BYTES,
             "reset_after_ms": RESET_AFTER_MS}
 
 
 SCENARIO = Scenario(
     name="stream-cut",
-    description=f"Every link to the busiest backend closes each connection after {CUT_AFTER_BYTES} bytes "
-                f"(limit_data) and resets it {RESET_AFTER_MS} ms after its first byte (reset_peer), cutting streams "
-                "mid-answer: the routers continue each one on another deployment.",
-    injects=f"limit_data {CUT_AFTER_BYTES} B (downstream) and reset_peer {RESET_AFTER_MS} ms on backend-<b> and "
-            "xregion-*-<b>",
+    description=f"Every link to the busiest backend closes each connection after {CUT_AFTER_BYTES} bytes of answer "
+                f"(limit_data) and resets it {RESET_AFTER_MS} ms after the backend's next bytes (reset_peer), cutting "
+                "streams mid-answer: the routers continue each one on another deployment.",
+    injects=f"limit_data {CUT_AFTER_BYTES} B and reset_peer {RESET_AFTER_MS} ms (both downstream) on backend-<b> "
+            "and xregion-*-<b>",
     inject=inject,
     checks=(checks.zero_client_errors(), checks.streams_complete(), checks.streams_resumed_during_fault()),
 )
