@@ -262,7 +262,7 @@ class Forwarder:
                         live.stats.first_token(started)
                         overdue.answered()
 
-                    stall_s = stall_timeout_s(live.stats.view(started).tpot_ms or spec.tpot_ms,
+                    stall_s = stall_timeout_s(live.stats.recent_tpot.value(started) or spec.tpot_ms,
                                               self._settings.resume.stall)
                     resumed = resumption.begin(live, time.monotonic()) if resumption is not None else None
                     relayed = await relay_stream(request, parsed, upstream, headers, time.monotonic, first_token,
