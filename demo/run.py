@@ -57,7 +57,8 @@ from harness.stack_handle import StackHandle
 from meridian_common.logging_setup import event
 from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
-from regions.launcher import UpOptions, run_down, run_up
+from regions.launcher import UpOptions, run_up
+from regions.teardown import run_down
 
 log = logging.getLogger(__name__)
 

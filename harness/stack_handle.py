@@ -32,8 +32,8 @@ from meridian_common.logging_setup import event
 from meridian_common.service_process import ServiceStartError
 from meridian_common.workload import REALISTIC, WorkloadConfig, chat_body, draw
 from regions import stack_file
-from regions.launcher import restart_etcd_member, restart_redis_server, restart_replica
 from regions.redis_sentinel import primary_address
+from regions.restarts import restart_etcd_member, restart_redis_server, restart_replica
 from regions.topology import Topology, load_topology
 from simulator.admin_client import change_sim_config, read_sim_config
 

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _run(args: argparse.Namespace) -> int:
     from meridian_common.logging_setup import configure_logging
-    from regions.launcher import run_down
+    from regions.teardown import run_down
 
     configure_logging("down", "WARNING")
     return run_down(Path.cwd(), say=lambda line: print(line, flush=True))

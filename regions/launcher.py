@@ -1,4 +1,5 @@
-"""`meridian up` and `meridian down`: a whole multi-region stack on 127.0.0.1, from a topology file.
+"""`meridian up`: a whole multi-region stack on 127.0.0.1, from a topology file (`teardown` stops it,
+`restarts` starts a part of it again).
 
 Start order (each part waited on, with a progress line, before what depends on it): etcd, Redis, Toxiproxy
 with the control plane's proxies, the simulated backends, the routers' proxies (Redis, backends, cross-region
@@ -33,10 +34,10 @@ import yaml
 
 from meridian_common.logging_setup import event
 from meridian_common.service_process import ServiceProcess, ServiceStartError, log_tail, pick_free_port, start_service
-from regions import local_services, stack_file
-from regions.local_services import EtcdMember, start_etcd, start_etcd_cluster, start_redis
+from regions import stack_file
+from regions.local_services import start_etcd, start_etcd_cluster, start_redis
 from regions.proxies import ProxySetupError, create_proxies
-from regions.redis_sentinel import primary_address, start_sentinel_group
+from regions.redis_sentinel import start_sentinel_group
 from regions.stack_config import (
     ADMIN_TOKEN_ENV,
     LOOPBACK,
@@ -53,6 +54,7 @@ from regions.stack_config import (
     simulator_argv,
     simulator_url,
 )
+from regions.teardown import stop_records
 from regions.topology import Topology, load_topology
 from regions.toxiproxy.launcher import RunningToxiproxy, start_toxiproxy
 
@@ -62,9 +64,6 @@ CONTROL_PLANE_REPLICAS = ("cp-1", "cp-2")
 SERVICE_START_TIMEOUT_S = 30.0
 TABLE_WAIT_S = 45.0
 ROUTER_START_ATTEMPTS = 3
-STOP_GRACE_S = 5.0
-KILL_GRACE_S = 3.0
-LAUNCHER_EXIT_WAIT_S = 30.0
 POLL_S = 0.1
 _MERIDIAN = (sys.executable, "-m", "meridian_cli.main")
 _BIND_FAILURE = "address already in use"
@@ -568,177 +567,3 @@ def _stop_restarted(path: Path, started: _Started, say: Say) -> None:
         if others:
             stop_records(others)
             say("  stopped " + ", ".join(f"{r.name} (restarted, pid {r.pid})" for r in others))
-
-
-def restart_replica(path: Path, replica: str) -> stack_file.ProcessRecord:
-    """Starts a control-plane replica of the running stack of `path` (stack.json) again after it died (a
-    chaos scenario killed it), on the ports it had, so that its proxies and stack.json's addresses stay right;
-    records the new process in stack.json, where `meridian down` finds it."""
-    stack = stack_file.read_stack(path)
-    if stack is None:
-        raise StackStartError(f"no stack file at {path}")
-    layout = _Layout(path.parent)
-    addresses = stack["control_plane"]["replicas"].get(replica)
-    if addresses is None:
-        raise StackStartError(f"{path}: no control-plane replica {replica!r}")
-    records = stack_file.processes(stack)
-    if any(r.name == replica and r.alive() for r in records):
-        raise StackStartError(f"control-plane replica {replica} is still running")
-    ports = {key: str(addresses[key]).rsplit(":", 1)[1] for key in ("grpc", "admin", "admin_grpc")}
-    argv = [*_MERIDIAN, "control-plane", "--config", str(layout.configs / f"{replica}.yaml"),
-            "--grpc-port", ports["grpc"], "--admin-port", ports["admin"], "--admin-grpc-port", ports["admin_grpc"],
-            "--ports-file", str(layout.ports / f"{replica}.json")]
-    service = start_service(replica, argv, layout.ports, health_path="/health", timeout_s=SERVICE_START_TIMEOUT_S,
-                            env={ADMIN_TOKEN_ENV: str(stack["admin_token"])}, log_path=layout.logs / f"{replica}.log")
-    record = _record_restart(path, replica, service.pid, service.log_path,
-                             lambda stack: stack["control_plane"]["replicas"][replica])
-    log.info(event("replica_restarted", replica=replica, pid=service.pid))
-    return record
-
-
-def restart_etcd_member(path: Path, name: str) -> stack_file.ProcessRecord:
-    """Starts a member of the running stack's etcd cluster (`meridian up --etcd-members`) again after it died,
-    on its ports and data dir, so that it rejoins the cluster; records it in stack.json."""
-    stack = stack_file.read_stack(path)
-    if stack is None:
-        raise StackStartError(f"no stack file at {path}")
-    entries = stack["etcd"].get("members", [])
-    if any("peer_url" not in entry for entry in entries):
-        raise StackStartError(f"{path}: etcd is a single member, not a cluster; start a stack with "
-                              "`meridian up --etcd-members 3` to restart members")
-    cluster = [EtcdMember(e["name"], e["url"], e["peer_url"], Path(e["data_dir"])) for e in entries]
-    member = next((m for m in cluster if m.name == name), None)
-    if member is None:
-        raise StackStartError(f"{path}: no etcd member {name!r}; members: {', '.join(m.name for m in cluster)}")
-    if any(r.name == name and r.alive() for r in stack_file.processes(stack)):
-        raise StackStartError(f"etcd member {name} is still running")
-    layout = _Layout(path.parent)
-    service = local_services.restart_etcd_member(member, cluster, layout.logs / f"{name}.log",
-                                                 ready_timeout_s=SERVICE_START_TIMEOUT_S)
-    return _record_restart(path, name, service.pid, service.log_path,
-                           lambda stack: next(e for e in stack["etcd"]["members"] if e["name"] == name))
-
-
-def restart_redis_server(path: Path, name: str) -> stack_file.ProcessRecord:
-    """Starts a Redis server of the running stack's Sentinel group (`meridian up --redis-sentinel`) again after
-    it died, on its port, as a replica of whichever server the sentinels name primary now (a failover may have
-    promoted the other one); records it in stack.json."""
-    stack = stack_file.read_stack(path)
-    if stack is None:
-        raise StackStartError(f"no stack file at {path}")
-    redis = stack["redis"]
-    entry = next((e for e in redis.get("servers", []) if e["name"] == name), None)
-    if entry is None:
-        raise StackStartError(f"{path}: no Redis server {name!r} of a Sentinel group (`meridian up --redis-sentinel`)")
-    if any(r.name == name and r.alive() for r in stack_file.processes(stack)):
-        raise StackStartError(f"Redis server {name} is still running")
-    _, primary_port = primary_address([int(s["address"].rsplit(":", 1)[1]) for s in redis["sentinels"]],
-                                      redis["service"])
-    if primary_port == entry["port"]:
-        raise StackStartError(f"the sentinels still name {name} (port {primary_port}) primary: wait for the failover")
-    layout = _Layout(path.parent)
-    service = start_redis(Path(entry["data_dir"]), layout.logs / f"{name}.log", entry["port"], name=name,
-                          replica_of=primary_port, ready_timeout_s=SERVICE_START_TIMEOUT_S)
-    return _record_restart(path, name, service.pid, service.log_path,
-                           lambda stack: next(e for e in stack["redis"]["servers"] if e["name"] == name))
-
-
-def _record_restart(path: Path, name: str, pid: int, log_path: Path,
-                    entry_of: Callable[[dict[str, Any]], dict[str, Any]]) -> stack_file.ProcessRecord:
-    """Records a restarted process in stack.json: its process record, and the pid in its own entry."""
-    record = stack_file.record_process(name, pid, log_path)
-    # Re-read: the file may have changed while the process started.
-    stack = stack_file.read_stack(path)
-    if stack is None:
-        raise StackStartError(f"{path} vanished while {name} restarted (pid {pid})")
-    stack["processes"] = [record.as_json() if entry["name"] == name else entry for entry in stack["processes"]]
-    entry_of(stack)["pid"] = pid
-    stack_file.write_stack(path, stack)
-    return record
-
-
-# --- down --------------------------------------------------------------------------------------------------------
-
-def _wait_gone(records: Sequence[stack_file.ProcessRecord], timeout_s: float) -> list[stack_file.ProcessRecord]:
-    deadline = time.monotonic() + timeout_s
-    alive = [r for r in records if r.alive()]
-    while alive and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-        alive = [r for r in alive if r.alive()]
-    return alive
-
-
-def _signal(records: Sequence[stack_file.ProcessRecord], signum: int) -> None:
-    for record in records:
-        if record.alive():  # checked right before: never signal a pid that another process now has
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(record.pid, signum)
-
-
-_INFRASTRUCTURE = ("toxiproxy", "redis", "etcd")
-
-
-def _infrastructure(name: str) -> str | None:
-    """Which infrastructure tier a process belongs to: `etcd-2` to etcd like `etcd`, `redis-1` and `sentinel-1`
-    to redis."""
-    name = "redis-" + name if name.startswith("sentinel-") else name
-    return next((tier for tier in _INFRASTRUCTURE if name == tier or name.startswith(f"{tier}-")), None)
-
-
-def stop_tiers(records: Sequence[stack_file.ProcessRecord]) -> list[list[stack_file.ProcessRecord]]:
-    """The order of a stop: routers, then backends and control-plane replicas (a leader resigns through
-    etcd, so etcd must still be there), then Toxiproxy, Redis and etcd one by one. The members of an etcd
-    cluster stop one after the other: stopped together, each waits for the others to take over its leadership
-    and the whole tier took 6 s instead of 1.4."""
-    routers = [r for r in records if r.name.startswith("router-")]
-    middle = [r for r in records if r not in routers and _infrastructure(r.name) is None]
-    infrastructure = [[r for r in records if _infrastructure(r.name) == tier] for tier in _INFRASTRUCTURE[:-1]]
-    etcd = [[r] for r in records if _infrastructure(r.name) == "etcd"]
-    return [tier for tier in (routers, middle, *infrastructure, *etcd) if tier]
-
-
-def stop_records(records: Sequence[stack_file.ProcessRecord]) -> list[stack_file.ProcessRecord]:
-    """SIGTERM tier by tier (see stop_tiers), SIGKILL to whatever outlives the grace period; returns the
-    processes that survived even that."""
-    survivors: list[stack_file.ProcessRecord] = []
-    for tier in stop_tiers(records):
-        _signal(tier, signal.SIGTERM)
-        remaining = _wait_gone(tier, STOP_GRACE_S)
-        if remaining:
-            log.warning(event("stop_escalated", parts=",".join(r.name for r in remaining)))
-            _signal(remaining, signal.SIGKILL)
-            survivors += _wait_gone(remaining, KILL_GRACE_S)
-    return survivors
-
-
-def run_down(directory: Path, *, say: Say = print, err: TextIO = sys.stderr) -> int:
-    path = stack_file.stack_path(directory)
-    try:
-        stack = stack_file.read_stack(path)
-    except stack_file.StackFileError as error:
-        print(f"meridian down: {error}", file=err)
-        return 1
-    if stack is None:
-        say(f"no stack to stop ({path} does not exist)")
-        return 0
-    launcher = stack.get("launcher")
-    if launcher is not None:
-        record = stack_file.ProcessRecord.from_json(launcher)
-        if record.alive():
-            # A foreground `meridian up` stops its own children in order and removes the stack file.
-            say(f"asking the foreground `meridian up` (pid {record.pid}) to stop the stack")
-            _signal([record], signal.SIGTERM)
-            _wait_gone([record], LAUNCHER_EXIT_WAIT_S)
-    records = stack_file.processes(stack)
-    running = [r for r in records if r.alive()]
-    for tier in stop_tiers(running):
-        say("stopping " + ", ".join(f"{r.name} (pid {r.pid})" for r in tier))
-    survivors = stop_records(running)
-    if survivors:
-        print("meridian down: still running after SIGKILL: "
-              + ", ".join(f"{r.name} (pid {r.pid})" for r in survivors), file=err)
-        return 1
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    say(f"stopped {len(running)} processes; logs kept in {stack.get('logs', '-')}")
-    return 0

@@ -16,7 +16,8 @@ from chaos.scenario import DEFAULT_FEATURES, RunSettings
 from chaos.scenarios import SCENARIOS
 from harness.stack_handle import StackHandle
 from regions import stack_file
-from regions.launcher import UpOptions, run_down, run_up
+from regions.launcher import UpOptions, run_up
+from regions.teardown import run_down
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -16,8 +16,9 @@ import pytest
 
 from fixtures.sdk_clients import send_realistic
 from regions.client import nearest_router
-from regions.launcher import UpOptions, run_down, run_up
+from regions.launcher import UpOptions, run_up
 from regions.stack_file import find_stack
+from regions.teardown import run_down
 from regions.topology import DEFAULT_TOPOLOGY
 
 pytestmark = pytest.mark.integration

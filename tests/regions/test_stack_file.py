@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from regions import stack_file
-from regions.launcher import stop_tiers
 from regions.stack_file import ProcessRecord, StackFileError, find_stack, read_stack, record_process, write_stack
+from regions.teardown import stop_tiers
 
 
 def _stack(records: list[ProcessRecord]) -> dict[str, object]:

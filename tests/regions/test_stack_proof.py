@@ -23,8 +23,9 @@ from demo.run import policy_document, routers_acked
 from fixtures.sdk_clients import send_realistic
 from meridian_common.workload import REALISTIC, chat_body, median_shape
 from regions.client import nearest_router
-from regions.launcher import UpOptions, run_down, run_up
+from regions.launcher import UpOptions, run_up
 from regions.stack_file import ProcessRecord, admin_token, admin_urls, find_stack, processes
+from regions.teardown import run_down
 from regions.topology import DEFAULT_TOPOLOGY
 
 pytestmark = pytest.mark.integration
