@@ -129,7 +129,7 @@ def restart_etcd_member(member: EtcdMember, cluster: Sequence[EtcdMember], log_p
     cluster's quorum)."""
     managed = spawn(member.name, etcd_argv(member, cluster, "restarted"), log_path)
     try:
-        wait_ready(managed, lambda: _etcd_healthy(member.client_url), ready_timeout_s)
+        wait_ready(managed, lambda: etcd_healthy(member.client_url), ready_timeout_s)
     except BaseException:
         managed.kill()
         raise
@@ -159,7 +159,7 @@ def _start_cluster(
                    for m in members]
         try:
             for member, managed in zip(members, started, strict=True):
-                wait_ready(managed, lambda url=member.client_url: _etcd_healthy(url), ready_timeout_s)
+                wait_ready(managed, lambda url=member.client_url: etcd_healthy(url), ready_timeout_s)
         except ServiceStartError as error:
             for managed in started:
                 managed.stop()
@@ -272,7 +272,8 @@ def _lost_port_race(log_path: Path, offset: int) -> bool:
     return any(marker in text for marker in _BIND_FAILURES)
 
 
-def _etcd_healthy(client_url: str) -> bool:
+def etcd_healthy(client_url: str) -> bool:
+    """The member answers /health true: it is up and its cluster has a raft leader."""
     try:
         with urllib.request.urlopen(client_url + "/health", timeout=1.0) as response:
             return response.status == 200 and b'"true"' in response.read()

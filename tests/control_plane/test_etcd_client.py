@@ -5,30 +5,19 @@ and then goes to the new member."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import aetcd
 import pytest
 
 from control_plane.etcd_client import EtcdClusterClient, EtcdEndpointError
-from regions.local_services import EtcdMember, RunningService, start_etcd_cluster
+from fixtures.services import wait_for_etcd_quorum
+from regions.local_services import EtcdMember, RunningService
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[tuple[EtcdMember, RunningService]]]:
-    members = start_etcd_cluster(3, tmp_path / "data", tmp_path / "logs")
-    try:
-        yield members
-    finally:
-        for _, service in members:
-            service.stop()
-
-
-def test_the_client_moves_to_the_next_member(cluster: list[tuple[EtcdMember, RunningService]]) -> None:
-    endpoints = tuple(member.client_url for member, _ in cluster)
+def test_the_client_moves_to_the_next_member(etcd_cluster: list[tuple[EtcdMember, RunningService]]) -> None:
+    endpoints = tuple(member.client_url for member, _ in etcd_cluster)
 
     async def scenario() -> None:
         client = EtcdClusterClient(endpoints, timeout_s=1)
@@ -36,10 +25,12 @@ def test_the_client_moves_to_the_next_member(cluster: list[tuple[EtcdMember, Run
             await client.put(b"/k", b"v1")
             watch = await client.watch(b"/k")
             assert client.endpoint == endpoints[0]
-            cluster[0][1].kill()
+            etcd_cluster[0][1].kill()
             with pytest.raises(aetcd.ConnectionFailedError):
                 async for _ in watch:
                     pass
+            # A read needs a raft leader: if the killed member led, the next one answers once one is elected.
+            await asyncio.to_thread(wait_for_etcd_quorum, endpoints[1:])
             found = await client.get_range(b"/k", b"/k\0")
             assert found[0].value == b"v1" and client.endpoint == endpoints[1]
             await client.put(b"/k", b"v2")

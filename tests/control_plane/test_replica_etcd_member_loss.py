@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,21 +25,11 @@ from replica_fixtures import (
 
 from benchmarks.control_plane_stack import wait_for
 from meridian_common.service_process import ServiceProcess
-from regions.local_services import EtcdMember, RunningService, restart_etcd_member, start_etcd_cluster
+from regions.local_services import EtcdMember, RunningService, restart_etcd_member
 
 pytestmark = pytest.mark.integration
 
 PUSH_LIMIT_S = 2.0
-
-
-@pytest.fixture
-def members(tmp_path: Path) -> Iterator[list[tuple[EtcdMember, RunningService]]]:
-    cluster = start_etcd_cluster(3, tmp_path / "data", tmp_path / "logs")
-    try:
-        yield cluster
-    finally:
-        for _, service in cluster:
-            service.stop()
 
 
 def _roles(replicas: dict[str, ServiceProcess]) -> dict[str, str]:
@@ -48,9 +37,9 @@ def _roles(replicas: dict[str, ServiceProcess]) -> dict[str, str]:
 
 
 def test_losing_the_member_in_use_keeps_the_leader_and_the_pushes(
-    members: list[tuple[EtcdMember, RunningService]], redis_server: RunningService, tmp_path: Path
+    etcd_cluster: list[tuple[EtcdMember, RunningService]], redis_server: RunningService, tmp_path: Path
 ) -> None:
-    endpoints = [member.client_url for member, _ in members]
+    endpoints = [member.client_url for member, _ in etcd_cluster]
     document = config_document(endpoints[0], redis_server.url, new_prefix())
     document["etcd"]["endpoints"] = endpoints
     config = write_config(tmp_path / "cp.yaml", document)
@@ -62,7 +51,7 @@ def test_losing_the_member_in_use_keeps_the_leader_and_the_pushes(
         wait_for(lambda: health(leader)["publishing"], "the leader publishes")
         in_use = health(leader)["etcd_endpoint"]
         assert in_use == endpoints[0]
-        victim = next(service for member, service in members if member.client_url == in_use)
+        victim = next(service for member, service in etcd_cluster if member.client_url == in_use)
 
         async def body() -> None:
             router = RecordingRouter.empty()
@@ -104,9 +93,10 @@ def test_losing_the_member_in_use_keeps_the_leader_and_the_pushes(
             assert health(service)["etcd_endpoint"] in endpoints[1:]
         log = leader.log_path.read_text()
         assert f'failed={endpoints[0]}' in log and "etcd_endpoint_switched" in log
-        killed_member = next(member for member, service in members if service is victim)
-        restarted = restart_etcd_member(killed_member, [m for m, _ in members], tmp_path / "logs" / "again.log")
-        members[[s for _, s in members].index(victim)] = (killed_member, restarted)
+        killed_member = next(member for member, service in etcd_cluster if service is victim)
+        restarted = restart_etcd_member(killed_member, [m for m, _ in etcd_cluster],
+                                        tmp_path / "etcd-logs" / "again.log")
+        etcd_cluster[[s for _, s in etcd_cluster].index(victim)] = (killed_member, restarted)
     finally:
         for service in replicas.values():
             service.stop()

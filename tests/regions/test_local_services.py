@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import socket
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from fixtures.services import wait_for_etcd_quorum
 from meridian_common.service_process import ServiceStartError
 from regions import local_services
-from regions.local_services import RunningService, restart_etcd_member, start_etcd, start_etcd_cluster, start_redis
+from regions.local_services import EtcdMember, RunningService, restart_etcd_member, start_etcd, start_redis
 
 
 def assert_gone(pid: int) -> None:
@@ -135,23 +135,16 @@ def test_etcd_retries_when_it_loses_the_port_race(
     assert_gone(etcd.pid)
 
 
-def test_a_three_member_cluster_survives_a_member_and_takes_it_back(tmp_path: Path) -> None:
-    cluster = start_etcd_cluster(3, tmp_path / "data", tmp_path / "logs")
-    members = [member for member, _ in cluster]
-    try:
-        assert len({m.client_url for m in members} | {m.peer_url for m in members}) == 6
-        assert all(local_services._etcd_healthy(m.client_url) for m in members)
-        first, service = cluster[0]
-        service.kill()
-        assert_gone(service.pid)
-        # If the killed one led the raft, the other two elect a leader first (/health is false until then).
-        deadline = time.monotonic() + 5.0
-        while not all(local_services._etcd_healthy(m.client_url) for m in members[1:]):
-            assert time.monotonic() < deadline, "two of three did not keep a quorum"
-            time.sleep(0.1)
-        restarted = restart_etcd_member(first, members, tmp_path / "logs" / "etcd-1.log")
-        cluster[0] = (first, restarted)
-        assert local_services._etcd_healthy(first.client_url)
-    finally:
-        for _, running in cluster:
-            running.stop()
+def test_a_three_member_cluster_survives_a_member_and_takes_it_back(
+    etcd_cluster: list[tuple[EtcdMember, RunningService]], tmp_path: Path
+) -> None:
+    members = [member for member, _ in etcd_cluster]
+    assert len({m.client_url for m in members} | {m.peer_url for m in members}) == 6
+    assert all(local_services.etcd_healthy(m.client_url) for m in members)
+    first, service = etcd_cluster[0]
+    service.kill()
+    assert_gone(service.pid)
+    wait_for_etcd_quorum([m.client_url for m in members[1:]])  # two of three keep a quorum
+    restarted = restart_etcd_member(first, members, tmp_path / "etcd-logs" / "etcd-1.log")
+    etcd_cluster[0] = (first, restarted)
+    assert local_services.etcd_healthy(first.client_url)
