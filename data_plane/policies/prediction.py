@@ -65,17 +65,18 @@ class Known(NamedTuple):
     backend_ttft_ms: float | None
     ttft_source: Source
     tpot_source: Source
-    stuck: bool = False  # a stream has waited for its first token longer than the window's answers took
+    # How long a stream has waited for its first token, when that is longer than the window's answers took: the
+    # freshest evidence there is, and a floor under any TTFT predicted (0 when no stream is stuck).
+    stuck_wait_ms: float = 0.0
 
 
 def known_figures(stats: StatsView, spec: DeploymentSpec) -> Known:
     """The size-blind figures: what was measured recently whatever the requests' sizes."""
     rtt_ms = spec.added_latency_ms
-    ttft_ms, ttft_source, stuck = stats.ttft_ms, Source.MEASURED, False
+    ttft_ms, ttft_source, stuck_wait_ms = stats.ttft_ms, Source.MEASURED, 0.0
     if ttft_ms is not None:
         if stats.waiting_first_token_ms > max(ttft_ms, stats.ttft_p95_ms):
-            # A stream waiting longer than the answers of the window did is the freshest evidence there is.
-            ttft_ms, stuck = stats.waiting_first_token_ms, True
+            stuck_wait_ms = stats.waiting_first_token_ms
     elif spec.ttft_ms > 0:
         ttft_ms, ttft_source = spec.ttft_ms + rtt_ms, Source.CONTROL_PLANE
     else:
@@ -83,8 +84,8 @@ def known_figures(stats: StatsView, spec: DeploymentSpec) -> Known:
     tpot_ms, tpot_source = stats.tpot_ms, Source.MEASURED
     if tpot_ms is None:
         tpot_ms, tpot_source = (spec.tpot_ms, Source.CONTROL_PLANE) if spec.tpot_ms > 0 else (None, Source.ASSUMED)
-    backend_ttft_ms = None if ttft_ms is None else max(0.0, ttft_ms - rtt_ms)
-    return Known(ttft_ms, tpot_ms, backend_ttft_ms, ttft_source, tpot_source, stuck)
+    backend_ttft_ms = None if ttft_ms is None else max(0.0, max(ttft_ms, stuck_wait_ms) - rtt_ms)
+    return Known(ttft_ms, tpot_ms, backend_ttft_ms, ttft_source, tpot_source, stuck_wait_ms)
 
 
 class Priors(NamedTuple):
@@ -112,14 +113,16 @@ def priors(known: Sequence[Known]) -> Priors:
 def predict(known: Known, spec: DeploymentSpec, prior: Priors, size: RequestSize,
             model: ModelView | None = None) -> Prediction:
     """This request's figures on the deployment. The size model speaks only where this router measured the
-    deployment recently (its figures are then current) and has fitted enough answers; a stuck stream's wait
-    outranks it."""
+    deployment recently (its figures are then current) and has fitted enough answers. A stuck stream's wait is a
+    floor, not an estimate: a stream that has waited 40 ms so far says the TTFT is at least that, while the size
+    model may know from the engine's queue that it will be seconds."""
     ttft_ms = known.ttft_ms if known.ttft_ms is not None else prior.backend_ttft_ms + spec.added_latency_ms
     tpot_ms = known.tpot_ms if known.tpot_ms is not None else prior.tpot_ms
     ttft_source, tpot_source = known.ttft_source, known.tpot_source
     if model is not None:
         if tpot_source is Source.MEASURED and model.tpot_observations >= MIN_FITTED:
             tpot_ms, tpot_source = model.tpot_ms(tpot_ms, size), Source.FITTED
-        if ttft_source is Source.MEASURED and not known.stuck and model.ttft_observations >= MIN_FITTED:
+        if ttft_source is Source.MEASURED and model.ttft_observations >= MIN_FITTED:
             ttft_ms, ttft_source = model.ttft_ms(ttft_ms, size, tpot_ms), Source.FITTED
-    return Prediction(ttft_ms, tpot_ms, max(0, size.output_tokens), ttft_source, tpot_source)
+    return Prediction(max(ttft_ms, known.stuck_wait_ms), tpot_ms, max(0, size.output_tokens), ttft_source,
+                      tpot_source)

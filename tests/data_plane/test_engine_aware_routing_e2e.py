@@ -72,12 +72,13 @@ def test_short_and_long_prompts_each_go_to_the_architecture_that_serves_them_fas
     assert errors["dense"]["mape"] < errors["dense"]["size_blind_mape"], errors
 
 
-async def _stream(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> str:
+async def _stream(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> tuple[str, str]:
+    """The deployment that answered and the router's reason for picking it (both empty straight from a backend)."""
     body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": max_tokens}
     async with session.post(url, json=body) as response:
         assert response.status == 200, await response.text()
         await response.read()
-        return response.headers.get("x-meridian-backend", "")
+        return response.headers.get("x-meridian-backend", ""), response.headers.get("x-meridian-reason", "")
 
 
 def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it(
@@ -97,7 +98,8 @@ def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it
         deployments = _get_json(f"{router.url}/routing")["models"]["m"]["deployments"]
         return next(d for d in deployments if d["name"] == "quick")
 
-    async def scenario() -> tuple[list[str], list[str], dict[str, Any], float, dict[str, Any]]:
+    async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict[str, Any], float,
+                                  dict[str, Any]]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=100)) as session:
             before = [await _stream(session, routed, f"question {i}", 100) for i in range(12)]
             measured_before = quick_figures()
@@ -122,9 +124,11 @@ def test_a_backend_whose_queue_grows_loses_its_share_before_its_latency_shows_it
     started = time.monotonic()
     before, during, measured_before, waiting, measured_during = asyncio.run(scenario())
     assert time.monotonic() - started < 120
-    assert before.count("quick") >= 9, before
+    assert [backend for backend, _ in before].count("quick") >= 9, before
     assert waiting >= 6, waiting
-    assert during.count("quick") <= 1, (during, measured_during["engine"])
+    assert [backend for backend, _ in during].count("quick") <= 1, (during, measured_during["engine"])
     # What the router measured of the backend has not changed: the engine's queue, not a slow answer, moved it.
-    assert measured_during["stats"]["ttft_ms"] <= 1.5 * measured_before["stats"]["ttft_ms"], (
+    # (No figure at all is no slow answer either: quick's recent answers may have aged out of the window.)
+    ttft_during = measured_during["stats"]["ttft_ms"]
+    assert ttft_during is None or ttft_during <= 1.5 * measured_before["stats"]["ttft_ms"], (
         measured_before["stats"], measured_during["stats"])

@@ -11,10 +11,12 @@ from routing_fixtures import candidate, request
 
 from benchmarks.decision import benchmark_candidates, measure_decision_time
 from data_plane.deployments.breaker import BreakerState
+from data_plane.deployments.latency_model import LatencyModel, RequestSize
 from data_plane.policies import Candidate, PolicyState, TrialReason, UnknownPolicy, decide
 from data_plane.policies.exclusion import ExclusionKind
 from data_plane.policies.filters import context_exclusion, exclusion
 from meridian_common import policy_names as names
+from meridian_common.engine_figures import EngineFigures
 
 
 def _order(candidates: list[Candidate], policy: str, state: PolicyState | None = None, seed: int = 0,
@@ -193,6 +195,25 @@ LATENCY_FIRST_CASES = [
 def test_latency_first(candidates: list[Candidate], fields: dict[str, object], order: list[str],
                        reason: str) -> None:
     assert _order(candidates, names.LATENCY_FIRST, **fields) == (order, reason)
+
+
+def test_a_stream_waiting_behind_an_engine_queue_is_a_floor_not_the_estimate() -> None:
+    # A probe has waited 45 ms so far for its first token, longer than the window's answers took; the engine says
+    # 8 requests wait for its 4 slots, which the size model turns into seconds. The wait so far must not pass for
+    # the TTFT: it would rank the queued deployment below a steady 60 ms one.
+    model = LatencyModel("dense", decay_s=2.0, stale_after_s=10.0)
+    for step in range(5):
+        model.learn(RequestSize(100, 100, 1.0, 0.0, 100), step * 0.1, ttft_ms=20.0, tpot_ms=10.0)
+    queued = candidate("queued", ttft=20, tpot=10, waiting_first_token_ms=45,
+                       engine=EngineFigures(requests_running=4, requests_waiting=8))._replace(
+        latency_model=model.view(0.5))
+    order, reason = _order([queued, candidate("steady", ttft=60, tpot=10)], names.LATENCY_FIRST, streaming=True,
+                           output_tokens=100)
+    assert order == ["steady", "queued"], reason
+    # With no queue the wait so far is the best evidence, as before.
+    alone = queued._replace(engine=EngineFigures(requests_running=1, requests_waiting=0))
+    assert _order([alone], names.LATENCY_FIRST, streaming=True, output_tokens=100)[1] == (
+        "lowest predicted ttft 45ms of 1")
 
 
 def _priced(name: str, latency_ms: float, cost_out: float) -> Candidate:
