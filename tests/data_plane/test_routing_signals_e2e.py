@@ -145,8 +145,12 @@ def test_a_recovered_backend_regains_its_traffic_within_seconds(start_simulator:
     reacting = asyncio.run(send_realistic(base_url, "m", 1.5, workers=4, seed="reacting"))
     during = asyncio.run(send_realistic(base_url, "m", 5.0, workers=4, seed="during"))
     _set_sim(fast, ttft_ms=5)
+    # The breaker may reopen just after the recovery, on a trial (a latency probe) that started while the backend
+    # was still slow: its 1.5 s first token, then open_duration_s (2 s), then the next probe or request as the
+    # trial that closes it. Traffic is judged from 4 s after the recovery, once that worst case is past.
+    settling = asyncio.run(send_realistic(base_url, "m", 4.0, workers=4, seed="settling"))
     after = asyncio.run(send_realistic(base_url, "m", 6.0, workers=4, seed="after"))
-    assert not (before.errors or reacting.errors or during.errors or after.errors)
+    assert not (before.errors or reacting.errors or during.errors or settling.errors or after.errors)
     assert during.share("fast") <= 0.5 * before.share("fast"), dict(during.backends)
-    # Within 6 s of its recovery the fast backend serves at least half of what it did before.
-    assert after.share("fast") >= 0.5 * before.share("fast"), dict(after.backends)
+    # From 4 s after its recovery the fast backend serves at least half of what it did before.
+    assert after.share("fast") >= 0.5 * before.share("fast"), (dict(settling.backends), dict(after.backends))
