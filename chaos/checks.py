@@ -256,17 +256,24 @@ def _settled_fault(timeline: Timeline) -> list[RequestRecord]:
     return timeline.requests_between(timeline.phases.fault_start_s + settle, timeline.phases.fault_end_s)
 
 
-def traffic_moves_away(max_share_ratio: float = 0.5, min_baseline_share: float = 0.1) -> Check:
+def traffic_moves_away(max_share_ratio: float = 0.5, min_baseline_share: float = 0.1, *,
+                       streams_only: bool = False) -> Check:
     """Once the routers had time to react, the faulted backend's share of every router region that used it
     before (at least `min_baseline_share` of its requests) fell to at most `max_share_ratio` of that share.
-    Judged per region: a fast region moving plenty of requests elsewhere must not hide a region stuck on it."""
+    Judged per region: a fast region moving plenty of requests elsewhere must not hide a region stuck on it.
+    With `streams_only`, only streams are judged: under a fault that adds a fixed latency, a stream's first token
+    always pays it, while a whole answer long enough is still fastest on a backend that decodes faster, and
+    latency-first rightly keeps sending it there."""
+    kept = "streams" if streams_only else "requests"
+
     def check(timeline: Timeline) -> CheckResult:
         backend = str(timeline.facts["backend"])
-        name = f"traffic moves away from {backend}"
-        settled = _settled_fault(timeline)
+        name = f"traffic moves away from {backend}" + (" (streams)" if streams_only else "")
+        baseline = [r for r in timeline.baseline if r.streamed or not streams_only]
+        settled = [r for r in _settled_fault(timeline) if r.streamed or not streams_only]
         parts, failed = [], False
-        for region in sorted({r.router_region for r in timeline.baseline}):
-            before = share_by_backend(r for r in timeline.baseline if r.router_region == region).get(backend, 0.0)
+        for region in sorted({r.router_region for r in baseline}):
+            before = share_by_backend(r for r in baseline if r.router_region == region).get(backend, 0.0)
             if before < min_baseline_share:
                 continue
             mine = [r for r in settled if r.router_region == region]
@@ -276,8 +283,8 @@ def traffic_moves_away(max_share_ratio: float = 0.5, min_baseline_share: float =
             parts.append(f"{region} routers {before:.0%} -> {during:.0%}")
         if not parts:
             return CheckResult(name, False, f"{backend} served under {min_baseline_share:.0%} of every region's "
-                                            "requests before the fault: nothing to move")
-        return CheckResult(name, not failed, "; ".join(parts) + f" (share of requests served, from "
+                                            f"{kept} before the fault: nothing to move")
+        return CheckResult(name, not failed, "; ".join(parts) + f" (share of {kept} served, from "
                            f"{timeline.facts.get('settle_s', 1.0)} s into the fault; at most {max_share_ratio:.0%} "
                            "of before required)")
     return check

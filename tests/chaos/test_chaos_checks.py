@@ -148,6 +148,18 @@ def test_traffic_moves_away_is_judged_per_router_region() -> None:
     assert not checks.traffic_moves_away()(timeline(steady(backend="b"), facts=facts)).passed
 
 
+def test_traffic_moves_away_may_judge_streams_only() -> None:
+    # Streams left the backend; long whole answers stayed on it, as they should where it decodes faster.
+    facts = {"backend": "a", "settle_s": 1.0}
+    streams = [req(r.start_s, backend="b" if r.start_s >= 3.5 else "a", ttft_ms=20.0) for r in steady()]
+    whole = [req(r.start_s + offset, backend="a", latency_ms=700.0) for r in steady() for offset in (0.03, 0.06)]
+    assert not checks.traffic_moves_away()(timeline(streams + whole, facts=facts)).passed
+    result = checks.traffic_moves_away(streams_only=True)(timeline(streams + whole, facts=facts))
+    assert result.passed and "us routers 100% -> 0%" in result.detail and "share of streams" in result.detail
+    stuck = [req(r.start_s, backend="a", ttft_ms=620.0) for r in steady()]
+    assert not checks.traffic_moves_away(streams_only=True)(timeline(stuck + whole, facts=facts)).passed
+
+
 def test_ttft_p95_within_budget_only_where_another_deployment_meets_it() -> None:
     facts = {"backend": "a", "budget_ms": 300.0, "settle_s": 1.0, "deployment_regions": {"a": "us", "b": "us"},
              "rtt_ms": {"us": {"us": 0.0}}}
