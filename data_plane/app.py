@@ -47,7 +47,6 @@ from data_plane.limits.waiting_room import WaitingRooms
 from data_plane.live_state import RouterState
 from data_plane.log_throttle import LogThrottle
 from data_plane.metrics import RouterMetrics
-from data_plane.serving.continuation import ChatContinuation
 from data_plane.serving.engine_scraper import EngineScraper
 from data_plane.serving.forwarding import Forwarder, ForwardSettings
 from data_plane.serving.health_probe import run_health_checks
@@ -157,8 +156,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         app[FORWARDER] = Forwarder(session, state, metrics, recorder, ForwardSettings(
             region=config.region, max_attempts=config.max_attempts,
             request_timeout_s=config.request_timeout_s, connect_timeout_s=config.connect_timeout_s,
-            resume=ResumeSettings(config.max_stream_resumes, config.stream_stall,
-                                  ChatContinuation(config.chat_continuation)),
+            resume=ResumeSettings(config.max_stream_resumes, config.stream_stall, config.chat_continuation),
         ), rate_limits=state.rate_limits, on_release=app[QUEUES].notify)
         yield
 

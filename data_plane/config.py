@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, HttpUrl, PrivateAttr, field_validator, model_validator
 
 from data_plane.callback_rules import HostPattern
-from meridian_common.catalog import FrozenModel, ModelConfig, model_route_proto
+from meridian_common.catalog import ChatContinuation, FrozenModel, ModelConfig, model_route_proto
 from meridian_common.config_loading import FieldReferenceError, load_config
 from meridian_common.redis_url import parse_redis_url
 from meridian_common.table_hash import content_hash
@@ -227,10 +227,10 @@ class RouterConfig(FrozenModel):
         2, ge=0, description="times one stream cut by its backend after its first byte is continued on another "
         "deployment; 0 = never: a cut stream ends with an error event")
     stream_stall: StreamStallConfig = StreamStallConfig()
-    chat_continuation: Literal["vllm", "prefill"] = Field(
-        "vllm", description="how a cut chat stream is continued: vllm sends continue_final_message and "
-        "add_generation_prompt (vLLM, SGLang); prefill ends the messages with the partial assistant message only, "
-        "for servers that continue such a message as it is")
+    chat_continuation: ChatContinuation = Field(
+        ChatContinuation.VLLM, description="how a cut chat stream is continued on a deployment that does not set "
+        "its own: vllm sends continue_final_message and add_generation_prompt (vLLM, SGLang); prefill ends the "
+        "messages with the partial assistant message only, for servers that continue such a message as it is")
     client_api_keys_env: str | None = Field(
         None, description="environment variable holding comma-separated client API keys"
     )

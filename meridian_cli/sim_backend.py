@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from meridian_common.catalog import ChatContinuation
 from simulator.profiles import Profile
 from simulator.settings import DEFAULT_MODEL, SettingsError, SimulatorSettings, UsageFormat
 
@@ -62,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "closed); 0 = off (default %(default)s)")
     parser.add_argument("--cut-rate", type=float, default=_DEFAULTS.cut_rate,
                         help="probability that a stream is cut that way at a random token (default %(default)s)")
+    parser.add_argument("--chat-continuation", choices=[c.value for c in ChatContinuation],
+                        default=_DEFAULTS.chat_continuation.value,
+                        help="how a chat's final assistant message is continued: vllm (continue_final_message with "
+                             "add_generation_prompt: false) or prefill (as it is; vLLM's fields refused with 400) "
+                             "(default %(default)s)")
     parser.add_argument("--api-key-env", metavar="VAR",
                         help="environment variable holding the key every /v1 request must send as a bearer "
                              "token (default: no key)")
@@ -81,7 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         throttle_rate=args.throttle_rate, retry_after_s=args.retry_after_s, api_key=api_key,
         prefill_ms_per_1k=args.prefill_ms_per_1k, kv_cache_tokens=args.kv_cache_tokens,
         prefix_cache_blocks=args.prefix_cache_blocks, cut_after_tokens=args.cut_after_tokens,
-        cut_rate=args.cut_rate,
+        cut_rate=args.cut_rate, chat_continuation=ChatContinuation(args.chat_continuation),
     )
 
 

@@ -6,12 +6,21 @@ entry into the routing-table contract, so a table means the same thing whoever b
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 from meridian_proto import routing_pb2
+
+
+class ChatContinuation(StrEnum):
+    """How a chat stream cut elsewhere is continued on a deployment: vLLM's and SGLang's parameters, or the bare
+    partial assistant message for servers that continue it as it is."""
+
+    VLLM = "vllm"
+    PREFILL = "prefill"
 
 
 class FrozenModel(BaseModel):
@@ -39,6 +48,9 @@ class DeploymentConfig(FrozenModel):
     tpm_limit: int = Field(0, ge=0)
     context_window: int = Field(0, ge=0, description="most tokens (prompt + answer) the deployment accepts, as "
                                 "its server's max_model_len; a longer request is not sent there; 0 = not declared")
+    chat_continuation: ChatContinuation | None = Field(
+        None, description="how a chat stream cut elsewhere is continued on this deployment: vllm (vLLM, SGLang) or "
+        "prefill (servers that continue a final assistant message as it is); unset = the router's chat_continuation")
 
 
 # Fields that judged a whole answer's time, which grows with the answer's length; each names its replacement.
@@ -187,6 +199,7 @@ def deployment_proto(deployment: DeploymentConfig, region: str | None = None) ->
         rpm_limit=deployment.rpm_limit,
         tpm_limit=deployment.tpm_limit,
         context_window=deployment.context_window,
+        chat_continuation=deployment.chat_continuation or "",
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from meridian_common.catalog import ChatContinuation
 from simulator.settings import MAX_OUTPUT_TOKENS
 from simulator.tokens import estimate_tokens
 
@@ -117,20 +118,34 @@ def _prompt_text(prompt: object) -> tuple[str, str]:
                        code="missing_required_parameter", param="prompt")
 
 
-def _final_message_text(body: Mapping[str, Any]) -> str:
-    """The final assistant message's text when the request asks to continue it (vLLM's
-    `continue_final_message: true` with `add_generation_prompt: false`), else ""."""
+_VLLM_CONTINUATION_FIELDS = ("continue_final_message", "add_generation_prompt")
+
+
+def _final_message_text(body: Mapping[str, Any], style: ChatContinuation) -> str:
+    """The final assistant message's text when the request continues it, else "": as vLLM takes it
+    (`continue_final_message: true` with `add_generation_prompt: false`), or as a prefill server does (a last
+    message that is the assistant's, vLLM's fields refused as unknown)."""
+    last = body["messages"][-1]
+    if style is ChatContinuation.PREFILL:
+        unknown = [name for name in _VLLM_CONTINUATION_FIELDS if name in body]
+        if unknown:
+            raise RequestError(400, f"unrecognized request argument supplied: {unknown[0]}", code="invalid_value",
+                               param=unknown[0])
+        return _message_text(last) if last.get("role") == "assistant" else ""
     if body.get("continue_final_message") is not True:
         return ""
     if body.get("add_generation_prompt", True) is not False:
         raise RequestError(400, "continue_final_message needs add_generation_prompt: false (as vLLM has it: a "
                            "generation prompt would start a new message)", code="invalid_value",
                            param="add_generation_prompt")
-    last = body["messages"][-1]
     if last.get("role") != "assistant":
         raise RequestError(400, "continue_final_message needs the last message to be the assistant's, the text to "
                            "continue", code="invalid_value", param="messages")
-    content = last.get("content")
+    return _message_text(last)
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
     if isinstance(content, list):
         return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return content if isinstance(content, str) else ""
@@ -160,11 +175,12 @@ def _include_usage(body: Mapping[str, Any], stream: bool) -> bool:
 
 
 def parse_generation(body: Mapping[str, Any], kind: GenerationKind, served_model: str,
-                     default_output_tokens: int) -> GenerationRequest:
+                     default_output_tokens: int, chat_continuation: ChatContinuation = ChatContinuation.VLLM
+                     ) -> GenerationRequest:
     check_model(body, served_model)
     if kind is GenerationKind.CHAT:
         text, cache_text = _messages_text(body.get("messages"))
-        continues = _final_message_text(body)
+        continues = _final_message_text(body, chat_continuation)
     else:
         text, cache_text = _prompt_text(body.get("prompt"))
         prompt = body.get("prompt")

@@ -144,7 +144,7 @@ def _generation_handler(kind: GenerationKind) -> Handler:
         arrived_at = asyncio.get_running_loop().time()
         try:
             parsed = parse_generation(await _read_body(request), kind, state.settings.model,
-                                      state.draw_output_tokens())
+                                      state.draw_output_tokens(), state.settings.chat_continuation)
         except RequestError:
             state.rejected += 1
             raise

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from meridian_common.catalog import ChatContinuation
 from simulator.profiles import Profile
 
 DEFAULT_MODEL = "sim-model"
@@ -57,6 +58,9 @@ class SimulatorSettings:
     output_tokens_sigma: float = 0.0
     """0: every answer without max_tokens has `output_tokens`; above, a log-normal length with that median."""
     usage_format: UsageFormat = UsageFormat.OPENAI
+    chat_continuation: ChatContinuation = ChatContinuation.VLLM
+    """Which servers' way of continuing a chat's final assistant message the simulator takes: vLLM's two fields,
+    or (prefill) a final assistant message continued as it is, those two fields refused with 400."""
     seed: int | None = None
     throttle_rate: float = 0.0
     """Probability that a request gets 429 before any byte, as a saturated or rate-limited server answers."""
@@ -87,6 +91,8 @@ class SimulatorSettings:
             raise SettingsError("profile", f"expected one of {[p.value for p in Profile]}")
         if not isinstance(self.usage_format, UsageFormat):
             raise SettingsError("usage_format", f"expected one of {[u.value for u in UsageFormat]}")
+        if not isinstance(self.chat_continuation, ChatContinuation):
+            raise SettingsError("chat_continuation", f"expected one of {[c.value for c in ChatContinuation]}")
         for name in ("ttft_ms", "itl_ms", "prefill_ms_per_1k"):
             value = getattr(self, name)
             if not math.isfinite(value) or not 0 <= value <= MAX_DELAY_MS:
@@ -131,6 +137,7 @@ class SimulatorSettings:
             "output_tokens": self.output_tokens,
             "output_tokens_sigma": self.output_tokens_sigma,
             "usage_format": self.usage_format.value,
+            "chat_continuation": self.chat_continuation.value,
             "seed": self.seed,
             "throttle_rate": self.throttle_rate,
             "retry_after_s": self.retry_after_s,

@@ -14,23 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import msgspec
 import orjson
 
 from data_plane.serving.sse_events import SseFramer, event_data
+from meridian_common.catalog import ChatContinuation
 
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 _TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
-
-
-class ChatContinuation(StrEnum):
-    VLLM = "vllm"
-    PREFILL = "prefill"
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,7 +232,7 @@ class Forwarder:
         """With `resumption`, continues that client's stream (raises RetryableFailure on any answer but a 200)."""
         spec = live.spec
         streaming = request is not None and parsed.streaming
-        body = (resumption.body_for(spec.served_model) if resumption is not None else
+        body = (resumption.body_for(spec) if resumption is not None else
                 parsed.body.for_model(spec.served_model, ask_usage=streaming and parsed.asks_backend_usage))
         timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - time.monotonic()),
                                         sock_connect=self._settings.connect_timeout_s)

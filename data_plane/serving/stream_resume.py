@@ -18,7 +18,6 @@ from data_plane.config import StreamStallConfig
 from data_plane.live_state import LiveDeployment
 from data_plane.metrics import RouterMetrics
 from data_plane.serving.continuation import (
-    ChatContinuation,
     SentSoFar,
     continuation_body,
     remaining_tokens,
@@ -30,6 +29,8 @@ from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.stream_cut import Cut
 from data_plane.serving.stream_stitch import StreamStitch, closing_events, error_event
 from data_plane.serving.usage import Usage, estimate_tokens
+from data_plane.table.snapshot import DeploymentSpec
+from meridian_common.catalog import ChatContinuation
 from meridian_common.logging_setup import event
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,10 @@ class Resumption:
         """The next candidate should take the stream."""
         return not self.finished and self.why_not() is None
 
-    def body_for(self, served_model: str) -> bytes:
-        return continuation_body(self._parsed.endpoint, self._parsed.body.fields, served_model, self.sent,
-                                 self._resumer.settings.chat_continuation)
+    def body_for(self, spec: DeploymentSpec) -> bytes:
+        """The continuation as `spec` takes it: its own chat_continuation, else the router's."""
+        style = spec.chat_continuation or self._resumer.settings.chat_continuation
+        return continuation_body(self._parsed.endpoint, self._parsed.body.fields, spec.served_model, self.sent, style)
 
     def begin(self, live: LiveDeployment, now: float) -> Resumed:
         """`live` answered the continuation: its events go into the client's stream from here."""

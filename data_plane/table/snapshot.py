@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from meridian_common.catalog import BreakerConfig, CacheConfig, QueueConfig, RoutingDefaults, SaturationConfig
+from meridian_common.catalog import (
+    BreakerConfig,
+    CacheConfig,
+    ChatContinuation,
+    QueueConfig,
+    RoutingDefaults,
+    SaturationConfig,
+)
 from meridian_common.engine_figures import EngineFigures, InvalidEngineFigures
 from meridian_common.policy_names import POLICIES, PRIORITY_PRESETS
 from meridian_common.table_hash import content_hash
@@ -46,6 +53,7 @@ class DeploymentSpec:
     tpot_ms: float = 0.0  # the control plane's merged median time per output token; 0 = unknown
     context_window: int = 0  # most tokens (prompt + answer) the deployment accepts; 0 = not declared
     engine: EngineFigures | None = None  # the engine's load as the control plane merged it; None = unknown
+    chat_continuation: ChatContinuation | None = None  # how a cut chat stream is continued here; None = the router's
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +246,11 @@ def _deployment_spec(
         _check_at_least(where, field, getattr(deployment, field), 0.0)
     _check_unit(where, "quality", deployment.quality)
     _check_unit(where, "error_rate", deployment.error_rate)
+    try:
+        chat_continuation = ChatContinuation(deployment.chat_continuation) if deployment.chat_continuation else None
+    except ValueError:
+        raise InvalidTable(f"{where}: chat_continuation {deployment.chat_continuation!r} is not one of "
+                           f"{', '.join(ChatContinuation)}") from None
     engine = None
     if deployment.HasField("engine"):
         try:
@@ -265,6 +278,7 @@ def _deployment_spec(
         tpot_ms=deployment.tpot_ms,
         context_window=deployment.context_window,
         engine=engine,
+        chat_continuation=chat_continuation,
     )
 
 

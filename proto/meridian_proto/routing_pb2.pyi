@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "url", "served_model", "region", "architecture", "cost_per_1m_input", "cost_per_1m_output", "quality", "max_concurrency", "api_key_env", "weight", "added_latency_ms", "ejected", "rpm_limit", "tpm_limit", "error_rate", "reason", "ttft_ms", "tpot_ms", "context_window", "engine")
+    __slots__ = ("name", "url", "served_model", "region", "architecture", "cost_per_1m_input", "cost_per_1m_output", "quality", "max_concurrency", "api_key_env", "weight", "added_latency_ms", "ejected", "rpm_limit", "tpm_limit", "error_rate", "reason", "ttft_ms", "tpot_ms", "context_window", "engine", "chat_continuation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class Deployment(_message.Message):
     TPOT_MS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    CHAT_CONTINUATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     url: str
     served_model: str
@@ -51,7 +52,8 @@ class Deployment(_message.Message):
     tpot_ms: float
     context_window: int
     engine: _engine_pb2.EngineFigures
-    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., served_model: _Optional[str] = ..., region: _Optional[str] = ..., architecture: _Optional[str] = ..., cost_per_1m_input: _Optional[float] = ..., cost_per_1m_output: _Optional[float] = ..., quality: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., api_key_env: _Optional[str] = ..., weight: _Optional[float] = ..., added_latency_ms: _Optional[float] = ..., ejected: _Optional[bool] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., error_rate: _Optional[float] = ..., reason: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ..., context_window: _Optional[int] = ..., engine: _Optional[_Union[_engine_pb2.EngineFigures, _Mapping]] = ...) -> None: ...
+    chat_continuation: str
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., served_model: _Optional[str] = ..., region: _Optional[str] = ..., architecture: _Optional[str] = ..., cost_per_1m_input: _Optional[float] = ..., cost_per_1m_output: _Optional[float] = ..., quality: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., api_key_env: _Optional[str] = ..., weight: _Optional[float] = ..., added_latency_ms: _Optional[float] = ..., ejected: _Optional[bool] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., error_rate: _Optional[float] = ..., reason: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ..., context_window: _Optional[int] = ..., engine: _Optional[_Union[_engine_pb2.EngineFigures, _Mapping]] = ..., chat_continuation: _Optional[str] = ...) -> None: ...
 
 class ScoreWeights(_message.Message):
     __slots__ = ("latency", "cost", "quality", "load")

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from data_plane.serving.continuation import (
-    ChatContinuation,
     SentSoFar,
     continuation_body,
     remaining_tokens,
@@ -20,6 +19,7 @@ from data_plane.serving.continuation import (
     why_not_resumable,
 )
 from data_plane.serving.request_shapes import parse_request
+from meridian_common.catalog import ChatContinuation
 
 ROLE = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
 

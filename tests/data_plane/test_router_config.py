@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from data_plane.config import MiB, RouterConfig, load_router_config
+from meridian_common.catalog import ChatContinuation
 from meridian_common.config_loading import ConfigError
 
 MODELS = """models:
@@ -59,6 +60,17 @@ def test_invalid_stream_resumption_settings_name_the_field(tmp_path: Path, extra
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, extra)
     assert expected in str(caught.value)
+
+
+def test_a_deployment_may_say_how_it_continues_a_cut_chat_stream(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    deployment = '{name: a, url: "http://127.0.0.1:9/v1", served_model: m, region: r, chat_continuation: %s}'
+    path.write_text(f"region: r\nmodels:\n  m:\n    deployments:\n      - {deployment % 'prefill'}\n")
+    assert load_router_config(path).models["m"].deployments[0].chat_continuation is ChatContinuation.PREFILL
+    path.write_text(f"region: r\nmodels:\n  m:\n    deployments:\n      - {deployment % 'guess'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_router_config(path)
+    assert "models.m.deployments.0.chat_continuation" in str(caught.value) and "'prefill'" in str(caught.value)
 
 
 def test_redis_url_takes_sentinels_and_says_what_a_bad_one_lacks(tmp_path: Path) -> None:

@@ -246,3 +246,41 @@ def test_a_stream_that_stalls_is_continued_elsewhere(start_simulator: StartSimul
     _assert_whole_and_continuous(body, "".join(texts), finishes)
     (resumed,) = _resumes_in_log(router)
     assert (resumed["from_deployment"], resumed["reason"]) == ("a", "stalled")
+
+
+def test_a_mixed_fleet_continues_on_a_prefill_server_that_says_so(start_simulator: StartSimulator,
+                                                                  start_router: StartRouter) -> None:
+    # a speaks vLLM's continuation and cuts every stream after 20 tokens; b is a server that continues a final
+    # assistant message as it is and refuses vLLM's fields (400), as llama.cpp's or a strict server does.
+    vllm = start_simulator("mixed-vllm", *SIM, "--cut-after-tokens", "20")
+    prefill = start_simulator("mixed-prefill", *SIM, "--chat-continuation", "prefill")
+    (body,) = _requests(1, "mixed")
+    body["max_tokens"] = 100
+
+    def router(name: str, b_extra: str) -> ServiceProcess:
+        deployments = "\n".join((deployment_yaml("a", vllm.url, cost_in=0.01, cost_out=0.01),
+                                 deployment_yaml("b", prefill.url, cost_in=1.0, cost_out=1.0, extra=b_extra)))
+        return start_router(name, CONFIG.format(deployments=deployments))
+
+    async def read(url: str) -> list[bytes]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                assert response.status == 200
+                return [e for e in (await response.read()).split(b"\n\n") if e]
+
+    def text_of(events: list[bytes]) -> tuple[str, list[str]]:
+        choices = [choice for e in events if e.startswith(b'data: {"id"')
+                   for choice in json.loads(e.removeprefix(b"data: "))["choices"]]
+        return ("".join(c["delta"].get("content") or "" for c in choices),
+                [c["finish_reason"] for c in choices if c["finish_reason"]])
+
+    # With the router's default (vllm) for b too, b refuses the continuation: nothing is left to finish it.
+    events = asyncio.run(read(router("mixed-default-router", "").url))
+    assert b"data: [DONE]" not in events
+    error = json.loads(events[-1].removeprefix(b"data: "))["error"]
+    assert "no deployment was left" in error["message"] and "400" in error["message"], error
+    # b saying how it continues a stream: the stream comes whole and continuous.
+    events = asyncio.run(read(router("mixed-prefill-router", "chat_continuation: prefill").url))
+    assert events[-1] == b"data: [DONE]"
+    assert b": meridian resumed on b after 20 tokens from a (closed)" in events
+    _assert_whole_and_continuous(body, *text_of(events))

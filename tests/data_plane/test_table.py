@@ -12,7 +12,7 @@ import pytest
 from data_plane.app import key_env_allowlist
 from data_plane.config import RouterConfig, bootstrap_table
 from data_plane.table.snapshot import InvalidTable, KeyEnvAllowlist, TableSnapshot, snapshot_from_proto
-from meridian_common.catalog import BreakerConfig, CacheConfig
+from meridian_common.catalog import BreakerConfig, CacheConfig, ChatContinuation
 from meridian_common.table_hash import content_hash
 from meridian_proto import routing_pb2
 
@@ -30,7 +30,7 @@ CONFIG = RouterConfig.model_validate({
                  "cost_per_1m_input": 0.1, "cost_per_1m_output": 0.2, "quality": 0.9, "max_concurrency": 8,
                  "api_key_env": "A_KEY"},
                 {"name": "b", "url": "https://b.example/v1", "served_model": "llama", "region": "eu-west",
-                 "architecture": "moe"},
+                 "architecture": "moe", "chat_continuation": "prefill"},
             ],
         },
         "small": {"deployments": [
@@ -72,6 +72,7 @@ def test_bootstrap_table_passes() -> None:
         "a", "http://10.0.0.1:8000/v1", 8, "A_KEY", 0.9)
     assert (b.region, b.architecture, b.weight, b.ejected, b.api_key_env) == (
         "eu-west", "moe", 1.0, False, "")
+    assert (a.chat_continuation, b.chat_continuation) == (None, ChatContinuation.PREFILL)
 
 
 def test_unset_breaker_and_cache_take_the_config_defaults() -> None:
@@ -163,6 +164,8 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ("all-zero score weights", lambda t: _model(t).score_weights.CopyFrom(routing_pb2.ScoreWeights()),
      "score_weights must have a weight above 0"),
     ("cache without ttl", lambda t: setattr(_model(t).cache, "ttl_s", 0.0), "cache.ttl_s must be > 0"),
+    ("unknown chat continuation", _set(_deployment, "chat_continuation", "guess"),
+     "deployment 'a': chat_continuation 'guess' is not one of vllm, prefill"),
     ("key variable not allowed", _set(_deployment, "api_key_env", "AWS_SECRET_ACCESS_KEY"),
      "deployment 'a': api_key_env 'AWS_SECRET_ACCESS_KEY' is not a variable this router lets a table name "
      "(allowed: MERIDIAN_BACKEND_*, A_KEY)"),

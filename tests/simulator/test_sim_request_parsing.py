@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from meridian_common.catalog import ChatContinuation
 from simulator.request_parsing import (
     DEFAULT_EMBEDDING_DIMENSIONS,
     GenerationKind,
@@ -189,3 +190,17 @@ def test_continue_final_message_is_refused_as_vllm_refuses_it(body: dict[str, An
     with pytest.raises(RequestError) as raised:
         parse_generation(body, GenerationKind.CHAT, "m", 16)
     assert (raised.value.status, raised.value.param) == (400, param)
+
+
+def test_a_prefill_server_continues_a_final_assistant_message_as_it_is() -> None:
+    parsed = parse_generation(_continuing(), GenerationKind.CHAT, "m", 16, ChatContinuation.PREFILL)
+    assert parsed.continues == " the router"
+    assert parse_generation(CHAT, GenerationKind.CHAT, "m", 16, ChatContinuation.PREFILL).continues == ""
+
+
+@pytest.mark.parametrize("field", ["continue_final_message", "add_generation_prompt"])
+def test_a_prefill_server_refuses_vllms_continuation_fields(field: str) -> None:
+    with pytest.raises(RequestError, match=f"unrecognized request argument supplied: {field}") as raised:
+        parse_generation(_continuing(**{field: field == "continue_final_message"}), GenerationKind.CHAT, "m", 16,
+                         ChatContinuation.PREFILL)
+    assert (raised.value.status, raised.value.param) == (400, field)
