@@ -179,12 +179,13 @@ class Forwarder:
                 headers["x-meridian-model"] = model_decision.model.name
             try:
                 return await self._attempt(request, parsed, model_decision.request, live, headers, plan.deadline,
-                                           tokens, on_usage, resumption)
+                                           tokens, on_usage if resumption is None else resumption.charging(on_usage),
+                                           resumption)
             except StreamCut as cut:
                 resumption = cut.resumption
                 plan.failed(spec.name, f"stream cut ({resumption.cut.reason})")
                 if not resumption.continues:
-                    return await resumption.end()
+                    return await resumption.end(on_usage)
             except RetryableFailure as failure:
                 plan.failed(spec.name, failure.code)
                 self._metrics.fallbacks.labels(self._settings.region, live.model, spec.name, spec.architecture,
@@ -194,7 +195,7 @@ class Forwarder:
                     log.info(event("attempt_failed", model=live.model, deployment=spec.name,
                                    reason=failure.reason, attempt=attempt))
         if resumption is not None:
-            return await resumption.end(f"no deployment was left to continue it ({plan.summary()})")
+            return await resumption.end(on_usage, f"no deployment was left to continue it ({plan.summary()})")
         raise self._exhausted(plan, parsed, last_model, response_headers)
 
     def _blocked(self, live: LiveDeployment, tokens: int, now: float) -> Exclusion | None:

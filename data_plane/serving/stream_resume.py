@@ -24,6 +24,7 @@ from data_plane.serving.continuation import (
     sent_so_far,
     why_not_resumable,
 )
+from data_plane.serving.outcome import Settled, UsageSink
 from data_plane.serving.relay import Resumed, StreamRelay
 from data_plane.serving.request_shapes import ParsedRequest
 from data_plane.serving.stream_cut import Cut
@@ -72,8 +73,8 @@ class StreamCut(Exception):
 class Resumption:
     """One client stream from its first cut on, across the attempts that continue it."""
 
-    __slots__ = ("_parsed", "_prefix_tokens", "_prompt_tokens_before", "_resumer", "cut", "cut_architecture",
-                 "cut_at", "cut_by", "cut_model", "response", "resumes", "sent", "written")
+    __slots__ = ("_cut_cost_usd", "_parsed", "_prefix_tokens", "_prompt_tokens_before", "_resumer", "cut",
+                 "cut_architecture", "cut_at", "cut_by", "cut_model", "response", "resumes", "sent", "written")
 
     def __init__(self, resumer: Resumer, parsed: ParsedRequest, relayed: StreamRelay, live: LiveDeployment, cut: Cut,
                  now: float) -> None:
@@ -84,17 +85,46 @@ class Resumption:
         self.resumes = 0
         self._prompt_tokens_before = 0
         self._prefix_tokens = 0  # the continued text's share of the current attempt's prompt
+        self._cut_cost_usd = 0.0  # what the cut attempts' share of the stream cost, each at its deployment's prices
+        self.sent = SentSoFar()
         self.cut_at_deployment(live, cut, now)
 
     def cut_at_deployment(self, live: LiveDeployment, cut: Cut, now: float) -> None:
         """The attempt on `live` (the first, or a continuation) was cut at `now`."""
-        self.cut_by: str = live.spec.name
+        spec = live.spec
+        self.cut_by: str = spec.name
         self.cut_model: str = live.model
-        self.cut_architecture: str = live.spec.architecture
+        self.cut_architecture: str = spec.architecture
         self.cut: Cut = cut
         self.cut_at: float = now
-        self.sent: SentSoFar = sent_so_far(self.written)
-        self._prompt_tokens_before += self._parsed.estimated_prompt_tokens + self._prefix_tokens
+        sent = sent_so_far(self.written)
+        attempt = Usage(self._parsed.estimated_prompt_tokens + self._prefix_tokens, sent.tokens - self.sent.tokens,
+                        estimated=True)
+        self._cut_cost_usd += attempt.cost(spec.cost_per_1m_input, spec.cost_per_1m_output)
+        self._prompt_tokens_before += attempt.prompt_tokens
+        self.sent = sent
+
+    @property
+    def cut_usage(self) -> Usage:
+        """What the cut attempts used: the prompts they were sent (estimated) and the tokens they delivered."""
+        return Usage(self._prompt_tokens_before, self.sent.tokens, estimated=True)
+
+    def settled(self, finished_by: Settled | None = None) -> Settled:
+        """What the client's stream used and cost: the cut attempts' share (the prompts they were sent, the tokens
+        they delivered, at their deployments' prices), plus the answer of the continuation that finished it, if
+        one did. It is what the stream's usage chunk says."""
+        cut = self.cut_usage
+        if finished_by is None:
+            return Settled(self.cut_model, cut, self._cut_cost_usd)
+        usage = Usage(cut.prompt_tokens + finished_by.usage.prompt_tokens,
+                      cut.completion_tokens + finished_by.usage.completion_tokens, estimated=True)
+        return Settled(finished_by.model, usage, self._cut_cost_usd + finished_by.cost_usd)
+
+    def charging(self, on_usage: UsageSink | None) -> UsageSink | None:
+        """The sink of the continuation's answer: the client is charged the whole stream, cut attempts included."""
+        if on_usage is None:
+            return None
+        return lambda finished_by: on_usage(self.settled(finished_by))
 
     @property
     def finished(self) -> bool:
@@ -135,17 +165,18 @@ class Resumption:
                        after_ms=round((now - self.cut_at) * 1000, 1)))
         comment = (f"meridian resumed on {live.spec.name} after {sent.tokens} tokens from {self.cut_by} "
                    f"({self.cut.reason})")
-        stitch = StreamStitch(sent, Usage(self._prompt_tokens_before, sent.tokens, estimated=True), comment)
+        stitch = StreamStitch(sent, self.cut_usage, comment)
         return Resumed(self.response, self.written, stitch)
 
-    async def end(self, why: str | None = None) -> web.StreamResponse:
+    async def end(self, on_usage: UsageSink | None, why: str | None = None) -> web.StreamResponse:
         """Ends the client's stream: whole when it is finished, else with an error event and no `[DONE]` saying
-        why it could not be continued (`why`, or `why_not()`)."""
+        why it could not be continued (`why`, or `why_not()`). Either way the client is charged what it got."""
         sent, parsed = self.sent, self._parsed
+        if on_usage is not None:
+            on_usage(self.settled())
         with contextlib.suppress(ConnectionResetError):  # the client went away meanwhile: nothing to tell it
             if self.finished:
-                usage = (Usage(self._prompt_tokens_before, sent.tokens, estimated=True) if parsed.usage_requested
-                         else None)
+                usage = self.cut_usage if parsed.usage_requested else None
                 await self.response.write(closing_events(sent, usage, chat=parsed.endpoint == "chat/completions"))
                 await self.response.write_eof()
                 return self.response

@@ -284,3 +284,39 @@ def test_a_mixed_fleet_continues_on_a_prefill_server_that_says_so(start_simulato
     assert events[-1] == b"data: [DONE]"
     assert b": meridian resumed on b after 20 tokens from a (closed)" in events
     _assert_whole_and_continuous(body, *text_of(events))
+
+
+def test_the_client_is_charged_every_token_of_a_resumed_stream(start_simulator: StartSimulator,
+                                                               start_router: StartRouter) -> None:
+    # a cuts every stream after 20 tokens and b finishes it; input costs the same on both, b's output twice a's,
+    # so what the client owes follows from the usage chunk and the 20 tokens a delivered.
+    first = start_simulator("charged-first", *SIM, "--cut-after-tokens", "20")
+    second = start_simulator("charged-second", *SIM)
+    deployments = "\n".join((deployment_yaml("a", first.url, cost_in=1.0, cost_out=1.0),
+                             deployment_yaml("b", second.url, cost_in=1.0, cost_out=2.0)))
+    router = start_router("charged-router", CONFIG.format(deployments=deployments))
+    (body,) = _requests(1, "charged")
+    body.update(max_tokens=100, stream_options={"include_usage": True})
+
+    async def read() -> list[bytes]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            async with session.post(f"{router.url}/v1/chat/completions", json=body) as response:
+                assert response.status == 200
+                return [e for e in (await response.read()).split(b"\n\n") if e]
+
+    events = asyncio.run(read())
+    assert b": meridian resumed on b after 20 tokens from a (closed)" in events
+    (usage,) = [chunk["usage"] for chunk in (json.loads(e.removeprefix(b"data: ")) for e in events
+                                             if e.startswith(b'data: {"id"')) if chunk.get("usage")]
+    assert usage["completion_tokens"] == 100
+    owed = (usage["prompt_tokens"] * 1.0 + 20 * 1.0 + (usage["completion_tokens"] - 20) * 2.0) / 1e6
+    assert _metric(router, "meridian_client_cost_usd_total") == pytest.approx(owed, rel=1e-6)
+    # A stream that cannot be finished is charged what the client got: b cut as well, nothing left.
+    change_sim_config(second.url, cut_after_tokens=10)
+    events = asyncio.run(read())
+    assert events[-1].startswith(b'data: {"error"')
+    got = sum(1 for e in events if e.startswith(b'data: {"id"')
+              for choice in json.loads(e.removeprefix(b"data: "))["choices"] if choice["delta"].get("content"))
+    assert got == 30
+    charged = _metric(router, "meridian_client_cost_usd_total") - owed
+    assert charged > (20 * 1.0 + 10 * 2.0) / 1e6, charged  # the two attempts' prompts on top of the 30 tokens
