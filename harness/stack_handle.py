@@ -229,6 +229,24 @@ class StackHandle:
     def simulator_url(self, backend: str) -> str:
         return f"http://{self.backends[backend]['address']}"
 
+    def wait_for_a_stream(self, backend: str, within_s: float, poll_s: float = 0.01) -> float | None:
+        """Seconds until a simulated backend had a stream under way (its `/sim/config` `streaming`), at most
+        `within_s`; None when none came (or the backend is not a simulator), which is noted."""
+        url = self.simulator_url(backend)
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            try:
+                if read_sim_config(url).get("streaming", 0) >= 1:
+                    return waited
+            except Exception as error:  # a real backend has no /sim/config: nothing to wait for
+                self.note("no_stream_seen", backend=backend, error=str(error))
+                return None
+            if waited >= within_s:
+                self.note("no_stream_seen", backend=backend, waited_s=round(waited, 3))
+                return None
+            time.sleep(poll_s)
+
     def change_simulator(self, backend: str, **changes: Any) -> dict[str, Any]:
         url = self.simulator_url(backend)
         try:

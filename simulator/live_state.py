@@ -28,7 +28,7 @@ _ID_PREFIXES = {GenerationKind.CHAT: "chatcmpl", GenerationKind.COMPLETION: "cmp
 
 class SimulatorState:
     __slots__ = ("_id_stem", "_issued", "admission", "cancelled", "cut", "engine", "errors", "prefix_cache",
-                 "rejected", "rng", "served", "settings", "started_unix", "throttled")
+                 "rejected", "rng", "served", "settings", "started_unix", "streaming", "throttled")
 
     def __init__(self, settings: SimulatorSettings, started_unix: int) -> None:
         self.settings = settings
@@ -43,6 +43,7 @@ class SimulatorState:
         self.throttled = 0  # simulated saturation (HTTP 429)
         self.cancelled = 0  # clients that went away before the answer was complete
         self.cut = 0  # streams the simulator cut on purpose (cut_after_tokens, cut_rate)
+        self.streaming = 0  # streams under way: answer headers sent, last token not yet
         # Ids only need to be unique, not secret: a per-process stem and a counter are enough and cheap.
         self._id_stem = os.urandom(4).hex()
         self._issued = 0
@@ -147,6 +148,7 @@ class SimulatorState:
             "throttled": self.throttled,
             "cancelled": self.cancelled,
             "cut": self.cut,
+            "streaming": self.streaming,
             "kv_cache_reserved_tokens": self.admission.kv_reserved,
             "kv_cache_usage": self.kv_cache_usage(),
             "prefix_cache_blocks_used": len(self.prefix_cache),

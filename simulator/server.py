@@ -230,6 +230,7 @@ async def _paced_stream(request: web.Request, state: SimulatorState, events: Str
     loop = asyncio.get_running_loop()
     engine = state.engine
     response = web.StreamResponse(headers=_SSE_HEADERS)
+    state.streaming += 1
     try:
         await response.prepare(request)
         last = len(events.tokens) - 1
@@ -256,6 +257,8 @@ async def _paced_stream(request: web.Request, state: SimulatorState, events: Str
     except ConnectionResetError:
         state.cancelled += 1
         return response
+    finally:
+        state.streaming -= 1
     _record_served(state, arrived_at, loop.time(), 0)  # its tokens were counted as they were written
     return response
 

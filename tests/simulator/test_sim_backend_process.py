@@ -322,16 +322,18 @@ def test_client_disconnect_frees_the_slot_and_the_queue(sims: dict[str, RunningS
                    headers={"Content-Type": "application/json"})
     response = holder.getresponse()
     assert response.status == 200 and response.read1(64)
-    assert read_sim_config(paced.url)["running"] == 1
+    assert (read_sim_config(paced.url)["running"], read_sim_config(paced.url)["streaming"]) == (1, 1)
     queued = http.client.HTTPConnection("127.0.0.1", paced.port, timeout=10)
     queued.request("POST", "/v1/chat/completions", body=_chat(stream=True, max_tokens=200),
                    headers={"Content-Type": "application/json"})
     assert wait_until(lambda: read_sim_config(paced.url)["waiting"] == 1)
+    assert read_sim_config(paced.url)["streaming"] == 1  # a stream waiting for its slot is not under way
     queued.close()
     assert wait_until(lambda: read_sim_config(paced.url)["waiting"] == 0)
     holder.close()
     assert wait_until(lambda: read_sim_config(paced.url)["running"] == 0)
     after = read_sim_config(paced.url)
+    assert after["streaming"] == 0
     assert after["cancelled"] - before["cancelled"] == 2 and after["served"] == before["served"]
     status, _ = _http("POST", f"{paced.base_url}/chat/completions", _chat(max_tokens=1))
     assert status == 200  # the slot really is free again
