@@ -35,7 +35,7 @@ from regions import stack_file
 from regions.redis_sentinel import primary_address
 from regions.restarts import restart_etcd_member, restart_redis_server, restart_replica
 from regions.topology import Topology, load_topology
-from simulator.admin_client import change_sim_config, read_sim_config
+from simulator.admin_client import SimulatorAdminError, change_sim_config, read_sim_config
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,9 @@ class StackHandle:
         while True:
             waited = time.monotonic() - started
             try:
-                if read_sim_config(url).get("streaming", 0) >= 1:
+                if read_sim_config(url, timeout_s=1.0).get("streaming", 0) >= 1:
                     return waited
-            except Exception as error:  # a real backend has no /sim/config: nothing to wait for
+            except (SimulatorAdminError, ValueError) as error:  # not a simulator: nothing to wait for
                 self.note("no_stream_seen", backend=backend, error=str(error))
                 return None
             if waited >= within_s:

@@ -31,8 +31,8 @@ def _call(url: str, body: bytes | None, timeout_s: float) -> dict[str, Any]:
 
 
 def read_sim_config(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Settings plus `running`, `waiting`, `peak_running`, `served`, `errors`, `rejected`, `cancelled` and the
-    engine figures (`kv_cache_usage`, `kv_cache_reserved_tokens`, `prefix_cache_hits`, ...).
+    """Settings plus `running`, `waiting`, `streaming`, `peak_running`, `served`, `errors`, `rejected`, `cancelled`
+    and the engine figures (`kv_cache_usage`, `kv_cache_reserved_tokens`, `prefix_cache_hits`, ...).
     `url` is the simulator's root (`http://127.0.0.1:PORT`), not its `/v1` base."""
     return _call(f"{url}/sim/config", None, timeout_s)
 
