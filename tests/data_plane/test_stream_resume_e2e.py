@@ -2,7 +2,9 @@
 deployment whose link a `limit_data` toxic closes after 4 KB, and a healthy one direct. Every stream, sync and
 async, comes whole (the tokens asked for, one finish reason) and its text continuous across the cut (the
 simulator's text is a deterministic walk: each word follows from the one before); where no deployment is left
-the stream ends with an error event and no [DONE]; a whole answer cut mid-body is retried elsewhere.
+the stream ends with an error event and no [DONE]; a whole answer cut mid-body is retried elsewhere; a server
+that continues only as a prefill server does takes the continuation once its deployment says so; and the client
+is charged every token it got, cut attempts included.
 
 The load is the realistic workload's (answers of hundreds of tokens, its prompts), every request streamed and
 capped with max_tokens so that "whole" is exact; the non-streamed test sends its answers whole by design."""
