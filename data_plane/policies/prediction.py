@@ -66,7 +66,7 @@ class Known(NamedTuple):
     ttft_source: Source
     tpot_source: Source
     # How long a stream has waited for its first token, when that is longer than the window's answers took: the
-    # freshest evidence there is, and a floor under any TTFT predicted (0 when no stream is stuck).
+    # freshest evidence there is, and a floor under the TTFT routing predicts (0 when no stream is stuck).
     stuck_wait_ms: float = 0.0
 
 
@@ -113,9 +113,8 @@ def priors(known: Sequence[Known]) -> Priors:
 def predict(known: Known, spec: DeploymentSpec, prior: Priors, size: RequestSize,
             model: ModelView | None = None) -> Prediction:
     """This request's figures on the deployment. The size model speaks only where this router measured the
-    deployment recently (its figures are then current) and has fitted enough answers. A stuck stream's wait is a
-    floor, not an estimate: a stream that has waited 40 ms so far says the TTFT is at least that, while the size
-    model may know from the engine's queue that it will be seconds."""
+    deployment recently (its figures are then current) and has fitted enough answers. A stuck stream's wait is
+    not in it: that is another request's, evidence for routing (`routed`), not this request's size."""
     ttft_ms = known.ttft_ms if known.ttft_ms is not None else prior.backend_ttft_ms + spec.added_latency_ms
     tpot_ms = known.tpot_ms if known.tpot_ms is not None else prior.tpot_ms
     ttft_source, tpot_source = known.ttft_source, known.tpot_source
@@ -124,5 +123,13 @@ def predict(known: Known, spec: DeploymentSpec, prior: Priors, size: RequestSize
             tpot_ms, tpot_source = model.tpot_ms(tpot_ms, size), Source.FITTED
         if ttft_source is Source.MEASURED and model.ttft_observations >= MIN_FITTED:
             ttft_ms, ttft_source = model.ttft_ms(ttft_ms, size, tpot_ms), Source.FITTED
-    return Prediction(max(ttft_ms, known.stuck_wait_ms), tpot_ms, max(0, size.output_tokens), ttft_source,
-                      tpot_source)
+    return Prediction(ttft_ms, tpot_ms, max(0, size.output_tokens), ttft_source, tpot_source)
+
+
+def routed(prediction: Prediction, known: Known) -> Prediction:
+    """The prediction routing ranks: a stuck stream's wait is a floor under its TTFT, not an estimate. A stream
+    that has waited 40 ms so far says the TTFT is at least that, while the size model may know from the engine's
+    queue that it will be seconds."""
+    if known.stuck_wait_ms > prediction.ttft_ms:
+        return prediction._replace(ttft_ms=known.stuck_wait_ms)
+    return prediction

@@ -33,7 +33,7 @@ from data_plane.policies.engine_load import engine_load, saturation_exclusion
 from data_plane.policies.exclusion import ExclusionKind
 from data_plane.policies.filters import context_exclusion, exclusion
 from data_plane.policies.latency_first import by_latency
-from data_plane.policies.prediction import known_figures, predict, priors
+from data_plane.policies.prediction import known_figures, predict, priors, routed
 from meridian_common import policy_names
 
 Ranker = Callable[[list[Measured], RouteRequest, PolicyState, random.Random], Ranking]
@@ -61,7 +61,7 @@ def measure(candidates: Sequence[Candidate], request: RouteRequest) -> list[Meas
     for position, (candidate, figures) in enumerate(zip(candidates, known, strict=True)):
         spec, engine, in_flight = candidate.deployment, candidate.engine, candidate.stats.in_flight
         size = request_size(prompt_tokens, candidate.cached_prompt_tokens, output_tokens, engine, in_flight)
-        prediction = predict(figures, spec, prior, size, candidate.latency_model)
+        prediction = routed(predict(figures, spec, prior, size, candidate.latency_model), figures)
         cost = (spec.cost_per_1m_input * prompt_tokens + spec.cost_per_1m_output * output_tokens) / 1_000_000
         latency_ms = prediction.latency_ms(streaming)
         ranked_ms = latency_ms if candidate.local else latency_ms * remote_factor

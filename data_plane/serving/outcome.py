@@ -91,10 +91,8 @@ def report_health(metrics: RouterMetrics, region: str, live: LiveDeployment, cha
 
 
 def prediction(live: LiveDeployment, size: RequestSize, known: Known, now: float) -> Prediction:
-    """What the size model predicts for a request of `size` from `known` (the size-blind figures). Without the
-    floor of a stream stuck now: that is another request's wait, evidence for routing the next one, and it would
-    count against the size model's error, and split a whole answer's time, as if it were this answer's."""
-    return predict(known._replace(stuck_wait_ms=0.0), live.spec, NO_PRIORS, size, live.latency_model.view(now))
+    """What the size model predicts for a request of `size` from `known` (the size-blind figures)."""
+    return predict(known, live.spec, NO_PRIORS, size, live.latency_model.view(now))
 
 
 def learn_timing(live: LiveDeployment, size: RequestSize, known: Known, predicted: Prediction, now: float, *,
